@@ -1,0 +1,140 @@
+"""Typed experiment configs: one ``@dataclass`` per entry point, mirrored by a YAML file in configs/.
+
+Each default lives in the dataclass. A YAML file (read with ``yaml.safe_load``) overrides some
+fields, and command-line flags (``--field-name value``) override both. Unknown keys and values of
+the wrong type raise errors that name the field. The resolved config is written beside the outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Convert ``value`` (from YAML or the command line) to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(name, a, value)
+            except (TypeError, ValueError) as e:
+                errors.append(str(e))
+        raise ValueError(f"config field {name!r}: cannot read {value!r} as {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"config field {name!r}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v != ""]
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"config field {name!r}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        out = [_coerce(name, inner, v) for v in value]
+        return tuple(out) if origin is tuple else out
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"config field {name!r}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(f"config field {name!r}: expected an integer, got {value!r}")
+        try:
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"config field {name!r}: expected an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"config field {name!r}: expected a number, got {value!r}") from None
+    if tp is str:
+        return str(value)
+    if tp is Any:
+        return value
+    return value
+
+
+def from_dict(cls: type[C], data: dict[str, Any], base: C | None = None) -> C:
+    """Build ``cls`` from ``data`` on top of ``base`` (or the defaults); unknown keys raise."""
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        raise KeyError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(types_)}")
+    cfg = base if base is not None else cls()
+    updates = {k: _coerce(k, types_[k], v) for k, v in data.items()}
+    return dataclasses.replace(cfg, **updates)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; a missing file or non-mapping raises clearly."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add ``--config FILE`` and one ``--field-name`` flag per dataclass field (default: unset)."""
+    parser.add_argument("--config", type=str, default=None, help="YAML file with field: value pairs")
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_ = (f.metadata.get("help", "") + f" (default: {default!r})").strip()
+        parser.add_argument(flag, dest=f.name, default=None, help=help_)
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
+    """Resolve defaults <- YAML file <- command-line flags into one ``cls`` instance."""
+    cfg = cls()
+    if getattr(args, "config", None):
+        cfg = from_dict(cls, load_yaml(args.config), cfg)
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    return from_dict(cls, flags, cfg)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
+    """Write the resolved config beside an experiment's outputs and return its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return path
+
+
+def dumps(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), indent=2)

@@ -1,0 +1,379 @@
+"""Denoiser training for every scheduler family: epsilon / v / x0 prediction, flow matching and EDM.
+
+One loss per noise family (told apart by :func:`gendiff.parameterization.noise_family`, never by class):
+
+- ``vp`` / ``ve`` (DDPM, DDIM, Euler, ...; Ho et al. 2020 eq. 14): t ~ U{0..T-1},
+  x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps (exactly ``DDPMScheduler.add_noise``); target eps,
+  v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (``get_velocity``, Salimans & Ho 2022) or x0.
+  Euler-type schedulers feed the model x_t / sqrt(sigma^2 + 1), the same variance-preserving sample.
+- ``flow`` (rectified flow / flow matching, Lipman et al. 2023; ``FlowMatchEulerDiscreteScheduler``):
+  sigma ~ U(0, 1) or logit-normal (Esser et al. 2024), x_t = sigma eps + (1 - sigma) x0, the model sees
+  t = sigma * num_train_timesteps, target u = eps - x0.
+- ``edm`` (Karras et al. 2022, eq. 7-8 and Table 1): ln sigma ~ N(P_mean, P_std^2), x_t = x0 + sigma eps,
+  D(x_t) = c_skip x_t + c_out F(c_in x_t, c_noise) through the scheduler's own ``precondition_*``,
+  loss lambda(sigma) ||D - x0||^2 with lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2.
+
+The loop uses accelerate, AdamW with linear warm-up, an EMA of the weights, atomic checkpoints
+(out_dir/checkpoint-<step>/) that ``resume=True`` continues exactly, and a train_log.jsonl.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate import Accelerator
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.utils.data import Dataset, default_collate
+from tqdm.auto import tqdm
+
+from gendiff.models import call_denoiser
+from gendiff.parameterization import check_prediction, noise_family
+
+__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "denoising_loss", "noise_family", "train_denoiser"]
+
+_CKPT = "checkpoint-"
+_TMP = ".tmp-"
+
+
+@dataclass
+class TrainConfig:
+    """Denoiser training settings (defaults suit a small CPU run; the YAML files override them).
+
+    ``prediction`` None takes the scheduler's own prediction type; a value that disagrees with the
+    scheduler raises (the sampler reads the scheduler's, so they must match).
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    prediction: Literal["epsilon", "v_prediction", "sample", "flow"] | None = None
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    grad_clip: float | None = 1.0
+    warmup: int = 0
+    flow_time_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    edm_p_mean: float = -1.2
+    edm_p_std: float = 1.2
+    checkpoints_keep: int | None = 3
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+    def __post_init__(self) -> None:
+        positive = {k: getattr(self, k) for k in ("steps", "batch_size", "checkpoint_every", "log_every")}
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.warmup < 0:
+            raise ValueError(f"TrainConfig: need lr > 0, weight_decay >= 0, warmup >= 0 (got {self.lr}, "
+                             f"{self.weight_decay}, {self.warmup})")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"TrainConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
+        if self.checkpoints_keep is not None and self.checkpoints_keep < 1:
+            raise ValueError(f"TrainConfig.checkpoints_keep must be >= 1 or None, got {self.checkpoints_keep}")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_denoiser` returns.
+
+    Attributes:
+        model: the trained model holding the EMA weights, in eval mode.
+        global_step: the last optimisation step done (== config.steps).
+        losses: (step, mean loss) pairs logged by this call.
+        out_dir / model_dir / log_path: where the run, the final model and the loss log live.
+        resumed_from: the checkpoint step this call started from (0 for a fresh run).
+    """
+
+    model: nn.Module
+    global_step: int
+    losses: list[tuple[int, float]]
+    out_dir: Path
+    model_dir: Path
+    log_path: Path
+    resumed_from: int = 0
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is corrupt, incomplete or does not fit the model."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------------------
+def _bcast(v: Tensor, x: Tensor) -> Tensor:
+    """[M] -> [M, 1, ..., 1] matching x's rank."""
+    return v.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+
+
+def denoising_loss(
+    model: nn.Module,
+    x0: Tensor,
+    scheduler: Any,
+    config: TrainConfig | None = None,
+    cond: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Monte-Carlo denoising loss of ``model`` on clean data ``x0`` for ``scheduler``'s family.
+
+    Args:
+        model: any denoiser accepted by :func:`gendiff.models.call_denoiser`.
+        x0: [M, *shape] clean samples.
+        scheduler: a diffusers scheduler (DDPM/DDIM/Euler, FlowMatchEuler or EDM family).
+        config: noise-level sampling options and the expected prediction type (defaults if None).
+        cond: [M, D] conditioning or None.
+        generator: draws t / sigma and eps (on x0's device).
+    Returns:
+        Scalar loss.
+    """
+    config = config or TrainConfig()
+    family, pred = noise_family(scheduler), check_prediction(scheduler, config.prediction)
+    m, dev = x0.shape[0], x0.device
+    eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
+    if family in ("vp", "ve"):
+        abar = scheduler.alphas_cumprod.to(dev, torch.float32)
+        t = torch.randint(0, abar.shape[0], (m,), generator=generator, device=dev)
+        a, s = _bcast(abar[t].sqrt(), x0), _bcast((1 - abar[t]).sqrt(), x0)
+        x_t = a * x0 + s * eps  # 1. Ho et al. eq. 4
+        target = {"epsilon": eps, "v_prediction": a * eps - s * x0, "sample": x0}[pred]
+        return nn.functional.mse_loss(call_denoiser(model, x_t, t, cond).float(), target.float())
+    if family == "flow":
+        if config.flow_time_sampling == "uniform":
+            sigma = torch.rand(m, generator=generator, device=dev)
+        else:  # logit-normal (Esser et al. 2024, eq. 19)
+            sigma = torch.sigmoid(torch.randn(m, generator=generator, device=dev) * config.logit_std
+                                  + config.logit_mean)
+        x_t = _bcast(sigma, x0) * eps + (1 - _bcast(sigma, x0)) * x0  # 2. linear interpolation path
+        out = call_denoiser(model, x_t, sigma * scheduler.config.num_train_timesteps, cond)
+        return nn.functional.mse_loss(out.float(), (eps - x0).float())
+    # 3. EDM: log-normal sigma, the scheduler's preconditioning, lambda-weighted x0 loss
+    sigma = torch.exp(torch.randn(m, generator=generator, device=dev) * config.edm_p_std + config.edm_p_mean)
+    sb, sd = _bcast(sigma, x0), float(scheduler.config.sigma_data)
+    x_t = x0 + sb * eps
+    out = call_denoiser(model, scheduler.precondition_inputs(x_t, sb), scheduler.precondition_noise(sigma), cond)
+    denoised = scheduler.precondition_outputs(x_t, out, sb)
+    weight = (sb**2 + sd**2) / (sb * sd) ** 2
+    return (weight * (denoised.float() - x0.float()) ** 2).mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# Data, EMA and random state
+# --------------------------------------------------------------------------------------------------
+class _Batches:
+    """Draws minibatches with replacement from a tensor or a Dataset (items x or (x, cond))."""
+
+    def __init__(self, data: Tensor | Dataset, cond: Tensor | None, device: torch.device) -> None:
+        self.device, self.cond = device, None
+        if isinstance(data, Tensor):
+            if data.dim() < 2 or data.shape[0] < 1 or not data.is_floating_point():
+                raise ValueError(f"data must be a float tensor [N, *shape] with N >= 1, got {data.dtype} "
+                                 f"{tuple(data.shape)}")
+            if not torch.isfinite(data).all():
+                raise ValueError("data contains NaN or infinite values")
+            if cond is not None and (cond.shape[0] != data.shape[0] or not torch.isfinite(cond).all()):
+                raise ValueError(f"cond must be finite with one row per sample ({data.shape[0]}), "
+                                 f"got shape {tuple(cond.shape)}")
+            self.data, self.cond = data.to(device), None if cond is None else cond.to(device)
+        elif isinstance(data, Dataset):
+            if cond is not None:
+                raise ValueError("with a Dataset, return (x, cond) pairs from __getitem__ instead of passing cond")
+            self.data = data
+        else:
+            raise TypeError(f"data must be a torch Tensor or a torch Dataset, got {type(data).__name__}")
+        self.n = len(self.data)
+        if self.n < 1:
+            raise ValueError("data is empty")
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        idx = torch.randint(0, self.n, (batch_size,), generator=generator)
+        if isinstance(self.data, Tensor):
+            idx = idx.to(self.device)
+            return self.data[idx], None if self.cond is None else self.cond[idx]
+        batch = default_collate([self.data[i] for i in idx.tolist()])
+        x, c = (batch[0], batch[1]) if isinstance(batch, list | tuple) else (batch, None)
+        return x.to(self.device), None if c is None else c.to(self.device)
+
+
+class _EMA:
+    """Exponential moving average of the parameters, with diffusers' warm-up decay (1+n)/(10+n)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.names = [n for n, _ in model.named_parameters()]
+        self.params = [p.detach().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.params, [p.detach() for p in model.parameters()], 1.0 - decay)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {n: p.contiguous() for n, p in zip(self.names, self.params)}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        if sorted(state) != sorted(self.names):
+            raise KeyError(f"EMA weights do not match the model's parameters ({len(state)} vs {len(self.names)})")
+        for p, n in zip(self.params, self.names):
+            p.copy_(state[n])
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        for p, e in zip(model.parameters(), self.params):
+            p.copy_(e)
+
+
+class _Rng:
+    """The run's random state: batch indices (CPU), noise (on device), torch's global generators."""
+
+    def __init__(self, seed: int, device: torch.device) -> None:
+        self.index = torch.Generator().manual_seed(seed)
+        self.noise = torch.Generator(device=device).manual_seed(seed + 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        return {"index": self.index.get_state(), "noise": self.noise.get_state(),
+                "torch": torch.get_rng_state(), "cuda": cuda}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.index.set_state(state["index"])
+        self.noise.set_state(state["noise"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Output folder and checkpoints
+# --------------------------------------------------------------------------------------------------
+def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint folders in ``out_dir`` (out_dir/checkpoint-<step>), oldest first."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return []
+    found = [p for p in out.iterdir() if p.is_dir() and p.name.startswith(_CKPT) and p.name[len(_CKPT):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(_CKPT):]))
+
+
+def _atomic_dir(final: Path, write: Callable[[Path], None]) -> None:
+    """Fill a temporary folder with ``write`` and rename it to ``final`` (a kill leaves no half folder)."""
+    tmp = final.parent / f"{_TMP}{final.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def _prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over an earlier run unless asked; remove what a killed save left behind."""
+    if resume and overwrite:
+        raise ValueError("pass either resume=True or overwrite=True, not both")
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob(f"{_TMP}*"):
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    if resume:
+        if not list_checkpoints(out):
+            raise FileNotFoundError(f"resume=True but {out} holds no complete {_CKPT}<step> folder to resume from")
+        return
+    ours = [*list_checkpoints(out), *(out / n for n in ("model", "scheduler", "train_log.jsonl"))]
+    ours = [p for p in ours if p.exists()]
+    if ours and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds a training run ({', '.join(p.name for p in ours)}); pass resume=True to "
+            "continue it or overwrite=True to start over"
+        )
+    for p in ours:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+class _Trainer:
+    """State of one training run: model, optimiser, EMA, random state, output folder."""
+
+    def __init__(self, model: nn.Module, scheduler: Any, config: TrainConfig, out: Path, acc: Accelerator):
+        self.model, self.scheduler, self.config, self.out, self.acc = model, scheduler, config, out, acc
+        self.model.to(acc.device).train()
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        warm = config.warmup
+        self.lr_sched = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
+        )
+        self.ema = _EMA(model, config.ema_decay)
+        self.rng = _Rng(config.seed + 1000 * acc.process_index, acc.device)
+        self.log_path = out / "train_log.jsonl"
+
+    def save_checkpoint(self, step: int) -> None:
+        """Write out/checkpoint-<step>/ atomically: model, EMA, optimiser, LR schedule, RNG, step."""
+        final, acc = self.out / f"{_CKPT}{step}", self.acc
+        tmp = final.parent / f"{_TMP}{final.name}"
+        if acc.is_main_process:
+            _atomic_dir(tmp, lambda d: None)  # an empty, fresh temporary folder
+        acc.wait_for_everyone()
+        torch.save(self.rng.state_dict(), tmp / f"rng_{acc.process_index}.pt")
+        if acc.is_main_process:
+            self.model.save_pretrained(tmp / "model")
+            save_file(self.ema.state_dict(), tmp / "ema.safetensors")
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.lr_sched.state_dict(), tmp / "lr_scheduler.pt")
+            state = {"step": step, "config": dataclasses.asdict(self.config)}
+            (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            os.replace(tmp, final)
+            keep = self.config.checkpoints_keep
+            for old in list_checkpoints(self.out)[: -keep if keep else 0]:
+                shutil.rmtree(old)
+        acc.wait_for_everyone()
+
+    def load_checkpoint(self, path: Path) -> int:
+        """Restore everything :meth:`save_checkpoint` wrote; returns the checkpoint's step."""
+        try:
+            step = int(json.loads((path / "state.json").read_text())["step"])
+            self.model.load_state_dict(load_file(path / "model" / SAFETENSORS_WEIGHTS_NAME))
+            self.ema.load_state_dict(load_file(path / "ema.safetensors"))
+            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+            self.lr_sched.load_state_dict(torch.load(path / "lr_scheduler.pt", weights_only=True))
+            self.rng.load_state_dict(torch.load(path / f"rng_{self.acc.process_index}.pt", weights_only=True))
+        except Exception as e:  # every way a folder can be broken ends here, with its name
+            raise CheckpointError(
+                f"cannot resume from {path}: {type(e).__name__}: {e}. Delete this folder to resume from an "
+                "earlier checkpoint, or start over with overwrite=True"
+            ) from e
+        if step > self.config.steps:
+            raise ValueError(f"{path} is at step {step}, past TrainConfig.steps={self.config.steps}")
+        if self.acc.is_main_process and self.log_path.exists():  # drop log lines written after the save
+            lines = [ln for ln in self.log_path.read_text().splitlines() if _log_step(ln) <= step]
+            self.log_path.write_text("".join(ln + "\n" for ln in lines))
+        return step
+
+    def log(self, step: int, values: list[float]) -> float:
+        loss = sum(values) / len(values)
+        if self.acc.is_main_process:
+            with self.log_path.open("a") as f:
+                f.write(json.dumps({"step": step, "loss": loss, "lr": self.lr_sched.get_last_lr()[0]}) + "\n")
+        return loss
+
+
+def _log_step(line: str) -> float:
+    """Step of one train_log.jsonl line (inf for a torn or foreign line, so it is dropped)."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
