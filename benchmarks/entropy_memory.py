@@ -121,7 +121,9 @@ def _markdown(report: dict) -> str:
         f"torch {m['torch']}, Python {m['python']}.",
         f"Settings: fp32 logits {s['shape']}, chunk_rows {s['chunk_rows']}, {s['threads']} thread(s), "
         f"median of {s['runs']} fresh subprocesses per variant; extra = peak RSS - RSS after allocating logits "
-        f"(logits alone: {s['logits_mb']:.0f} MB).",
+        f"(logits alone: {s['logits_mb']:.0f} MB). 1-min load average before/after: "
+        f"{m['loadavg_1min_before_after'][0]:.2f} / {m['loadavg_1min_before_after'][1]:.2f} on a shared "
+        "machine: memory is exact, times are noisy.",
         "",
         "| variant | peak extra memory (MB) | time (s) |",
         "|---|---:|---:|",
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     import torch
 
+    load_before = os.getloadavg()
     results = {}
     for variant in args.variants:
         runs = [_spawn(variant, args) for _ in range(args.runs)]
@@ -176,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
             "python": platform.python_version(),
+            "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]],
         },
         "settings": {
             "shape": args.shape,

@@ -61,7 +61,7 @@ def particle_entropy_scores(
 ) -> Tensor:
     """Gaussian-mixture entropy score of every candidate measurement (ADS, "Choosing the next measurement").
 
-    1. Per candidate k, centre the particles (d is shift-invariant; centring keeps the Gram form exact).
+    1. Per candidate k, centre the particles (d is shift-invariant; centring keeps the Gram form accurate).
     2. d_ij(k) = sum_e (yhat_i[k, e] - yhat_j[k, e])^2 = |a_i|^2 + |a_j|^2 - 2 a_i.a_j, clamped at 0,
        with d_ii = 0 exactly.
     3. S(k) = sum_i logsumexp_j d_ij(k) / (2 sigma^2); measured candidates get -inf.
@@ -173,28 +173,33 @@ def _flatten_logits(logits: Tensor, chunk_rows: int) -> Tensor:
     return logits.reshape(-1, logits.shape[-1])  # a view for contiguous input
 
 
-def _block_log_softmax(block: Tensor, start: int) -> tuple[Tensor, Tensor]:
-    """(log-probabilities [r, V], probabilities [r, V]) of one block of rows, in the compute dtype."""
+def _block_lse(block: Tensor, start: int) -> Tensor:
+    """Row log-normalisers [r, 1] of one block; rejects NaN / +inf logits and all -inf rows."""
     lse = torch.logsumexp(block, dim=-1, keepdim=True)
     bad = ~torch.isfinite(lse)
     if bool(bad.any()):
         row = start + int(bad.nonzero()[0, 0])
         raise ValueError(f"logits row {row} (flattened [rows, V]) contains NaN or +inf, or is entirely -inf")
-    log_p = block - lse
-    return log_p, torch.exp(log_p)
+    return lse
+
+
+def _block_entropy(block: Tensor, start: int) -> Tensor:
+    """-sum_v p_v log p_v of one block [r, V] -> [r]; two block-sized temporaries, freed on return."""
+    log_p = block - _block_lse(block, start)
+    p = log_p.exp()
+    return -p.mul_(log_p).nan_to_num_(nan=0.0).sum(-1)  # 0 * (-inf) -> 0: masked tokens contribute nothing
 
 
 class _TokenEntropy(torch.autograd.Function):
-    """H = lse(l) - sum_v p_v l_v = -sum_v p_v log p_v per row (the second form has no cancellation);
-    dH/dl_v = -p_v (log p_v + H), recomputed block by block in backward."""
+    """H = lse(l) - sum_v p_v l_v, evaluated as -sum_v p_v log p_v (no cancellation between two large
+    terms); dH/dl_v = -p_v (log p_v + H), recomputed block by block in backward."""
 
     @staticmethod
     def forward(ctx, logits2d: Tensor, chunk_rows: int) -> Tensor:
         cdt = _compute_dtype(logits2d.dtype)
         out = torch.empty(logits2d.shape[0], dtype=cdt, device=logits2d.device)
         for s in range(0, logits2d.shape[0], chunk_rows):
-            log_p, p = _block_log_softmax(logits2d[s : s + chunk_rows].to(cdt), s)
-            out[s : s + chunk_rows] = -p.mul_(log_p).nan_to_num_(nan=0.0).sum(-1)  # 0 * (-inf) -> 0
+            out[s : s + chunk_rows] = _block_entropy(logits2d[s : s + chunk_rows].to(cdt), s)
         ctx.save_for_backward(logits2d, out)
         ctx.chunk_rows = chunk_rows
         return out
@@ -203,12 +208,18 @@ class _TokenEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None]:
         logits2d, entropy = ctx.saved_tensors
+        cdt = entropy.dtype
         grad = torch.empty_like(logits2d)
         for s in range(0, logits2d.shape[0], ctx.chunk_rows):
             rows = slice(s, s + ctx.chunk_rows)
-            log_p, p = _block_log_softmax(logits2d[rows].to(grad_out.dtype), s)
-            centred = log_p.add_(entropy[rows, None])
-            grad[rows] = p.mul_(centred).nan_to_num_(nan=0.0).mul_(-grad_out[rows, None])
+            block = logits2d[rows].to(cdt)
+            log_p = block - _block_lse(block, s)
+            p = grad[rows] if grad.dtype == cdt else torch.empty_like(log_p)  # write p in place when possible
+            torch.exp(log_p, out=p)
+            p.mul_(log_p.add_(entropy[rows, None])).nan_to_num_(nan=0.0).mul_(-grad_out[rows, None])
+            if grad.dtype != cdt:
+                grad[rows] = p
+            del block, log_p, p  # free this block's temporaries before the next block allocates
         return grad, None
 
 
@@ -221,12 +232,9 @@ class _TokenLogprobs(torch.autograd.Function):
         out = torch.empty(logits2d.shape[0], dtype=cdt, device=logits2d.device)
         for s in range(0, logits2d.shape[0], chunk_rows):
             block = logits2d[s : s + chunk_rows].to(cdt)
-            lse = torch.logsumexp(block, dim=-1)
-            bad = ~torch.isfinite(lse)
-            if bool(bad.any()):
-                row = s + int(bad.nonzero()[0, 0])
-                raise ValueError(f"logits row {row} contains NaN or +inf, or is entirely -inf")
-            out[s : s + chunk_rows] = block.gather(-1, tokens1d[s : s + chunk_rows, None]).squeeze(-1) - lse
+            picked = block.gather(-1, tokens1d[s : s + chunk_rows, None])
+            out[s : s + chunk_rows] = (picked - _block_lse(block, s)).squeeze(-1)
+            del block
         ctx.save_for_backward(logits2d, tokens1d)
         ctx.chunk_rows = chunk_rows
         return out
@@ -237,10 +245,12 @@ class _TokenLogprobs(torch.autograd.Function):
         logits2d, tokens1d = ctx.saved_tensors
         grad = torch.empty_like(logits2d)
         for s in range(0, logits2d.shape[0], ctx.chunk_rows):
-            g_rows = grad_out[s : s + ctx.chunk_rows, None]
-            _, p = _block_log_softmax(logits2d[s : s + ctx.chunk_rows].to(grad_out.dtype), s)
-            g = p.mul_(-g_rows).scatter_add_(-1, tokens1d[s : s + ctx.chunk_rows, None], g_rows)
-            grad[s : s + ctx.chunk_rows] = g
+            rows = slice(s, s + ctx.chunk_rows)
+            g_rows = grad_out[rows, None]
+            block = logits2d[rows].to(grad_out.dtype)
+            p = (block - _block_lse(block, s)).exp_()
+            grad[rows] = p.mul_(-g_rows).scatter_add_(-1, tokens1d[rows, None], g_rows)
+            del block, p
         return grad, None, None
 
 

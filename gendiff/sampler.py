@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from gendiff.guidance.base import GuidanceState, GuidanceTerm
+from gendiff.models import call_denoiser
 from gendiff.parameterization import check_prediction, from_x0, to_x0
 
 Callback = Callable[[int, Tensor, Tensor, Tensor, GuidanceState], "bool | None"]
@@ -53,21 +54,6 @@ class SamplerOutput:
     nfe: int = 0
     nbe: int = 0
     stopped_at: int | None = None
-
-
-def call_denoiser(model: nn.Module, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-    """Run a diffusers model (``.sample`` output) or a gendiff denoiser ``forward(x, t, cond)``.
-
-    Args:
-        x: [M, *shape] network input; t: 0-d or [M] timestep; cond: [M, ...] or None.
-    """
-    t = t.to(x.device).expand(x.shape[0]) if t.ndim == 0 else t.to(x.device)
-    out = model(x, t) if cond is None else model(x, t, cond)
-    if hasattr(out, "sample"):
-        out = out.sample
-    elif isinstance(out, tuple):
-        out = out[0]
-    return out
 
 
 class GuidedSampler:

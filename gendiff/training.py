@@ -324,7 +324,8 @@ class _Trainer:
         final, acc = self.out / f"{_CKPT}{step}", self.acc
         tmp = final.parent / f"{_TMP}{final.name}"
         if acc.is_main_process:
-            _atomic_dir(tmp, lambda d: None)  # an empty, fresh temporary folder
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
         acc.wait_for_everyone()
         torch.save(self.rng.state_dict(), tmp / f"rng_{acc.process_index}.pt")
         if acc.is_main_process:
@@ -377,3 +378,100 @@ def _log_step(line: str) -> float:
         return int(json.loads(line)["step"])
     except (ValueError, KeyError, TypeError):
         return math.inf
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------------
+def _run_steps(tr: _Trainer, batches: _Batches, start: int, progress: bool) -> list[tuple[int, float]]:
+    """Optimisation steps start+1 .. config.steps; returns the logged (step, loss) pairs."""
+    cfg, acc = tr.config, tr.acc
+    model, optimizer = acc.prepare(tr.model, tr.optimizer)
+    logged, window = [], []
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not (progress and acc.is_main_process))
+    for step in range(start + 1, cfg.steps + 1):
+        # 1. a minibatch and the family's denoising loss (module docstring)
+        x0, c = batches.sample(cfg.batch_size, tr.rng.index)
+        with acc.autocast():
+            loss = denoising_loss(model, x0, tr.scheduler, cfg, c, tr.rng.noise)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise FloatingPointError(
+                f"training loss is {value} at step {step}; lower the learning rate, enable grad_clip or check "
+                "the data scale"
+            )
+        # 2. AdamW step with optional gradient clipping, LR warm-up, EMA update
+        acc.backward(loss)
+        if cfg.grad_clip is not None and acc.sync_gradients:
+            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        tr.lr_sched.step()
+        optimizer.zero_grad(set_to_none=True)
+        tr.ema.update(tr.model, step)
+        # 3. log and checkpoint
+        window.append(value)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            logged.append((step, tr.log(step, window)))
+            bar.set_postfix(loss=f"{logged[-1][1]:.4g}")
+            window = []
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            tr.save_checkpoint(step)
+        bar.update(1)
+    bar.close()
+    return logged
+
+
+def train_denoiser(
+    model: nn.Module,
+    data: Tensor | Dataset,
+    scheduler: Any,
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    cond: Tensor | None = None,
+    progress: bool = True,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> TrainResult:
+    """Train a denoiser for ``scheduler``'s noise family and save it diffusers-style.
+
+    Args:
+        model: a diffusers ``ModelMixin`` denoiser (UNet2DModel or a gendiff model); trained in place.
+        data: [N, *shape] clean samples, or a Dataset whose items are x or (x, cond).
+        scheduler: the diffusers scheduler the model will sample with; saved beside the model.
+        config: training settings.
+        out_dir: run folder: checkpoint-<step>/, model/ (EMA weights), scheduler/, train_log.jsonl.
+        cond: [N, D] conditioning rows for tensor ``data``, or None.
+        progress: show a tqdm progress bar.
+        resume: continue from the latest complete checkpoint in ``out_dir``.
+        overwrite: delete an earlier run in ``out_dir`` first (otherwise an earlier run is an error).
+    Returns:
+        :class:`TrainResult` whose ``model`` holds the EMA weights.
+    Raises:
+        ValueError: bad config/data or a prediction type the scheduler does not use.
+        FileExistsError / FileNotFoundError: an earlier run without resume/overwrite; nothing to resume.
+        CheckpointError: the latest checkpoint is corrupt or does not fit the model.
+        FloatingPointError: a non-finite loss (the message names the step).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not hasattr(model, "save_pretrained"):
+        raise TypeError(f"{type(model).__name__} has no save_pretrained; use a diffusers ModelMixin model")
+    check_prediction(scheduler, config.prediction)  # fail (unknown family or mismatch) before touching out_dir
+    acc, out = Accelerator(mixed_precision=config.mixed_precision), Path(out_dir)
+    batches = _Batches(data, cond, acc.device)
+    if acc.is_main_process:
+        _prepare_out_dir(out, resume, overwrite)
+    acc.wait_for_everyone()
+    torch.manual_seed(config.seed)
+    tr = _Trainer(model, scheduler, config, out, acc)
+    start = tr.load_checkpoint(list_checkpoints(out)[-1]) if resume else 0
+    logged = _run_steps(tr, batches, start, progress)
+    # 4. final model = EMA weights, saved with the scheduler it was trained for
+    tr.ema.copy_to(tr.model)
+    tr.model.eval()
+    if acc.is_main_process:
+        _atomic_dir(out / "model", lambda d: tr.model.save_pretrained(d))
+        _atomic_dir(out / "scheduler", lambda d: scheduler.save_pretrained(d))
+    acc.wait_for_everyone()
+    return TrainResult(tr.model, tr.config.steps, logged, out, out / "model", tr.log_path, start)

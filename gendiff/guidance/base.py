@@ -97,8 +97,10 @@ def residual_loss(residual: Tensor, loss: Literal["norm", "squared"]) -> Tensor:
 
 
 def grad_of(loss: Tensor, wrt: Tensor, retain_graph: bool = True) -> Tensor:
-    """d(sum loss)/d(wrt) with a clear error when ``wrt`` is not part of the graph."""
+    """d(sum loss)/d(wrt); zero where the loss does not depend on ``wrt`` (e.g. a constant denoiser)."""
     if not wrt.requires_grad:
         raise RuntimeError("guidance gradient requested but the input does not require grad")
-    (g,) = torch.autograd.grad(loss.sum(), wrt, retain_graph=retain_graph)
-    return g
+    if not loss.requires_grad:
+        return torch.zeros_like(wrt)
+    (g,) = torch.autograd.grad(loss.sum(), wrt, retain_graph=retain_graph, allow_unused=True)
+    return torch.zeros_like(wrt) if g is None else g

@@ -159,7 +159,7 @@ def riskpo_advantage(rewards: Tensor, group_ids: Tensor, config: RiskPOConfig, q
     grid = rewards[order].view(n_groups // config.bundle_size, config.bundle_size, int(sizes[0]))
     scores = grid.mean(1)  # [n_bundles, n]
     if quantiles is None:
-        q = torch.quantile(scores.flatten().double(), torch.tensor([config.alpha, config.beta], dtype=torch.float64))
+        q = torch.quantile(scores.flatten().double(), torch.tensor([config.alpha, config.beta], dtype=torch.float64, device=scores.device))
         q_a, q_b = float(q[0]), float(q[1])
     else:
         q_a, q_b = (float(v) for v in quantiles)
@@ -187,3 +187,142 @@ def _token_inputs(name: str, rewards: Tensor, **tensors: Tensor | None) -> Tenso
     if not bool((mask != 0).any()):
         raise ValueError("mask is empty: no valid token")
     return mask != 0
+
+
+@dataclass
+class EMPGConfig:
+    """Attributes: k (1.0), zeta (0.1), eps (1e-6, GRPO std; also min-max guard)."""
+
+    k: float = 1.0
+    zeta: float = 0.1
+    eps: float = 1e-6
+
+
+def next_valid(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """For each [B, T] position, x at the next valid position of the same row and whether one exists."""
+    out, has = torch.zeros_like(x), torch.zeros_like(mask)
+    carry = torch.zeros_like(x[:, 0])
+    carry_has = torch.zeros_like(mask[:, 0])
+    for t in range(x.shape[1] - 1, -1, -1):  # reverse scan over time
+        out[:, t], has[:, t] = carry, carry_has
+        carry = torch.where(mask[:, t], x[:, t], carry)
+        carry_has = carry_has | mask[:, t]
+    return out, has
+
+
+@_register("empg", EMPGConfig)
+def empg_advantage(rewards: Tensor, group_ids: Tensor, config: EMPGConfig, mask=None, entropy=None, **_: object):
+    """EMPG (Wang et al. 2025), with each token as a step. Returns [B, T] advantages (0 at padding).
+
+    1. A = GRPO advantage of the rewards.
+    2. Hn = min-max normalised entropy over the batch's valid tokens.
+    3. g_t = exp(-k Hn_t) / mean_valid exp(-k Hn).
+    4. A'_t = g_t A + zeta exp(-k Hn_next) (future-clarity bonus; 0 on a row's last valid token).
+    """
+    m = _token_inputs("empg", rewards, mask=mask, entropy=entropy)
+    adv, _ = grpo_advantage(rewards, group_ids, GRPOAdvConfig(config.eps))
+    h = entropy.detach().to(adv.dtype)
+    lo, hi = h[m].min(), h[m].max()
+    hn = (h - lo) / (hi - lo).clamp_min(config.eps)
+    e = torch.exp(-config.k * hn)
+    g = e / masked_mean(e, m)
+    e_next, has_next = next_valid(e, m)
+    out = g * adv[:, None] + config.zeta * e_next * has_next
+    out = torch.where(m, out, torch.zeros_like(out))
+    metrics = _summary(out[m], rewards)
+    metrics["empg/g_mean"] = float(masked_mean(g, m))
+    return out, metrics
+
+
+@dataclass
+class AEPOConfig:
+    """Attributes: coef (1.0, REINFORCE weight), temp_low (0.8), temp_high (1.2), eps (1e-6)."""
+
+    coef: float = 1.0
+    temp_low: float = 0.8
+    temp_high: float = 1.2
+    eps: float = 1e-6
+
+
+def target_temperature(entropy: float, target_entropy: float, temp_low: float = 0.8, temp_high: float = 1.2) -> float:
+    """AEPO / DCPO temperature rule: sample the regulariser at temp_high below the target entropy,
+    at temp_low at or above it."""
+    return temp_high if entropy < target_entropy else temp_low
+
+
+@_register("aepo", AEPOConfig)
+def aepo_advantage(rewards: Tensor, group_ids: Tensor, config: AEPOConfig, is_regularizer=None, **_: object):
+    """AEPO (Wang et al. 2025): GRPO advantages for the ordinary rollouts; REINFORCE weights
+    coef * r_i (no baseline) for the rollouts drawn at the ``target_temperature`` (``is_regularizer``
+    [B] bool). The group statistics of the ordinary rollouts exclude the regulariser rollouts."""
+    rewards, _ = check_rewards(rewards, group_ids)
+    if not isinstance(is_regularizer, Tensor) or is_regularizer.shape != rewards.shape:
+        raise ValueError("aepo needs is_regularizer=[B] bool marking the temperature-adjusted rollouts")
+    reg = is_regularizer.bool()
+    adv = config.coef * rewards.clone()
+    if bool((~reg).any()):
+        base, _ = grpo_advantage(rewards[~reg], group_ids[~reg], GRPOAdvConfig(config.eps))
+        adv[~reg] = base
+    metrics = _summary(adv, rewards)
+    metrics["aepo/regularizer_frac"] = float(reg.float().mean())
+    return adv, metrics
+
+
+@dataclass
+class DCPOConfig:
+    """Attributes: lam (weight of the temperature-ratio term, 0.1), eps (1e-6, GRPO std)."""
+
+    lam: float = 0.1
+    eps: float = 1e-6
+
+
+@_register("dcpo", DCPOConfig)
+def dcpo_advantage(rewards: Tensor, group_ids: Tensor, config: DCPOConfig, mask=None, logp=None,
+                   logp_target=None, **_: object):
+    """DCPO (our reading of Wang et al. 2025, distribution-centric): on-policy samples, with a
+    temperature-ratio term pulling pi toward the target pi_T ~ pi^(1/T):
+    A'_t = A_GRPO + lam (pi_T(y_t) / pi(y_t) - 1), the ratio from ``logp_target`` = log pi_T(y_t) and
+    ``logp`` = log pi(y_t) ([B, T], detached). E_pi[pi_T / pi] = 1, so the -1 is a baseline and the
+    term is a REINFORCE estimate of -grad KL(pi_T || pi). Returns [B, T] (0 at padding)."""
+    m = _token_inputs("dcpo", rewards, mask=mask, logp=logp, logp_target=logp_target)
+    adv, _ = grpo_advantage(rewards, group_ids, GRPOAdvConfig(config.eps))
+    term = torch.exp((logp_target - logp).detach().to(adv.dtype)) - 1.0
+    out = torch.where(m, adv[:, None] + config.lam * term, torch.zeros_like(term))
+    metrics = _summary(out[m], rewards)
+    metrics["dcpo/ratio_term_mean"] = float(masked_mean(term, m))
+    return out, metrics
+
+
+@_register("hapo", GRPOAdvConfig)
+def hapo_advantage(rewards: Tensor, group_ids: Tensor, config: GRPOAdvConfig, mask=None, **_: object):
+    """HAPO token-level group average: each rollout's reward counts once per valid token, so
+    mu_g = sum_i L_i r_i / sum_i L_i, sigma_g^2 = sum_i L_i (r_i - mu_g)^2 / sum_i L_i and
+    A_i = (r_i - mu_g) / (sigma_g + eps). Returns [B]."""
+    m = _token_inputs("hapo", rewards, mask=mask)
+    rewards, index = check_rewards(rewards, group_ids)
+    lengths = m.sum(-1).to(rewards.dtype)
+    n = int(index.max()) + 1
+    tot = torch.zeros(n, dtype=rewards.dtype, device=rewards.device).index_add_(0, index, lengths).clamp_min(1)
+    mu = (torch.zeros_like(tot).index_add_(0, index, lengths * rewards) / tot)[index]
+    var = (torch.zeros_like(tot).index_add_(0, index, lengths * (rewards - mu) ** 2) / tot)[index]
+    adv = (rewards - mu) / (var.sqrt() + config.eps)
+    return adv, _summary(adv, rewards)
+
+
+def empo_rewards(cluster_ids: Tensor, group_ids: Tensor) -> Tensor:
+    """EMPO (Zhang et al. 2025) semantic reward: r_i = |{j in group(i): c_j = c_i}| / |group(i)|. [B]."""
+    if not isinstance(cluster_ids, Tensor) or cluster_ids.shape != group_ids.shape or cluster_ids.dim() != 1:
+        raise ValueError("cluster_ids must be a [B] tensor like group_ids")
+    same_group = group_ids[:, None] == group_ids[None, :]
+    same_cluster = cluster_ids[:, None] == cluster_ids[None, :]
+    return (same_group & same_cluster).sum(-1).double() / same_group.sum(-1).double()
+
+
+@_register("empo_reward", GRPOAdvConfig)
+def empo_advantage(rewards: Tensor | None, group_ids: Tensor, config: GRPOAdvConfig, cluster_ids=None,
+                   **_: object):
+    """EMPO: GRPO advantages of ``empo_rewards(cluster_ids, group_ids)``; ``rewards`` is ignored (pass
+    None): the method is unsupervised. metrics["reward/mean"] is the mean semantic reward."""
+    if cluster_ids is None:
+        raise ValueError("empo_reward needs cluster_ids=[B] (semantic cluster of each answer)")
+    return grpo_advantage(empo_rewards(cluster_ids, group_ids), group_ids, config)

@@ -6,6 +6,7 @@ Every model here saves and loads with diffusers' ``save_pretrained`` / ``from_pr
 
 from __future__ import annotations
 
+from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
 from gendiff.models._common import broadcast_timesteps
@@ -35,8 +36,8 @@ def _inner(model: nn.Module) -> nn.Module:
 def call_denoiser(model: nn.Module, x: Tensor, t: Tensor | float | int, cond: Tensor | None = None) -> Tensor:
     """Run any denoiser on a batch and return its prediction as a tensor.
 
-    gendiff's own models (``forward(x, t, cond)``) are called directly; diffusers models such as
-    ``UNet2DModel`` are called as ``model(x, t).sample`` (``cond`` goes in as ``class_labels``).
+    diffusers models such as ``UNet2DModel`` are called as ``model(x, t).sample`` (``cond`` goes in as
+    ``class_labels``); gendiff's own models and any other ``nn.Module`` as ``model(x, t, cond)``.
 
     Args:
         model: a gendiff denoiser or a diffusers model (possibly wrapped by DDP / torch.compile).
@@ -47,8 +48,9 @@ def call_denoiser(model: nn.Module, x: Tensor, t: Tensor | float | int, cond: Te
         [M, *shape] prediction.
     """
     t = broadcast_timesteps(t, x.shape[0], x.device)
-    if getattr(_inner(model), "_gendiff_denoiser", False):
-        return model(x, t, cond)
+    inner = _inner(model)
+    if not isinstance(inner, ModelMixin) or getattr(inner, "_gendiff_denoiser", False):
+        return model(x, t, cond)  # the gendiff contract: forward(x, t, cond)
     out = model(x, t) if cond is None else model(x, t, class_labels=cond)
     if isinstance(out, Tensor):
         return out

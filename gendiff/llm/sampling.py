@@ -1,0 +1,178 @@
+"""Fast grouped sampling for causal LMs: one prefill per distinct prompt, a KV-cached decode loop.
+
+Used by ``gendiff.llm.trainer`` (rollouts) and ``gendiff.llm.tasks`` (greedy evaluation). Works with any
+Hugging Face ``AutoModelForCausalLM`` that accepts ``past_key_values`` / ``use_cache`` / ``position_ids``.
+
+1. Prefill: the P distinct left-padded prompts run once (``logits_to_keep=1``), then the KV cache is
+   repeated ``group_size`` times (``DynamicCache.batch_repeat_interleave``): G rollouts of a prompt share
+   its prefill.
+2. Decode: one token per step for all B = P * G rows, position ids counted from each row's first real
+   token (left padding does not shift positions; the training forward uses the same ids).
+3. Token choice at temperature T: exponential-race sampling, argmax_v p_v / E_v with E_v ~ Exp(1), an exact
+   draw from p without a host sync; top-p keeps the smallest set of tokens whose mass reaches ``top_p``.
+4. Per token it records log pi_T(y_t) and H(pi_T) (``gendiff.entropy``) of the tempered distribution
+   pi_T = softmax(logits / T) (top-p is a sampling device, not part of the policy, as in TRL and verl).
+5. A row stops at its first EOS (kept, mask 1); later positions hold ``pad`` with mask 0; the loop ends
+   when every row has stopped or after ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from gendiff.entropy import token_entropy, token_logprobs
+
+
+@dataclass
+class Completions:
+    """Sampled completions.
+
+    Attributes:
+        prompt_ids: [B, P] left-padded prompt ids (each prompt repeated ``group_size`` times).
+        prompt_mask: [B, P] 1 at real prompt tokens.
+        completion_ids: [B, T] sampled ids, ``pad`` after a row's EOS (T <= max_new_tokens).
+        completion_mask: [B, T] 1 up to and including the first EOS.
+        logp: [B, T] log pi_T of the sampled tokens (0 where mask = 0).
+        entropy: [B, T] entropy of pi_T at each position (0 where mask = 0).
+        finished: [B] bool, the row emitted EOS.
+    """
+
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    completion_ids: Tensor
+    completion_mask: Tensor
+    logp: Tensor
+    entropy: Tensor
+    finished: Tensor
+
+
+def position_ids_from_mask(mask: Tensor) -> Tensor:
+    """[B, L] positions counted from each row's first real token (0 on left padding)."""
+    return (mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
+    """Set to -inf the logits outside the smallest set whose probability mass reaches ``top_p``. [B, V]."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    drop = probs.cumsum(-1) - probs >= top_p  # mass strictly before this token already reaches top_p
+    sorted_logits = sorted_logits.masked_fill(drop, -torch.inf)
+    return torch.full_like(logits, -torch.inf).scatter(-1, order, sorted_logits)
+
+
+def _choose(logits: Tensor, top_p: float, greedy: bool, generator: torch.Generator | None) -> Tensor:
+    if greedy:
+        return logits.argmax(-1)
+    probs = top_p_filter(logits, top_p).softmax(-1)
+    race = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / race).argmax(-1)
+
+
+def cache_kwarg(model) -> str:
+    """The name of the KV-cache argument: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _cache_of(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _forward(model, **kwargs):
+    """Call the model with ``logits_to_keep=1`` when it supports it."""
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        return model(logits_to_keep=1, **kwargs)
+    return model(**kwargs)
+
+
+def sample_completions(
+    model,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    max_new_tokens: int,
+    eos_token_ids: list[int],
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    group_size: int = 1,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> Completions:
+    """Sample ``group_size`` completions per prompt (see the module docstring for the steps).
+
+    Args:
+        model: a causal LM (eval mode recommended; dropout would make rollouts noisy).
+        prompt_ids: [P, L] left-padded prompt ids; prompt_mask: [P, L].
+        max_new_tokens: longest completion.
+        eos_token_ids: ids that end a completion.
+        pad_token_id: id written after a row's EOS.
+        temperature: > 0; greedy: argmax instead of sampling (logp / entropy still of pi_T).
+        top_p: nucleus mass in (0, 1].
+        group_size: rollouts per prompt (rows are prompt-major: row i answers prompt i // group_size).
+        generator: torch.Generator on the model's device, for reproducible draws.
+
+    Returns:
+        ``Completions`` with B = P * group_size rows (ordinary tensors, usable in autograd).
+    """
+    if temperature <= 0 or not 0.0 < top_p <= 1.0 or max_new_tokens < 1 or group_size < 1:
+        raise ValueError(f"need temperature > 0, 0 < top_p <= 1, max_new_tokens >= 1, group_size >= 1; got "
+                         f"{temperature}, {top_p}, {max_new_tokens}, {group_size}")
+    if prompt_ids.dim() != 2 or prompt_mask.shape != prompt_ids.shape:
+        raise ValueError(f"prompt_ids and prompt_mask must both be [P, L], got {tuple(prompt_ids.shape)} "
+                         f"and {tuple(prompt_mask.shape)}")
+    with torch.inference_mode():
+        ids, keep, scaled, attn, done = _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids,
+                                                pad_token_id, temperature, top_p, group_size, greedy, generator)
+        zero = torch.zeros((), device=ids.device)
+        logp = torch.where(keep, token_logprobs(scaled, ids), zero)  # 4. once, over all steps
+        ent = torch.where(keep, token_entropy(scaled), zero)
+    p_len = prompt_ids.shape[1]
+    return Completions(  # clones leave inference mode, so the tensors can enter autograd later
+        prompt_ids=prompt_ids.repeat_interleave(group_size, 0), prompt_mask=attn[:, :p_len].clone(),
+        completion_ids=ids.clone(), completion_mask=keep.long(), logp=logp.clone(), entropy=ent.clone(),
+        finished=done.clone(),
+    )
+
+
+def _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids, pad_token_id, temperature, top_p,
+            group_size, greedy, generator):
+    """Steps 1-3 and 5; returns ids [B, T], keep [B, T], tempered logits [B, T, V], attention [B, L + T'],
+    finished [B]."""
+    device = prompt_ids.device
+    eos = torch.tensor(sorted(set(eos_token_ids)), device=device)
+    pos = position_ids_from_mask(prompt_mask)
+    out = _forward(model, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, use_cache=True)  # 1.
+    cache, cache_name = _cache_of(out), cache_kwarg(model)
+    if group_size > 1:
+        cache.batch_repeat_interleave(group_size)
+    logits = out.logits[:, -1].float().repeat_interleave(group_size, 0)
+    b, p_len = logits.shape[0], prompt_ids.shape[1]
+    attn = torch.ones(b, p_len + max_new_tokens, dtype=prompt_mask.dtype, device=device)
+    attn[:, :p_len] = prompt_mask.repeat_interleave(group_size, 0)
+    next_pos = pos[:, -1:].repeat_interleave(group_size, 0) + 1
+    ids = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    keep = torch.zeros(b, max_new_tokens, dtype=torch.bool, device=device)
+    scaled_all = torch.empty(b, max_new_tokens, logits.shape[-1], device=device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
+    steps = 0
+    for t in range(max_new_tokens):  # 2. decode
+        scaled = scaled_all[:, t]
+        torch.div(logits, temperature, out=scaled)
+        tok = _choose(scaled, top_p, greedy, generator)  # 3.
+        keep[:, t] = ~done
+        ids[:, t] = torch.where(done, pad_token_id, tok)
+        done = done | torch.isin(tok, eos)  # 5.
+        steps = t + 1
+        if t + 1 == max_new_tokens or bool(done.all()):
+            break
+        out = model(input_ids=ids[:, t : t + 1], attention_mask=attn[:, : p_len + t + 1],
+                    position_ids=next_pos + t, use_cache=True, **{cache_name: cache})
+        cache, logits = _cache_of(out), out.logits[:, -1].float()
+    return ids[:, :steps], keep[:, :steps], scaled_all[:, :steps], attn, done

@@ -1,0 +1,382 @@
+"""A compact GRPO-family trainer for any Hugging Face causal LM, tokenizer and reward function.
+
+One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken from the registries):
+
+1. Rollout: ``prompts_per_step`` prompts, ``group_size`` completions each, from the fast KV-cached
+   sampler (``gendiff.llm.sampling``) at ``temperature`` / ``top_p``.
+2. Reward: ``reward_fn(prompts, completions, **meta) -> list[float]`` on the decoded completions; NaN,
+   inf or a wrong count raise ``ValueError``.
+3. Advantage: ``ADVANTAGES[config.advantage]`` over the groups (riskpo quantiles tracked online).
+4. Update, ``updates_per_rollout`` times, each an optimizer step over ``grad_accum`` micro-batches: one
+   forward of the policy over prompt + completion gives log pi_T and the token entropy H(pi_T) at the
+   completion positions only (``gendiff.entropy`` chunked functions, pi_T = softmax(logits / T)).
+   The first update runs before any parameter change, so its detached log-probs *are* the old log-probs:
+   they are cached for the later updates and no extra no-grad pass is spent on them.
+   Loss = ``POLICY_LOSSES[config.loss]`` + kl_coef * agg(k3), k3 = exp(ref - logp) - (ref - logp) - 1
+   (Schulman's estimator of KL(pi || ref), to a frozen copy of the initial policy; kl_coef = 0: no copy).
+5. Carried states: ``actor/entropy_coef_next`` -> next step's ``entropy_coef`` (adaptive entropy bonus),
+   running mean entropy -> ``entropy_history_mean`` (EPO), step / steps -> ``progress`` (EPO, D3S).
+
+Empty completions (EOS as the first token: zero tokens) get their reward and count in their group's
+advantage, but carry no loss (mask 0); ``rollout/empty_count`` counts them and a warning is issued.
+Rows that never emit EOS are truncated at ``max_new_tokens`` and trained on as they are.
+The policy runs in eval mode (no dropout) for rollouts and updates, so ratios are exactly 1 at first.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+import random
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from accelerate import Accelerator
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from gendiff.config import from_dict
+from gendiff.entropy import masked_mean, token_entropy, token_logprobs
+
+from .advantages import ADVANTAGES
+from .losses import POLICY_LOSSES, agg_loss
+from .sampling import Completions, position_ids_from_mask, sample_completions
+
+RewardFn = Callable[..., Sequence[float]]
+PromptSource = Sequence[str] | Callable[[int, random.Random], list[str]]
+TRAINER_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "riskpo", "empg", "hapo")
+
+
+@dataclass
+class LLMTrainConfig:
+    """Settings of ``LLMTrainer`` (mirrored by configs/llm_train.yaml)."""
+
+    loss: str = "grpo"
+    loss_config: dict[str, Any] = field(default_factory=dict)
+    advantage: str = "grpo"
+    advantage_config: dict[str, Any] = field(default_factory=dict)
+    steps: int = 100
+    group_size: int = 8
+    prompts_per_step: int = 4
+    max_new_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    updates_per_rollout: int = 1
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    kl_coef: float = 0.0
+    riskpo_momentum: float = 0.1
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 0
+    log_every: int = 1
+    checkpoint_every: int = 0
+
+
+def _as_dict(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        value = yaml.safe_load(value) or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping of field: value, got {value!r}")
+    return value
+
+
+def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
+    """Validate ``cfg``; return the typed (loss config, advantage config)."""
+    ints = {"steps": 1, "group_size": 1, "prompts_per_step": 1, "max_new_tokens": 1, "updates_per_rollout": 1,
+            "grad_accum": 1, "log_every": 1, "checkpoint_every": 0}
+    for key, low in ints.items():
+        if getattr(cfg, key) < low:
+            raise ValueError(f"LLMTrainConfig.{key} must be >= {low}, got {getattr(cfg, key)}")
+    if cfg.temperature <= 0 or not 0 < cfg.top_p <= 1 or cfg.lr <= 0 or cfg.kl_coef < 0:
+        raise ValueError("need temperature > 0, 0 < top_p <= 1, lr > 0, kl_coef >= 0")
+    if cfg.grad_accum > cfg.group_size * cfg.prompts_per_step:
+        raise ValueError(f"grad_accum {cfg.grad_accum} exceeds the batch of {cfg.group_size * cfg.prompts_per_step}")
+    if cfg.advantage not in TRAINER_ADVANTAGES:
+        ADVANTAGES.get(cfg.advantage)  # unknown name: KeyError listing the valid ones
+        raise ValueError(f"advantage {cfg.advantage!r} needs inputs the trainer does not make; "
+                         f"trainer-supported: {list(TRAINER_ADVANTAGES)}")
+    loss_cfg = from_dict(POLICY_LOSSES.get(cfg.loss).config_class, _as_dict("loss_config", cfg.loss_config))
+    adv_cfg = from_dict(ADVANTAGES.get(cfg.advantage).config_class, _as_dict("advantage_config", cfg.advantage_config))
+    return loss_cfg, adv_cfg
+
+
+def check_rewards(rewards: Any, n: int) -> Tensor:
+    """[n] float64 rewards, or ValueError naming the problem (wrong count, NaN / inf, not numbers)."""
+    try:
+        r = torch.as_tensor([float(x) for x in rewards], dtype=torch.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"reward_fn must return a list of {n} numbers: {err}") from None
+    if r.numel() != n:
+        raise ValueError(f"reward_fn returned {r.numel()} rewards for {n} completions")
+    bad = (~torch.isfinite(r)).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"reward_fn returned NaN or inf at completions {bad[:10]}")
+    return r
+
+
+def policy_logp_entropy(model, batch: Completions, temperature: float) -> tuple[Tensor, Tensor]:
+    """log pi_T and H(pi_T) at the completion positions, from one forward over prompt + completion.
+
+    Returns:
+        (logp [B, T], entropy [B, T]) with gradient; values at mask = 0 are meaningless.
+    """
+    t = batch.completion_ids.shape[1]
+    ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
+    mask = torch.cat([batch.prompt_mask, torch.ones_like(batch.completion_ids)], 1)
+    kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kwargs["logits_to_keep"] = t + 1
+    logits = model(**kwargs).logits[:, -(t + 1) : -1].float() / temperature
+    return token_logprobs(logits, batch.completion_ids), token_entropy(logits)
+
+
+@dataclass
+class TrainerState:
+    """What carries over between steps (saved in checkpoints)."""
+
+    step: int = 0
+    entropy_coef: float | None = None
+    riskpo_quantiles: tuple[float, float] | None = None
+    entropy_sum: float = 0.0
+    entropy_count: int = 0
+    empty_total: int = 0
+
+
+class LLMTrainer:
+    """GRPO-family trainer (see the module docstring for the steps).
+
+    Args:
+        model: a Hugging Face causal LM (e.g. ``AutoModelForCausalLM.from_pretrained(path)``).
+        tokenizer: its tokenizer; needs an EOS token (the pad token defaults to EOS).
+        reward_fn: ``reward_fn(prompts, completions, **meta) -> list[float]``; meta holds ``group_ids``,
+            ``completion_ids`` and ``step`` (passed only if the function accepts them or ``**kwargs``).
+        prompts: a list of prompts (drawn uniformly with the seed) or ``fn(n, rng) -> list[str]``.
+        config: ``LLMTrainConfig``.
+        out_dir: where log.jsonl, checkpoints and the final model go (None: nothing is written).
+        ref_model: the KL reference (default: a frozen copy of ``model`` when kl_coef > 0).
+    """
+
+    def __init__(self, model, tokenizer, reward_fn: RewardFn, prompts: PromptSource,
+                 config: LLMTrainConfig | None = None, out_dir: str | Path | None = None, ref_model=None) -> None:
+        self.config = cfg = config or LLMTrainConfig()
+        self.loss_cfg, self.adv_cfg = check_config(cfg)
+        self.loss_fn, self.adv_fn = POLICY_LOSSES.get(cfg.loss), ADVANTAGES.get(cfg.advantage)
+        if not callable(reward_fn):
+            raise TypeError(f"reward_fn must be callable, got {type(reward_fn).__name__}")
+        if not callable(prompts) and (isinstance(prompts, str) or len(prompts) == 0):
+            raise ValueError("prompts must be a non-empty list of strings or a callable fn(n, rng)")
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no eos_token_id: completions could never end")
+        self.tokenizer, self.reward_fn, self.prompts = tokenizer, reward_fn, prompts
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        self.eos_ids = sorted({tokenizer.eos_token_id, *([gen_eos] if isinstance(gen_eos, int) else gen_eos or [])})
+        self.context = getattr(model.config, "max_position_embeddings", None)
+        torch.manual_seed(cfg.seed)
+        self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        self.ref_model = None
+        if cfg.kl_coef > 0:
+            self.ref_model = (ref_model or copy.deepcopy(model)).to(self.accelerator.device).eval()
+            self.ref_model.requires_grad_(False)
+        model.eval()  # no dropout: rollouts and updates see the same function
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.model, self.optimizer = self.accelerator.prepare(model, opt)
+        self.generator = torch.Generator(self.accelerator.device).manual_seed(cfg.seed)
+        self.rng = random.Random(cfg.seed)
+        self.state = TrainerState()
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._reward_params = inspect.signature(reward_fn).parameters
+        self._warned_empty = False
+
+    # ------------------------------------------------------------------ rollout
+    def _next_prompts(self) -> list[str]:
+        n = self.config.prompts_per_step
+        if callable(self.prompts):
+            out = list(self.prompts(n, self.rng))
+            if len(out) != n or not all(isinstance(p, str) for p in out):
+                raise ValueError(f"the prompt source must return {n} strings, got {out!r}")
+            return out
+        return [self.prompts[self.rng.randrange(len(self.prompts))] for _ in range(n)]
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[Tensor, Tensor]:
+        """Left-padded [P, L] ids and mask; a prompt that leaves no room for the completion raises."""
+        rows = [self.tokenizer(p)["input_ids"] for p in prompts]
+        for p, r in zip(prompts, rows, strict=True):
+            if len(r) == 0:
+                raise ValueError(f"prompt {p!r} encodes to zero tokens")
+            if self.context is not None and len(r) + self.config.max_new_tokens > self.context:
+                raise ValueError(f"prompt of {len(r)} tokens + max_new_tokens {self.config.max_new_tokens} exceeds "
+                                 f"the model's context of {self.context} tokens: {p[:60]!r}")
+        width = max(map(len, rows))
+        ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        return ids.to(self.accelerator.device), mask.to(self.accelerator.device)
+
+    def _call_reward(self, prompts: list[str], completions: list[str], meta: dict[str, Any]) -> Tensor:
+        takes_all = any(p.kind == p.VAR_KEYWORD for p in self._reward_params.values())
+        kwargs = {k: v for k, v in meta.items() if takes_all or k in self._reward_params}
+        return check_rewards(self.reward_fn(prompts, completions, **kwargs), len(completions))
+
+    @torch.no_grad()
+    def rollout(self, prompts: list[str]) -> dict[str, Any]:
+        """Steps 1-3: sample, score, compute advantages. Returns the batch and its rollout metrics."""
+        cfg = self.config
+        ids, mask = self.encode_prompts(prompts)
+        t0 = time.perf_counter()
+        batch = sample_completions(self.accelerator.unwrap_model(self.model), ids, mask, cfg.max_new_tokens,
+                                   self.eos_ids, self.pad_id, cfg.temperature, cfg.top_p, cfg.group_size,
+                                   generator=self.generator)
+        t_gen = time.perf_counter() - t0
+        lengths = batch.completion_mask.sum(-1)
+        empty = batch.finished & (lengths == 1)  # EOS first: zero real tokens
+        batch.completion_mask = batch.completion_mask * (~empty)[:, None]
+        n_empty = int(empty.sum())
+        if n_empty and not self._warned_empty:
+            warnings.warn(f"{n_empty} empty completion(s) (EOS first): they are scored but carry no loss; "
+                          "see the metric rollout/empty_count", stacklevel=3)
+            self._warned_empty = True
+        rep_prompts = [p for p in prompts for _ in range(cfg.group_size)]
+        texts = self.tokenizer.batch_decode(batch.completion_ids, skip_special_tokens=True)
+        group_ids = torch.arange(len(texts), device=ids.device) // cfg.group_size
+        comp_lists = [row[: int(n)].tolist() for row, n in zip(batch.completion_ids.cpu(), lengths.cpu(), strict=True)]
+        meta = {"group_ids": group_ids.tolist(), "completion_ids": comp_lists, "step": self.state.step}
+        rewards = self._call_reward(rep_prompts, texts, meta).to(ids.device, torch.float32)
+        adv, adv_metrics = self._advantages(rewards, group_ids, batch)
+        ref = None
+        if self.ref_model is not None:
+            ref, _ = policy_logp_entropy(self.ref_model, batch, cfg.temperature)
+        metrics = {"reward/mean": float(rewards.mean()), "reward/std": float(rewards.std(unbiased=False)),
+                   "response_length/mean": float(lengths.float().mean()), "rollout/empty_count": n_empty,
+                   "rollout/truncated_frac": float((~batch.finished).float().mean()), "time/generate": t_gen,
+                   "rollout/entropy": float(masked_mean(batch.entropy, batch.completion_mask)), **adv_metrics}
+        return {"batch": batch, "advantages": adv, "ref_logp": ref, "texts": texts, "rewards": rewards,
+                "metrics": metrics}
+
+    def _advantages(self, rewards: Tensor, group_ids: Tensor, batch: Completions) -> tuple[Tensor, dict]:
+        name, extras = self.config.advantage, {}
+        if name in ("empg", "hapo"):
+            extras["mask"] = batch.completion_mask.bool() if bool(batch.completion_mask.any()) else \
+                torch.ones_like(batch.completion_mask, dtype=torch.bool)
+        if name == "empg":
+            extras["entropy"] = batch.entropy
+        if name == "riskpo":
+            _, m = self.adv_fn(rewards, group_ids, self.adv_cfg)  # this batch's quantiles
+            q = (m["riskpo/q_alpha"], m["riskpo/q_beta"])
+            old, mom = self.state.riskpo_quantiles, self.config.riskpo_momentum
+            self.state.riskpo_quantiles = q if old is None else tuple(
+                (1 - mom) * o + mom * n for o, n in zip(old, q, strict=True))
+            extras["quantiles"] = self.state.riskpo_quantiles
+        adv, metrics = self.adv_fn(rewards, group_ids, self.adv_cfg, **extras)
+        return adv.to(torch.float32), metrics
+
+    # ------------------------------------------------------------------ update
+    def _loss_extras(self) -> dict[str, Any]:
+        st = self.state
+        hist = st.entropy_sum / st.entropy_count if st.entropy_count else None
+        return {"generator": self.generator, "entropy_coef": st.entropy_coef, "entropy_history_mean": hist,
+                "progress": min(1.0, st.step / self.config.steps)}
+
+    def _micro_loss(self, roll: dict[str, Any], rows: slice, old: Tensor | None) -> tuple[Tensor | None, dict, Tensor]:
+        b: Completions = roll["batch"]
+        sub = Completions(*(getattr(b, f)[rows] for f in Completions.__dataclass_fields__))
+        mask = sub.completion_mask
+        logp, entropy = policy_logp_entropy(self.model, sub, self.config.temperature)
+        first = old is None
+        old = logp.detach() if first else old
+        if not bool(mask.any()):  # only empty completions in this micro-batch
+            return None, {}, old
+        adv = roll["advantages"][rows]
+        loss, metrics = self.loss_fn(logp, old, adv, mask, self.loss_cfg, entropy=entropy, **self._loss_extras())
+        if self.ref_model is not None:
+            delta = roll["ref_logp"][rows] - logp
+            k3 = torch.where(mask.bool(), torch.exp(delta) - delta - 1, torch.zeros_like(delta))
+            kl = agg_loss(k3, mask, self.loss_cfg.loss_agg_mode, self.loss_cfg.norm_len)
+            loss = loss + self.config.kl_coef * kl
+            metrics["kl/k3"] = float(kl.detach())
+        if first:  # sampler (KV cache) vs training forward, same parameters: should be ~1e-6
+            metrics["rollout/logp_mismatch"] = float((logp.detach() - sub.logp).abs().mul(mask).max())
+        return loss, metrics, old
+
+    def update(self, roll: dict[str, Any]) -> dict[str, float]:
+        """Step 4: ``updates_per_rollout`` optimizer steps on one rollout; returns averaged metrics."""
+        cfg, n = self.config, roll["batch"].completion_ids.shape[0]
+        bounds = [round(i * n / cfg.grad_accum) for i in range(cfg.grad_accum + 1)]
+        olds: list[Tensor | None] = [None] * cfg.grad_accum
+        sums: dict[str, list[float]] = defaultdict(list)
+        for _ in range(cfg.updates_per_rollout):
+            for i in range(cfg.grad_accum):
+                rows = slice(bounds[i], bounds[i + 1])
+                loss, metrics, olds[i] = self._micro_loss(roll, rows, olds[i])
+                if loss is None:
+                    continue
+                self.accelerator.backward(loss / cfg.grad_accum)
+                for k, v in metrics.items():
+                    sums[k].append(v)
+            if cfg.max_grad_norm > 0:
+                norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                sums["actor/grad_norm"].append(float(norm))
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {k: sum(v) / len(v) for k, v in sums.items()}
+
+    # ------------------------------------------------------------------ loop
+    def step(self) -> dict[str, float]:
+        """One full step (rollout, reward, advantages, updates); returns its metrics."""
+        t0 = time.perf_counter()
+        roll = self.rollout(self._next_prompts())
+        metrics = {**roll["metrics"], **self.update(roll)}
+        st = self.state
+        if "actor/entropy_coef_next" in metrics:
+            st.entropy_coef = metrics["actor/entropy_coef_next"]
+        if "actor/entropy" in metrics:
+            st.entropy_sum, st.entropy_count = st.entropy_sum + metrics["actor/entropy"], st.entropy_count + 1
+        st.empty_total += metrics["rollout/empty_count"]
+        st.step += 1
+        metrics["time/step"] = dt = time.perf_counter() - t0
+        n_tok = float(roll["batch"].completion_mask.sum())
+        metrics["perf/tokens_per_s"] = n_tok / dt
+        metrics["step"] = st.step
+        return metrics
+
+    def train(self, steps: int | None = None, progress: bool = True) -> list[dict[str, float]]:
+        """Run ``steps`` (default ``config.steps``) steps; log, checkpoint, save the final model."""
+        steps = self.config.steps if steps is None else steps
+        logs = []
+        log_path = None
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            log_path = self.out_dir / "log.jsonl"
+        bar = tqdm(range(steps), desc=f"llm {self.config.loss}", disable=not progress)
+        for _ in bar:
+            m = self.step()
+            logs.append(m)
+            bar.set_postfix(reward=f"{m['reward/mean']:.3f}", entropy=f"{m.get('actor/entropy', math.nan):.3f}")
+            if log_path is not None and (self.state.step % self.config.log_every == 0):
+                with log_path.open("a") as f:
+                    f.write(json.dumps(m) + "\n")
+            every = self.config.checkpoint_every
+            if self.out_dir is not None and every and self.state.step % every == 0:
+                self.save(self.out_dir / f"checkpoint-{self.state.step}")
+        if self.out_dir is not None:
+            self.save(self.out_dir / "final")
+        return logs
+
+    def save(self, path: str | Path) -> Path:
+        """Save model and tokenizer (``save_pretrained``) and the trainer state (JSON) to ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.accelerator.unwrap_model(self.model).save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        (path / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=2))
+        return path

@@ -1,0 +1,222 @@
+"""``gendiff gorl`` commands: ``train`` (one run) and ``benchmark`` (algorithms x seeds).
+
+``gendiff gorl train --env ID --algo {gorl_fm,gorl_diffusion,ppo,sac,pmoe_sac} --steps N --seed S --out DIR``
+writes DIR/metrics.json (learning curve, final stochastic and deterministic returns, wall time),
+DIR/curve.png, DIR/config.yaml and the trained weights (DIR/model/). Base-learner settings come from
+``--ppo-config`` / ``--sac-config`` / ``--gorl-config`` YAML files (configs/gorl_*.yaml). An existing
+DIR/metrics.json is never overwritten unless ``--overwrite true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from gendiff.config import add_config_arguments, config_from_args, from_dict, load_yaml, save_config
+
+__all__ = ["ALGOS", "GorlBenchmarkConfig", "GorlTrainConfig", "add_gorl_commands", "build_agent", "run_benchmark",
+           "train_run"]
+
+ALGOS = ("gorl_fm", "gorl_diffusion", "ppo", "sac", "pmoe_sac")
+Algo = Literal["gorl_fm", "gorl_diffusion", "ppo", "sac", "pmoe_sac"]
+
+
+@dataclass
+class GorlTrainConfig:
+    """One training run (configs/gorl_train.yaml mirrors these defaults)."""
+
+    env: str = "gendiff/TwoModes-v0"
+    algo: Algo = "gorl_fm"
+    steps: int = 50_000
+    seed: int = 0
+    out: str = "runs/gorl"
+    eval_every: int = 10_000
+    eval_episodes: int = 5
+    final_eval_episodes: int = 20
+    ppo_config: str | None = None
+    sac_config: str | None = None
+    gorl_config: str | None = None
+    progress: bool = True
+    overwrite: bool = False
+
+
+@dataclass
+class GorlBenchmarkConfig:
+    """Algorithms x seeds on one env (configs/gorl_benchmark.yaml)."""
+
+    env: str = "gendiff/TwoModes-v0"
+    algos: tuple[str, ...] = ("gorl_fm", "gorl_diffusion", "ppo", "sac")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int = 50_000
+    out: str = "runs/gorl_benchmark"
+    eval_every: int = 10_000
+    eval_episodes: int = 5
+    ppo_config: str | None = None
+    sac_config: str | None = None
+    gorl_config: str | None = None
+    progress: bool = False
+    overwrite: bool = False
+
+
+def _sub(cls: type, path: str | None, **overrides: Any) -> Any:
+    base = from_dict(cls, load_yaml(path)) if path else cls()
+    return dataclasses.replace(base, **overrides)
+
+
+def build_agent(cfg: GorlTrainConfig) -> Any:
+    """The agent for ``cfg.algo`` (GoRL / PPO / SAC / PMOESAC), configured from the YAML files."""
+    from gendiff.rl.gorl import GoRL, GoRLConfig
+    from gendiff.rl.pmoe import PMOESAC, PMOESACConfig
+    from gendiff.rl.ppo import PPO, PPOConfig
+    from gendiff.rl.sac import SAC, SACConfig
+
+    if cfg.algo not in ALGOS:
+        raise ValueError(f"unknown algo {cfg.algo!r}; valid: {list(ALGOS)}")
+    ev = {"eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes}
+    if cfg.algo.startswith("gorl"):
+        gc = _sub(GoRLConfig, cfg.gorl_config, decoder="flow" if cfg.algo == "gorl_fm" else "diffusion")
+        return GoRL(cfg.env, gc, _sub(PPOConfig, cfg.ppo_config, **ev), _sub(SACConfig, cfg.sac_config, **ev),
+                    seed=cfg.seed)
+    if cfg.algo == "ppo":
+        return PPO.from_env(cfg.env, _sub(PPOConfig, cfg.ppo_config, **ev), cfg.seed)
+    if cfg.algo == "sac":
+        return SAC.from_env(cfg.env, _sub(SACConfig, cfg.sac_config, **ev), cfg.seed)
+    sac = _sub(SACConfig, cfg.sac_config, **ev)
+    return PMOESAC.from_env(cfg.env, PMOESACConfig(**dataclasses.asdict(sac)), cfg.seed)
+
+
+def _act_fn(agent: Any, deterministic: bool):
+    if hasattr(agent, "policy") and not hasattr(agent, "decoder"):  # SAC / PMOESAC
+        return lambda o: agent.policy.act(o, deterministic)
+    return lambda o: agent.act(o, deterministic)
+
+
+def _save_weights(agent: Any, path: Path) -> None:
+    if hasattr(agent, "save"):
+        agent.save(path)
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    inner = getattr(agent, "agent", agent)
+    state = {f"actor.{k}": v for k, v in inner.actor.state_dict().items()}
+    state.update({f"critic.{k}": v for k, v in inner.critic.state_dict().items()})
+    if hasattr(agent, "generative"):
+        state.update({f"decoder.{k}": v for k, v in agent.generative.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
+
+
+def plot_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: Path, title: str) -> None:
+    """Mean +- std learning curves per label; ``curves[label]`` holds (steps, returns) per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, runs in curves.items():
+        n = min(len(s) for s, _ in runs)
+        if n == 0:
+            continue
+        x = np.asarray(runs[0][0][:n])
+        y = np.asarray([r[:n] for _, r in runs])
+        ax.plot(x, y.mean(0), label=label)
+        ax.fill_between(x, y.mean(0) - y.std(0), y.mean(0) + y.std(0), alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("evaluation return")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train_run(cfg: GorlTrainConfig) -> dict[str, Any]:
+    """Train, evaluate (stochastic and deterministic), write metrics.json + curve.png + weights."""
+    from gendiff.rl.common import evaluate
+
+    out = Path(cfg.out)
+    if (out / "metrics.json").exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out / 'metrics.json'} exists; pass --overwrite true or choose another --out")
+    torch.manual_seed(cfg.seed)
+    agent = build_agent(cfg)
+    log = agent.learn(cfg.steps, progress=cfg.progress) if hasattr(agent, "decoder") else agent.learn(
+        cfg.env, cfg.steps, cfg.seed, cfg.progress)
+    final = {mode: evaluate(_act_fn(agent, mode == "deterministic"), cfg.env, cfg.final_eval_episodes, seed=50_000)
+             for mode in ("stochastic", "deterministic")}
+    metrics = {
+        "env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "steps": cfg.steps, "wall_s": log.wall_s,
+        "curve": {"steps": log.steps, "mean": log.eval_mean, "std": log.eval_std},
+        "train_returns": log.train_returns,
+        "final_return_stochastic": float(np.mean(final["stochastic"])),
+        "final_return_deterministic": float(np.mean(final["deterministic"])),
+        "last_metrics": log.metrics,
+        "stages": [dataclasses.asdict(s) for s in getattr(agent, "stages", [])],
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
+    _save_weights(agent, out / "model")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_curves({cfg.algo: [(log.steps, log.eval_mean)]}, out / "curve.png", f"{cfg.algo} on {cfg.env}")
+    metrics["agent"] = agent
+    return metrics
+
+
+def run_benchmark(cfg: GorlBenchmarkConfig) -> dict[str, Any]:
+    """Every algo x seed via :func:`train_run`; writes summary.json, summary.md and curves.png."""
+    out, rows, curves, agents = Path(cfg.out), {}, {}, {}
+    for algo in cfg.algos:
+        for seed in cfg.seeds:
+            run = GorlTrainConfig(env=cfg.env, algo=algo, steps=cfg.steps, seed=seed, out=str(out / f"{algo}_s{seed}"),
+                                  eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes,
+                                  ppo_config=cfg.ppo_config, sac_config=cfg.sac_config, gorl_config=cfg.gorl_config,
+                                  progress=cfg.progress, overwrite=cfg.overwrite)
+            m = train_run(run)
+            agents[(algo, seed)] = m.pop("agent")
+            rows.setdefault(algo, []).append(m)
+            curves.setdefault(algo, []).append((m["curve"]["steps"], m["curve"]["mean"]))
+    summary = {algo: {k: {"mean": float(np.mean([r[k] for r in rs])), "std": float(np.std([r[k] for r in rs])),
+                          "per_seed": [r[k] for r in rs]}
+                      for k in ("final_return_stochastic", "final_return_deterministic", "wall_s")}
+               for algo, rs in rows.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps({"env": cfg.env, "steps": cfg.steps, "seeds": list(cfg.seeds),
+                                                  "results": summary}, indent=2))
+    lines = [f"# {cfg.env}, {cfg.steps} env steps, seeds {list(cfg.seeds)}", "",
+             "| algo | return (stochastic) | return (deterministic) | wall s / run |", "|---|---|---|---|"]
+    for algo, s in summary.items():
+        st, de, w = s["final_return_stochastic"], s["final_return_deterministic"], s["wall_s"]
+        lines.append(f"| {algo} | {st['mean']:.2f} +- {st['std']:.2f} | {de['mean']:.2f} +- {de['std']:.2f} "
+                     f"| {w['mean']:.0f} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    plot_curves(curves, out / "curves.png", f"{cfg.env} ({len(cfg.seeds)} seeds, mean +- std)")
+    return {"summary": summary, "agents": agents, "rows": rows}
+
+
+def add_gorl_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``gorl train`` and ``gorl benchmark`` to the ``gendiff`` command's sub-parsers."""
+    gorl = subparsers.add_parser("gorl", help="online RL: GoRL, PPO, SAC, PMOE")
+    sub = gorl.add_subparsers(dest="gorl_command", required=True)
+    train = sub.add_parser("train", help="train one agent; writes metrics.json, curve.png, weights")
+    add_config_arguments(train, GorlTrainConfig)
+    train.set_defaults(func=lambda a: _print(train_run(config_from_args(GorlTrainConfig, a))))
+    bench = sub.add_parser("benchmark", help="algorithms x seeds; writes summary.json / .md and curves.png")
+    add_config_arguments(bench, GorlBenchmarkConfig)
+    bench.set_defaults(func=_benchmark_main)
+
+
+def _benchmark_main(args: argparse.Namespace) -> None:
+    cfg = config_from_args(GorlBenchmarkConfig, args)
+    run_benchmark(cfg)
+    print((Path(cfg.out) / "summary.md").read_text())
+
+
+def _print(metrics: dict[str, Any]) -> None:
+    keys = ("env", "algo", "seed", "steps", "final_return_stochastic", "final_return_deterministic", "wall_s")
+    print(json.dumps({k: metrics[k] for k in keys}, indent=2))

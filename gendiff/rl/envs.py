@@ -1,0 +1,133 @@
+"""Tasks for gendiff.rl, registered with gymnasium on import.
+
+- ``gendiff/TwoModes-v0`` (:class:`TwoModesEnv`): a task whose optimal action distribution is bimodal.
+  Each step shows a context c ~ U[-1, 1] and the time fraction t/H; the two rewarded actions are
+  a = +m(c) and a = -m(c) (every dimension), m(c) = 0.5 + 0.25 c, and the reward is
+  r = exp(-min_k ||a - mode_k||^2 / (2 w^2)) in [0, 1] (w = 0.15). Both modes pay exactly the same, so
+  the maximum-entropy optimal policy pi*(a|s) ~ exp(r(s, a) / alpha) has two equal modes for every
+  temperature alpha > 0, while a Gaussian policy must either sit on one mode (losing half the optimal
+  policy's support) or straddle both (earning ~0 in the valley a = 0). Episodes last H = 10 steps,
+  so the return lies in [0, 10].
+- ``gendiff/dmc-<domain>-<task>-v0``: DeepMind Control Suite tasks (HopperStand and the others of the
+  GoRL reference) through :class:`DMControlEnv`. dm_control is not a dependency of gendiff; making one
+  of these environments without it raises ``ImportError`` saying ``pip install dm_control``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["DMC_TASKS", "DMControlEnv", "TwoModesEnv"]
+
+
+class TwoModesEnv(gym.Env):
+    """Contextual task with two equally good action modes (see the module docstring).
+
+    Args:
+        action_dim: action size (modes are +-m(c) in every dimension).
+        horizon: steps per episode.
+        width: reward width w in action units.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, action_dim: int = 2, horizon: int = 10, width: float = 0.15) -> None:
+        if action_dim < 1 or horizon < 1 or not width > 0:
+            raise ValueError(f"need action_dim >= 1, horizon >= 1, width > 0; got {action_dim}, {horizon}, {width}")
+        self.action_dim, self.horizon, self.width = action_dim, horizon, width
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+        self._t, self._c = 0, 0.0
+
+    def modes(self, context: np.ndarray | float) -> np.ndarray:
+        """The two optimal actions for context c: [..., 2, action_dim] (+m(c), -m(c))."""
+        m = 0.5 + 0.25 * np.asarray(context, dtype=np.float64)[..., None, None]
+        sign = np.array([1.0, -1.0])[:, None]
+        return np.broadcast_to(sign * m, (*np.shape(context), 2, self.action_dim))
+
+    def reward(self, context: np.ndarray | float, action: np.ndarray) -> np.ndarray:
+        """r(c, a) = exp(-min_k ||a - mode_k||^2 / (2 w^2)); action [..., action_dim] -> [...]."""
+        d2 = ((np.asarray(action, dtype=np.float64)[..., None, :] - self.modes(context)) ** 2).sum(-1)
+        return np.exp(-d2.min(-1) / (2 * self.width**2))
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self._c, self._t / self.horizon], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._t, self._c = 0, float(self.np_random.uniform(-1.0, 1.0))
+        return self._obs(), {}
+
+    def step(self, action: np.ndarray):
+        a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.action_dim), -1.0, 1.0)
+        r = float(self.reward(self._c, a))
+        mode = int(np.argmin(((a - self.modes(self._c)) ** 2).sum(-1)))
+        self._t += 1
+        self._c = float(self.np_random.uniform(-1.0, 1.0))
+        return self._obs(), r, False, self._t >= self.horizon, {"mode": mode}
+
+
+DMC_TASKS: tuple[tuple[str, str], ...] = (
+    ("hopper", "stand"), ("hopper", "hop"), ("walker", "walk"), ("walker", "run"), ("cheetah", "run"),
+    ("quadruped", "walk"), ("humanoid", "stand"), ("humanoid", "walk"), ("finger", "spin"),
+)
+
+
+class DMControlEnv(gym.Env):
+    """A dm_control suite task as a gymnasium env: flattened observations, the task's action bounds.
+
+    ``terminated`` is True only when dm_control returns discount 0; the suite's time limit (1,000 steps)
+    is reported as ``truncated``.
+
+    Raises:
+        ImportError: dm_control is not installed.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, domain: str, task: str, seed: int | None = None) -> None:
+        try:
+            from dm_control import suite
+        except ImportError as err:
+            raise ImportError(
+                f"the dm_control task {domain}-{task} needs DeepMind's dm_control package, which is not "
+                "installed: run `pip install dm_control`"
+            ) from err
+        self._suite, self.domain, self.task = suite, domain, task
+        self._env = suite.load(domain, task, task_kwargs={"random": seed})
+        spec = self._env.action_spec()
+        obs_dim = sum(int(np.prod(v.shape)) for v in self._env.observation_spec().values())
+        self.action_space = gym.spaces.Box(spec.minimum.astype(np.float32), spec.maximum.astype(np.float32))
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+
+    @staticmethod
+    def _flat(obs: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(v, dtype=np.float32).ravel() for v in obs.values()])
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self._env = self._suite.load(self.domain, self.task, task_kwargs={"random": seed})
+        return self._flat(self._env.reset().observation), {}
+
+    def step(self, action: np.ndarray):
+        ts = self._env.step(np.asarray(action, dtype=np.float64))
+        terminated = ts.last() and ts.discount == 0.0
+        truncated = ts.last() and not terminated
+        return self._flat(ts.observation), float(ts.reward or 0.0), terminated, truncated, {}
+
+
+def _register() -> None:
+    if "gendiff/TwoModes-v0" not in gym.registry:
+        gym.register("gendiff/TwoModes-v0", entry_point=TwoModesEnv)
+    for domain, task in DMC_TASKS:
+        env_id = f"gendiff/dmc-{domain}-{task}-v0"
+        if env_id not in gym.registry:
+            gym.register(env_id, entry_point=DMControlEnv, kwargs={"domain": domain, "task": task},
+                         disable_env_checker=True)
+
+
+_register()

@@ -1,0 +1,182 @@
+"""GoRL: generative policies for online RL by decoupling optimisation from generation.
+
+pi(a|s) = integral scale(tanh(g_phi(s, z))) pi_theta(z|s) dz. The latent policy pi_theta is a diagonal
+Gaussian (latent dim = action dim) optimised by PPO (base "ppo") or by SAC (base "sac", a tanh-Gaussian
+over the latent box [-L, L]); the decoder g_phi is the identity at stage 0 and then a flow-matching or
+diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-timescale schedule:
+
+  1. Stage k (``stage_steps`` env steps): latent RL with the decoder frozen, with the latent regulariser
+     toward N(0, I) (PPO: ``latent_kl_coef`` KL(pi_theta(.|s) || N(0, I)); SAC: ``latent_kl_coef`` 0.5 E||z||^2,
+     which with SAC's own entropy term is the same KL up to alpha).
+  2. Collect the (s, u) pairs of the most recent ``recent_steps`` rollout steps, where u = g(s, z) is the
+     pre-squash action executed (``decoder_data="positive_advantage"`` keeps pairs with A > 0: GAE for PPO,
+     min Q(s, z) - min Q(s, z' ~ pi) for SAC; "all" keeps every pair).
+  3. Refit the decoder by conditional flow matching / denoising (8 noise draws per action) and swap it in.
+     With the SAC base the replay buffer is emptied (its latents meant other actions under the old decoder).
+
+``decoder_data="positive_advantage"`` is our choice where ALGORITHMS.md only says "recent rollouts": with
+"all" the refit decoder only re-represents the current policy's action distribution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gendiff.rl.common import TrainLog
+from gendiff.rl.decoders import IdentityDecoder, make_decoder
+from gendiff.rl.ppo import PPO, PPOConfig
+from gendiff.rl.sac import SAC, SACConfig
+
+__all__ = ["GoRL", "GoRLConfig", "StageRecord"]
+
+
+@dataclass
+class GoRLConfig:
+    """GoRL settings (configs/gorl.yaml mirrors these defaults)."""
+
+    decoder: Literal["flow", "diffusion"] = "flow"
+    base: Literal["ppo", "sac"] = "ppo"
+    stage_steps: int = 20_000
+    first_stage_steps: int | None = None  # stage 0 (identity decoder) length; None: stage_steps
+    recent_steps: int = 20_000
+    decoder_data: Literal["all", "positive_advantage"] = "positive_advantage"
+    decoder_fit_steps: int = 500
+    decoder_batch_size: int = 256
+    decoder_lr: float = 1e-3
+    noise_draws: int = 8
+    decoder_width: int = 256
+    decoder_depth: int = 3
+    num_inference_steps: int = 10
+    latent_kl_coef: float = 0.01
+    latent_bound: float = 3.0  # SAC base: latent box [-L, L]
+
+    def __post_init__(self) -> None:
+        for name in ("stage_steps", "recent_steps", "decoder_fit_steps", "noise_draws", "num_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GoRLConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.latent_kl_coef < 0 or not self.latent_bound > 0:
+            raise ValueError("GoRLConfig: latent_kl_coef must be >= 0 and latent_bound > 0")
+
+
+@dataclass
+class StageRecord:
+    """One decoder refit: env step, pairs used, final loss, seconds."""
+
+    step: int
+    pairs: int
+    loss: float
+    seconds: float
+
+
+@dataclass
+class _Recent:
+    """FIFO of the latest (s, u, advantage) rows."""
+
+    capacity: int
+    rows: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
+
+    def add(self, obs: Tensor, u: Tensor, adv: Tensor) -> None:
+        self.rows.append((obs, u, adv))
+        while sum(r[0].shape[0] for r in self.rows) - self.rows[0][0].shape[0] >= self.capacity:
+            self.rows.pop(0)
+
+    def data(self) -> tuple[Tensor, Tensor, Tensor]:
+        return tuple(torch.cat(x)[-self.capacity:] for x in zip(*self.rows))  # type: ignore[return-value]
+
+
+class GoRL:
+    """GoRL agent on a gymnasium env (see the module docstring).
+
+    Args:
+        env_id: gymnasium id; config: GoRL settings; ppo_config / sac_config: the base learner's settings.
+    """
+
+    def __init__(self, env_id: str, config: GoRLConfig | None = None, ppo_config: PPOConfig | None = None,
+                 sac_config: SACConfig | None = None, seed: int = 0) -> None:
+        self.config = cfg = config or GoRLConfig()
+        self.env_id, self.seed = env_id, seed
+        self.generator = torch.Generator().manual_seed(seed + 7)
+        if cfg.base == "ppo":
+            pc = dataclasses.replace(ppo_config or PPOConfig(), latent_kl_coef=cfg.latent_kl_coef, head="gaussian")
+            self.agent: PPO | SAC = PPO.from_env(env_id, pc, seed)
+            self.scaler = self.agent.scaler
+        else:
+            sc = dataclasses.replace(sac_config or SACConfig(), latent_kl_coef=cfg.latent_kl_coef)
+            probe = SAC.from_env(env_id, sc, seed)  # the environment's bounds
+            self.scaler = probe.policy.scaler
+            bound = [cfg.latent_bound] * probe.act_dim
+            self.agent = SAC(probe.obs_dim, probe.act_dim, [-b for b in bound], bound, sc, seed)
+        self.obs_dim, self.act_dim = self.agent.obs_dim, self.agent.act_dim
+        self.decoder: torch.nn.Module = IdentityDecoder()  # stage 0
+        self.generative = make_decoder(cfg.decoder, self.obs_dim, self.act_dim, width=cfg.decoder_width,
+                                       depth=cfg.decoder_depth, num_inference_steps=cfg.num_inference_steps)
+        self.stages: list[StageRecord] = []
+        self._recent = _Recent(cfg.recent_steps)
+        self._next_refit = cfg.first_stage_steps or cfg.stage_steps
+
+    # ------------------------------------------------------------------ acting
+    def transform(self, obs: Tensor, z: Tensor) -> Tensor:
+        """Pre-squash action u = g(s, z) [n, d] with the current (frozen) decoder."""
+        return self.decoder.decode(obs, z)
+
+    def env_action(self, obs: Tensor, z: Tensor) -> Tensor:
+        """scale(tanh(g(s, z))) [n, d]."""
+        return self.scaler.to_env(torch.tanh(self.transform(obs, z)))
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Environment actions [n, act_dim] (deterministic: latent mean, then the decoder)."""
+        o = torch.as_tensor(obs, dtype=torch.float32)
+        if isinstance(self.agent, PPO):
+            return self.agent.act(obs, deterministic)
+        return self.env_action(o, self.agent.policy.act(o, deterministic)).numpy()
+
+    # ------------------------------------------------------------------ schedule
+    def _refit(self, step: int, obs: Tensor, u: Tensor, adv: Tensor) -> None:
+        """Steps 2-3: select pairs, fit the generative decoder, swap it in."""
+        cfg, t0 = self.config, time.perf_counter()
+        keep = adv > 0 if cfg.decoder_data == "positive_advantage" else torch.ones_like(adv, dtype=torch.bool)
+        if int(keep.sum()) < 2:
+            keep = torch.ones_like(adv, dtype=torch.bool)
+        losses = self.generative.fit(obs[keep], u[keep], cfg.decoder_fit_steps, cfg.decoder_batch_size,
+                                     cfg.decoder_lr, cfg.noise_draws, self.generator)
+        self.decoder = self.generative
+        self.stages.append(StageRecord(step, int(keep.sum()), float(np.mean(losses[-20:])),
+                                       time.perf_counter() - t0))
+
+    def _on_rollout(self, step: int, ro: dict[str, Tensor], adv: Tensor) -> None:
+        self._recent.add(ro["obs"].flatten(0, 1), ro["pre"].flatten(0, 1), adv.flatten())
+        if step >= self._next_refit:
+            self._refit(step, *self._recent.data())
+            self._next_refit += self.config.stage_steps
+
+    def _on_sac_step(self, step: int, agent: SAC) -> None:
+        if step < self._next_refit or agent.buffer.size < 2:
+            return
+        batch = agent.buffer.recent(self.config.recent_steps)
+        with torch.no_grad():
+            z = agent.policy.scaler.to_env(batch["act"])
+            u = self.transform(batch["obs"], z)
+            pi_a, _ = agent.policy.sample(batch["obs"], agent.generator)
+            adv = agent.critic(batch["obs"], batch["act"]).min(0).values - agent.critic(batch["obs"], pi_a).min(0).values
+        self._refit(step, batch["obs"], u, adv)
+        agent.buffer.clear()
+        self._next_refit += self.config.stage_steps
+
+    def learn(self, steps: int, progress: bool = True) -> TrainLog:
+        """Run the staged schedule for ``steps`` env steps; returns the learning curve."""
+        if isinstance(self.agent, PPO):
+            self.agent.transform = self.transform
+            log = self.agent.learn(self.env_id, steps, self.seed, progress, on_rollout=self._on_rollout)
+        else:
+            log = self.agent.learn(self.env_id, steps, self.seed, progress,
+                                   action_map=self.env_action, on_step=self._on_sac_step)
+        log.metrics["gorl/stages"] = float(len(self.stages))
+        return log

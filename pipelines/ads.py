@@ -1,0 +1,229 @@
+"""Active Diffusion Subsampling (Nolan, Van Nierop, Wijkstra, Van Sloun 2024) as a diffusers pipeline.
+
+N particles (independent reverse-diffusion trajectories) share one growing mask and the measurements y.
+At K acquisition steps spread over a window of the reverse process, the particles' denoised estimates
+are mapped to measurement space and the candidate of maximum expected entropy is measured:
+
+  1. yhat_i = A_full(x0_hat_i) for every particle i, before this step's guidance   (ADS Sec. 3.2)
+  2. d_ij(l) = ||yhat_i[l] - yhat_j[l]||^2 over the candidate's entries             (eq. 11)
+  3. S(l) = sum_i logsumexp_j d_ij(l) / (2 sigma^2); measured candidates excluded    (eq. 12)
+  4. l* = argmax_l S(l); read y[l*] from the measurement oracle; add l* to the mask.
+  5. The guidance (DPS on ||y - A x0_hat||_2, or the x0-space variant) pulls every particle toward
+     all measurements so far, at every step.
+  6. Output: the posterior mean of the particles' final x0_hat; for MRI optional hard data consistency
+     x <- IFFT((1 - M) FFT(x) + y) and the reported image is the mean of the particle magnitudes.
+
+The target is never looked at: it is wrapped in a :class:`gendiff.operators.MeasurementOracle` that
+records every read, and fixed-mask strategies are reconstructed by the very same loop (mask given up
+front), so that only the mask differs between strategies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from diffusers import DiffusionPipeline
+from torch import Tensor
+
+from gendiff.entropy import particle_entropy_scores
+from gendiff.guidance import DPSGuidance, GuidanceState, HardDataConsistency, X0SpaceGuidance
+from gendiff.operators import KSpaceLineOperator, MeasurementOracle, SubsamplingOperator, make_operator
+from gendiff.sampler import GuidedSampler
+
+Measurement = Literal["pixel", "column", "kspace_line"]
+
+
+@dataclass
+class ADSOutput:
+    """Result of one ADS (or fixed-mask) reconstruction.
+
+    Attributes:
+        reconstruction: [B, C, H, W] posterior mean of the particles' final x0_hat.
+        magnitude: [B, H, W] mean of the particles' magnitudes (complex MRI images, C = 2), else None.
+        particles: [B, N, C, H, W] final x0_hat of every particle.
+        variance: [B, H, W] pixel-wise posterior variance of the particles (summed over channels).
+        mask: [B, K] final measurement mask.
+        order: [B, A] candidate indices in the order they were acquired (A acquisitions; fixed masks: empty).
+        scores: A tensors [B, K], the candidates' entropy scores at each acquisition.
+        acquisition_steps: the reverse steps at which acquisitions happened.
+        nfe: network forward passes per particle; nbe: backward passes per particle.
+    """
+
+    reconstruction: Tensor
+    magnitude: Tensor | None
+    particles: Tensor
+    variance: Tensor
+    mask: Tensor
+    order: Tensor
+    scores: list[Tensor] = field(default_factory=list)
+    acquisition_steps: list[int] = field(default_factory=list)
+    nfe: int = 0
+    nbe: int = 0
+
+
+def acquisition_schedule(num_steps: int, window: tuple[float, float], count: int) -> list[int]:
+    """Reverse steps at which to acquire: ``count`` acquisitions spread over a window of the steps.
+
+    The window [start, stop) is given as fractions of ``num_steps``; acquisitions come every
+    floor((stop - start) / count) steps from ``start`` (ADS reference). When the window holds fewer
+    steps than acquisitions, several share a step (repeated entries), spread as evenly as possible.
+    """
+    lo, hi = window
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"acquisition window must satisfy 0 <= start < stop <= 1, got {window}")
+    if count <= 0:
+        return []
+    start = int(lo * num_steps)
+    span = max(int(hi * num_steps) - start, 1)
+    if span >= count:
+        return [start + k * (span // count) for k in range(count)]
+    return [start + (k * span) // count for k in range(count)]
+
+
+class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
+    """ADS: reconstruct while choosing measurements of maximum expected entropy.
+
+    Args:
+        unet: the image prior (a diffusers ``UNet2DModel`` or any gendiff denoiser).
+        scheduler: a diffusers scheduler; the reference uses deterministic DDIM.
+    """
+
+    def __init__(self, unet, scheduler) -> None:
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    @property
+    def _device(self) -> torch.device:
+        """Device of the prior (works for any nn.Module, not only diffusers ModelMixin)."""
+        return next(self.unet.parameters()).device
+
+    @staticmethod
+    def _guidance(kind: str, scale: float) -> list:
+        if kind == "dps":
+            return [DPSGuidance(scale=scale, loss="norm")]
+        if kind == "x0_space":
+            return [X0SpaceGuidance(scale=scale, loss="squared")]
+        raise ValueError(f"unknown guidance {kind!r}; expected 'dps' or 'x0_space'")
+
+    @staticmethod
+    def budget_from(num_candidates: int, budget: int | None, acceleration: float | None) -> int:
+        """Number of measurements from an explicit budget or an acceleration factor."""
+        if (budget is None) == (acceleration is None):
+            raise ValueError("give exactly one of budget (a number of measurements) or acceleration")
+        if acceleration is not None:
+            if not acceleration >= 1.0:
+                raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+            budget = int(round(num_candidates / acceleration))
+        if not 1 <= budget <= num_candidates:
+            raise ValueError(
+                f"impossible budget {budget}: there are {num_candidates} candidates "
+                f"(acceleration {num_candidates / max(budget, 1):.3g}x)"
+            )
+        return budget
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        target: Tensor | None = None,
+        *,
+        oracle: MeasurementOracle | None = None,
+        measurement: Measurement = "kspace_line",
+        budget: int | None = None,
+        acceleration: float | None = None,
+        mask: Tensor | None = None,
+        num_particles: int = 16,
+        num_inference_steps: int = 100,
+        acquisition_window: tuple[float, float] = (0.0, 0.5),
+        sigma: float = 1.0,
+        guidance: Literal["dps", "x0_space"] = "dps",
+        guidance_scale: float = 1.0,
+        data_consistency: bool = True,
+        generator: torch.Generator | None = None,
+        latents: Tensor | None = None,
+        progress: bool = False,
+    ) -> ADSOutput:
+        """Reconstruct ``target`` (read only through the measurement operator).
+
+        Args:
+            target: [B, C, H, W] ground truth (images, or complex MRI images as 2 channels); it is wrapped
+                in a MeasurementOracle. Alternatively pass ``oracle`` directly.
+            measurement: "pixel", "column" or "kspace_line" (centred orthonormal FFT, lines = columns).
+            budget / acceleration: total measurements per target (including the initial centre line
+                for k-space), or the acceleration factor K / budget.
+            mask: [B, K] a fixed mask (fixed-mask strategies); None = active acquisition (ADS).
+            num_particles: N particles per target.
+            num_inference_steps: reverse steps.
+            acquisition_window: (start, stop) fractions of the reverse steps holding the acquisitions.
+            sigma: the Gaussian-mixture width of the entropy score (eq. 12), in measurement units.
+            guidance: "dps" (through the network, as ADS) or "x0_space" (no network backward).
+            guidance_scale: DPS step size omega (or the x0-space step).
+            data_consistency: final hard data consistency (k-space only).
+            generator, latents: reproducibility; latents [B, N, C, H, W].
+        """
+        if oracle is None:
+            if target is None:
+                raise ValueError("pass the target image(s) [B, C, H, W] or a MeasurementOracle")
+            if target.ndim != 4:
+                raise ValueError(f"target must be [B, C, H, W], got shape {tuple(target.shape)}")
+            op = make_operator(measurement, tuple(target.shape[1:]), target.shape[0])
+            oracle = MeasurementOracle(target.to(self._device), op)
+        op: SubsamplingOperator = oracle.operator
+        op.reset(oracle.batch_size)
+        op.to(self._device)
+        shape, b, k = op.image_shape, oracle.batch_size, op.num_candidates
+        is_kspace = isinstance(op, KSpaceLineOperator)
+        n_total = mask.sum(-1).max().item() if mask is not None else self.budget_from(k, budget, acceleration)
+        state = GuidanceState(operator=op, y=torch.zeros(b, k, op.entries_per_candidate, device=self._device))
+        order: list[Tensor] = []
+        scores: list[Tensor] = []
+        steps: list[int] = []
+        if mask is not None:  # fixed strategy: everything measured from the first step
+            if tuple(mask.shape) != (b, k):
+                raise ValueError(f"mask must be [B, K] = {(b, k)}, got {tuple(mask.shape)}")
+            op.mask = mask.to(self._device).bool().clone()
+            state.y = oracle.measure_mask(op.mask)
+            schedule: list[int] = []
+        else:
+            if is_kspace:  # MRI starts from the centre line, as the reference
+                self._acquire(oracle, state, torch.full((b,), k // 2, device=self._device), order)
+            schedule = acquisition_schedule(num_inference_steps, acquisition_window, n_total - len(order))
+
+        def callback(step: int, t: Tensor, x_t: Tensor, x0_hat: Tensor, st: GuidanceState) -> bool:
+            for _ in range(schedule.count(step)):  # Steps 1-4
+                yhat = op.full(x0_hat)  # [B, N, K, E]
+                s = particle_entropy_scores(yhat, sigma, measured=op.mask)
+                scores.append(s.detach().cpu())
+                steps.append(step)
+                self._acquire(oracle, st, s.argmax(-1), order)
+            return False
+
+        sampler = GuidedSampler(self.unet, self.scheduler, self._guidance(guidance, guidance_scale))
+        out = sampler(shape, batch_size=b, num_particles=num_particles, num_inference_steps=num_inference_steps,
+                      generator=generator, latents=latents, state=state, callback=callback, progress=progress,
+                      device=self._device)
+        return self._finish(out, op, state, data_consistency and is_kspace, order, scores, steps)
+
+    @staticmethod
+    def _acquire(oracle: MeasurementOracle, state: GuidanceState, idx: Tensor, order: list[Tensor]) -> None:
+        """Step 4: read candidate idx[b] of every target and add it to the mask and to y."""
+        rows = torch.arange(idx.shape[0], device=idx.device)
+        entries = oracle.measure(idx)
+        state.operator.acquire(idx)
+        state.y[rows, idx] = entries.to(state.y.dtype)
+        order.append(idx.detach().cpu())
+
+    @staticmethod
+    def _finish(out, op, state, hard_dc: bool, order, scores, steps) -> ADSOutput:
+        """Step 6: posterior mean, optional hard data consistency, magnitudes, variance."""
+        x0 = out.x0  # [B, N, C, H, W]
+        if hard_dc:
+            x0 = HardDataConsistency()(x0, x0, None, state)
+        mag = x0.pow(2).sum(2).sqrt().mean(1) if x0.shape[2] == 2 else None
+        return ADSOutput(
+            reconstruction=x0.mean(1), magnitude=mag, particles=x0, variance=x0.var(1, unbiased=False).sum(1),
+            mask=op.mask.detach().cpu().clone(),
+            order=torch.stack(order, 1) if order else torch.zeros(x0.shape[0], 0, dtype=torch.long),
+            scores=scores, acquisition_steps=steps, nfe=out.nfe, nbe=out.nbe,
+        )

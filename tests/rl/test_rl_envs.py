@@ -1,0 +1,96 @@
+"""Tasks and bad input: the bimodal task's reward, discrete / unbounded action spaces, dm_control, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from gendiff.rl.cli import add_gorl_commands
+from gendiff.rl.common import ActionScaler, check_action_space, make_env
+from gendiff.rl.envs import TwoModesEnv
+from gendiff.rl.ppo import PPO
+from gendiff.rl.sac import SAC
+
+
+def test_two_modes_reward_is_bimodal_and_symmetric():
+    env = make_env("gendiff/TwoModes-v0", seed=0)
+    obs, _ = env.reset(seed=1)
+    c = float(obs[0])
+    plus, minus = env.unwrapped.modes(c)
+    assert env.unwrapped.reward(c, plus) == pytest.approx(1.0)
+    assert env.unwrapped.reward(c, minus) == pytest.approx(1.0)
+    assert env.unwrapped.reward(c, np.zeros(2)) < 1e-3  # the valley between the modes pays ~nothing
+    steps, done = 0, False
+    while not done:
+        _, r, term, trunc, _ = env.step(env.action_space.sample())
+        assert 0.0 <= r <= 1.0
+        steps, done = steps + 1, term or trunc
+    assert steps == 10
+
+
+def test_discrete_action_space_is_rejected_clearly():
+    with pytest.raises(TypeError, match="continuous Box"):
+        check_action_space(gym.spaces.Discrete(3))
+    with pytest.raises(TypeError, match="Discrete"):
+        PPO.from_env("CartPole-v1")
+    with pytest.raises(TypeError, match="continuous Box"):
+        SAC.from_env("CartPole-v1")
+
+
+def test_unbounded_action_space_error_or_documented_squash():
+    space = gym.spaces.Box(low=np.array([-np.inf, -2.0]), high=np.array([np.inf, 2.0]), dtype=np.float32)
+    with pytest.raises(ValueError, match="unbounded_action_bound"):
+        check_action_space(space)
+    with pytest.warns(UserWarning, match="infinite bounds"):
+        low, high = check_action_space(space, unbounded_action_bound=3.0)
+    np.testing.assert_array_equal(low, [-3.0, -2.0])
+    np.testing.assert_array_equal(high, [3.0, 2.0])
+    scaler = ActionScaler(low, high)
+    import torch
+
+    assert torch.allclose(scaler.to_env(torch.tensor([[1.0, -1.0]])), torch.tensor([[3.0, -2.0]]))
+
+
+def test_dm_control_wrapper_says_how_to_install():
+    pytest.importorskip("gymnasium")
+    try:
+        import dm_control  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="pip install dm_control"):
+            gym.make("gendiff/dmc-hopper-stand-v0")
+    else:  # pragma: no cover - dm_control present
+        env = gym.make("gendiff/dmc-hopper-stand-v0")
+        assert env.reset(seed=0)[0].ndim == 1
+
+
+def test_unknown_env_names_the_problem():
+    with pytest.raises(ValueError, match="unknown or unavailable environment"):
+        make_env("gendiff/NoSuchTask-v0")
+
+
+def test_cli_train_writes_metrics_and_refuses_overwrite(tmp_path):
+    cfg = tmp_path / "ppo.yaml"
+    cfg.write_text("num_envs: 2\nnum_steps: 64\nnum_minibatches: 2\nupdate_epochs: 1\n")
+    parser = argparse.ArgumentParser(prog="gendiff")
+    add_gorl_commands(parser.add_subparsers(dest="cmd", required=True))
+    argv = ["gorl", "train", "--env", "gendiff/TwoModes-v0", "--algo", "ppo", "--steps", "256", "--seed", "1",
+            "--out", str(tmp_path / "run"), "--ppo-config", str(cfg), "--eval-every", "128",
+            "--eval-episodes", "2", "--final-eval-episodes", "2", "--progress", "false"]
+    args = parser.parse_args(argv)
+    args.func(args)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["algo"] == "ppo" and len(metrics["curve"]["steps"]) == 2
+    assert 0.0 <= metrics["final_return_stochastic"] <= 10.0
+    assert (tmp_path / "run" / "curve.png").stat().st_size > 0
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        args.func(parser.parse_args(argv))
+
+
+def test_two_modes_validates_arguments():
+    with pytest.raises(ValueError, match="action_dim"):
+        TwoModesEnv(action_dim=0)

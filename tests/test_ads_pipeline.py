@@ -1,0 +1,145 @@
+"""ADS pipeline: the toy whose particles differ in one line, oracle bookkeeping, fixed masks, save/load."""
+
+from __future__ import annotations
+
+import fastmri
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from gendiff.models.unet2d import make_unet2d
+from gendiff.mri.strategies import ACQUISITION, StrategyContext, make_mask
+from gendiff.operators import ColumnOperator, KSpaceLineOperator, MeasurementOracle
+from gendiff.pipelines import ActiveDiffusionSubsamplingPipeline
+from gendiff.pipelines.ads import acquisition_schedule
+
+H = 16
+
+
+class FixedParticles(torch.nn.Module):
+    """A 'sample'-prediction denoiser whose x0_hat for particle i is always ``images[i]`` (any input)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("images", images)  # [N, C, H, W]
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, t, cond=None):
+        n = self.images.shape[0]
+        return self.images.repeat(x.shape[0] // n, 1, 1, 1)
+
+
+def _pipe(images):
+    sched = DDIMScheduler(num_train_timesteps=100, prediction_type="sample", clip_sample=False)
+    return ActiveDiffusionSubsamplingPipeline(FixedParticles(images), sched)
+
+
+def _two_particles_differing_in_kspace_line(line: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(2, H, H, generator=g)  # complex image as (re, im)
+    k = fastmri.fft2c(a.permute(1, 2, 0).contiguous())  # [H, W, 2]
+    k2 = k.clone()
+    k2[:, line] += 3.0  # the two particles' k-spaces differ only on this line (a column)
+    b = fastmri.ifft2c(k2).permute(2, 0, 1)
+    return torch.stack([a, b])
+
+
+@pytest.mark.parametrize("line", [2, 11])
+def test_ads_picks_the_only_line_where_particles_differ(line):
+    images = _two_particles_differing_in_kspace_line(line)
+    pipe = _pipe(images)
+    target = images[:1]
+    out = pipe(target, measurement="kspace_line", budget=2, num_particles=2, num_inference_steps=4,
+               guidance_scale=0.0, acquisition_window=(0.0, 0.5))
+    assert out.order.tolist() == [[H // 2, line]]  # centre line first, then the informative line
+    assert torch.isfinite(out.scores[0]).sum() == H - 1 and out.scores[0].argmax() == line
+
+
+def test_ads_column_toy_and_no_line_twice():
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(1, 1, H, H, generator=g)
+    images = base.repeat(4, 1, 1, 1)
+    for i, col in enumerate([3, 7, 12]):  # particles disagree on three columns
+        images[i + 1, :, :, col] += 5.0
+    pipe = _pipe(images)
+    out = pipe(base, measurement="column", budget=6, num_particles=4, num_inference_steps=8, guidance_scale=0.0)
+    order = out.order[0].tolist()
+    assert set(order[:3]) == {3, 7, 12}
+    assert len(set(order)) == len(order) == 6 and out.mask.sum() == 6
+
+
+def test_target_is_read_only_through_the_oracle():
+    torch.manual_seed(0)
+    unet = make_unet2d("tiny", 16, 2)
+    pipe = ActiveDiffusionSubsamplingPipeline(unet, DDIMScheduler(num_train_timesteps=100, clip_sample=False))
+    target = torch.randn(2, 2, H, H)
+    oracle = MeasurementOracle(target, KSpaceLineOperator((2, H, H), batch_size=2))
+    del target  # the pipeline gets the oracle only
+    out = pipe(oracle=oracle, acceleration=4, num_particles=3, num_inference_steps=10,
+               generator=torch.Generator().manual_seed(0))
+    assert torch.equal(oracle.read_mask(), out.mask)
+    assert out.mask.sum(-1).tolist() == [4, 4]
+    assert len(oracle.requests) == 4 and out.nfe == 10 and out.nbe == 10
+    assert out.magnitude.shape == (2, H, H) and out.particles.shape == (2, 3, 2, H, H)
+    # hard data consistency: the measured lines of every particle equal the measurements
+    k = oracle.operator.full(out.particles)
+    truth = oracle._full[:, None]
+    m = out.mask[:, None, :, None]
+    torch.testing.assert_close(k * m, (truth * m).expand_as(k), atol=1e-5, rtol=1e-5)
+
+
+def test_fixed_mask_strategies_read_exactly_their_mask():
+    torch.manual_seed(0)
+    unet = make_unet2d("tiny", 16, 2)
+    pipe = ActiveDiffusionSubsamplingPipeline(unet, DDIMScheduler(num_train_timesteps=100, clip_sample=False))
+    target = torch.randn(2, 2, H, H)
+    op = KSpaceLineOperator((2, H, H), batch_size=2)
+    ctx = StrategyContext(op, "kspace_line", budget=4, batch_size=2, generator=torch.Generator().manual_seed(0),
+                          train_images=torch.randn(8, 2, H, H))
+    for name in ACQUISITION:
+        mask = make_mask(name, ctx)
+        if mask is None:
+            continue
+        oracle = MeasurementOracle(target, KSpaceLineOperator((2, H, H), batch_size=2))
+        out = pipe(oracle=oracle, mask=mask, num_particles=2, num_inference_steps=3, guidance="x0_space")
+        assert torch.equal(oracle.read_mask(), mask) and torch.equal(out.mask, mask), name
+        assert out.order.numel() == 0 and out.nbe == 0
+
+
+def test_strategies_budget_and_errors():
+    op = ColumnOperator((1, H, H), batch_size=3)
+    ctx = StrategyContext(op, "column", budget=4, batch_size=3, generator=torch.Generator().manual_seed(0),
+                          train_images=torch.randn(5, 1, H, H))
+    for name in ("random", "equispaced", "data_variance", "fixed_dps"):
+        assert make_mask(name, ctx).sum(-1).tolist() == [4, 4, 4], name
+    with pytest.raises(ValueError, match="impossible"):
+        make_mask("random", StrategyContext(op, "column", budget=H + 1, batch_size=3))
+    with pytest.raises(KeyError, match="valid names"):
+        make_mask("best", ctx)
+    with pytest.raises(ValueError, match="acceleration must be >= 1"):
+        ActiveDiffusionSubsamplingPipeline.budget_from(H, None, 0.5)
+    with pytest.raises(ValueError, match="impossible budget 0"):
+        ActiveDiffusionSubsamplingPipeline.budget_from(H, None, 100.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        ActiveDiffusionSubsamplingPipeline.budget_from(H, 4, 4.0)
+
+
+def test_acquisition_schedule():
+    assert acquisition_schedule(100, (0.0, 0.5), 5) == [0, 10, 20, 30, 40]
+    assert acquisition_schedule(10, (0.0, 0.5), 10) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    with pytest.raises(ValueError, match="window"):
+        acquisition_schedule(10, (0.5, 0.2), 3)
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    pipe = ActiveDiffusionSubsamplingPipeline(make_unet2d("tiny", 16, 2),
+                                              DDIMScheduler(num_train_timesteps=100, clip_sample=False))
+    pipe.save_pretrained(tmp_path / "ads")
+    pipe2 = ActiveDiffusionSubsamplingPipeline.from_pretrained(tmp_path / "ads")
+    target = torch.randn(1, 2, H, H)
+    kw = dict(acceleration=4, num_particles=2, num_inference_steps=6)
+    a = pipe(target, generator=torch.Generator().manual_seed(1), **kw)
+    b = pipe2(target, generator=torch.Generator().manual_seed(1), **kw)
+    torch.testing.assert_close(a.reconstruction, b.reconstruction)
+    assert a.order.tolist() == b.order.tolist()
