@@ -9,7 +9,8 @@ comes from :func:`gendiff.parameterization.to_x0`. Samples are held as [B, N, *s
 
 One reverse step i at timestep t:
   1. model_output = D(scale_model_input(x_t), t, cond); with grad on x_t if a term needs it (DPS).
-  2. x0_hat = to_x0(model_output, x_t, t)   (Tweedie / denoised estimate).
+  2. x0_hat = to_x0(model_output, x_t, t)   (Tweedie / denoised estimate), clipped to
+     [-clip_sample_range, clip_sample_range] when the scheduler is configured to clip (as its step does).
   3. callback(step, t, x_t, x0_hat, state): may acquire measurements (ADS) or stop early.
   4. "x0" terms: x0_hat <- x0_hat + scale * (term(...) - x0_hat); model_output <- from_x0(x0_hat).
   5. "direction" terms: d = sum_k scale_k * term_k(x_t, x0_hat, t, state)  (evaluated before the step).
@@ -88,6 +89,8 @@ class GuidedSampler:
         self.step_kwargs = dict(step_kwargs or {})
         self._step_takes_generator = "generator" in inspect.signature(scheduler.step).parameters
         self._scales_input = hasattr(scheduler, "scale_model_input")
+        cfg = scheduler.config
+        self._clip = float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", False) else None
 
     @property
     def _init_sigma(self) -> float:
@@ -207,6 +210,8 @@ class GuidedSampler:
             if not torch.isfinite(model_out).all():
                 raise FloatingPointError(f"denoiser returned NaN/inf at step {step} (timestep {float(t):g})")
             x0 = to_x0(self.scheduler, model_out, flat, t).view(x.shape)  # view inside: keeps the graph
+            if self._clip is not None:  # the scheduler clips x0 in step(); everything else sees the same x0
+                x0 = x0.clamp(-self._clip, self._clip)
         return x0, model_out.view(x.shape), x_in
 
     def _apply_guidance(

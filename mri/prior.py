@@ -44,8 +44,14 @@ class MRIPriorConfig:
 
 
 def make_scheduler(train_timesteps: int = 1000) -> DDIMScheduler:
-    """The DDIM scheduler ADS priors are trained and sampled with (no x0 clipping: complex data)."""
-    return DDIMScheduler(num_train_timesteps=train_timesteps, prediction_type="epsilon", clip_sample=False)
+    """The DDIM scheduler ADS priors are trained and sampled with.
+
+    x0 is clipped to [-1, 1]: images are normalised so that every magnitude is <= 1, hence so are the
+    real and imaginary parts. Without the clip, deterministic DDIM from a small prior diverges (final
+    image norms 10-30x the data's, measured on the 32 x 32 synthetic prior); with it, it does not.
+    """
+    return DDIMScheduler(num_train_timesteps=train_timesteps, prediction_type="epsilon", clip_sample=True,
+                         clip_sample_range=1.0)
 
 
 def train_mri_prior(cfg: MRIPriorConfig, progress: bool = True) -> TrainResult:

@@ -8,8 +8,9 @@ Hugging Face ``AutoModelForCausalLM`` that accepts ``past_key_values`` / ``use_c
    its prefill.
 2. Decode: one token per step for all B = P * G rows, position ids counted from each row's first real
    token (left padding does not shift positions; the training forward uses the same ids).
-3. Token choice at temperature T: exponential-race sampling, argmax_v p_v / E_v with E_v ~ Exp(1), an exact
-   draw from p without a host sync; top-p keeps the smallest set of tokens whose mass reaches ``top_p``.
+3. Token choice at temperature T: inverse-CDF sampling (the first token whose cumulative probability
+   exceeds u ~ U[0, 1), all uniforms drawn once per rollout), an exact draw from p without a host sync;
+   top-p keeps the smallest set of tokens whose mass reaches ``top_p``.
 4. Per token it records log pi_T(y_t) and H(pi_T) (``gendiff.entropy``) of the tempered distribution
    pi_T = softmax(logits / T) (top-p is a sampling device, not part of the policy, as in TRL and verl).
 5. A row stops at its first EOS (kept, mask 1); later positions hold ``pad`` with mask 0; the loop ends
@@ -25,6 +26,8 @@ import torch
 from torch import Tensor
 
 from gendiff.entropy import token_entropy, token_logprobs
+
+from .fast_decode import FAST_ARCHITECTURES, FastDecoder, supports_fast_decode
 
 
 @dataclass
@@ -66,12 +69,13 @@ def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
     return torch.full_like(logits, -torch.inf).scatter(-1, order, sorted_logits)
 
 
-def _choose(logits: Tensor, top_p: float, greedy: bool, generator: torch.Generator | None) -> Tensor:
-    if greedy:
+def _choose(logits: Tensor, top_p: float, u: Tensor | None) -> Tensor:
+    """argmax (u None), or the inverse-CDF draw: the first v with cdf_v > u * cdf_V, u [B, 1] ~ U[0, 1)."""
+    if u is None:
         return logits.argmax(-1)
-    probs = top_p_filter(logits, top_p).softmax(-1)
-    race = torch.empty_like(probs).exponential_(generator=generator)
-    return (probs / race).argmax(-1)
+    cdf = top_p_filter(logits, top_p).softmax(-1).cumsum(-1)
+    tok = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    return tok.squeeze(-1).clamp_max(logits.shape[-1] - 1)
 
 
 def cache_kwarg(model) -> str:
@@ -104,6 +108,7 @@ def sample_completions(
     group_size: int = 1,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    fast: bool | None = None,
 ) -> Completions:
     """Sample ``group_size`` completions per prompt (see the module docstring for the steps).
 
@@ -117,6 +122,7 @@ def sample_completions(
         top_p: nucleus mass in (0, 1].
         group_size: rollouts per prompt (rows are prompt-major: row i answers prompt i // group_size).
         generator: torch.Generator on the model's device, for reproducible draws.
+        fast: use ``FastDecoder`` (None: whenever ``supports_fast_decode(model)``; False: the HF forward).
 
     Returns:
         ``Completions`` with B = P * group_size rows (ordinary tensors, usable in autograd).
@@ -128,51 +134,70 @@ def sample_completions(
         raise ValueError(f"prompt_ids and prompt_mask must both be [P, L], got {tuple(prompt_ids.shape)} "
                          f"and {tuple(prompt_mask.shape)}")
     with torch.inference_mode():
-        ids, keep, scaled, attn, done = _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids,
-                                                pad_token_id, temperature, top_p, group_size, greedy, generator)
+        ids, keep, scaled, done = _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids,
+                                          pad_token_id, temperature, top_p, group_size, greedy, generator, fast)
         zero = torch.zeros((), device=ids.device)
         logp = torch.where(keep, token_logprobs(scaled, ids), zero)  # 4. once, over all steps
         ent = torch.where(keep, token_entropy(scaled), zero)
-    p_len = prompt_ids.shape[1]
     return Completions(  # clones leave inference mode, so the tensors can enter autograd later
-        prompt_ids=prompt_ids.repeat_interleave(group_size, 0), prompt_mask=attn[:, :p_len].clone(),
+        prompt_ids=prompt_ids.repeat_interleave(group_size, 0), prompt_mask=prompt_mask.repeat_interleave(group_size, 0),
         completion_ids=ids.clone(), completion_mask=keep.long(), logp=logp.clone(), entropy=ent.clone(),
         finished=done.clone(),
     )
 
 
+class _HFStepper:
+    """The generic path: the model's own forward with its KV cache object."""
+
+    def __init__(self, model) -> None:
+        self.model, self.cache_name = model, cache_kwarg(model)
+
+    def prefill(self, ids: Tensor, mask: Tensor, pos: Tensor, group_size: int, max_new_tokens: int) -> Tensor:
+        out = _forward(self.model, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        self.cache = _cache_of(out)
+        if group_size > 1:
+            self.cache.batch_repeat_interleave(group_size)
+        b, n = ids.shape[0] * group_size, ids.shape[1]
+        self.attn = torch.ones(b, n + max_new_tokens, dtype=mask.dtype, device=ids.device)
+        self.attn[:, :n] = mask.repeat_interleave(group_size, 0)
+        self.next_pos, self.length = pos[:, -1:].repeat_interleave(group_size, 0) + 1, n
+        return out.logits[:, -1].float().repeat_interleave(group_size, 0)
+
+    def step(self, tokens: Tensor, t: int) -> Tensor:
+        out = self.model(input_ids=tokens[:, None], attention_mask=self.attn[:, : self.length + t + 1],
+                         position_ids=self.next_pos + t, use_cache=True, **{self.cache_name: self.cache})
+        self.cache = _cache_of(out)
+        return out.logits[:, -1].float()
+
+
 def _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids, pad_token_id, temperature, top_p,
-            group_size, greedy, generator):
-    """Steps 1-3 and 5; returns ids [B, T], keep [B, T], tempered logits [B, T, V], attention [B, L + T'],
-    finished [B]."""
+            group_size, greedy, generator, fast):
+    """Steps 1-3 and 5; returns ids [B, T], keep [B, T], tempered logits [B, T, V], finished [B]."""
     device = prompt_ids.device
     eos = torch.tensor(sorted(set(eos_token_ids)), device=device)
-    pos = position_ids_from_mask(prompt_mask)
-    out = _forward(model, input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=pos, use_cache=True)  # 1.
-    cache, cache_name = _cache_of(out), cache_kwarg(model)
-    if group_size > 1:
-        cache.batch_repeat_interleave(group_size)
-    logits = out.logits[:, -1].float().repeat_interleave(group_size, 0)
-    b, p_len = logits.shape[0], prompt_ids.shape[1]
-    attn = torch.ones(b, p_len + max_new_tokens, dtype=prompt_mask.dtype, device=device)
-    attn[:, :p_len] = prompt_mask.repeat_interleave(group_size, 0)
-    next_pos = pos[:, -1:].repeat_interleave(group_size, 0) + 1
+    use_fast = supports_fast_decode(model) if fast is None else fast
+    if use_fast and not supports_fast_decode(model):
+        raise ValueError(f"fast decoding supports {list(FAST_ARCHITECTURES)} in eval mode, "
+                         f"not {type(model).__name__}")
+    stepper = FastDecoder(model) if use_fast else _HFStepper(model)
+    logits = stepper.prefill(prompt_ids, prompt_mask, position_ids_from_mask(prompt_mask), group_size,
+                             max_new_tokens)  # 1.
+    b = logits.shape[0]
     ids = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     keep = torch.zeros(b, max_new_tokens, dtype=torch.bool, device=device)
     scaled_all = torch.empty(b, max_new_tokens, logits.shape[-1], device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
+    u = None if greedy else torch.rand(b, max_new_tokens, 1, device=device, generator=generator)  # one draw
     steps = 0
     for t in range(max_new_tokens):  # 2. decode
         scaled = scaled_all[:, t]
         torch.div(logits, temperature, out=scaled)
-        tok = _choose(scaled, top_p, greedy, generator)  # 3.
+        tok = _choose(scaled, top_p, None if u is None else u[:, t])  # 3.
         keep[:, t] = ~done
         ids[:, t] = torch.where(done, pad_token_id, tok)
         done = done | torch.isin(tok, eos)  # 5.
         steps = t + 1
         if t + 1 == max_new_tokens or bool(done.all()):
             break
-        out = model(input_ids=ids[:, t : t + 1], attention_mask=attn[:, : p_len + t + 1],
-                    position_ids=next_pos + t, use_cache=True, **{cache_name: cache})
-        cache, logits = _cache_of(out), out.logits[:, -1].float()
-    return ids[:, :steps], keep[:, :steps], scaled_all[:, :steps], attn, done
+        logits = stepper.step(ids[:, t], t)
+    return ids[:, :steps], keep[:, :steps], scaled_all[:, :steps], done

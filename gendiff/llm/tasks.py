@@ -213,7 +213,7 @@ class TinyLM:
 
 def build_tiny_lm(task: Literal["arithmetic"] | ArithmeticTask = "arithmetic", seed: int = 0, sft_steps: int = 300,
                   out_dir: str | Path | None = None, layers: int = 4, hidden: int = 128,
-                  vocab_size: int | None = None, batch_size: int = 64, lr: float = 3e-3) -> TinyLM:
+                  vocab_size: int | None = None, batch_size: int = 112, lr: float = 3e-3) -> TinyLM:
     """Train the tokenizer, build the Llama, SFT it, measure greedy accuracy, save with save_pretrained.
 
     Args:

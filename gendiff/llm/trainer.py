@@ -48,6 +48,7 @@ from gendiff.config import from_dict
 from gendiff.entropy import masked_mean, token_entropy, token_logprobs
 
 from .advantages import ADVANTAGES
+from .fast_decode import FastDecoder, supports_fast_decode
 from .losses import POLICY_LOSSES, agg_loss
 from .sampling import Completions, position_ids_from_mask, sample_completions
 
@@ -125,8 +126,15 @@ def check_rewards(rewards: Any, n: int) -> Tensor:
     return r
 
 
-def policy_logp_entropy(model, batch: Completions, temperature: float) -> tuple[Tensor, Tensor]:
+def policy_logp_entropy(model, batch: Completions, temperature: float, fast: bool | None = None) -> tuple[Tensor, Tensor]:
     """log pi_T and H(pi_T) at the completion positions, from one forward over prompt + completion.
+
+    Args:
+        model: the policy (or the reference model).
+        batch: prompts and completions.
+        temperature: T of pi_T = softmax(logits / T).
+        fast: use the ``FastDecoder`` forward (same function, fewer ops; gradients reach the model's
+            parameters); None: whenever ``supports_fast_decode(model)``.
 
     Returns:
         (logp [B, T], entropy [B, T]) with gradient; values at mask = 0 are meaningless.
@@ -134,10 +142,15 @@ def policy_logp_entropy(model, batch: Completions, temperature: float) -> tuple[
     t = batch.completion_ids.shape[1]
     ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
     mask = torch.cat([batch.prompt_mask, torch.ones_like(batch.completion_ids)], 1)
-    kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids_from_mask(mask)}
-    if "logits_to_keep" in inspect.signature(model.forward).parameters:
-        kwargs["logits_to_keep"] = t + 1
-    logits = model(**kwargs).logits[:, -(t + 1) : -1].float() / temperature
+    pos = position_ids_from_mask(mask)
+    if supports_fast_decode(model) if fast is None else fast:
+        logits = FastDecoder(model, grad=torch.is_grad_enabled()).logits(ids, mask, pos, t + 1)
+    else:
+        kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
+        if "logits_to_keep" in inspect.signature(model.forward).parameters:
+            kwargs["logits_to_keep"] = t + 1
+        logits = model(**kwargs).logits[:, -(t + 1) :]
+    logits = logits[:, :-1].float() / temperature
     return token_logprobs(logits, batch.completion_ids), token_entropy(logits)
 
 
@@ -190,7 +203,7 @@ class LLMTrainer:
             self.ref_model = (ref_model or copy.deepcopy(model)).to(self.accelerator.device).eval()
             self.ref_model.requires_grad_(False)
         model.eval()  # no dropout: rollouts and updates see the same function
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         self.model, self.optimizer = self.accelerator.prepare(model, opt)
         self.generator = torch.Generator(self.accelerator.device).manual_seed(cfg.seed)
         self.rng = random.Random(cfg.seed)
@@ -255,7 +268,8 @@ class LLMTrainer:
         adv, adv_metrics = self._advantages(rewards, group_ids, batch)
         ref = None
         if self.ref_model is not None:
-            ref, _ = policy_logp_entropy(self.ref_model, batch, cfg.temperature)
+            with self.accelerator.autocast():
+                ref, _ = policy_logp_entropy(self.ref_model, batch, cfg.temperature)
         metrics = {"reward/mean": float(rewards.mean()), "reward/std": float(rewards.std(unbiased=False)),
                    "response_length/mean": float(lengths.float().mean()), "rollout/empty_count": n_empty,
                    "rollout/truncated_frac": float((~batch.finished).float().mean()), "time/generate": t_gen,
@@ -291,7 +305,8 @@ class LLMTrainer:
         b: Completions = roll["batch"]
         sub = Completions(*(getattr(b, f)[rows] for f in Completions.__dataclass_fields__))
         mask = sub.completion_mask
-        logp, entropy = policy_logp_entropy(self.model, sub, self.config.temperature)
+        with self.accelerator.autocast():
+            logp, entropy = policy_logp_entropy(self.accelerator.unwrap_model(self.model), sub, self.config.temperature)
         first = old is None
         old = logp.detach() if first else old
         if not bool(mask.any()):  # only empty completions in this micro-batch

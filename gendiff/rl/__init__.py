@@ -6,10 +6,17 @@ Importing this package registers gendiff's gymnasium tasks (``gendiff/TwoModes-v
 from __future__ import annotations
 
 from gendiff.rl import envs as envs  # noqa: F401  (registers the tasks)
-from gendiff.rl.common import ActionScaler, ReplayBuffer, check_action_space, evaluate, make_vec_env, soft_update
+from gendiff.rl.common import (
+    ActionScaler,
+    ReplayBuffer,
+    check_action_space,
+    evaluate,
+    make_vec_env,
+    soft_update,
+)
 from gendiff.rl.decoders import DiffusionDecoder, FlowDecoder, IdentityDecoder, decoder_loss, make_decoder
 from gendiff.rl.gorl import GoRL, GoRLConfig
-from gendiff.rl.pmoe import MixtureGaussianHead, PMOESAC, PMOESACConfig
+from gendiff.rl.pmoe import PMOESAC, MixtureGaussianHead, PMOESACConfig
 from gendiff.rl.ppo import PPO, PPOConfig
 from gendiff.rl.sac import SAC, SACConfig, TanhGaussianPolicy
 

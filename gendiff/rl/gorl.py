@@ -9,7 +9,8 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
      toward N(0, I) (PPO: ``latent_kl_coef`` KL(pi_theta(.|s) || N(0, I)); SAC: ``latent_kl_coef`` 0.5 E||z||^2,
      which with SAC's own entropy term is the same KL up to alpha).
   2. Collect the (s, u) pairs of the most recent ``recent_steps`` rollout steps, where u = g(s, z) is the
-     pre-squash action executed (``decoder_data="positive_advantage"`` keeps pairs with A > 0: GAE for PPO,
+     pre-squash action executed (``decoder_data="positive_advantage"`` keeps pairs whose advantage is above
+     the window's mean, A - mean(A) > 0, which is robust to a biased critic: GAE for PPO,
      min Q(s, z) - min Q(s, z' ~ pi) for SAC; "all" keeps every pair).
   3. Refit the decoder by conditional flow matching / denoising (8 noise draws per action) and swap it in.
      With the SAC base the replay buffer is emptied (its latents meant other actions under the old decoder).
@@ -142,7 +143,8 @@ class GoRL:
     def _refit(self, step: int, obs: Tensor, u: Tensor, adv: Tensor) -> None:
         """Steps 2-3: select pairs, fit the generative decoder, swap it in."""
         cfg, t0 = self.config, time.perf_counter()
-        keep = adv > 0 if cfg.decoder_data == "positive_advantage" else torch.ones_like(adv, dtype=torch.bool)
+        centred = adv - adv.mean()
+        keep = centred > 0 if cfg.decoder_data == "positive_advantage" else torch.ones_like(adv, dtype=torch.bool)
         if int(keep.sum()) < 2:
             keep = torch.ones_like(adv, dtype=torch.bool)
         losses = self.generative.fit(obs[keep], u[keep], cfg.decoder_fit_steps, cfg.decoder_batch_size,

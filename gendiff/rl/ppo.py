@@ -26,8 +26,15 @@ from tqdm.auto import tqdm
 
 from gendiff.entropy import gaussian_entropy, gaussian_log_prob
 from gendiff.rl.common import (
-    ActionScaler, EpisodeTracker, RunningMeanStd, TrainLog, check_action_space, evaluate, make_env,
-    make_vec_env, mlp,
+    ActionScaler,
+    EpisodeTracker,
+    RunningMeanStd,
+    TrainLog,
+    check_action_space,
+    evaluate,
+    make_env,
+    make_vec_env,
+    mlp,
 )
 
 __all__ = ["GaussianHead", "PPO", "PPOConfig", "Transform"]

@@ -32,8 +32,17 @@ from tqdm.auto import tqdm
 
 from gendiff.entropy import atanh_clipped, tanh_gaussian_log_prob, tanh_gaussian_sample
 from gendiff.rl.common import (
-    ActionScaler, EpisodeTracker, ReplayBuffer, TrainLog, check_action_space, evaluate, final_next_obs,
-    make_env, make_vec_env, mlp, soft_update,
+    ActionScaler,
+    EpisodeTracker,
+    ReplayBuffer,
+    TrainLog,
+    check_action_space,
+    evaluate,
+    final_next_obs,
+    make_env,
+    make_vec_env,
+    mlp,
+    soft_update,
 )
 
 __all__ = ["SAC", "SACConfig", "TanhGaussianPolicy", "TwinQ"]
@@ -59,6 +68,7 @@ class SACConfig:
     num_envs: int = 1
     eval_every: int = 5000
     eval_episodes: int = 5
+    eval_deterministic: bool = True  # learning-curve evaluations use tanh(mean) (GoRL's latent SAC: sampled)
     unbounded_action_bound: float | None = None
     latent_kl_coef: float = 0.0  # GoRL's latent regulariser, 0.5 E||a||^2 in policy units (0 for plain SAC)
 
@@ -255,7 +265,7 @@ class SAC:
     def _eval_fn(self, action_map: Callable[[Tensor, Tensor], Tensor] | None) -> Callable[[np.ndarray], np.ndarray]:
         def act(obs: np.ndarray) -> np.ndarray:
             o = torch.as_tensor(obs)
-            a = self.policy.act(o, deterministic=action_map is None)
+            a = self.policy.act(o, deterministic=self.config.eval_deterministic and action_map is None)
             return (action_map(o, a) if action_map is not None else a).numpy()
         return act
 

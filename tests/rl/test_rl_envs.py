@@ -94,3 +94,21 @@ def test_cli_train_writes_metrics_and_refuses_overwrite(tmp_path):
 def test_two_modes_validates_arguments():
     with pytest.raises(ValueError, match="action_dim"):
         TwoModesEnv(action_dim=0)
+
+
+@pytest.mark.parametrize("name,path", [
+    ("gendiff.rl.gorl:GoRLConfig", "gorl"), ("gendiff.rl.ppo:PPOConfig", "gorl_ppo"),
+    ("gendiff.rl.sac:SACConfig", "gorl_sac"), ("gendiff.rl.pmoe:PMOESACConfig", "gorl_pmoe_sac"),
+    ("gendiff.rl.cli:GorlTrainConfig", "gorl_train"), ("gendiff.rl.cli:GorlBenchmarkConfig", "gorl_benchmark"),
+])
+def test_yaml_configs_mirror_the_dataclass_defaults(name, path):
+    import importlib
+    from pathlib import Path
+
+    from gendiff.config import from_dict, load_yaml
+
+    module, cls_name = name.split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    yaml_path = Path(__file__).resolve().parents[2] / "configs" / f"{path}.yaml"
+    assert from_dict(cls, load_yaml(yaml_path)) == cls()
+    assert set(load_yaml(yaml_path)) == {f for f in cls.__dataclass_fields__}

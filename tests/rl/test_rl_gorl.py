@@ -1,0 +1,119 @@
+"""GoRL: identity decoder, the flow-matching loss at the exact velocity, decoders from latents=z, staged runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gendiff.rl.decoders import DiffusionDecoder, FlowDecoder, IdentityDecoder, decoder_loss, make_decoder
+from gendiff.rl.gorl import GoRL, GoRLConfig
+from gendiff.rl.ppo import PPOConfig
+from gendiff.rl.sac import SACConfig
+from gendiff.sampler import GuidedSampler
+
+W = torch.tensor([[0.5, -1.0], [2.0, 0.3], [-0.7, 0.1]], dtype=torch.float64)  # a0(s) = s W, s in R^3
+
+
+class ExactVelocity(nn.Module):
+    """For a point mass a0(s) per state, x_t = t eps + (1 - t) a0 gives eps - a0 = (x_t - a0(s)) / t exactly."""
+
+    _gendiff_denoiser = True
+
+    def forward(self, x, t, cond=None):
+        sigma = (t.to(x.dtype) / 1000.0)[:, None]
+        return (x - cond.to(x.dtype) @ W.to(x.dtype)) / sigma
+
+
+def test_identity_decoder_returns_z_exactly():
+    dec, obs, z = IdentityDecoder(), torch.randn(5, 3), torch.randn(5, 2) * 3
+    assert dec.decode(obs, z) is z and dec.nfe_per_action == 0
+    agent = GoRL("gendiff/TwoModes-v0", GoRLConfig(), PPOConfig(num_envs=2, num_steps=16, num_minibatches=2))
+    assert isinstance(agent.decoder, IdentityDecoder)
+    obs2 = torch.randn(5, 2)
+    assert torch.equal(agent.transform(obs2, z), z)
+    assert torch.equal(agent.env_action(obs2, z), agent.scaler.to_env(torch.tanh(z)))  # stage 0 = tanh-Gaussian
+
+
+def test_flow_matching_loss_is_zero_at_the_exact_velocity():
+    gen = torch.Generator().manual_seed(0)
+    sched = FlowDecoder(3, 2).scheduler
+    obs = torch.randn(64, 3, dtype=torch.float64, generator=gen)
+    actions = obs @ W
+    loss = decoder_loss(ExactVelocity(), sched, obs, actions, noise_draws=8, generator=gen)
+    assert float(loss) < 1e-8
+    zero = nn.Module()
+    zero._gendiff_denoiser = True
+    zero.forward = lambda x, t, cond=None: torch.zeros_like(x)
+    wrong = decoder_loss(zero, sched, obs, actions, noise_draws=8, generator=gen)  # E||eps - a0||^2 / d
+    expected = 1.0 + float(actions.pow(2).mean())
+    assert float(wrong) == pytest.approx(expected, rel=0.15)
+
+
+def test_flow_decoder_starts_from_z_and_follows_the_velocity():
+    dec = FlowDecoder(3, 2)
+    dec.sampler = GuidedSampler(ExactVelocity().double(), dec.scheduler, prediction_type="flow")
+    obs = torch.randn(6, 3, dtype=torch.float64)
+    z = torch.randn(6, 2, dtype=torch.float64)
+    out = dec.sampler((2,), batch_size=6, num_inference_steps=10, cond=obs, latents=z[:, None], dtype=torch.float64,
+                      device="cpu")
+    torch.testing.assert_close(out.sample[:, 0], obs @ W)  # Euler is exact on straight paths
+    assert out.nfe == 10 == dec.nfe_per_action
+
+
+@pytest.mark.parametrize("cls,min_near", [(FlowDecoder, 0.7), (DiffusionDecoder, 0.45)])
+def test_decoder_fit_learns_two_modes(cls, min_near):
+    """A Gaussian matched to the data's mean / variance puts ~0.32 of its mass within 0.5 of +-1.5."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.randn(512, 2, generator=gen)
+    sign = torch.where(torch.rand(512, 1, generator=gen) < 0.5, -1.0, 1.0)
+    actions = sign * 1.5 + 0.05 * torch.randn(512, 1, generator=gen)
+    dec = cls(2, 1, width=64, depth=2)
+    losses = dec.fit(obs, actions, steps=400, batch_size=128, lr=3e-3, noise_draws=8, generator=gen)
+    assert np.mean(losses[-20:]) < np.mean(losses[:20])
+    u = dec.decode(torch.randn(1000, 2, generator=gen), torch.randn(1000, 1, generator=gen))[:, 0]
+    near = ((u.abs() - 1.5).abs() < 0.5).float().mean()
+    assert near > min_near and 0.25 < float((u > 0).float().mean()) < 0.75  # both modes, little in between
+
+
+def test_decoder_input_errors():
+    with pytest.raises(KeyError, match="valid names"):
+        make_decoder("vae", 3, 2)
+    dec = FlowDecoder(3, 2, width=16, depth=1)
+    with pytest.raises(ValueError, match="decode needs"):
+        dec.decode(torch.randn(4, 3), torch.randn(4, 3))
+    with pytest.raises(ValueError, match="NaN"):
+        dec.fit(torch.full((4, 3), float("nan")), torch.zeros(4, 2), steps=1)
+    with pytest.raises(ValueError, match="stage_steps"):
+        GoRLConfig(stage_steps=0)
+
+
+SMALL_GORL = {"stage_steps": 128, "recent_steps": 256, "decoder_fit_steps": 5, "decoder_width": 32,
+              "decoder_depth": 1, "decoder_batch_size": 32}
+
+
+@pytest.mark.parametrize("decoder", ["flow", "diffusion"])
+def test_staged_ppo_run_swaps_in_the_decoder(decoder):
+    cfg = GoRLConfig(decoder=decoder, **SMALL_GORL)
+    ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1, eval_every=256, eval_episodes=2)
+    agent = GoRL("gendiff/TwoModes-v0", cfg, ppo, seed=0)
+    log = agent.learn(384, progress=False)
+    assert [s.step for s in agent.stages] == [128, 256, 384]
+    assert agent.decoder is agent.generative and isinstance(agent.decoder, FlowDecoder if decoder == "flow"
+                                                             else DiffusionDecoder)
+    assert np.isfinite(log.eval_mean).all() and log.metrics["actor/latent_kl"] >= 0
+    a = agent.act(np.zeros((4, 2), dtype=np.float32))
+    assert a.shape == (4, 2) and np.abs(a).max() <= 1.0
+
+
+def test_staged_sac_run_on_pendulum():
+    sac = SACConfig(hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=300, eval_episodes=1)
+    agent = GoRL("Pendulum-v1", GoRLConfig(base="sac", **SMALL_GORL), sac_config=sac, seed=0)
+    log = agent.learn(300, progress=False)
+    assert len(agent.stages) == 2 and agent.decoder is agent.generative
+    assert agent.agent.buffer.size < 300  # emptied at each refit
+    assert np.isfinite(log.eval_mean).all()
+    a = agent.act(np.zeros((2, 3), dtype=np.float32))
+    assert a.shape == (2, 1) and np.abs(a).max() <= 2.0
