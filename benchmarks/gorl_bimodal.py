@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 # Budget-sized settings (all algorithms use 64x64 networks; GoRL's decoder is 128 wide).
 PPO = {"num_envs": 4, "num_steps": 256, "num_minibatches": 16, "update_epochs": 10, "hidden": [64, 64],
        "eval_deterministic": False}
-SAC = {"hidden": [64, 64], "learning_starts": 1000, "batch_size": 256}
+SAC = {"hidden": [64, 64], "learning_starts": 1000, "batch_size": 256, "eval_deterministic": False}
 GORL = {"stage_steps": 2048, "recent_steps": 4096, "decoder_fit_steps": 300, "decoder_batch_size": 128,
         "decoder_width": 128, "decoder_depth": 3, "latent_kl_coef": 0.01}
 

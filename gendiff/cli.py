@@ -26,7 +26,7 @@ def add_experiment(
     subparsers: argparse._SubParsersAction, name: str, cls: type, run: Callable[[Any], Any], help_: str,
 ) -> argparse.ArgumentParser:
     """A sub-command that takes one typed config (``--config FILE`` + ``--field value`` overrides)."""
-    parser = subparsers.add_parser(name, help=help_, description=help_)
+    parser = subparsers.add_parser(name, help=help_, description=help_.replace("%%", "%"))
     add_config_arguments(parser, cls)
     parser.set_defaults(_run=lambda args: run(config_from_args(cls, args)))
     return parser

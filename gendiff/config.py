@@ -110,7 +110,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         help_ = (f.metadata.get("help", "") + f" (default: {default!r})").strip()
-        parser.add_argument(flag, dest=f.name, default=None, help=help_)
+        parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"))
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:

@@ -189,7 +189,7 @@ def add_mri_commands(sub: argparse._SubParsersAction) -> None:
     add_experiment(msub, "train-prior", MRIPriorConfig, train_mri_prior,
                    "train a complex-image prior on a folder of fastMRI-format files")
     add_experiment(msub, "benchmark", MRIBenchmarkConfig, mri_benchmark,
-                   "reconstruct held-out slices with ADS and fixed masks; SSIM/PSNR/NMSE with 95% intervals")
+                   "reconstruct held-out slices with ADS and fixed masks; SSIM/PSNR/NMSE with 95%% intervals")
 
 
 def add_images_commands(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ magnitudes normalised to [0, 1] per slice, trained for epsilon prediction with a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -40,7 +40,6 @@ class MRIPriorConfig:
     resume: bool = False
     overwrite: bool = False
     train_timesteps: int = 1000
-    notes: list[str] = field(default_factory=list)
 
 
 def make_scheduler(train_timesteps: int = 1000) -> DDIMScheduler:

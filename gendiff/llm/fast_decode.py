@@ -103,7 +103,8 @@ class FastDecoder:
         """RMSNorm without its gain (folded into the next weight), in float32 as in HF."""
         return F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(x.dtype)
 
-    def _layers(self, x: Tensor, cos: Tensor, sin: Tensor, start: int, mask: Tensor | None) -> Tensor:
+    def _layers(self, x: Tensor, cos: Tensor, sin: Tensor, start: int, mask: Tensor | None,
+                causal: bool = False) -> Tensor:
         b, n, _ = x.shape
         d, nh, nkv = self.head_dim, self.n_heads, self.n_kv
         caches = self.cache or [None] * len(self.layers)  # no cache: attend within x (training forward)
@@ -116,7 +117,7 @@ class FastDecoder:
                 kc, vc = cache
                 kc[:, :, start : start + n], vc[:, :, start : start + n] = k, v
                 k, v = kc[:, :, : start + n], vc[:, :, : start + n]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling,
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, is_causal=causal,
                                                  enable_gqa=nkv != nh)
             x = x + F.linear(out.transpose(1, 2).reshape(b, n, nh * d), o_proj.weight, o_proj.bias)  # 3.
             gate, up = F.linear(self._norm(x, eps2), w_gu, b_gu).chunk(2, dim=-1)
@@ -141,10 +142,8 @@ class FastDecoder:
         x = F.embedding(ids, self.embed, self.pad_idx)
         cos, sin = self.rotary(x, pos)
         valid = mask.bool()
-        attn = None if bool(valid.all()) else self._mask(valid)  # no padding: plain causal attention
-        if attn is None:
-            attn = torch.ones(ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device).tril()
-        x = self._layers(x, cos[:, None], _signed(sin)[:, None], 0, attn)
+        no_pad = bool(valid.all())  # then plain causal attention (the fastest SDPA kernel)
+        x = self._layers(x, cos[:, None], _signed(sin)[:, None], 0, None if no_pad else self._mask(valid), no_pad)
         return F.linear(self._norm(x[:, -keep:], self.norm_eps), self.lm_w, self.lm_b)
 
     @torch.no_grad()

@@ -191,7 +191,7 @@ def _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids, pad_t
     steps = 0
     for t in range(max_new_tokens):  # 2. decode
         scaled = scaled_all[:, t]
-        torch.div(logits, temperature, out=scaled)
+        scaled.copy_(logits) if temperature == 1.0 else torch.div(logits, temperature, out=scaled)
         tok = _choose(scaled, top_p, None if u is None else u[:, t])  # 3.
         keep[:, t] = ~done
         ids[:, t] = torch.where(done, pad_token_id, tok)

@@ -73,7 +73,7 @@ class LLMTrainConfig:
     top_p: float = 1.0
     updates_per_rollout: int = 1
     grad_accum: int = 1
-    lr: float = 1e-4
+    lr: float = 2e-5
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     kl_coef: float = 0.0
@@ -203,7 +203,7 @@ class LLMTrainer:
             self.ref_model = (ref_model or copy.deepcopy(model)).to(self.accelerator.device).eval()
             self.ref_model.requires_grad_(False)
         model.eval()  # no dropout: rollouts and updates see the same function
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         self.model, self.optimizer = self.accelerator.prepare(model, opt)
         self.generator = torch.Generator(self.accelerator.device).manual_seed(cfg.seed)
         self.rng = random.Random(cfg.seed)
@@ -305,8 +305,10 @@ class LLMTrainer:
         b: Completions = roll["batch"]
         sub = Completions(*(getattr(b, f)[rows] for f in Completions.__dataclass_fields__))
         mask = sub.completion_mask
-        with self.accelerator.autocast():
-            logp, entropy = policy_logp_entropy(self.accelerator.unwrap_model(self.model), sub, self.config.temperature)
+        bare = self.accelerator.unwrap_model(self.model)
+        with self.accelerator.autocast():  # a DDP-wrapped model must run its own forward (gradient sync)
+            logp, entropy = policy_logp_entropy(self.model, sub, self.config.temperature,
+                                                fast=None if bare is self.model else False)
         first = old is None
         old = logp.detach() if first else old
         if not bool(mask.any()):  # only empty completions in this micro-batch

@@ -42,7 +42,7 @@ def test_discrete_action_space_is_rejected_clearly():
 
 
 def test_unbounded_action_space_error_or_documented_squash():
-    space = gym.spaces.Box(low=np.array([-np.inf, -2.0]), high=np.array([np.inf, 2.0]), dtype=np.float32)
+    space = gym.spaces.Box(low=np.array([-np.inf, -2.0], np.float32), high=np.array([np.inf, 2.0], np.float32))
     with pytest.raises(ValueError, match="unbounded_action_bound"):
         check_action_space(space)
     with pytest.warns(UserWarning, match="infinite bounds"):
@@ -112,3 +112,18 @@ def test_yaml_configs_mirror_the_dataclass_defaults(name, path):
     yaml_path = Path(__file__).resolve().parents[2] / "configs" / f"{path}.yaml"
     assert from_dict(cls, load_yaml(yaml_path)) == cls()
     assert set(load_yaml(yaml_path)) == {f for f in cls.__dataclass_fields__}
+
+
+def test_cli_benchmark_writes_summary(tmp_path):
+    cfg = tmp_path / "ppo.yaml"
+    cfg.write_text("num_envs: 2\nnum_steps: 32\nnum_minibatches: 2\nupdate_epochs: 1\n")
+    parser = argparse.ArgumentParser(prog="gendiff")
+    add_gorl_commands(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(["gorl", "benchmark", "--algos", "ppo", "--seeds", "0,1", "--steps", "64",
+                              "--out", str(tmp_path / "b"), "--ppo-config", str(cfg), "--eval-every", "64",
+                              "--eval-episodes", "1"])
+    args.func(args)
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["results"]["ppo"]["final_return_stochastic"]["per_seed"].__len__() == 2
+    assert "| ppo |" in (tmp_path / "b" / "summary.md").read_text()
+    assert (tmp_path / "b" / "curves.png").exists()
