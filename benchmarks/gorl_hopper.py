@@ -4,11 +4,13 @@ NOT run on the project's 2-core CPUs (see the cost estimate below); run it on a 
 
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --ppo-steps 1000000 --sac-steps 300000 --seeds 0,1,2
 
-Estimated cost on these CPUs (1 thread, measured rates: SAC ~110 env steps/s with one 256x2 update per step,
-as SB3; PPO 4 x 512 rollouts with 10 epochs ~1,500 env steps/s; GoRL adds ~1.5 ms per vector step for the
-10-step flow decoder and ~30 s per decoder refit):
-  - SAC 300k steps: ~45 min per seed -> ~2.3 h for 3 seeds (published SAC reaches ~2,500-3,000 by 300k).
-  - PPO 1M steps: ~11 min per seed; GoRL-fm 1M steps (50 refits): ~25 min per seed -> ~1.8 h for 3 seeds each.
+Estimated cost on these CPUs (1 thread, rates measured here with other jobs sharing the 2 cores):
+SAC 55 env steps/s (one 256x2 update per step; SB3 ~110/s on an idle machine), PPO (4 x 512 rollouts,
+10 epochs, 64x64) ~1,100 env steps/s, GoRL-fm rollouts ~500 env steps/s (10-step flow decoder on 4 envs)
+plus ~20 s per decoder refit (500 steps, batch 256 x 8 noise draws).
+  - SAC 300k steps: 45-90 min per seed -> 2.5-4.5 h for 3 seeds (published SAC: ~2,500-3,000 by 300k).
+  - PPO 1M steps: ~15 min per seed; GoRL-fm 1M steps (50 refits): ~50 min per seed -> ~3.3 h for 3 seeds
+    of both. Total ~6-8 h of one core: not launched here.
 Writes benchmarks/gorl_hopper.{json,md} and gorl_hopper_curves.png.
 """
 

@@ -79,23 +79,25 @@ def run_strategy(
     start = time.perf_counter()
     batches = range(0, targets.shape[0], cfg.batch_slices)
     for i, s in enumerate(tqdm(batches, desc=f"{name} @ {budget}", disable=not progress, leave=False)):
-        tgt = targets[s : s + cfg.batch_slices]
+        tgt = targets[s : s + cfg.batch_slices].to(pipe.unet.device)
         op = make_operator(cfg.measurement, tuple(tgt.shape[1:]), tgt.shape[0])
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)  # same noise for every strategy
         ctx = StrategyContext(op, cfg.measurement, budget, tgt.shape[0], generator=gen, train_images=train_images)
+        op.to(tgt.device)
         mask = make_mask(name, ctx)  # Step 1
         oracle = MeasurementOracle(tgt, op)
         out = pipe(oracle=oracle, mask=mask, budget=None if mask is not None else budget,
                    num_particles=cfg.particles, num_inference_steps=cfg.steps, acquisition_window=cfg.window,
                    sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, generator=gen)
-        recons.append(out.magnitude if out.magnitude is not None else magnitude_image(out.reconstruction))
+        recons.append((out.magnitude if out.magnitude is not None else magnitude_image(out.reconstruction)).cpu())
         masks.append(out.mask)
         orders.append(out.order)
-        zf.append(magnitude_image(op.with_mask(out.mask).adjoint(oracle.measure_mask(out.mask))))
+        zf_op = op.with_mask(out.mask.to(tgt.device))
+        zf.append(magnitude_image(zf_op.adjoint(oracle.measure_mask(zf_op.mask))).cpu())
         nfe, nbe = out.nfe * cfg.particles, out.nbe * cfg.particles
     seconds = (time.perf_counter() - start) / targets.shape[0]
     recon = torch.cat(recons).cpu()
-    truth = magnitude_image(targets).cpu().numpy()
+    truth = magnitude_image(targets.cpu()).numpy()
     return StrategyResult(
         name=name, budget=budget, metrics=slice_metrics(truth, recon.numpy()),  # Step 3
         zero_filled=slice_metrics(truth, torch.cat(zf).cpu().numpy()), recon=recon, masks=torch.cat(masks),

@@ -25,11 +25,18 @@ from gendiff.mri.synthetic import write_synthetic_dataset
 from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
 
 
-def load_prior(path: str | Path) -> ActiveDiffusionSubsamplingPipeline:
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> CUDA when available, else CPU; anything else as torch reads it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_prior(path: str | Path, device: str = "cpu") -> ActiveDiffusionSubsamplingPipeline:
     """An ADS pipeline from a saved pipeline folder or a training run folder (model/ + scheduler/)."""
     path = Path(path)
     if (path / "model_index.json").exists():
-        return ActiveDiffusionSubsamplingPipeline.from_pretrained(path)
+        return ActiveDiffusionSubsamplingPipeline.from_pretrained(path).to(resolve_device(device))
     if not (path / "model").is_dir() or not (path / "scheduler").is_dir():
         raise FileNotFoundError(f"{path} is neither a saved pipeline nor a training run (model/ + scheduler/)")
     unet = UNet2DModel.from_pretrained(path / "model").eval()
@@ -37,7 +44,8 @@ def load_prior(path: str | Path) -> ActiveDiffusionSubsamplingPipeline:
     sched_cls = getattr(diffusers, cls_name, DDIMScheduler)
     if not (isinstance(sched_cls, type) and issubclass(sched_cls, SchedulerMixin)):
         raise ValueError(f"{path}/scheduler names {cls_name!r}, not a diffusers scheduler")
-    return ActiveDiffusionSubsamplingPipeline(unet, sched_cls.from_pretrained(path / "scheduler"))
+    pipe = ActiveDiffusionSubsamplingPipeline(unet, sched_cls.from_pretrained(path / "scheduler"))
+    return pipe.to(resolve_device(device))
 
 
 @dataclass
@@ -75,6 +83,7 @@ class MRIBenchmarkConfig:
     seed: int = 0
     bootstrap: int = 2000
     progress: bool = True
+    device: str = "auto"
 
 
 @dataclass
@@ -99,6 +108,7 @@ class ImagesBenchmarkConfig:
     seed: int = 0
     bootstrap: int = 2000
     progress: bool = True
+    device: str = "auto"
 
 
 def make_synthetic(cfg: SyntheticConfig) -> list[Path]:
@@ -148,7 +158,7 @@ def _truth(targets: torch.Tensor) -> torch.Tensor:
 
 
 def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
-    pipe = load_prior(cfg.prior)
+    pipe = load_prior(cfg.prior, cfg.device)
     size = int(pipe.unet.config.sample_size)
     images, _ = load_images(cfg.data, crop=size, crop_mode=cfg.crop_mode)
     targets = _pick(images, cfg.slices)
@@ -167,7 +177,7 @@ def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
 def images_benchmark(cfg: ImagesBenchmarkConfig) -> dict:
     from gendiff.images import load_image_dataset, train_test_split
 
-    pipe = load_prior(cfg.prior)
+    pipe = load_prior(cfg.prior, cfg.device)
     size = int(pipe.unet.config.sample_size)
     train, test = train_test_split(load_image_dataset(cfg.data, size, seed=cfg.seed), cfg.test)
     targets = _pick(test, cfg.slices)
