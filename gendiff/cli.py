@@ -5,6 +5,7 @@
   gendiff bench sampler             GuidedSampler overhead vs the plain diffusers loop; DPS vs x0-space
   gendiff mri ...                   make-synthetic, train-prior, benchmark
   gendiff images ...                benchmark (pixel / column subsampling)
+  gendiff offline ...               Minari datasets, offline learners, policy-guided trajectory diffusion
   gendiff gorl ...                  generative policies for online RL
   gendiff llm ...                   entropy-aware LLM RL
 
@@ -45,23 +46,17 @@ def _core_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def _app_commands(sub: argparse._SubParsersAction) -> None:
+    from gendiff.llm.cli import add_llm_commands
     from gendiff.mri.cli import add_demo_command, add_images_commands, add_mri_commands
+    from gendiff.offline.cli import add_offline_commands
+    from gendiff.rl.cli import add_gorl_commands
 
     add_demo_command(sub)
     add_mri_commands(sub)
     add_images_commands(sub)
-    try:
-        from gendiff.rl.cli import add_gorl_commands
-    except ImportError:  # pragma: no cover - optional group
-        add_gorl_commands = None
-    if add_gorl_commands is not None:
-        add_gorl_commands(sub)
-    try:
-        from gendiff.llm.cli import add_llm_commands
-    except ImportError:  # pragma: no cover - optional group
-        add_llm_commands = None
-    if add_llm_commands is not None:
-        add_llm_commands(sub)
+    add_offline_commands(sub)
+    add_gorl_commands(sub)
+    add_llm_commands(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

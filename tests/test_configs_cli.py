@@ -61,10 +61,9 @@ def test_config_file_and_overrides(tmp_path):
     assert (cfg.particles, cfg.steps, cfg.strategies, cfg.acceleration) == (4, 7, ["ads", "random"], [4.0, 8.0])
 
 
-def test_bad_input_is_reported_without_a_traceback(tmp_path):
+def test_bad_input_is_reported_without_a_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("particlez: 3\n")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "gendiff.cli", *a], capture_output=True, text=True)  # noqa: E731
     for argv, needle in [
         (["mri", "benchmark", "--config", str(bad)], "unknown MRIBenchmarkConfig field(s) ['particlez']"),
         (["mri", "benchmark", "--steps", "many"], "expected an integer"),
@@ -72,6 +71,12 @@ def test_bad_input_is_reported_without_a_traceback(tmp_path):
         (["mri", "make-synthetic"], "needs --out"),
         (["mri", "benchmark", "--prior", str(tmp_path), "--data", str(tmp_path)], "neither a saved pipeline"),
     ]:
-        proc = run(*argv)
-        assert proc.returncode == 2, (argv, proc.stderr)
-        assert needle in proc.stderr and "Traceback" not in proc.stderr, (argv, proc.stderr)
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        assert needle in err and "Traceback" not in err, (argv, err)
+
+
+def test_the_command_line_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "gendiff.cli", "mri", "make-synthetic"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "needs --out" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Policy-guided trajectory diffusion throughput on one GPU (Hopper sizes: obs 11, action 3, windows of 64),
+# prepared for an H100 / H200; not run on the project's CPUs. Hard limit 280 s (well under 5 minutes).
+#
+# The GPU machine has torch (CUDA), accelerate, safetensors, tqdm, scikit-image (scipy) but not diffusers /
+# gymnasium: their Python 3.12 wheels travel in the git-ignored folder .gpu_wheels/ (e.g. `pip download
+# --python-version 3.12 --only-binary :all: --no-deps -d .gpu_wheels diffusers huggingface-hub gymnasium
+# farama-notifications cloudpickle`) and are installed without network into a private target folder.
+# gendiff is not installed there: the repo root is added to gendiff.__path__ so that gendiff.offline and
+# gendiff.pipelines resolve to offline/ and pipelines/ (what pyproject's package-dir does).
+# Measures: synthetic transitions per second, unguided and PGD-guided (TD3+BC actor as N(pi(s), 1)), for
+# 128 EDM steps, plus 500 denoiser training steps/s. Output: $OUT/gpu_pgd.json (with the card's name).
+# CPU smoke of the same code: GPU_PGD_SMOKE=1 bash benchmarks/gpu_pgd.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR="${OUT:-benchmarks}"
+SITE="$(mktemp -d)/site"
+if [ -d .gpu_wheels ]; then
+  python -m pip install --quiet --no-index --no-deps --target "$SITE" .gpu_wheels/*.whl
+fi
+export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+timeout 280 python - "$OUT_DIR" "$PWD" <<'PY'
+import json, os, sys, tempfile, time
+import torch
+import gendiff
+gendiff.__path__.append(sys.argv[2])  # gendiff.offline / gendiff.pipelines without an install
+from gendiff.models import TemporalUNet1D
+from gendiff.offline.diffusion import edm_scheduler
+from gendiff.offline.td3bc import TD3BC
+from gendiff.offline.trajectories import TrajectoryNormalizer
+from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
+from gendiff.training import TrainConfig, train_denoiser
+
+smoke = os.environ.get("GPU_PGD_SMOKE") == "1"
+if not smoke:
+    assert torch.cuda.is_available(), "this script needs a CUDA GPU"
+dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+card = torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU smoke"
+sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+obs_dim, act_dim, H = 11, 3, 64
+D = obs_dim + act_dim + 2
+windows = torch.randn(4096, 32, D)  # timing only: random data stand in for Hopper windows
+norm = TrajectoryNormalizer.fit(windows, obs_dim, act_dim, [-1.0] * act_dim, [1.0] * act_dim)
+unet = TemporalUNet1D(transition_dim=D, dim=64 if not smoke else 16, dim_mults=(1, 2, 4))
+steps = 500 if not smoke else 5
+t0 = time.perf_counter()
+res = train_denoiser(unet, norm.normalize(windows), edm_scheduler(), TrainConfig(steps=steps, batch_size=256,
+                     checkpoint_every=steps), tempfile.mkdtemp(), progress=False)
+train_steps_per_s = steps / (time.perf_counter() - t0)
+pipe = PolicyGuidedTrajectoryPipeline(unet=res.model, scheduler=edm_scheduler(), normalizer=norm.to_config()).to(dev)
+agent = TD3BC(obs_dim, act_dim, [-1.0] * act_dim, [1.0] * act_dim, torch.randn(1000, obs_dim))
+for m in (agent.actor, agent.state_norm, agent.scaler):
+    m.to(dev)
+rows = []
+n_steps = 128 if not smoke else 4
+for batch in ((64, 256, 1024, 4096) if not smoke else (4,)):
+    for name, policy, coeff in (("unguided", None, 0.0), ("pgd", agent, 0.3)):
+        gen = torch.Generator(device=dev).manual_seed(0)
+        pipe(batch_size=min(batch, 8), horizon=H, num_inference_steps=2, policy=policy, guidance_scale=coeff,
+             policy_type="deterministic", generator=gen)  # warm-up
+        sync(); t0 = time.perf_counter()
+        out = pipe(batch_size=batch, horizon=H, num_inference_steps=n_steps, policy=policy, guidance_scale=coeff,
+                   policy_type="deterministic", generator=gen)
+        sync(); dt = time.perf_counter() - t0
+        n = out.transitions["obs"].shape[0]
+        rows.append({"mode": name, "windows": batch, "transitions": n, "seconds": dt, "transitions_per_s": n / dt})
+        print(f"{name:8s} {batch:5d} windows x {H} steps, {n_steps} EDM steps: {dt:7.2f} s, {n / dt:10.0f} transitions/s")
+out = {"card": card, "torch": torch.__version__, "horizon": H, "edm_steps": n_steps,
+       "train_steps_per_s_batch256": train_steps_per_s, "rows": rows}
+with open(f"{sys.argv[1]}/gpu_pgd.json", "w") as f:
+    json.dump(out, f, indent=2)
+print("card:", card)
+PY

@@ -1,0 +1,103 @@
+"""IQL (Kostrikov et al. 2022, "Offline Reinforcement Learning with Implicit Q-Learning"), CORL defaults.
+
+One update on a batch (states z-scored, actions in [-1, 1]):
+  1. Value (eq. 5): L_V = E L_2^tau(min_k Q'_k(s, a) - V(s)), L_2^tau(u) = |tau - 1(u < 0)| u^2, tau = 0.7.
+  2. Critic (eq. 6): L_Q = sum_k E (r + gamma (1 - d) V(s') - Q_k(s, a))^2.
+  3. Actor, advantage-weighted regression (eq. 7):
+     L_pi = -E exp(beta (min_k Q'_k(s, a) - V(s))) log pi(a | s), weights clipped at 100, beta = 3.
+     pi(a|s) = N(tanh(mu(s)), diag exp(log_std)) with a state-independent log_std (CORL's GaussianPolicy);
+     the actor's learning rate follows a cosine decay over ``total_steps`` (CORL).
+  4. Q targets: theta' <- (1 - tau) theta' + tau theta.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from gendiff.entropy import gaussian_log_prob
+from gendiff.offline.learners import LearnerConfig, OfflineLearner, expectile_loss
+from gendiff.rl.common import mlp, soft_update
+from gendiff.rl.sac import TwinQ
+
+
+@dataclass
+class IQLConfig(LearnerConfig):
+    expectile: float = 0.7
+    beta: float = 3.0
+    exp_adv_max: float = 100.0
+    total_steps: int = 1_000_000  # actor cosine LR horizon (CORL: max_timesteps)
+
+
+class GaussianActor(nn.Module):
+    """[B, obs_dim] -> (mean [B, act_dim] in (-1, 1), log_std [act_dim])."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, hidden)
+        self.log_std = nn.Parameter(torch.zeros(act_dim))
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.tanh(self.net(obs)), self.log_std.clamp(-5.0, 2.0)
+
+
+class IQL(OfflineLearner):
+    """IQL agent (see the module docstring). Stochastic: ``log_prob`` guides PGD."""
+
+    config_class = IQLConfig
+    config: IQLConfig
+    deterministic = False
+
+    def __init__(self, obs_dim: int, act_dim: int, low: Sequence[float], high: Sequence[float], states: Tensor,
+                 config: IQLConfig | None = None, seed: int = 0) -> None:
+        super().__init__(obs_dim, act_dim, low, high, states, config, seed)
+        cfg = self.config
+        self.actor = GaussianActor(obs_dim, act_dim, cfg.hidden)
+        self.value = mlp(obs_dim, 1, cfg.hidden)
+        self.critic = TwinQ(obs_dim, act_dim, cfg.hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.actor_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, max(cfg.total_steps, 1))
+
+    def actor_mean(self, obs_n: Tensor) -> Tensor:
+        return self.actor(obs_n)[0]
+
+    def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
+        """log pi(action | obs) for raw obs [B, obs_dim] and environment actions [B, act_dim] -> [B]."""
+        mean, log_std = self.actor(self.state_norm(obs))
+        return gaussian_log_prob(self.scaler.from_env(action), mean, log_std.expand_as(mean)) - self.scaler.log_abs_det()
+
+    def _step(self, opt: torch.optim.Optimizer, loss: Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        cfg, b = self.config, self.prepare(batch)
+        self.steps += 1
+        with torch.no_grad():
+            q_t = self.critic_target(b["obs"], b["act"]).min(0).values
+        v = self.value(b["obs"]).squeeze(-1)
+        adv = q_t - v
+        v_loss = expectile_loss(adv, cfg.expectile)  # 1.
+        self._step(self.value_opt, v_loss)
+        with torch.no_grad():  # 2.
+            y = b["rew"] + cfg.gamma * (1.0 - b["done"]) * self.value(b["next_obs"]).squeeze(-1)
+        q = self.critic(b["obs"], b["act"])
+        q_loss = (q - y).square().mean(1).sum()
+        self._step(self.critic_opt, q_loss)
+        weights = torch.exp(cfg.beta * adv.detach()).clamp(max=cfg.exp_adv_max)  # 3.
+        mean, log_std = self.actor(b["obs"])
+        logp = gaussian_log_prob(b["act"], mean, log_std.expand_as(mean))
+        actor_loss = -(weights * logp).mean()
+        self._step(self.actor_opt, actor_loss)
+        self.actor_sched.step()
+        soft_update(self.critic_target, self.critic, cfg.tau)  # 4.
+        return {"loss/value": v_loss.item(), "loss/critic": q_loss.item(), "loss/actor": actor_loss.item(),
+                "critic/q": q.mean().item(), "actor/adv": adv.mean().item()}

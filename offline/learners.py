@@ -1,0 +1,149 @@
+"""Offline RL learners: the common base, state normalisation, evaluation, and the OFFLINE_LEARNERS registry.
+
+Conventions (CORL): Adam 3e-4, gamma 0.99, tau 0.005, MLPs 256x2, states z-scored with the dataset's mean /
+std (+1e-3), actions handled inside the learner in the squashed box [-1, 1] (:class:`ActionScaler`), batches
+given in environment units. Evaluation reports the D4RL normalised score 100 (R - R_random) / (R_expert -
+R_random) over >= 10 episodes. Algorithms live one per file: td3bc.py, iql.py, prdc.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gendiff.offline.datasets import normalized_score
+from gendiff.registry import Registry
+from gendiff.rl.common import ActionScaler, evaluate
+
+OBS_STD_EPS = 1e-3  # CORL's compute_mean_std(..., eps=1e-3)
+
+
+def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
+    """IQL's asymmetric L2 (Kostrikov et al. 2022, eq. 5): mean |tau - 1(u < 0)| u^2 over diff u [B]."""
+    if not 0.0 < expectile < 1.0:
+        raise ValueError(f"expectile must lie in (0, 1), got {expectile}")
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return (weight * diff.square()).mean()
+
+
+class StateNormalizer(nn.Module):
+    """z-scoring of states with fixed dataset statistics: (s - mean) / std, [..., obs_dim] -> [..., obs_dim]."""
+
+    def __init__(self, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clone())
+
+    @classmethod
+    def fit(cls, obs: Tensor, enabled: bool = True) -> StateNormalizer:
+        if not enabled:
+            return cls(torch.zeros(obs.shape[1]), torch.ones(obs.shape[1]))
+        return cls(obs.mean(0), obs.std(0, unbiased=False) + OBS_STD_EPS)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return (obs - self.mean) / self.std
+
+
+@dataclass
+class LearnerConfig:
+    """Hyper-parameters shared by every learner (CORL defaults)."""
+
+    lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    hidden: tuple[int, ...] = (256, 256)
+    normalize_states: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and 0 <= self.gamma <= 1 and 0 < self.tau <= 1):
+            raise ValueError(f"need lr > 0, 0 <= gamma <= 1, 0 < tau <= 1; got {self.lr}, {self.gamma}, {self.tau}")
+        self.hidden = tuple(int(h) for h in self.hidden)
+
+
+class OfflineLearner:
+    """Base class: sizes, action scaling, state normalisation and evaluation.
+
+    Subclasses implement ``update(batch) -> metrics`` and ``actor_mean(obs_n) -> [B, act_dim]`` in [-1, 1].
+
+    Args:
+        obs_dim, act_dim: sizes; low, high: [act_dim] environment action bounds.
+        states: [N, obs_dim] dataset states for the normaliser; config: hyper-parameters; seed: RNG seed.
+    """
+
+    config_class: type[LearnerConfig] = LearnerConfig
+    deterministic: bool = True  # PGD treats a deterministic actor as N(pi(s), I)
+
+    def __init__(self, obs_dim: int, act_dim: int, low: Sequence[float], high: Sequence[float], states: Tensor,
+                 config: LearnerConfig | None = None, seed: int = 0) -> None:
+        self.config = config or self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(self.config).__name__}")
+        if states.dim() != 2 or states.shape[1] != obs_dim or not torch.isfinite(states).all():
+            raise ValueError(f"states must be finite [N, {obs_dim}], got {tuple(states.shape)}")
+        torch.manual_seed(seed)
+        self.obs_dim, self.act_dim, self.steps = obs_dim, act_dim, 0
+        self.scaler = ActionScaler(low, high)
+        self.state_norm = StateNormalizer.fit(states, self.config.normalize_states)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def prepare(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Normalise states and map actions to [-1, 1]; checks keys and finiteness."""
+        missing = {"obs", "act", "rew", "next_obs", "done"} - set(batch)
+        if missing:
+            raise KeyError(f"batch lacks {sorted(missing)}")
+        for k in ("obs", "act", "rew", "next_obs", "done"):
+            if not torch.isfinite(batch[k]).all():
+                raise ValueError(f"batch[{k!r}] contains NaN/inf")
+        return {"obs": self.state_norm(batch["obs"]), "next_obs": self.state_norm(batch["next_obs"]),
+                "act": self.scaler.from_env(batch["act"]).clamp(-1, 1), "rew": batch["rew"], "done": batch["done"]}
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def actor_mean(self, obs_n: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, obs: Tensor) -> Tensor:
+        """Differentiable deterministic action in environment units for raw obs [B, obs_dim]."""
+        return self.scaler.to_env(self.actor_mean(self.state_norm(obs)))
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic environment actions for raw obs [B, obs_dim] (numpy)."""
+        return self(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+
+    def evaluate(self, env_id: str, episodes: int = 10, ref: tuple[float | None, float | None] = (None, None),
+                 seed: int = 10_000) -> dict[str, Any]:
+        """Mean/std return and D4RL normalised score over ``episodes`` (>= 10 for reported scores)."""
+        returns = np.asarray(evaluate(self.act, env_id, episodes, seed=seed))
+        out: dict[str, Any] = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+                               "episodes": int(episodes)}
+        if ref[0] is not None and ref[1] is not None:
+            scores = normalized_score(returns, ref[0], ref[1])
+            out.update(score_mean=float(scores.mean()), score_std=float(scores.std()))
+        return out
+
+
+def build_learner(name: str, dataset_transitions: dict[str, Tensor], low: Sequence[float], high: Sequence[float],
+                  config: LearnerConfig | None = None, seed: int = 0) -> OfflineLearner:
+    """Build a registered learner for a dataset's transitions (obs [N, obs_dim], act [N, act_dim], ...)."""
+    cls = OFFLINE_LEARNERS.get(name)
+    obs, act = dataset_transitions["obs"], dataset_transitions["act"]
+    kwargs = {"dataset": dataset_transitions} if getattr(cls, "needs_dataset", False) else {}
+    return cls(obs.shape[1], act.shape[1], low, high, obs, config, seed, **kwargs)
+
+
+OFFLINE_LEARNERS: Registry[type[OfflineLearner]] = Registry("offline learner")
+
+from gendiff.offline.iql import IQL  # noqa: E402  (the algorithms import the base above)
+from gendiff.offline.prdc import PRDC  # noqa: E402
+from gendiff.offline.td3bc import TD3BC  # noqa: E402
+
+OFFLINE_LEARNERS.register("td3bc")(TD3BC)
+OFFLINE_LEARNERS.register("iql")(IQL)
+OFFLINE_LEARNERS.register("prdc")(PRDC)

@@ -1,0 +1,114 @@
+"""TD3+BC (Fujimoto & Gu 2021, "A Minimalist Approach to Offline Reinforcement Learning"), CORL defaults.
+
+One update on a batch (states z-scored, actions in [-1, 1]):
+  1. Critic (TD3, target policy smoothing): a' = clip(pi'(s') + clip(N(0, 0.2^2), -0.5, 0.5), -1, 1),
+     y = r + gamma (1 - d) min_k Q'_k(s', a');  L_Q = sum_k E (Q_k(s, a) - y)^2.
+  2. Every ``policy_freq`` (2) updates, the actor (eq. 3):
+     lambda = alpha / mean |Q_1(s, pi(s))| (no gradient), L_pi = -lambda E Q_1(s, pi(s)) + E (pi(s) - a)^2.
+  3. Targets: theta' <- (1 - tau) theta' + tau theta, for actor and critics.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from gendiff.offline.learners import LearnerConfig, OfflineLearner
+from gendiff.rl.common import mlp, soft_update
+from gendiff.rl.sac import TwinQ
+
+
+@dataclass
+class TD3BCConfig(LearnerConfig):
+    alpha: float = 2.5
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    policy_freq: int = 2
+
+
+def td3bc_actor_loss(q: Tensor, pi: Tensor, act: Tensor, alpha: float) -> tuple[Tensor, dict[str, float]]:
+    """Step 2: -lambda mean Q + mean (pi - a)^2 with lambda = alpha / mean |Q| (held constant).
+
+    Args:
+        q: [B] Q_1(s, pi(s)); pi: [B, act_dim] actor actions; act: [B, act_dim] dataset actions.
+    """
+    lmbda = alpha / q.abs().mean().detach().clamp_min(1e-8)
+    bc = (pi - act).square().mean()
+    loss = -lmbda * q.mean() + bc
+    return loss, {"loss/actor": loss.item(), "actor/bc_mse": bc.item(), "actor/lambda": lmbda.item()}
+
+
+class Actor(nn.Module):
+    """Deterministic tanh actor [B, obs_dim] -> [B, act_dim] in [-1, 1]."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, hidden)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return torch.tanh(self.net(obs))
+
+
+class TD3BC(OfflineLearner):
+    """TD3+BC agent (see the module docstring)."""
+
+    config_class = TD3BCConfig
+    config: TD3BCConfig
+
+    def __init__(self, obs_dim: int, act_dim: int, low: Sequence[float], high: Sequence[float], states: Tensor,
+                 config: TD3BCConfig | None = None, seed: int = 0) -> None:
+        super().__init__(obs_dim, act_dim, low, high, states, config, seed)
+        cfg = self.config
+        self.actor = Actor(obs_dim, act_dim, cfg.hidden)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic = TwinQ(obs_dim, act_dim, cfg.hidden)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+
+    def actor_mean(self, obs_n: Tensor) -> Tensor:
+        return self.actor(obs_n)
+
+    def bc_regulariser(self, obs: Tensor, pi: Tensor, act: Tensor) -> Tensor | None:
+        """PRDC replaces the dataset action here; None keeps TD3+BC's (pi - a)^2."""
+        return None
+
+    def critic_update(self, b: dict[str, Tensor]) -> dict[str, float]:
+        cfg = self.config
+        with torch.no_grad():  # 1.
+            noise = (torch.randn(b["act"].shape, generator=self.generator) * cfg.policy_noise)
+            noise = noise.clamp(-cfg.noise_clip, cfg.noise_clip)
+            next_a = (self.actor_target(b["next_obs"]) + noise).clamp(-1.0, 1.0)
+            y = b["rew"] + cfg.gamma * (1.0 - b["done"]) * self.critic_target(b["next_obs"], next_a).min(0).values
+        q = self.critic(b["obs"], b["act"])
+        loss = (q - y).square().mean(1).sum()
+        self.critic_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_opt.step()
+        return {"loss/critic": loss.item(), "critic/q": q.mean().item()}
+
+    def actor_update(self, b: dict[str, Tensor]) -> dict[str, float]:
+        pi = self.actor(b["obs"])  # 2.
+        self.critic.requires_grad_(False)
+        q = self.critic(b["obs"], pi)[0]
+        self.critic.requires_grad_(True)
+        target_a = self.bc_regulariser(b["obs"], pi, b["act"])
+        loss, metrics = td3bc_actor_loss(q, pi, b["act"] if target_a is None else target_a, self.config.alpha)
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_opt.step()
+        soft_update(self.actor_target, self.actor, self.config.tau)  # 3.
+        soft_update(self.critic_target, self.critic, self.config.tau)
+        return metrics
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        b = self.prepare(batch)
+        self.steps += 1
+        metrics = self.critic_update(b)
+        if self.steps % self.config.policy_freq == 0:
+            metrics.update(self.actor_update(b))
+        return metrics

@@ -1,0 +1,120 @@
+"""Trajectory windows, PGD guidance on a tiny trained model, save/load, dynamics MSE, SynthER."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import line_dataset
+
+from gendiff.entropy import gaussian_log_prob
+from gendiff.models import TemporalUNet1D
+from gendiff.offline.datasets import Episode
+from gendiff.offline.diffusion import edm_scheduler
+from gendiff.offline.dynamics import dynamics_mse
+from gendiff.offline.synther import SynthER, SynthERConfig
+from gendiff.offline.trajectories import TrajectoryNormalizer, make_windows, windows_to_transitions
+from gendiff.pipelines import PolicyGuidedTrajectoryPipeline
+from gendiff.training import TrainConfig, train_denoiser
+
+
+def _episode(t: int, terminated: bool) -> Episode:
+    obs = np.arange((t + 1) * 2, dtype=np.float32).reshape(t + 1, 2)
+    term, trunc = np.zeros(t, np.float32), np.zeros(t, np.float32)
+    (term if terminated else trunc)[-1] = 1
+    return Episode(obs, np.full((t, 1), 0.5, np.float32), np.ones(t, np.float32), term, trunc)
+
+
+def test_windows_layout_stride_and_timeouts():
+    eps = [_episode(40, terminated=True), _episode(40, terminated=False), _episode(5, terminated=True)]
+    w = make_windows(eps, [-1.0], [1.0], horizon=32, stride=8)
+    # starts 0 and 8 per long episode; the time-out episode loses its window ending at step 40
+    assert w.shape == (3, 32, 2 + 1 + 2)
+    assert torch.allclose(w[0, :, 2], torch.atanh(torch.tensor(0.5)))  # arctanh actions
+    assert w[1, -1, -1] == 1.0  # the terminated episode's last window ends in done
+    with pytest.raises(ValueError, match="longer than every episode .the longest has 40"):
+        make_windows(eps, [-1.0], [1.0], horizon=41)
+
+
+def test_transitions_round_trip_and_zscore():
+    ds = line_dataset(episodes=6)
+    w = make_windows(ds.episodes, ds.action_low, ds.action_high, horizon=5, stride=5)
+    assert w.shape[0] == 6  # the second window of each episode ends in its time-out: dropped
+    norm = TrajectoryNormalizer.fit(w, 1, 1, ds.action_low, ds.action_high)
+    z = norm.normalize(w)
+    assert torch.allclose(z.reshape(-1, 4)[:, :3].mean(0), torch.zeros(3), atol=1e-5)
+    tr = windows_to_transitions(norm.unnormalize(z), norm)
+    real = ds.transitions()
+    keep = torch.zeros(60, dtype=torch.bool)
+    for e in range(6):  # steps 0-3 of each episode (step 4 ends the window: no next state in it)
+        keep[10 * e:10 * e + 4] = True
+    assert torch.allclose(tr["obs"], real["obs"][keep], atol=1e-5)
+    assert torch.allclose(tr["next_obs"], real["next_obs"][keep], atol=1e-5)
+    assert torch.allclose(tr["act"], real["act"][keep].clamp(-0.999, 0.999), atol=1e-4)
+
+
+class _Target:
+    """pi(a|c) = N(-0.5 c, 0.2^2): the opposite of the data's a = 0.5 c."""
+
+    def log_prob(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return gaussian_log_prob(act, -0.5 * obs, torch.full_like(act, np.log(0.2)))
+
+
+@pytest.fixture(scope="module")
+def tiny_pipe(tmp_path_factory):
+    torch.manual_seed(0)
+    ds = line_dataset(episodes=60)
+    w = make_windows(ds.episodes, ds.action_low, ds.action_high, horizon=8, stride=1)
+    norm = TrajectoryNormalizer.fit(w, 1, 1, ds.action_low, ds.action_high)
+    unet = TemporalUNet1D(transition_dim=4, dim=16, dim_mults=(1, 2))
+    out = tmp_path_factory.mktemp("pgd")
+    res = train_denoiser(unet, norm.normalize(w), edm_scheduler(), TrainConfig(steps=200, batch_size=64, lr=1e-3,
+                         checkpoint_every=200), out / "train", progress=False)
+    return PolicyGuidedTrajectoryPipeline(unet=res.model, scheduler=edm_scheduler(), normalizer=norm.to_config())
+
+
+def test_guidance_raises_target_log_likelihood(tiny_pipe):
+    kw = {"batch_size": 16, "horizon": 8, "num_inference_steps": 16, "policy": _Target()}
+    lps = [tiny_pipe(**kw, guidance_scale=c, generator=torch.Generator().manual_seed(1)).policy_log_prob
+           for c in (0.0, 0.05, 0.2)]
+    assert lps[0] < lps[1] < lps[2], lps
+    det = tiny_pipe(**{**kw, "policy": lambda o: -0.5 * o}, guidance_scale=0.2, policy_type="deterministic",
+                    generator=torch.Generator().manual_seed(1))
+    unguided = tiny_pipe(**{**kw, "policy": lambda o: -0.5 * o}, policy_type="deterministic",
+                         generator=torch.Generator().manual_seed(1))
+    assert det.policy_log_prob > unguided.policy_log_prob  # deterministic actor as N(pi(s), 1)
+
+
+def test_pipeline_save_load_round_trip(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path / "p")
+    again = PolicyGuidedTrajectoryPipeline.from_pretrained(tmp_path / "p")
+    a = tiny_pipe(batch_size=2, horizon=8, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
+    b = again(batch_size=2, horizon=8, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.windows, b.windows)
+    assert set(a.transitions) == {"obs", "act", "rew", "next_obs", "done"}
+    with pytest.raises(ValueError, match="multiple of 2"):
+        tiny_pipe(horizon=7)
+    with pytest.raises(FileNotFoundError):
+        PolicyGuidedTrajectoryPipeline.from_pretrained(tmp_path / "nothing")
+
+
+def test_dynamics_mse_zero_on_real_transitions(minari_dir):
+    from gendiff.offline.datasets import make_dataset
+
+    tr = make_dataset("HalfCheetah-v5", "random", 60, "t/cheetah/random-v0").transitions()
+    real = dynamics_mse("HalfCheetah-v5", tr["obs"], tr["act"], tr["next_obs"])
+    assert real.mse < 1e-9
+    shifted = dynamics_mse("HalfCheetah-v5", tr["obs"], tr["act"], tr["next_obs"] + 0.1)
+    assert shifted.mse == pytest.approx(0.01, rel=1e-3)
+    with pytest.raises(ValueError, match="same non-zero number"):
+        dynamics_mse("HalfCheetah-v5", tr["obs"], tr["act"][:3], tr["next_obs"])
+
+
+def test_synther_samples_transitions(tmp_path):
+    ds = line_dataset(episodes=20)
+    gen = SynthER.fit(ds.transitions(), ds.action_low, ds.action_high, SynthERConfig(width=32, depth=1,
+                      train_steps=20, batch_size=64), tmp_path / "s")
+    out = SynthER.load(tmp_path / "s").sample(50, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
+    assert out["obs"].shape == (50, 1) and out["act"].abs().max() <= 1.0
+    assert set(out["done"].unique().tolist()) <= {0.0, 1.0}
+    assert gen.obs_dim == 1
