@@ -27,7 +27,7 @@ import torch
 from diffusers import DiffusionPipeline
 from torch import Tensor
 
-from gendiff.entropy import particle_entropy_scores
+from gendiff.entropy import particle_entropy_scores, select_max_entropy
 from gendiff.guidance import DPSGuidance, GuidanceState, HardDataConsistency, X0SpaceGuidance
 from gendiff.operators import KSpaceLineOperator, MeasurementOracle, SubsamplingOperator, make_operator
 from gendiff.sampler import GuidedSampler
@@ -174,7 +174,6 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         op.to(self._device)
         shape, b, k = op.image_shape, oracle.batch_size, op.num_candidates
         is_kspace = isinstance(op, KSpaceLineOperator)
-        n_total = mask.sum(-1).max().item() if mask is not None else self.budget_from(k, budget, acceleration)
         state = GuidanceState(operator=op, y=torch.zeros(b, k, op.entries_per_candidate, device=self._device))
         order: list[Tensor] = []
         scores: list[Tensor] = []
@@ -188,6 +187,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         else:
             if is_kspace:  # MRI starts from the centre line, as the reference
                 self._acquire(oracle, state, torch.full((b,), k // 2, device=self._device), order)
+            n_total = self.budget_from(k, budget, acceleration)
             schedule = acquisition_schedule(num_inference_steps, acquisition_window, n_total - len(order))
 
         def callback(step: int, t: Tensor, x_t: Tensor, x0_hat: Tensor, st: GuidanceState) -> bool:
@@ -196,7 +196,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
                 s = particle_entropy_scores(yhat, sigma, measured=op.mask)
                 scores.append(s.detach().cpu())
                 steps.append(step)
-                self._acquire(oracle, st, s.argmax(-1), order)
+                self._acquire(oracle, st, select_max_entropy(s), order)
             return False
 
         sampler = GuidedSampler(self.unet, self.scheduler, self._guidance(guidance, guidance_scale))

@@ -36,8 +36,8 @@ def test_wheel_installs_and_imports(tmp_path):
     code = (
         "import gendiff, gendiff.pipelines, gendiff.mri.data, gendiff.offline, gendiff.guidance, gendiff.llm.losses;"
         "from gendiff.mri.demo import shipped_prior;"
-        "import pathlib; p = shipped_prior(); assert str(p).startswith(%r), p;"
-        "assert gendiff.__file__.startswith(%r), gendiff.__file__; print('ok')" % (str(target), str(target))
+        f"import pathlib; p = shipped_prior(); assert str(p).startswith({str(target)!r}), p;"
+        f"assert gendiff.__file__.startswith({str(target)!r}), gendiff.__file__; print('ok')"
     )
     # -S: no site processing, so the editable install's import hook does not shadow the wheel
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), sysconfig.get_paths()["purelib"]])}

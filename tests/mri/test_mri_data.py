@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from fastmri.data import SliceDataset
+
 from gendiff.mri.data import MRISliceDataset, load_images, magnitude
 from gendiff.mri.synthetic import ismrmrd_header, make_phantom, make_volume, write_synthetic_dataset
-
 from gendiff.operators import KSpaceLineOperator
 
 
