@@ -36,11 +36,11 @@ class DemoConfig:
     out: str = "demo_out"
     prior: str | None = None
     volumes: int = 2
-    slices: int = 6
+    slices: int = 4
     acceleration: float = 4.0
     strategies: list[str] = field(default_factory=lambda: ["ads", "equispaced", "random"])
     particles: int = 8
-    steps: int = 60
+    steps: int = 50
     guidance: Literal["dps", "x0_space"] = "dps"
     guidance_scale: float = 1.0
     sigma: float = 1.0
