@@ -127,23 +127,27 @@ def summarise(results: list[StrategyResult], n_boot: int, reference: str = "ads"
     return rows
 
 
+def _diff(row: dict, metric: str, scale: float = 1.0, digits: int = 2) -> str:
+    """'+d [lo, hi]' for the paired difference ADS - this strategy (scaled), or '-' for ADS itself."""
+    d = row.get(f"ads_minus_{metric}")
+    if d is None:
+        return "-"
+    lo, hi = row[f"ads_minus_{metric}_ci95"]
+    return f"{scale * d:+.{digits}f} [{scale * lo:+.{digits}f}, {scale * hi:+.{digits}f}]"
+
+
 def markdown_table(rows: list[dict], header: str) -> str:
-    """A readable table: SSIM x100, PSNR, NMSE, paired ADS differences, cost."""
+    """A readable table: SSIM x100, PSNR, NMSE, MAE, paired ADS differences with 95% intervals, cost."""
     lines = [header, "", "| budget | strategy | SSIM x100 [95% CI] | PSNR dB | NMSE | MAE | ADS - it: SSIM x100 [95% CI] "
-             "| ADS - it: PSNR [95% CI] | zero-filled SSIM x100 | s / slice | NFE / slice |",
-             "|---:|---|---|---:|---:|---:|---|---|---:|---:|---:|"]
+             "| ADS - it: PSNR [95% CI] | ADS - it: MAE [95% CI] | zero-filled SSIM x100 | s / slice | NFE / slice |",
+             "|---:|---|---|---:|---:|---:|---|---|---|---:|---:|---:|"]
     for r in rows:
         lo, hi = r["ssim_ci95"]
-        d = r.get("ads_minus_ssim")
-        dssim = f"{100 * d:+.2f} [{100 * r['ads_minus_ssim_ci95'][0]:+.2f}, {100 * r['ads_minus_ssim_ci95'][1]:+.2f}]" \
-            if d is not None else "-"
-        dp = r.get("ads_minus_psnr")
-        dpsnr = f"{dp:+.2f} [{r['ads_minus_psnr_ci95'][0]:+.2f}, {r['ads_minus_psnr_ci95'][1]:+.2f}]" \
-            if dp is not None else "-"
         lines.append(
             f"| {r['budget']} | {r['strategy']} | {100 * r['ssim']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] | "
-            f"{r['psnr']:.2f} | {r['nmse']:.4f} | {r['mae']:.4f} | {dssim} | {dpsnr} | "
-            f"{100 * r['zero_filled_ssim']:.2f} | {r['seconds_per_slice']:.2f} | {r['nfe_per_slice']} |"
+            f"{r['psnr']:.2f} | {r['nmse']:.4f} | {r['mae']:.4f} | {_diff(r, 'ssim', 100.0)} | {_diff(r, 'psnr')} | "
+            f"{_diff(r, 'mae', 1.0, 4)} | {100 * r['zero_filled_ssim']:.2f} | {r['seconds_per_slice']:.2f} | "
+            f"{r['nfe_per_slice']} |"
         )
     return "\n".join(lines) + "\n"
 
