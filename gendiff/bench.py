@@ -63,10 +63,12 @@ def _guided(model, sched, terms, shape, steps: int, seed: int, state) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
+    """CPU model, GPU name (if any), platform, torch version and threads: stated beside every benchmark."""
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": cpu, "platform": platform.platform(), "torch": torch.__version__,
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "gpu": gpu, "platform": platform.platform(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
 
 
@@ -96,7 +98,7 @@ def run_sampler_bench(cfg: SamplerBenchConfig) -> dict:
             times[k].append(fn())
     med = {k: statistics.median(v) for k, v in times.items()}
     payload = {
-        "machine": _machine(), "settings": to_dict(cfg),
+        "machine": machine_info(), "settings": to_dict(cfg),
         "seconds_per_step_median": med, "seconds_per_step_all": times,
         "ratio_guided_over_plain": med["guided_no_guidance"] / med["plain_diffusers"],
         "ratio_dps_over_x0_space": med["guided_dps"] / med["guided_x0_space"],

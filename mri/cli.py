@@ -16,8 +16,16 @@ import diffusers
 import torch
 from diffusers import DDIMScheduler, SchedulerMixin, UNet2DModel
 
+from gendiff.bench import machine_info
 from gendiff.config import save_config, to_dict
-from gendiff.mri.benchmark import RunSettings, markdown_table, run_strategy, summarise, write_results
+from gendiff.mri.benchmark import (
+    RunSettings,
+    magnitude_image,
+    markdown_table,
+    run_strategy,
+    summarise,
+    write_results,
+)
 from gendiff.mri.data import load_images
 from gendiff.mri.figures import benchmark_figure
 from gendiff.mri.prior import MRIPriorConfig, train_mri_prior
@@ -141,20 +149,19 @@ def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Pa
                       for s in strategies]
         results += per_budget
         fig = out.with_name(f"{out.stem}_budget{budget}.png")
-        benchmark_figure(fig, _truth(targets), per_budget, kind)
+        benchmark_figure(fig, magnitude_image(targets.cpu()), per_budget, kind)
         figures.append(str(fig))
     rows = summarise(results, settings.bootstrap)
     table = markdown_table(rows, header)
-    payload = {"config": to_dict(cfg), "rows": rows, "figures": figures,
+    machine = machine_info()
+    table = table.replace("\n\n|", f"\n\nMachine: {machine['gpu'] or machine['cpu']}, torch {machine['torch']}, "
+                          f"{machine['torch_threads']} thread(s).\n\n|", 1)
+    payload = {"machine": machine, "config": to_dict(cfg), "rows": rows, "figures": figures,
                "ads_order": {str(r.budget): r.order.tolist() for r in results if r.order is not None}}
     write_results(out, payload, table)
     save_config(cfg, out.parent, name=f"{out.stem}_config.yaml")
     print(table)
     return payload
-
-
-def _truth(targets: torch.Tensor) -> torch.Tensor:
-    return targets.pow(2).sum(1).sqrt() if targets.shape[1] == 2 else targets[:, 0]
 
 
 def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
