@@ -5,13 +5,8 @@
 # Steps: 1. install the carried wheels into a private folder; 2. synthetic fastMRI-format data (128 x 128);
 # 3. a 'base' U-Net prior trained for a few minutes in bf16; 4. ADS vs fixed masks at 4x on 32 slices with
 # 16 particles, batched over slices; 5. slices per second.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-benchmarks}
-SITE=$(mktemp -d)/site
-pip install -q --no-index --no-deps --target "$SITE" .gpu_wheels/*.whl
-export PYTHONPATH="$SITE" HF_HUB_OFFLINE=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu_card.txt"
+source "$(dirname "$0")/gpu_env.sh"
+OUT="$OUT_DIR"
 W=$(mktemp -d)
 python -m gendiff.cli mri make-synthetic --out "$W/train" --volumes 64 --slices 16 --size 128 --seed 0
 python -m gendiff.cli mri make-synthetic --out "$W/test" --volumes 4 --slices 8 --size 128 --seed 1000

@@ -7,15 +7,7 @@
 # --only-binary :all: --no-deps -d .gpu_wheels diffusers gymnasium farama-notifications cloudpickle
 # huggingface-hub`) and are installed here without network into a private target folder.
 # Output: benchmarks/gpu_gorl.json (+ the card's name); stdout shows a table.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT_DIR="${OUT:-benchmarks}"
-SITE="$(mktemp -d)/site"
-if [ -d .gpu_wheels ]; then
-  python -m pip install --quiet --no-index --no-deps --target "$SITE" .gpu_wheels/*.whl
-fi
-export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+source "$(dirname "$0")/gpu_env.sh"
 timeout 280 python - "$OUT_DIR" <<'PY'
 import json, sys, time
 import torch

@@ -11,15 +11,7 @@
 # Measures: synthetic transitions per second, unguided and PGD-guided (TD3+BC actor as N(pi(s), 1)), for
 # 128 EDM steps, plus 500 denoiser training steps/s. Output: $OUT/gpu_pgd.json (with the card's name).
 # CPU smoke of the same code: GPU_PGD_SMOKE=1 bash benchmarks/gpu_pgd.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
-OUT_DIR="${OUT:-benchmarks}"
-SITE="$(mktemp -d)/site"
-if [ -d .gpu_wheels ]; then
-  python -m pip install --quiet --no-index --no-deps --target "$SITE" .gpu_wheels/*.whl
-fi
-export PYTHONPATH="$PWD:$SITE${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+source "$(dirname "$0")/gpu_env.sh"
 timeout 280 python - "$OUT_DIR" "$PWD" <<'PY'
 import json, os, sys, tempfile, time
 import torch

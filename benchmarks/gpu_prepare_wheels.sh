@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf .gpu_wheels && mkdir -p .gpu_wheels
 .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-    --platform manylinux_2_28_x86_64 -d .gpu_wheels diffusers fastmri==0.3.0 runstats scikit-learn threadpoolctl joblib
+    --platform manylinux_2_28_x86_64 -d .gpu_wheels diffusers huggingface-hub fastmri==0.3.0 runstats scikit-learn \
+    threadpoolctl joblib minari gymnasium mujoco farama-notifications cloudpickle
 .venv/bin/pip wheel -q --no-deps --no-build-isolation -w .gpu_wheels .
 du -sh .gpu_wheels
