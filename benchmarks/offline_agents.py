@@ -21,13 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gendiff.offline.datasets import (
-    MakeDatasetConfig,
-    dataset_exists,
-    default_dataset_id,
-    load_dataset,
-    make_dataset,
-)
+from gendiff.offline.datasets import MakeDatasetConfig, default_dataset_id, load_or_make_dataset
 from gendiff.offline.diffusion import TrajectoryDiffusionConfig, train_trajectory_diffusion
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
 
@@ -61,10 +55,8 @@ def main() -> None:
     for env in a.envs.split(","):
         level = "random" if a.tiny else "medium"
         ds_id = default_dataset_id(env, level + ("-tiny" if a.tiny else ""))
-        if not dataset_exists(ds_id):
-            make_dataset(env, level, a.dataset_steps, ds_id, config=MakeDatasetConfig(sac_steps=a.sac_steps,
-                         progress=False))
-        ds = load_dataset(ds_id)
+        ds = load_or_make_dataset(env, level, a.dataset_steps, ds_id,
+                                  config=MakeDatasetConfig(sac_steps=a.sac_steps, progress=False))
         horizon = 8 if a.tiny else 32
         pipe_dir = Path(str(out) + "_runs") / env / "diffusion"
         train_trajectory_diffusion(ds, TrajectoryDiffusionConfig(dataset_id=ds_id, out_dir=str(pipe_dir),

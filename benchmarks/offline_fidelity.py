@@ -23,13 +23,7 @@ from pathlib import Path
 
 import torch
 
-from gendiff.offline.datasets import (
-    MakeDatasetConfig,
-    dataset_exists,
-    default_dataset_id,
-    load_dataset,
-    make_dataset,
-)
+from gendiff.offline.datasets import MakeDatasetConfig, default_dataset_id, load_or_make_dataset
 from gendiff.offline.diffusion import TrajectoryDiffusionConfig, train_trajectory_diffusion
 from gendiff.offline.dynamics import dynamics_mse
 from gendiff.offline.learners import build_learner
@@ -71,10 +65,8 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     t_start = time.perf_counter()
     ds_id = default_dataset_id(a.env, a.level + ("-tiny" if a.tiny else ""))
-    if not dataset_exists(ds_id):
-        make_dataset(a.env, a.level, a.dataset_steps, ds_id, config=MakeDatasetConfig(sac_steps=a.sac_steps,
-                     progress=False))
-    ds = load_dataset(ds_id)
+    ds = load_or_make_dataset(a.env, a.level, a.dataset_steps, ds_id,
+                              config=MakeDatasetConfig(sac_steps=a.sac_steps, progress=False))
     out = Path(a.out)
     real = ds.transitions()
     pipe = train_trajectory_diffusion(ds, TrajectoryDiffusionConfig(

@@ -338,3 +338,12 @@ def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force
     ds.storage.update_metadata({**extra, "gendiff_level": cfg.level, "gendiff_reference": source,
                                 "gendiff_policy_dir": str(policy_dir)})
     return load_dataset(cfg.dataset_id)
+
+
+def load_or_make_dataset(env: str, level: Level, steps: int, dataset_id: str = "",
+                         config: MakeDatasetConfig | None = None) -> OfflineDataset:
+    """Load ``dataset_id`` when it exists locally, else build it with :func:`make_dataset` (never replaces)."""
+    dataset_id = dataset_id or default_dataset_id(env, level)
+    if dataset_exists(dataset_id):
+        return load_dataset(dataset_id)
+    return make_dataset(env, level, steps, dataset_id, config=config)

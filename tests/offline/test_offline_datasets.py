@@ -12,7 +12,7 @@ from minari.data_collector.episode_buffer import EpisodeBuffer
 
 from gendiff.offline.cli import add_offline_commands
 from gendiff.offline.dataset_stats import dataset_stats, trajectory_quality, unique_state_actions
-from gendiff.offline.datasets import MakeDatasetConfig, load_dataset, make_dataset
+from gendiff.offline.datasets import MakeDatasetConfig, load_dataset, load_or_make_dataset, make_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -28,6 +28,9 @@ def test_make_load_and_never_overwrite(minari_dir):
         make_dataset("Hopper-v5", "random", 100, "t/hopper/random-v0")
     assert load_dataset("t/hopper/random-v0").num_transitions == 300  # untouched
     assert make_dataset("Hopper-v5", "random", 100, "t/hopper/random-v0", force=True).num_transitions == 100
+    # load_or_make loads what exists (never rebuilds or replaces), and builds what does not
+    assert load_or_make_dataset("Hopper-v5", "random", 999, "t/hopper/random-v0").num_transitions == 100
+    assert load_or_make_dataset("Hopper-v5", "random", 80, "t/hopper/random2-v0").num_transitions == 80
 
 
 def test_cli_make_dataset_refuses_without_force(minari_dir, capsys):
