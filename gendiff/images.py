@@ -113,6 +113,7 @@ class ImagePriorConfig:
     lr: float = 2e-4
     ema_decay: float = 0.995
     checkpoint_every: int = 500
+    max_minutes: float | None = None  # wall-time budget (stops early, saves the model)
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
@@ -127,7 +128,8 @@ def train_image_prior(cfg: ImagePriorConfig, progress: bool = True) -> TrainResu
     model = make_unet2d(cfg.unet, sample_size=cfg.size, in_channels=1)
     sched = DDIMScheduler(num_train_timesteps=1000, prediction_type="epsilon", clip_sample=True)  # data in [-1, 1]
     tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
-                       prediction="epsilon", checkpoint_every=cfg.checkpoint_every, seed=cfg.seed)
+                       prediction="epsilon", checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
+                       max_minutes=cfg.max_minutes)
     result = train_denoiser(model, train, sched, tcfg, cfg.out, progress=progress, resume=cfg.resume,
                             overwrite=cfg.overwrite)
     save_config(cfg, cfg.out)

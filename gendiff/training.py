@@ -24,6 +24,8 @@ import json
 import math
 import os
 import shutil
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,7 @@ class TrainConfig:
     edm_p_std: float = 1.2
     checkpoints_keep: int | None = 3
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    max_minutes: float | None = None  # wall-time budget: stop early (checkpoint + model) when it runs out
 
     def __post_init__(self) -> None:
         positive = {k: getattr(self, k) for k in ("steps", "batch_size", "checkpoint_every", "log_every")}
@@ -87,6 +90,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip must be positive or None, got {self.grad_clip}")
         if self.checkpoints_keep is not None and self.checkpoints_keep < 1:
             raise ValueError(f"TrainConfig.checkpoints_keep must be >= 1 or None, got {self.checkpoints_keep}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"TrainConfig.max_minutes must be positive or None, got {self.max_minutes}")
 
 
 @dataclass
@@ -95,7 +100,7 @@ class TrainResult:
 
     Attributes:
         model: the trained model holding the EMA weights, in eval mode.
-        global_step: the last optimisation step done (== config.steps).
+        global_step: the last optimisation step done (config.steps unless max_minutes ran out).
         losses: (step, mean loss) pairs logged by this call.
         out_dir / model_dir / log_path: where the run, the final model and the loss log live.
         resumed_from: the checkpoint step this call started from (0 for a fresh run).
@@ -383,9 +388,15 @@ def _log_step(line: str) -> float:
 # --------------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------------
-def _run_steps(tr: _Trainer, batches: _Batches, start: int, progress: bool) -> list[tuple[int, float]]:
-    """Optimisation steps start+1 .. config.steps; returns the logged (step, loss) pairs."""
+def _run_steps(tr: _Trainer, batches: _Batches, start: int, progress: bool) -> tuple[list[tuple[int, float]], int]:
+    """Optimisation steps start+1 .. config.steps (or until ``max_minutes`` runs out).
+
+    Returns:
+        The logged (step, loss) pairs and the last step done (checkpointed).
+    """
     cfg, acc = tr.config, tr.acc
+    deadline = math.inf if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
+    step = start
     model, optimizer = acc.prepare(tr.model, tr.optimizer)
     logged, window = [], []
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not (progress and acc.is_main_process))
@@ -410,15 +421,20 @@ def _run_steps(tr: _Trainer, batches: _Batches, start: int, progress: bool) -> l
         tr.ema.update(tr.model, step)
         # 3. log and checkpoint
         window.append(value)
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        out_of_time = time.monotonic() >= deadline
+        if step % cfg.log_every == 0 or step == cfg.steps or out_of_time:
             logged.append((step, tr.log(step, window)))
             bar.set_postfix(loss=f"{logged[-1][1]:.4g}")
             window = []
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
             tr.save_checkpoint(step)
         bar.update(1)
+        if out_of_time:
+            warnings.warn(f"max_minutes={cfg.max_minutes} reached: stopped at step {step} of {cfg.steps} "
+                          "(resume continues from there)", stacklevel=2)
+            break
     bar.close()
-    return logged
+    return logged, step
 
 
 def train_denoiser(
@@ -466,7 +482,7 @@ def train_denoiser(
     torch.manual_seed(config.seed)
     tr = _Trainer(model, scheduler, config, out, acc)
     start = tr.load_checkpoint(list_checkpoints(out)[-1]) if resume else 0
-    logged = _run_steps(tr, batches, start, progress)
+    logged, last_step = _run_steps(tr, batches, start, progress)
     # 4. final model = EMA weights, saved with the scheduler it was trained for
     tr.ema.copy_to(tr.model)
     tr.model.eval()
@@ -474,4 +490,4 @@ def train_denoiser(
         _atomic_dir(out / "model", lambda d: tr.model.save_pretrained(d))
         _atomic_dir(out / "scheduler", lambda d: scheduler.save_pretrained(d))
     acc.wait_for_everyone()
-    return TrainResult(tr.model, tr.config.steps, logged, out, out / "model", tr.log_path, start)
+    return TrainResult(tr.model, last_step, logged, out, out / "model", tr.log_path, start)

@@ -45,6 +45,7 @@ class RunSettings:
     batch_slices: int = 4
     seed: int = 0
     bootstrap: int = 2000
+    precision: str = "fp32"  # "bf16": the sampler runs under torch.autocast(bfloat16); metrics in float32
 
 
 @dataclass
@@ -86,10 +87,12 @@ def run_strategy(
         op.to(tgt.device)
         mask = make_mask(name, ctx)  # Step 1
         oracle = MeasurementOracle(tgt, op)
-        out = pipe(oracle=oracle, mask=mask, budget=None if mask is not None else budget,
-                   num_particles=cfg.particles, num_inference_steps=cfg.steps, acquisition_window=cfg.window,
-                   sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, generator=gen)
-        recons.append((out.magnitude if out.magnitude is not None else magnitude_image(out.reconstruction)).cpu())
+        with torch.autocast(tgt.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            out = pipe(oracle=oracle, mask=mask, budget=None if mask is not None else budget,
+                       num_particles=cfg.particles, num_inference_steps=cfg.steps, acquisition_window=cfg.window,
+                       sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, generator=gen)
+        mag = out.magnitude if out.magnitude is not None else magnitude_image(out.reconstruction)
+        recons.append(mag.float().cpu())
         masks.append(out.mask)
         orders.append(out.order)
         zf_op = op.with_mask(out.mask.to(tgt.device))

@@ -87,6 +87,7 @@ class MRIBenchmarkConfig:
     guidance: Literal["dps", "x0_space"] = "dps"
     guidance_scale: float = 1.0
     batch_slices: int = 4
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast over the sampler (GPU)
     crop_mode: Literal["image", "kspace"] = "kspace"
     seed: int = 0
     bootstrap: int = 2000
@@ -113,6 +114,7 @@ class ImagesBenchmarkConfig:
     guidance: Literal["dps", "x0_space"] = "dps"
     guidance_scale: float = 1.0
     batch_slices: int = 16
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast over the sampler (GPU)
     seed: int = 0
     bootstrap: int = 2000
     progress: bool = True
@@ -131,7 +133,8 @@ def make_synthetic(cfg: SyntheticConfig) -> list[Path]:
 def _settings(cfg, measurement: str) -> RunSettings:
     return RunSettings(measurement=measurement, particles=cfg.particles, steps=cfg.steps, window=tuple(cfg.window),
                        sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale,
-                       batch_slices=cfg.batch_slices, seed=cfg.seed, bootstrap=cfg.bootstrap)
+                       batch_slices=cfg.batch_slices, seed=cfg.seed, bootstrap=cfg.bootstrap,
+                       precision=cfg.precision)
 
 
 def _pick(images: torch.Tensor, count: int) -> torch.Tensor:
@@ -176,7 +179,7 @@ def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
     header = (f"# ADS vs fixed masks, k-space lines, {size}x{size}, {targets.shape[0]} slices of {cfg.data}\n\n"
               f"Accelerations {cfg.acceleration} (budgets {budgets} of {size} lines); {cfg.particles} particles, "
               f"{cfg.steps} DDIM steps, guidance {cfg.guidance} (scale {cfg.guidance_scale}), window {cfg.window}, "
-              f"sigma {cfg.sigma}, seed {cfg.seed}. Paired differences: the same slices and noise for every strategy.")
+              f"sigma {cfg.sigma}, seed {cfg.seed}, {cfg.precision}. Paired differences: the same slices and noise for every strategy.")
     return _run_all(pipe, targets, budgets, cfg.strategies, _settings(cfg, "kspace_line"), train, Path(cfg.out),
                     header, "kspace_line", cfg)
 

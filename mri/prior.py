@@ -35,6 +35,8 @@ class MRIPriorConfig:
     lr: float = 2e-4
     ema_decay: float = 0.995
     checkpoint_every: int = 500
+    max_minutes: float | None = None  # wall-time budget (stops early, saves the model)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate autocast (GPU)
     max_slices: int | None = None
     seed: int = 0
     resume: bool = False
@@ -64,6 +66,7 @@ def train_mri_prior(cfg: MRIPriorConfig, progress: bool = True) -> TrainResult:
     train_cfg = TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
         prediction="epsilon", checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
+        max_minutes=cfg.max_minutes, mixed_precision=cfg.mixed_precision,
     )
     result = train_denoiser(model, images, make_scheduler(cfg.train_timesteps), train_cfg, cfg.out,
                             progress=progress, resume=cfg.resume, overwrite=cfg.overwrite)

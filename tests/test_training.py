@@ -268,6 +268,19 @@ def test_checkpoint_pruning_and_extension(tmp_path):
     assert res.resumed_from == 8 and res.global_step == 10 and [s for s, _ in res.losses] == [9, 10]
 
 
+def test_time_budget_stops_early_saves_and_resumes(tmp_path):
+    data, sched = torch.randn(32, 4), DDPMScheduler()
+    model = ResidualMLPDenoiser(4, width=16, depth=1)
+    with pytest.warns(UserWarning, match="max_minutes=1e-09 reached: stopped at step 1 of 50"):
+        res = train_denoiser(model, data, sched, _cfg(steps=50, max_minutes=1e-9), tmp_path, progress=False)
+    assert res.global_step == 1 and (tmp_path / "model").is_dir()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-1"]
+    res = train_denoiser(model, data, sched, _cfg(steps=4), tmp_path, progress=False, resume=True)
+    assert res.resumed_from == 1 and res.global_step == 4
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(max_minutes=0.0)
+
+
 def test_nan_loss_names_the_step(tmp_path):
     model = ResidualMLPDenoiser(4, width=16, depth=1)
     with torch.no_grad():

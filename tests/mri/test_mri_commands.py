@@ -29,6 +29,15 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
     assert out.with_suffix(".md").exists() and (out.parent / "results_budget4.png").exists()
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(out),
                  "--acceleration", "0.5"]) == 2  # impossible acceleration: a clear error
+    # bf16 autocast over the sampler (the GPU script's setting): runs, float32 metrics, recorded
+    bf = tmp_path / "res" / "bf16.json"
+    assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(bf),
+                 "--acceleration", "4", "--strategies", "ads,random", "--slices", "2", "--particles", "2",
+                 "--steps", "4", "--precision", "bf16", "--progress", "false"]) == 0
+    payload = json.loads(bf.read_text())
+    assert payload["config"]["precision"] == "bf16" and all(0 <= r["ssim"] <= 1 for r in payload["rows"])
+    assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(bf),
+                 "--precision", "fp8"]) == 2  # unknown precision: a clear error
 
 
 def test_image_prior_and_images_benchmark(tmp_path):
