@@ -5,6 +5,9 @@
    ``EDMEulerScheduler`` (Karras et al. 2022: P_mean -1.2, P_std 1.2, sigma_data 1, sigma_min 0.002,
    sigma_max 80, rho 7).
 3. Saved as a :class:`gendiff.pipelines.PolicyGuidedTrajectoryPipeline` (``save_pretrained``).
+
+Sampling as in the reference (EDM's stochastic Heun sampler, Algorithm 2) uses the same trained model with
+:func:`edm_heun_scheduler`: ``pipe.with_scheduler(edm_heun_scheduler(pipe.scheduler))``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from gendiff.models import TemporalUNet1D
 from gendiff.offline.datasets import OfflineDataset
 from gendiff.offline.trajectories import TrajectoryNormalizer, make_windows
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
+from gendiff.schedulers import EDMHeunScheduler
 from gendiff.training import TrainConfig, train_denoiser
 
 
@@ -43,6 +47,17 @@ class TrajectoryDiffusionConfig:
 
 def edm_scheduler() -> EDMEulerScheduler:
     return EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0, sigma_data=1.0, rho=7.0, prediction_type="epsilon")
+
+
+def edm_heun_scheduler(base: EDMEulerScheduler | EDMHeunScheduler | None = None) -> EDMHeunScheduler:
+    """The reference sampler of PGD: EDM Algorithm 2 (S_churn 80, S_tmin 0.05, S_tmax 50, S_noise 1.003).
+
+    Args:
+        base: a scheduler whose noise schedule and preconditioning (sigma_min/max, sigma_data, rho,
+            prediction_type) to keep, e.g. a trained pipeline's ``pipe.scheduler``; default :func:`edm_scheduler`.
+    """
+    base = edm_scheduler() if base is None else base
+    return EDMHeunScheduler.from_config(base.config, s_churn=80.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003)
 
 
 def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusionConfig) -> PolicyGuidedTrajectoryPipeline:

@@ -10,10 +10,21 @@ temporal U-Net (any length H divisible by the U-Net's ``horizon_multiple``) thro
 (:class:`gendiff.guidance.LogProbGuidance` on the action slice; optional g / (||g|| + eps)). Any policy with
 ``log_prob(obs [M, obs_dim], action [M, act_dim]) -> [M]`` in environment units works; a deterministic actor
 ``pi(obs) -> action`` is treated as N(pi(s), I). Outputs are windows and transitions for a replay buffer.
+
+Sampler: the pipeline is saved with the scheduler it was trained with (EDMEulerScheduler; ``s_churn`` adds
+diffusers' first-order churn). The reference samples with EDM's stochastic Heun sampler (Algorithm 2); use
+the same weights with :class:`gendiff.schedulers.EDMHeunScheduler`, whose churn lives in its config:
+
+    heun = pipe.with_scheduler(EDMHeunScheduler.from_config(pipe.scheduler.config, s_churn=80, s_tmin=0.05,
+                                                            s_tmax=50, s_noise=1.003))
+    # or gendiff.offline.diffusion.edm_heun_scheduler(pipe.scheduler); then heun(..., num_inference_steps=256)
+
+It makes 2 network calls per step but the last, and the guidance above acts at every call (stage).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +36,7 @@ import torch
 from diffusers import DiffusionPipeline
 from torch import Tensor
 
+from gendiff import schedulers as gendiff_schedulers
 from gendiff.entropy import gaussian_log_prob
 from gendiff.guidance import GuidanceState, LogProbGuidance, PGDSchedule
 from gendiff.models import TemporalUNet1D
@@ -68,7 +80,7 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
 
     Args:
         unet: :class:`gendiff.models.TemporalUNet1D` trained on z-scored windows.
-        scheduler: a diffusers scheduler (EDMEulerScheduler in the reference setting).
+        scheduler: a diffusers-contract scheduler (EDMEulerScheduler as trained; see :meth:`with_scheduler`).
         normalizer: :meth:`gendiff.offline.trajectories.TrajectoryNormalizer.to_config` of the training data.
     """
 
@@ -95,11 +107,20 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         if not index.is_file():
             raise FileNotFoundError(f"{path} is not a saved PolicyGuidedTrajectoryPipeline (no model_index.json)")
         cfg = json.loads(index.read_text())
-        sched_cls = getattr(diffusers, cfg["scheduler"][1], None)
+        name = cfg["scheduler"][1]
+        sched_cls = getattr(diffusers, name, None) or getattr(gendiff_schedulers, name, None)
         if sched_cls is None:
             raise ValueError(f"unknown scheduler class {cfg['scheduler'][1]!r} in {index}")
         unet = TemporalUNet1D.from_pretrained(path / "unet", **kwargs)
         return cls(unet=unet, scheduler=sched_cls.from_pretrained(path / "scheduler"), normalizer=cfg.get("normalizer"))
+
+    def with_scheduler(self, scheduler: Any) -> PolicyGuidedTrajectoryPipeline:
+        """A pipeline sharing this one's U-Net and normalizer that samples with ``scheduler`` (this one is kept).
+
+        E.g. the reference sampler: ``pipe.with_scheduler(EDMHeunScheduler.from_config(pipe.scheduler.config,
+        s_churn=80, s_tmin=0.05, s_tmax=50, s_noise=1.003))``; saving the result saves that scheduler.
+        """
+        return type(self)(unet=self.unet, scheduler=scheduler, normalizer=self.config.normalizer)
 
     def _guidance(self, policy: Any, policy_type: PolicyType, coeff: float, cosine_coeff: float,
                   normalize: bool) -> list[LogProbGuidance]:
@@ -136,13 +157,17 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         Args:
             policy: target policy (``log_prob`` or a deterministic actor); None or guidance_scale 0: unguided.
             guidance_scale: PGD's coeff; cosine_coeff: its cosine term; normalize_grad: g / (||g|| + eps).
-            s_churn: EDM stochastic churn (80 in the reference, with s_tmin 0.05, s_tmax 50, s_noise 1.003);
-                only for schedulers whose ``step`` takes it.
+            s_churn: EDM stochastic churn (80 in the reference, with s_tmin 0.05, s_tmax 50, s_noise 1.003)
+                for schedulers whose ``step`` takes it (EDMEulerScheduler); EDMHeunScheduler takes it from
+                its config instead (:meth:`with_scheduler`).
             latents: [batch_size, 1, horizon, D] initial noise.
         """
         norm = self.normalizer
         if horizon % self.unet.horizon_multiple:
             raise ValueError(f"horizon {horizon} must be a multiple of {self.unet.horizon_multiple} for this U-Net")
+        if s_churn and "s_churn" not in inspect.signature(self.scheduler.step).parameters:
+            raise ValueError(f"s_churn is not a step argument of {type(self.scheduler).__name__}; set the churn "
+                             "in the scheduler's config (EDMHeunScheduler(s_churn=...)) and leave s_churn=0")
         step_kwargs = {"s_churn": s_churn, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003} if s_churn else {}
         guidance = self._guidance(policy, policy_type, guidance_scale, cosine_coeff, normalize_grad)
         sampler = GuidedSampler(self.unet, self.scheduler, guidance, step_kwargs=step_kwargs)
