@@ -51,6 +51,7 @@ class TrainAgentConfig:
     horizon: int = 32
     sample_horizon: int = 64
     num_inference_steps: int = 64
+    sampler: Literal["heun", "euler"] = "heun"  # heun: EDM Algorithm 2 with the reference churn (2 calls/step)
     guidance_coeff: float = 0.5
     cosine_coeff: float = 0.3
     normalize_grad: bool = False
@@ -88,6 +89,10 @@ class SyntheticSource:
         self.throughput: list[float] = []
         if cfg.synthetic in ("unguided", "pgd"):
             self.pipe = self._pipeline(ds, run_dir)
+            if cfg.sampler == "heun":  # the reference sampler (EDM Algorithm 2, churn 80)
+                from gendiff.offline.diffusion import edm_heun_scheduler
+
+                self.pipe = self.pipe.with_scheduler(edm_heun_scheduler(self.pipe.scheduler))
         elif cfg.synthetic == "synther":
             from gendiff.offline.synther import SynthER, SynthERConfig
 
