@@ -32,8 +32,13 @@ def main() -> None:
     ap.add_argument("--guidance", default="dps")
     ap.add_argument("--guidance-scale", type=float, default=1.0)
     ap.add_argument("--tolerance", type=float, default=0.5)
+    ap.add_argument("--window", default="0.0,0.5", help="ADS acquisition window, start,stop fractions")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="benchmarks/ads_steps.json")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    window = tuple(float(w) for w in args.window.split(","))
     pipe = load_prior(args.prior, "auto")
     size = int(pipe.unet.config.sample_size)
     targets = _pick(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
@@ -41,7 +46,7 @@ def main() -> None:
     rows = []
     for steps in sorted(int(s) for s in args.steps.split(",")):
         cfg = RunSettings(particles=args.particles, steps=steps, guidance=args.guidance,
-                          guidance_scale=args.guidance_scale, batch_slices=args.slices)
+                          guidance_scale=args.guidance_scale, batch_slices=args.slices, window=window)
         t0 = time.perf_counter()
         r = run_strategy(pipe, targets, "ads", budget, cfg, progress=False)
         rows.append({"steps": steps, "ssim_x100": 100 * float(r.metrics["ssim"].mean()),
@@ -58,7 +63,9 @@ def main() -> None:
     out = Path(args.out)
     out.write_text(json.dumps(payload, indent=2))
     lines = [f"# ADS: steps vs quality ({size}x{size}, {targets.shape[0]} slices, {args.particles} particles, "
-             f"{args.acceleration}x, {args.guidance} scale {args.guidance_scale})", "",
+             f"{args.acceleration}x, {args.guidance} scale {args.guidance_scale}, window {window})", "",
+             f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} thread(s).", "",
              "| steps | SSIM x100 | PSNR | s / slice | NFE / slice | backward / slice |", "|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['steps']} | {r['ssim_x100']:.2f} | {r['psnr']:.2f} | {r['seconds_per_slice']:.2f} | "
               f"{r['nfe_per_slice']} | {r['nbe_per_slice']} |" for r in rows]
