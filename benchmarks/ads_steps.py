@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from gendiff.bench import machine_info
 from gendiff.mri.benchmark import RunSettings, run_strategy
 from gendiff.mri.cli import _pick, load_prior
 from gendiff.mri.data import load_images
@@ -56,16 +56,16 @@ def main() -> None:
         print(rows[-1], flush=True)
     best = rows[-1]["ssim_x100"]
     fewest = next(r["steps"] for r in rows if r["ssim_x100"] >= best - args.tolerance)
-    payload = {"machine": {"platform": platform.platform(), "torch": torch.__version__,
-                           "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()},
+    machine = machine_info()
+    payload = {"machine": machine,
                "settings": vars(args), "rows": rows, "reference_steps": rows[-1]["steps"],
                "fewest_steps_within_tolerance": fewest}
     out = Path(args.out)
     out.write_text(json.dumps(payload, indent=2))
     lines = [f"# ADS: steps vs quality ({size}x{size}, {targets.shape[0]} slices, {args.particles} particles, "
              f"{args.acceleration}x, {args.guidance} scale {args.guidance_scale}, window {window})", "",
-             f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-             f"{torch.get_num_threads()} thread(s).", "",
+             f"Machine: {machine['gpu'] or machine['cpu']}, torch {machine['torch']}, "
+             f"{machine['torch_threads']} thread(s).", "",
              "| steps | SSIM x100 | PSNR | s / slice | NFE / slice | backward / slice |", "|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['steps']} | {r['ssim_x100']:.2f} | {r['psnr']:.2f} | {r['seconds_per_slice']:.2f} | "
               f"{r['nfe_per_slice']} | {r['nbe_per_slice']} |" for r in rows]

@@ -46,17 +46,6 @@ def _maxrss_mb() -> float:
     return kb / 2**20 if sys.platform == "darwin" else kb / 2**10
 
 
-def _cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def _worker(variant: str, shape: list[int], chunk_rows: int, threads: int, seed: int) -> dict:
     """Run one variant once in this (fresh) process and return its measurements."""
     import torch
@@ -136,6 +125,9 @@ def _markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict | None:
+    # imported here, not at module level: the workers measure their own memory from a fresh process
+    from gendiff.bench import cpu_name
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="folder for the JSON + markdown")
     parser.add_argument("--shape", type=int, nargs="+", default=[8, 512, 32000], help="logits shape [..., V]")
@@ -174,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     report = {
         "machine": {
             "processor": platform.processor() or "unknown",
-            "cpu_model": _cpu_model(),
+            "cpu_model": cpu_name(),
             "machine": platform.machine(),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,

@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from gendiff.bench import cpu_name  # noqa: E402
 from gendiff.llm.entropy_law import entropy_law_from_runs, fit_entropy_law  # noqa: E402
 from gendiff.llm.tasks import ArithmeticTask, accuracy, arithmetic_reward, build_tiny_lm  # noqa: E402
 from gendiff.llm.trainer import LLMTrainConfig, LLMTrainer  # noqa: E402
@@ -180,16 +181,6 @@ def main() -> None:
     plot(results, args.out.with_suffix(".png"))
     write_md(res, args.out.with_suffix(".md"))
     print(args.out.with_suffix(".md").read_text())
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def write_md(res: dict, path: Path) -> None:

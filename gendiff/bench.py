@@ -63,10 +63,20 @@ def _guided(model, sched, terms, shape, steps: int, seed: int, state) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def cpu_name() -> str:
+    """CPU model name from /proc/cpuinfo (platform.processor() is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine_info() -> dict:
     """CPU model, GPU name (if any), platform, torch version and threads: stated beside every benchmark."""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"cpu": cpu, "gpu": gpu, "platform": platform.platform(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
