@@ -69,7 +69,25 @@ class SyntheticConfig:
 
 
 @dataclass
-class MRIBenchmarkConfig:
+class ReconstructionConfig:
+    """The reconstruction settings every benchmark command shares (each strategy is reconstructed with them)."""
+
+    particles: int = 16
+    steps: int = 50  # benchmarks/ads/ads_steps.md: best measured, and within 0.5 SSIM of 1,000 steps
+    window: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    sigma: float = 1.0
+    guidance: Literal["dps", "x0_space"] = "dps"
+    guidance_scale: float = 1.0
+    batch_slices: int = 4
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast over the sampler (GPU)
+    seed: int = 0
+    bootstrap: int = 2000
+    progress: bool = True
+    device: str = "auto"
+
+
+@dataclass
+class MRIBenchmarkConfig(ReconstructionConfig):
     """``gendiff mri benchmark`` (configs/mri_benchmark.yaml)."""
 
     prior: str = ""
@@ -80,23 +98,11 @@ class MRIBenchmarkConfig:
                                                            "fastmri_equispaced", "fastmri_random"])
     train_data: str | None = None
     slices: int = 8
-    particles: int = 16
-    steps: int = 50  # benchmarks/ads/ads_steps.md: best measured, and within 0.5 SSIM of 1,000 steps
-    window: list[float] = field(default_factory=lambda: [0.0, 0.5])
-    sigma: float = 1.0
-    guidance: Literal["dps", "x0_space"] = "dps"
-    guidance_scale: float = 1.0
-    batch_slices: int = 4
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast over the sampler (GPU)
     crop_mode: Literal["image", "kspace"] = "kspace"
-    seed: int = 0
-    bootstrap: int = 2000
-    progress: bool = True
-    device: str = "auto"
 
 
 @dataclass
-class ImagesBenchmarkConfig:
+class ImagesBenchmarkConfig(ReconstructionConfig):
     """``gendiff images benchmark`` (configs/images_benchmark.yaml)."""
 
     prior: str = ""
@@ -107,18 +113,8 @@ class ImagesBenchmarkConfig:
     strategies: list[str] = field(default_factory=lambda: ["ads", "random", "data_variance"])
     test: int = 97
     slices: int = 16
-    particles: int = 16
-    steps: int = 50  # benchmarks/ads/ads_steps.md: best measured, and within 0.5 SSIM of 1,000 steps
-    window: list[float] = field(default_factory=lambda: [0.0, 0.8])
-    sigma: float = 1.0
-    guidance: Literal["dps", "x0_space"] = "dps"
-    guidance_scale: float = 1.0
+    window: list[float] = field(default_factory=lambda: [0.0, 0.8])  # images: acquisitions over more of the run
     batch_slices: int = 16
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast over the sampler (GPU)
-    seed: int = 0
-    bootstrap: int = 2000
-    progress: bool = True
-    device: str = "auto"
 
 
 def make_synthetic(cfg: SyntheticConfig) -> list[Path]:
@@ -130,7 +126,7 @@ def make_synthetic(cfg: SyntheticConfig) -> list[Path]:
     return paths
 
 
-def _settings(cfg, measurement: str) -> RunSettings:
+def _settings(cfg: ReconstructionConfig, measurement: str) -> RunSettings:
     return RunSettings(measurement=measurement, particles=cfg.particles, steps=cfg.steps, window=tuple(cfg.window),
                        sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale,
                        batch_slices=cfg.batch_slices, seed=cfg.seed, bootstrap=cfg.bootstrap,
