@@ -18,6 +18,15 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
     assert main(["mri", "train-prior", "--data", str(data), "--out", str(prior), "--size", "16", "--steps", "3",
                  "--batch-size", "4", "--checkpoint-every", "2"]) == 0
     assert (prior / "model" / "diffusion_pytorch_model.safetensors").exists() and (prior / "config.yaml").exists()
+    sched = json.loads((prior / "scheduler" / "scheduler_config.json").read_text())
+    assert sched["prediction_type"] == "v_prediction"  # the default; benchmark below samples with it
+    eps = tmp_path / "prior_eps"
+    assert main(["mri", "train-prior", "--data", str(data), "--out", str(eps), "--size", "16", "--steps", "2",
+                 "--batch-size", "4", "--prediction", "epsilon"]) == 0
+    assert json.loads((eps / "scheduler" / "scheduler_config.json").read_text())["prediction_type"] == "epsilon"
+    assert main(["mri", "train-prior", "--data", str(data), "--out", str(tmp_path / "bad"), "--size", "16",
+                 "--steps", "2", "--prediction", "x1"]) == 2  # unknown prediction type: a clear error
+    assert not (tmp_path / "bad").exists()
     out = tmp_path / "res" / "results.json"
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(out),
                  "--acceleration", "4", "--strategies", "ads,equispaced,fastmri_random,data_variance",
