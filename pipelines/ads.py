@@ -50,6 +50,8 @@ class ADSOutput:
         scores: A tensors [B, K], the candidates' entropy scores at each acquisition.
         acquisition_steps: the reverse steps at which acquisitions happened.
         nfe: network forward passes per particle; nbe: backward passes per particle.
+        estimates: with ``record_estimates=True``, A tensors [B, N, C, H, W] (CPU): the particles' x0_hat
+            that each acquisition was scored on (Step 1), for diagnostics and figures; else empty.
     """
 
     reconstruction: Tensor
@@ -62,6 +64,7 @@ class ADSOutput:
     acquisition_steps: list[int] = field(default_factory=list)
     nfe: int = 0
     nbe: int = 0
+    estimates: list[Tensor] = field(default_factory=list)
 
 
 def acquisition_schedule(num_steps: int, window: tuple[float, float], count: int) -> list[int]:
@@ -144,6 +147,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         latents: Tensor | None = None,
         progress: bool = False,
+        record_estimates: bool = False,
     ) -> ADSOutput:
         """Reconstruct ``target`` (read only through the measurement operator).
 
@@ -165,6 +169,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
                 a handful of steps). For x0-space: the fraction of a projection step.
             data_consistency: final hard data consistency (k-space only).
             generator, latents: reproducibility; latents [B, N, C, H, W].
+            record_estimates: keep the particles' x0_hat at every acquisition (``ADSOutput.estimates``).
         """
         if oracle is None:
             if target is None:
@@ -182,6 +187,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         order: list[Tensor] = []
         scores: list[Tensor] = []
         steps: list[int] = []
+        estimates: list[Tensor] = []
         if mask is not None:  # fixed strategy: everything measured from the first step
             if tuple(mask.shape) != (b, k):
                 raise ValueError(f"mask must be [B, K] = {(b, k)}, got {tuple(mask.shape)}")
@@ -200,6 +206,8 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
                 s = particle_entropy_scores(yhat, sigma, measured=op.mask)
                 scores.append(s.detach().cpu())
                 steps.append(step)
+                if record_estimates:
+                    estimates.append(x0_hat.detach().float().cpu())
                 self._acquire(oracle, st, select_max_entropy(s), order)
             return False
 
@@ -207,7 +215,9 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         out = sampler(shape, batch_size=b, num_particles=num_particles, num_inference_steps=num_inference_steps,
                       generator=generator, latents=latents, state=state, callback=callback, progress=progress,
                       device=self._device)
-        return self._finish(out, op, state, data_consistency and is_kspace, order, scores, steps)
+        result = self._finish(out, op, state, data_consistency and is_kspace, order, scores, steps)
+        result.estimates = estimates
+        return result
 
     @staticmethod
     def _acquire(oracle: MeasurementOracle, state: GuidanceState, idx: Tensor, order: list[Tensor]) -> None:

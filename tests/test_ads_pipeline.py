@@ -53,6 +53,11 @@ def test_ads_picks_the_only_line_where_particles_differ(line):
                guidance_scale=0.0, acquisition_window=(0.0, 0.5))
     assert out.order.tolist() == [[H // 2, line]]  # centre line first, then the informative line
     assert torch.isfinite(out.scores[0]).sum() == H - 1 and out.scores[0].argmax() == line
+    assert out.estimates == []  # recorded only on request
+    rec = pipe(target, measurement="kspace_line", budget=2, num_particles=2, num_inference_steps=4,
+               guidance_scale=0.0, acquisition_window=(0.0, 0.5), record_estimates=True)
+    assert len(rec.estimates) == len(rec.scores) == 1  # one per active acquisition, [B, N, C, H, W]
+    torch.testing.assert_close(rec.estimates[0], images[None])  # the particles the line was chosen on
 
 
 def test_ads_column_toy_and_no_line_twice():
