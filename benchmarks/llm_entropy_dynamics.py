@@ -40,7 +40,12 @@ METHODS: dict[str, tuple[str, dict]] = {
     "clip_cov": ("clip_cov", {"clip_ratio": 2e-2}),  # ~1e3 tokens per batch (paper: ~1e6): 2e-4 -> 1 token
     "kl_cov": ("kl_cov", {"kl_ratio": 2e-2}),  # same scaling; kl_coef keeps the paper's 1.0
     "entropy_bonus_adaptive": ("entropy_bonus", {"coef": 5e-3, "coef_step": 5e-3, "coef_max": 5e-2}),
+    # dose-response: the same mechanisms 5x / 4x stronger (``--methods ... --extend`` adds them to a run)
+    "clip_cov_x5": ("clip_cov", {"clip_ratio": 1e-1}),
+    "kl_cov_x5": ("kl_cov", {"kl_ratio": 1e-1}),
+    "entropy_bonus_cap0.2": ("entropy_bonus", {"coef": 5e-3, "coef_step": 5e-3, "coef_max": 2e-1}),
 }
+BASE_METHODS = ["grpo", "clip_cov", "kl_cov", "entropy_bonus_adaptive"]
 
 
 def run_one(sft: Path, method: str, seed: int, args: argparse.Namespace, target_entropy: float,
@@ -135,7 +140,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=BASE_METHODS, choices=list(METHODS))
+    ap.add_argument("--extend", action="store_true",
+                    help="add these methods' runs to --out's existing runs (same SFT model, target entropy)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--group-size", type=int, default=8)
     ap.add_argument("--prompts-per-step", type=int, default=32)
@@ -159,6 +166,15 @@ def main() -> None:
     sft_seconds = time.perf_counter() - t0
     probe = run_one(args.sft_dir, "grpo", 10_000, args, 0.0, steps=2, lr=1e-12)  # lr ~0: initial entropy
     target = probe["entropy_start"]
+    previous = json.loads(args.out.read_text()) if args.extend else None
+    if previous is not None:  # the earlier runs' settings must be these
+        known = previous["settings"]
+        for key in ("steps", "lr", "group_size", "prompts_per_step", "sft_steps"):
+            if known[key] != getattr(args, key):
+                raise SystemExit(f"--extend: {key} = {getattr(args, key)} but {args.out} used {known[key]}")
+        if abs(known["target_entropy"] - target) > 1e-6:
+            raise SystemExit(f"--extend: target entropy {target:.6f} != {known['target_entropy']:.6f} (SFT model?)")
+        args.methods = [m for m in args.methods if m not in known["methods"]]
     results = []
     for seed in args.seeds:
         for method in args.methods:
@@ -167,11 +183,16 @@ def main() -> None:
             print(f"{method:24s} seed {seed}: H {r['entropy_start']:.3f} -> {r['entropy_end']:.3f}, reward "
                   f"{r['reward_start']:.3f} -> {r['reward_end']:.3f}, acc {r['accuracy']:.3f} ({r['seconds']:.0f} s)",
                   flush=True)
+    methods = {m: METHODS[m] for m in args.methods}
+    if previous is not None:
+        results = previous["runs"] + results
+        methods = {**previous["settings"]["methods"], **methods}
+        t0 -= previous["total_seconds"]
     law = law_fits(results, args.runs_dir, args.out.with_name(args.out.stem + "_law.png"))
     res = {"settings": {"steps": args.steps, "seeds": args.seeds, "lr": args.lr, "group_size": args.group_size,
                         "prompts_per_step": args.prompts_per_step, "updates_per_rollout": 2, "max_new_tokens": 6,
                         "temperature": 1.0, "sft_steps": args.sft_steps, "target_entropy": target,
-                        "methods": {m: METHODS[m] for m in args.methods}, "threads": args.threads},
+                        "methods": methods, "threads": args.threads},
            "machine": f"{platform.processor() or platform.machine()}, {cpu_name()}, torch {torch.__version__}, "
                       f"{args.threads} thread(s), CPU only",
            "sft_accuracy": probe["accuracy"], "sft_seconds": sft_seconds,
