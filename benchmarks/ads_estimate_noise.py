@@ -63,8 +63,8 @@ def line_statistics(estimates: list[torch.Tensor], truth: torch.Tensor, op, mask
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--priors", required=True, help="comma-separated prior folders")
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--priors", default="", help="comma-separated prior folders")
+    ap.add_argument("--data", default="")
     ap.add_argument("--slices", type=int, default=4)
     ap.add_argument("--particles", type=int, default=8)
     ap.add_argument("--steps", type=int, default=50)
@@ -73,7 +73,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--out", default="benchmarks/ads/estimate_noise.json")
+    ap.add_argument("--render-only", action="store_true", help="rewrite the markdown from --out's JSON")
     args = ap.parse_args()
+    if args.render_only:
+        write_markdown(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".md"))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     window = tuple(float(v) for v in args.window.split(","))
@@ -96,23 +100,35 @@ def main() -> None:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(payload, indent=2))
+    write_markdown(payload, out_path.with_suffix(".md"))
+
+
+def _fmt(v: float, spec: str) -> str:
+    """NaN (e.g. far/centre once every central line is measured) shows as n/a."""
+    return "n/a" if v != v else format(v, spec)
+
+
+def write_markdown(payload: dict, path: Path) -> None:
+    """The table of :func:`main`'s rows."""
+    c = payload["config"]
     lines = [
         "# ADS: particle spread vs actual error per k-space line, at each acquisition",
         "",
-        f"{args.slices} slices of {args.data}, {args.particles} particles, {args.steps} DDIM steps, "
-        f"{args.acceleration}x, window {window}, seed {args.seed}. Machine: {payload['machine']['cpu']}.",
+        f"{c['slices']} slices of {c['data']}, {c['particles']} particles, {c['steps']} DDIM steps, "
+        f"{c['acceleration']}x, window {c['window']}, seed {c['seed']}. Machine: {payload['machine']['cpu']}.",
         "corr: Pearson correlation of log spread and log error over the unmeasured lines (higher = ADS's "
         "score points at real errors); far/centre: mean spread on the outer half of k-space over that on "
-        "the central 8 lines (~1 = white noise); far chosen: share of ADS's lines >= K/4 from the centre.",
+        "the unmeasured central 8 lines (~1 = white noise; n/a once all 8 are measured); far chosen: share of "
+        "ADS's lines >= K/4 from the centre.",
         "",
         "| prior | prediction | corr early | corr late | far/centre early | far/centre late | far chosen |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r in payload["rows"]:
         lines.append(f"| {r['prior']} | {r['prediction']} | {r['corr_early']:.2f} | {r['corr_late']:.2f} | "
-                     f"{r['far_centre_ratio_early']:.3f} | {r['far_centre_ratio_late']:.3f} | "
+                     f"{_fmt(r['far_centre_ratio_early'], '.3f')} | {_fmt(r['far_centre_ratio_late'], '.3f')} | "
                      f"{r['far_lines_chosen']:.2f} |")
-    out_path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
