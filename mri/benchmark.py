@@ -37,7 +37,7 @@ class RunSettings:
 
     measurement: str = "kspace_line"
     particles: int = 16
-    steps: int = 100
+    steps: int = 50  # as the CLI default (benchmarks/ads/ads_steps64v.md)
     window: tuple[float, float] = (0.0, 0.5)
     sigma: float = 1.0
     guidance: str = "dps"

@@ -73,7 +73,7 @@ class ReconstructionConfig:
     """The reconstruction settings every benchmark command shares (each strategy is reconstructed with them)."""
 
     particles: int = 16
-    steps: int = 50  # benchmarks/ads/ads_steps.md: best measured, and within 0.5 SSIM of 1,000 steps
+    steps: int = 50  # ads_steps.md (32x32) and ads_steps64v.md (64x64, 16 particles): within 0.5 SSIM of 1,000 steps
     window: list[float] = field(default_factory=lambda: [0.0, 0.5])
     sigma: float = 1.0
     guidance: Literal["dps", "x0_space"] = "dps"
