@@ -22,30 +22,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gendiff.bench import machine_info
-from gendiff.mri.benchmark import RunSettings, magnitude_image, run_strategy
+from gendiff.mri.benchmark import RunSettings, run_strategy
 from gendiff.mri.cli import _pick, load_prior
 from gendiff.mri.data import load_images
-from gendiff.mri.metrics import slice_metrics
-from gendiff.operators import MeasurementOracle, make_operator
-
-
-def fixed_mask_run(pipe, targets: torch.Tensor, masks: torch.Tensor, cfg: RunSettings) -> dict[str, np.ndarray]:
-    """Step 2: reconstruct ``targets`` [S, C, H, W] with the given masks [S, K], same batches and seeds."""
-    recons = []
-    for i, s in enumerate(range(0, targets.shape[0], cfg.batch_slices)):
-        tgt = targets[s : s + cfg.batch_slices]
-        op = make_operator(cfg.measurement, tuple(tgt.shape[1:]), tgt.shape[0])
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)  # the benchmark's seeds, batch by batch
-        out = pipe(oracle=MeasurementOracle(tgt, op), mask=masks[s : s + cfg.batch_slices],
-                   num_particles=cfg.particles, num_inference_steps=cfg.steps, sigma=cfg.sigma,
-                   guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, generator=gen)
-        recons.append(out.magnitude.float().cpu())
-    truth = magnitude_image(targets).numpy()
-    return slice_metrics(truth, torch.cat(recons).numpy())
 
 
 def main() -> None:
@@ -75,9 +57,9 @@ def main() -> None:
         cfg = RunSettings(particles=args.particles, steps=args.steps, window=window, guidance_scale=scale,
                           batch_slices=args.slices)
         ads = run_strategy(pipe, targets, "ads", budget, cfg, progress=False)  # Step 1
-        runs = {"ads": ads.metrics, "ads_mask_fixed": fixed_mask_run(pipe, targets, ads.masks, cfg),  # Step 2
-                "data_variance": run_strategy(pipe, targets, "data_variance", budget, cfg, train,
-                                              progress=False).metrics}  # Step 3
+        fixed = run_strategy(pipe, targets, "ads_mask_fixed", budget, cfg, progress=False, fixed_masks=ads.masks)
+        dv = run_strategy(pipe, targets, "data_variance", budget, cfg, train, progress=False)  # Step 3
+        runs = {"ads": ads.metrics, "ads_mask_fixed": fixed.metrics, "data_variance": dv.metrics}  # Step 2: fixed
         for name, m in runs.items():
             rows.append({"scale": scale, "strategy": name, "ssim_x100": 100 * float(m["ssim"].mean()),
                          "psnr": float(m["psnr"].mean()),

@@ -72,9 +72,14 @@ def magnitude_image(x: Tensor) -> Tensor:
 
 def run_strategy(
     pipe: ActiveDiffusionSubsamplingPipeline, targets: Tensor, name: str, budget: int, cfg: RunSettings,
-    train_images: Tensor | None = None, progress: bool = True,
+    train_images: Tensor | None = None, progress: bool = True, fixed_masks: Tensor | None = None,
 ) -> StrategyResult:
-    """Steps 1-3 for one strategy over all ``targets`` [S, C, H, W]."""
+    """Steps 1-3 for one strategy over all ``targets`` [S, C, H, W].
+
+    ``fixed_masks`` [S, K]: optional masks given up front (e.g. another run's final ADS masks); Step 1 is
+    then skipped and ``name`` only labels the result. The noise is the same as for a strategy that draws no
+    random numbers for its mask (ads, equispaced, data_variance): random masks consume the batch's generator.
+    """
     recons, masks, orders, zf = [], [], [], []
     nfe = nbe = 0
     start = time.perf_counter()
@@ -85,7 +90,7 @@ def run_strategy(
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)  # same noise for every strategy
         ctx = StrategyContext(op, cfg.measurement, budget, tgt.shape[0], generator=gen, train_images=train_images)
         op.to(tgt.device)
-        mask = make_mask(name, ctx)  # Step 1
+        mask = make_mask(name, ctx) if fixed_masks is None else fixed_masks[s : s + cfg.batch_slices]  # Step 1
         oracle = MeasurementOracle(tgt, op)
         with torch.autocast(tgt.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = pipe(oracle=oracle, mask=mask, budget=None if mask is not None else budget,

@@ -148,3 +148,18 @@ def test_save_load_round_trip(tmp_path):
     b = pipe2(target, generator=torch.Generator().manual_seed(1), **kw)
     torch.testing.assert_close(a.reconstruction, b.reconstruction)
     assert a.order.tolist() == b.order.tolist()
+
+
+def test_run_strategy_with_masks_given_up_front_matches_the_strategy():
+    from gendiff.mri.benchmark import RunSettings, run_strategy
+
+    torch.manual_seed(0)
+    pipe = ActiveDiffusionSubsamplingPipeline(make_unet2d("tiny", H, 2),
+                                              DDIMScheduler(num_train_timesteps=100, clip_sample=False))
+    targets = torch.randn(3, 2, H, H)
+    cfg = RunSettings(particles=2, steps=3, batch_slices=2)
+    ref = run_strategy(pipe, targets, "equispaced", 4, cfg, progress=False)  # draws no random numbers for its mask
+    again = run_strategy(pipe, targets, "given", 4, cfg, progress=False, fixed_masks=ref.masks)
+    assert torch.equal(again.masks, ref.masks) and again.name == "given"
+    for key in ("ssim", "psnr"):
+        assert (again.metrics[key] == ref.metrics[key]).all()
