@@ -183,11 +183,11 @@ def main() -> None:
             print(f"{method:24s} seed {seed}: H {r['entropy_start']:.3f} -> {r['entropy_end']:.3f}, reward "
                   f"{r['reward_start']:.3f} -> {r['reward_end']:.3f}, acc {r['accuracy']:.3f} ({r['seconds']:.0f} s)",
                   flush=True)
-    methods = {m: METHODS[m] for m in args.methods}
+    methods, earlier_seconds = {m: METHODS[m] for m in args.methods}, 0.0
     if previous is not None:
         results = previous["runs"] + results
         methods = {**previous["settings"]["methods"], **methods}
-        t0 -= previous["total_seconds"]
+        earlier_seconds = previous["total_seconds"]
     law = law_fits(results, args.runs_dir, args.out.with_name(args.out.stem + "_law.png"))
     res = {"settings": {"steps": args.steps, "seeds": args.seeds, "lr": args.lr, "group_size": args.group_size,
                         "prompts_per_step": args.prompts_per_step, "updates_per_rollout": 2, "max_new_tokens": 6,
@@ -197,7 +197,7 @@ def main() -> None:
                       f"{args.threads} thread(s), CPU only",
            "sft_accuracy": probe["accuracy"], "sft_seconds": sft_seconds,
            "summary": summarise(results), "entropy_law": law,
-           "total_seconds": time.perf_counter() - t0, "runs": results}
+           "total_seconds": earlier_seconds + time.perf_counter() - t0, "runs": results}
     args.out.write_text(json.dumps(res, indent=2))
     plot(results, args.out.with_suffix(".png"))
     write_md(res, args.out.with_suffix(".md"))

@@ -215,9 +215,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         out = sampler(shape, batch_size=b, num_particles=num_particles, num_inference_steps=num_inference_steps,
                       generator=generator, latents=latents, state=state, callback=callback, progress=progress,
                       device=self._device)
-        result = self._finish(out, op, state, data_consistency and is_kspace, order, scores, steps)
-        result.estimates = estimates
-        return result
+        return self._finish(out, op, state, data_consistency and is_kspace, order, scores, steps, estimates)
 
     @staticmethod
     def _acquire(oracle: MeasurementOracle, state: GuidanceState, idx: Tensor, order: list[Tensor]) -> None:
@@ -229,7 +227,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         order.append(idx.detach().cpu())
 
     @staticmethod
-    def _finish(out, op, state, hard_dc: bool, order, scores, steps) -> ADSOutput:
+    def _finish(out, op, state, hard_dc: bool, order, scores, steps, estimates) -> ADSOutput:
         """Step 6: posterior mean, optional hard data consistency, magnitudes, variance."""
         x0 = out.x0  # [B, N, C, H, W]
         if hard_dc:
@@ -239,5 +237,5 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
             reconstruction=x0.mean(1), magnitude=mag, particles=x0, variance=x0.var(1, unbiased=False).sum(1),
             mask=op.mask.detach().cpu().clone(),
             order=torch.stack(order, 1) if order else torch.zeros(x0.shape[0], 0, dtype=torch.long),
-            scores=scores, acquisition_steps=steps, nfe=out.nfe, nbe=out.nbe,
+            scores=scores, acquisition_steps=steps, nfe=out.nfe, nbe=out.nbe, estimates=estimates,
         )
