@@ -1,10 +1,11 @@
-"""GoRL (flow and diffusion decoders) vs Gaussian PPO vs SAC on gendiff/TwoModes-v0.
+"""GoRL (flow and diffusion decoders) vs Gaussian PPO vs SAC on gendiff/TwoModes-v0 or TwoModesNoRepeat-v0.
 
 Same env-step budget for every algorithm, >= 3 seeds. Writes benchmarks/gorl_bimodal.{json,md}, the
 learning curves (gorl_bimodal_curves.png) and action histograms at fixed contexts (gorl_bimodal_actions.png),
 plus the decoders' cost per action on this CPU (network evaluations, microseconds).
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/gorl_bimodal.py [--steps 20000] [--seeds 0,1,2]
+Usage: OMP_NUM_THREADS=1 python benchmarks/gorl_bimodal.py [--env gendiff/TwoModesNoRepeat-v0 --out
+benchmarks/gorl_norepeat] [--steps 20000] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 import yaml
@@ -31,10 +33,6 @@ GORL = {"stage_steps": 2048, "recent_steps": 4096, "decoder_fit_steps": 300, "de
         "decoder_width": 128, "decoder_depth": 3, "latent_kl_coef": 0.01}
 
 
-def _context_obs(c: float, n: int) -> np.ndarray:
-    return np.tile(np.array([[c, 0.0]], dtype=np.float32), (n, 1))
-
-
 def _act(agent, obs: np.ndarray) -> np.ndarray:
     if hasattr(agent, "decoder"):
         return agent.act(obs, deterministic=False)
@@ -43,18 +41,16 @@ def _act(agent, obs: np.ndarray) -> np.ndarray:
     return agent.act(obs, deterministic=False)
 
 
-def mode_stats(agent, n: int = 2000, seed: int = 0) -> dict[str, float]:
+def mode_stats(agent, env: TwoModesEnv, n: int = 2000, seed: int = 0) -> dict[str, float]:
     """Share of actions within 2 w of each mode over random contexts, and the balance min/max of the two."""
-    env = TwoModesEnv()
     rng = np.random.default_rng(seed)
     c = rng.uniform(-1, 1, n)
-    obs = np.stack([c, rng.integers(0, 10, n) / 10], 1).astype(np.float32)
-    a = _act(agent, obs)
+    a = _act(agent, env.context_obs(c, rng.integers(0, env.horizon, n)))
     d = np.sqrt(((a[:, None, :] - env.modes(c)) ** 2).sum(-1))  # [n, 2]
     near = d < 2 * env.width
     plus, minus = near[:, 0].mean(), near[:, 1].mean()
     return {"near_plus": float(plus), "near_minus": float(minus),
-            "balance": float(min(plus, minus) / max(plus, minus, 1e-9)), "mean_reward": float(env.reward(c, a).mean())}
+            "balance": float(min(plus, minus) / max(plus, minus, 1e-9)), "mean_reward_ignoring_repeats": float(env.reward(c, a).mean())}
 
 
 def decoder_cost(decoder, obs_dim: int, act_dim: int, batch: int, repeats: int = 20) -> dict[str, float]:
@@ -69,7 +65,7 @@ def decoder_cost(decoder, obs_dim: int, act_dim: int, batch: int, repeats: int =
             "us_per_action": per_call * 1e6 / batch}
 
 
-def plot_actions(agents: dict[str, object], path: Path) -> None:
+def plot_actions(agents: dict[str, object], env: TwoModesEnv, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,10 +73,9 @@ def plot_actions(agents: dict[str, object], path: Path) -> None:
 
     contexts = (-0.8, 0.0, 0.8)
     fig, axes = plt.subplots(len(agents), len(contexts), figsize=(10, 2.2 * len(agents)), squeeze=False)
-    env = TwoModesEnv()
     for i, (name, agent) in enumerate(agents.items()):
         for j, c in enumerate(contexts):
-            a = _act(agent, _context_obs(c, 2000))
+            a = _act(agent, env.context_obs(np.full(2000, c)))
             ax = axes[i, j]
             ax.hist(a[:, 0], bins=80, range=(-1, 1), color="C0")
             for m in env.modes(c)[:, 0]:
@@ -95,6 +90,8 @@ def plot_actions(agents: dict[str, object], path: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--env", type=str, default="gendiff/TwoModes-v0",
+                   help="gendiff/TwoModes-v0 or gendiff/TwoModesNoRepeat-v0")
     p.add_argument("--steps", type=int, default=12_288)
     p.add_argument("--seeds", type=str, default="0,1,2")
     p.add_argument("--algos", type=str, default="gorl_fm,gorl_diffusion,ppo,sac")
@@ -107,14 +104,17 @@ def main() -> None:
     runs.mkdir(parents=True)
     for name, d in (("ppo", PPO), ("sac", SAC), ("gorl", GORL)):
         (runs / f"{name}.yaml").write_text(yaml.safe_dump(d))
-    cfg = GorlBenchmarkConfig(env="gendiff/TwoModes-v0", algos=tuple(args.algos.split(",")),
+    cfg = GorlBenchmarkConfig(env=args.env, algos=tuple(args.algos.split(",")),
                               seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps,
                               out=str(runs), eval_every=2048, eval_episodes=10, ppo_config=str(runs / "ppo.yaml"),
                               sac_config=str(runs / "sac.yaml"), gorl_config=str(runs / "gorl.yaml"))
     t0 = time.perf_counter()
     res = run_benchmark(cfg)
     total = time.perf_counter() - t0
-    modes = {algo: [mode_stats(res["agents"][(algo, s)], seed=s) for s in cfg.seeds] for algo in cfg.algos}
+    env = gym.make(cfg.env).unwrapped
+    if not isinstance(env, TwoModesEnv):
+        raise ValueError(f"--env must be one of gendiff's TwoModes tasks, got {cfg.env}")
+    modes = {algo: [mode_stats(res["agents"][(algo, s)], env, seed=s) for s in cfg.seeds] for algo in cfg.algos}
     cost = {}
     for algo in cfg.algos:
         agent = res["agents"][(algo, cfg.seeds[0])]
@@ -122,14 +122,14 @@ def main() -> None:
             cost[algo] = [decoder_cost(agent.generative, agent.obs_dim, agent.act_dim, b) for b in (1, 256)]
     out = Path(args.out)
     shutil.copy(runs / "curves.png", f"{out}_curves.png")
-    plot_actions({a: res["agents"][(a, cfg.seeds[0])] for a in cfg.algos}, Path(f"{out}_actions.png"))
+    plot_actions({a: res["agents"][(a, cfg.seeds[0])] for a in cfg.algos}, env, Path(f"{out}_actions.png"))
     report = {"env": cfg.env, "steps": cfg.steps, "seeds": list(cfg.seeds), "total_wall_s": total,
               "settings": {"ppo": PPO, "sac": SAC, "gorl": GORL}, "results": res["summary"], "modes": modes,
               "decoder_cost_cpu_1thread": cost,
               "curves": {a: [r["curve"] for r in res["rows"][a]] for a in cfg.algos},
               "stages": {a: res["rows"][a][0]["stages"] for a in cfg.algos}}
     Path(f"{out}.json").write_text(json.dumps(report, indent=2))
-    lines = [f"# GoRL on gendiff/TwoModes-v0: {cfg.steps} env steps, seeds {list(cfg.seeds)}", "",
+    lines = [f"# GoRL on {cfg.env}: {cfg.steps} env steps, seeds {list(cfg.seeds)}", "",
              "Return = mean over 20 evaluation episodes (max 10). Stochastic: actions sampled from the policy;",
              "deterministic: Gaussian mean (GoRL: latent mean through the decoder). Mode balance = min/max of the",
              "shares of actions within 2w of each mode (1 = both modes equally used, 0 = one mode).", "",
@@ -146,7 +146,7 @@ def main() -> None:
         for r in rows:
             lines.append(f"| {algo} | {r['batch']} | {r['nfe_per_action']} | {r['us_per_action']:.1f} | "
                          f"{r['us_per_call']:.0f} |")
-    lines += ["", f"Total wall time {total:.0f} s. Figures: gorl_bimodal_curves.png, gorl_bimodal_actions.png."]
+    lines += ["", f"Total wall time {total:.0f} s. Figures: {out.name}_curves.png, {out.name}_actions.png."]
     Path(f"{out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -7,7 +7,15 @@
   the maximum-entropy optimal policy pi*(a|s) ~ exp(r(s, a) / alpha) has two equal modes for every
   temperature alpha > 0, while a Gaussian policy must either sit on one mode (losing half the optimal
   policy's support) or straddle both (earning ~0 in the valley a = 0). Episodes last H = 10 steps,
-  so the return lies in [0, 10].
+  so the return lies in [0, 10]. With an observed state a deterministic policy on one mode is already
+  return-optimal, so only the maximum-entropy optimum is bimodal here.
+- ``gendiff/TwoModesNoRepeat-v0``: the same task where repeating the previous step's mode pays only
+  ``repeat_reward`` = 0.2 of the reward, and the observation is the context alone (no time, no previous
+  mode). This is a POMDP: the best memoryless policy, which is what PPO, SAC and GoRL all learn, is the
+  50/50 mixture of the two modes (P(switch) = 2 p (1 - p) is largest at p = 1/2; Singh, Jaakkola and
+  Jordan 1994: stochastic memoryless policies can beat every deterministic one). Its expected return is
+  1 + 9 (0.5 + 0.5 * 0.2) = 6.4, while any policy on one mode earns 1 + 9 * 0.2 = 2.8 and a Gaussian
+  straddling both modes earns little in the valley: the optimum itself is bimodal.
 - ``gendiff/dmc-<domain>-<task>-v0``: DeepMind Control Suite tasks (HopperStand and the others of the
   GoRL reference) through :class:`DMControlEnv`. dm_control is not a dependency of gendiff; making one
   of these environments without it raises ``ImportError`` saying ``pip install dm_control``.
@@ -30,17 +38,24 @@ class TwoModesEnv(gym.Env):
         action_dim: action size (modes are +-m(c) in every dimension).
         horizon: steps per episode.
         width: reward width w in action units.
+        repeat_reward: factor on the reward when the action's nearest mode is the previous step's (1 = no
+            penalty; the first step of an episode is never penalised).
+        observe_time: include the time fraction t / H in the observation (False: the context only).
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(self, action_dim: int = 2, horizon: int = 10, width: float = 0.15) -> None:
+    def __init__(self, action_dim: int = 2, horizon: int = 10, width: float = 0.15, repeat_reward: float = 1.0,
+                 observe_time: bool = True) -> None:
         if action_dim < 1 or horizon < 1 or not width > 0:
             raise ValueError(f"need action_dim >= 1, horizon >= 1, width > 0; got {action_dim}, {horizon}, {width}")
+        if not 0.0 <= repeat_reward <= 1.0:
+            raise ValueError(f"repeat_reward must lie in [0, 1], got {repeat_reward}")
         self.action_dim, self.horizon, self.width = action_dim, horizon, width
-        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.repeat_reward, self.observe_time = float(repeat_reward), bool(observe_time)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2 if observe_time else 1,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
-        self._t, self._c = 0, 0.0
+        self._t, self._c, self._prev_mode = 0, 0.0, -1
 
     def modes(self, context: np.ndarray | float) -> np.ndarray:
         """The two optimal actions for context c: [..., 2, action_dim] (+m(c), -m(c))."""
@@ -53,18 +68,28 @@ class TwoModesEnv(gym.Env):
         d2 = ((np.asarray(action, dtype=np.float64)[..., None, :] - self.modes(context)) ** 2).sum(-1)
         return np.exp(-d2.min(-1) / (2 * self.width**2))
 
+    def context_obs(self, context: np.ndarray | float, t: np.ndarray | float = 0) -> np.ndarray:
+        """Observations for contexts [n] (and time steps t): [n, 2] (c, t / H), or [n, 1] without time."""
+        c = np.atleast_1d(np.asarray(context, dtype=np.float32))
+        if not self.observe_time:
+            return c[:, None]
+        return np.stack([c, np.broadcast_to(np.asarray(t, np.float32) / self.horizon, c.shape)], 1)
+
     def _obs(self) -> np.ndarray:
-        return np.array([self._c, self._t / self.horizon], dtype=np.float32)
+        return self.context_obs(self._c, self._t)[0]
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self._t, self._c = 0, float(self.np_random.uniform(-1.0, 1.0))
+        self._t, self._c, self._prev_mode = 0, float(self.np_random.uniform(-1.0, 1.0)), -1
         return self._obs(), {}
 
     def step(self, action: np.ndarray):
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(self.action_dim), -1.0, 1.0)
         r = float(self.reward(self._c, a))
         mode = int(np.argmin(((a - self.modes(self._c)) ** 2).sum(-1)))
+        if mode == self._prev_mode:
+            r *= self.repeat_reward
+        self._prev_mode = mode
         self._t += 1
         self._c = float(self.np_random.uniform(-1.0, 1.0))
         return self._obs(), r, False, self._t >= self.horizon, {"mode": mode}
@@ -123,6 +148,9 @@ class DMControlEnv(gym.Env):
 def _register() -> None:
     if "gendiff/TwoModes-v0" not in gym.registry:
         gym.register("gendiff/TwoModes-v0", entry_point=TwoModesEnv)
+    if "gendiff/TwoModesNoRepeat-v0" not in gym.registry:
+        gym.register("gendiff/TwoModesNoRepeat-v0", entry_point=TwoModesEnv,
+                     kwargs={"repeat_reward": 0.2, "observe_time": False})
     for domain, task in DMC_TASKS:
         env_id = f"gendiff/dmc-{domain}-{task}-v0"
         if env_id not in gym.registry:

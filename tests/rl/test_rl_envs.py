@@ -127,3 +127,29 @@ def test_cli_benchmark_writes_summary(tmp_path):
     assert summary["results"]["ppo"]["final_return_stochastic"]["per_seed"].__len__() == 2
     assert "| ppo |" in (tmp_path / "b" / "summary.md").read_text()
     assert (tmp_path / "b" / "curves.png").exists()
+
+
+def _scripted_return(env: gym.Env, p_plus: float, episodes: int, rng: np.random.Generator) -> float:
+    """Mean return of the memoryless policy 'mode +m(c) with probability p_plus, else -m(c)'."""
+    total = 0.0
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=ep)
+        done = False
+        while not done:
+            plus, minus = env.unwrapped.modes(float(obs[0]))
+            obs, r, term, trunc, _ = env.step(plus if rng.random() < p_plus else minus)
+            total, done = total + r, term or trunc
+    return total / episodes
+
+
+def test_no_repeat_task_rewards_the_5050_mixture_over_either_mode():
+    env = make_env("gendiff/TwoModesNoRepeat-v0", seed=0)
+    assert env.observation_space.shape == (1,)  # the context only: no time, no previous mode
+    rng = np.random.default_rng(0)
+    one_mode = _scripted_return(env, 1.0, 20, rng)
+    assert one_mode == pytest.approx(1 + 9 * 0.2)  # first step full, every repeat pays 0.2
+    mixture = _scripted_return(env, 0.5, 400, rng)
+    assert mixture == pytest.approx(1 + 9 * 0.6, abs=0.15)  # 6.4 expected
+    assert _scripted_return(env, 0.8, 400, rng) < mixture - 0.5  # P(switch) = 2p(1-p) peaks at p = 1/2
+    with pytest.raises(ValueError, match="repeat_reward"):
+        TwoModesEnv(repeat_reward=1.5)
