@@ -40,6 +40,7 @@ class RunSettings:
     steps: int = 50  # as the CLI default (benchmarks/ads/ads_steps64v.md)
     window: tuple[float, float] = (0.0, 0.5)
     sigma: float = 1.0
+    lookahead: int = 1  # ADS only: evaluations of the look-ahead path its scores use (1 = Tweedie, the paper)
     guidance: str = "dps"
     guidance_scale: float = 1.0
     batch_slices: int = 4
@@ -95,7 +96,8 @@ def run_strategy(
         with torch.autocast(tgt.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = pipe(oracle=oracle, mask=mask, budget=None if mask is not None else budget,
                        num_particles=cfg.particles, num_inference_steps=cfg.steps, acquisition_window=cfg.window,
-                       sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, generator=gen)
+                       sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, generator=gen,
+                       lookahead_steps=cfg.lookahead)
         mag = out.magnitude if out.magnitude is not None else magnitude_image(out.reconstruction)
         recons.append(mag.float().cpu())
         masks.append(out.mask)

@@ -76,6 +76,7 @@ class ReconstructionConfig:
     steps: int = 50  # ads_steps.md (32x32) and ads_steps64v.md (64x64, 16 particles): within 0.5 SSIM of 1,000 steps
     window: list[float] = field(default_factory=lambda: [0.0, 0.5])
     sigma: float = 1.0
+    lookahead: int = 1  # ADS scores on Tweedie estimates (1, the paper) or J-evaluation DDIM look-aheads
     guidance: Literal["dps", "x0_space"] = "dps"
     guidance_scale: float = 1.0
     batch_slices: int = 4
@@ -128,8 +129,8 @@ def make_synthetic(cfg: SyntheticConfig) -> list[Path]:
 
 def _settings(cfg: ReconstructionConfig, measurement: str) -> RunSettings:
     return RunSettings(measurement=measurement, particles=cfg.particles, steps=cfg.steps, window=tuple(cfg.window),
-                       sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale,
-                       batch_slices=cfg.batch_slices, seed=cfg.seed, bootstrap=cfg.bootstrap,
+                       sigma=cfg.sigma, lookahead=cfg.lookahead, guidance=cfg.guidance,
+                       guidance_scale=cfg.guidance_scale, batch_slices=cfg.batch_slices, seed=cfg.seed, bootstrap=cfg.bootstrap,
                        precision=cfg.precision)
 
 
@@ -175,7 +176,7 @@ def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
     header = (f"# ADS vs fixed masks, k-space lines, {size}x{size}, {targets.shape[0]} slices of {cfg.data}\n\n"
               f"Accelerations {cfg.acceleration} (budgets {budgets} of {size} lines); {cfg.particles} particles, "
               f"{cfg.steps} DDIM steps, guidance {cfg.guidance} (scale {cfg.guidance_scale}), window {cfg.window}, "
-              f"sigma {cfg.sigma}, seed {cfg.seed}, {cfg.precision}. Paired differences: the same slices and noise for every strategy.")
+              f"sigma {cfg.sigma}, look-ahead {cfg.lookahead}, seed {cfg.seed}, {cfg.precision}. Paired differences: the same slices and noise for every strategy.")
     return _run_all(pipe, targets, budgets, cfg.strategies, _settings(cfg, "kspace_line"), train, Path(cfg.out),
                     header, "kspace_line", cfg)
 

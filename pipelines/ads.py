@@ -5,6 +5,8 @@ At K acquisition steps spread over a window of the reverse process, the particle
 are mapped to measurement space and the candidate of maximum expected entropy is measured:
 
   1. yhat_i = A_full(x0_hat_i) for every particle i, before this step's guidance   (ADS Sec. 3.2)
+     (optional, not in the paper: ``lookahead_steps`` = J >= 2 replaces the one-step Tweedie estimate
+     by an unguided J-evaluation DDIM path from x_t to 0, see :func:`lookahead_x0`)
   2. d_ij(l) = ||yhat_i[l] - yhat_j[l]||^2 over the candidate's entries             (eq. 11)
   3. S(l) = sum_i logsumexp_j d_ij(l) / (2 sigma^2); measured candidates excluded    (eq. 12)
   4. l* = argmax_l S(l); read y[l*] from the measurement oracle; add l* to the mask.
@@ -29,7 +31,9 @@ from torch import Tensor
 
 from gendiff.entropy import particle_entropy_scores, select_max_entropy
 from gendiff.guidance import DPSGuidance, GuidanceState, HardDataConsistency, X0SpaceGuidance
+from gendiff.models import call_denoiser
 from gendiff.operators import KSpaceLineOperator, MeasurementOracle, SubsamplingOperator, make_operator
+from gendiff.parameterization import noise_coefficients, noise_family, to_x0
 from gendiff.sampler import GuidedSampler
 
 Measurement = Literal["pixel", "column", "kspace_line"]
@@ -84,6 +88,41 @@ def acquisition_schedule(num_steps: int, window: tuple[float, float], count: int
     if span >= count:
         return [start + k * (span // count) for k in range(count)]
     return [start + (k * span) // count for k in range(count)]
+
+
+def lookahead_x0(unet, scheduler, x_t: Tensor, x0_hat: Tensor, t: Tensor | int, jumps: int) -> Tensor:
+    """Deterministic DDIM (eta = 0) from x_t at timestep t down to 0 in ``jumps`` evaluations, no guidance.
+
+    The one-step Tweedie estimate x0_hat = E[x0 | x_t] is a posterior *mean*: early in the reverse process
+    it is blurred, so the particles' disagreement on fine detail (outer k-space lines) is smaller than the
+    true posterior spread. Following each particle's probability-flow path to t = 0 gives estimates with
+    the prior's own detail. The first evaluation is the sampler's (x0_hat, passed in), so the path costs
+    ``jumps - 1`` extra network evaluations per particle; ``jumps = 1`` returns x0_hat unchanged.
+
+    Args:
+        unet: the denoiser; scheduler: a VP (DDPM-family) diffusers scheduler.
+        x_t, x0_hat: [B, N, C, H, W] the current samples and their Tweedie estimates.
+        t: the current timestep; jumps: number of evaluations along the path (>= 1).
+    Returns:
+        [B, N, C, H, W] the estimates at t = 0.
+    """
+    if jumps < 1:
+        raise ValueError(f"lookahead needs at least 1 evaluation, got {jumps}")
+    if jumps > 1 and noise_family(scheduler) != "vp":
+        raise ValueError(f"lookahead_steps > 1 needs a VP (DDPM/DDIM-family) scheduler, got {type(scheduler).__name__}")
+    cfg = scheduler.config
+    clip = float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", False) else None
+    times = torch.linspace(float(t), 0.0, jumps + 1).round().long().tolist()  # t = t_0 > t_1 > ... > t_J = 0
+    x, x0 = x_t.flatten(0, 1), x0_hat.flatten(0, 1)
+    for k in range(1, jumps):
+        alpha, sigma = (c.to(x.device, x.dtype) for c in noise_coefficients(scheduler, times[k - 1]))
+        eps = (x - alpha * x0) / sigma
+        alpha, sigma = (c.to(x.device, x.dtype) for c in noise_coefficients(scheduler, times[k]))
+        x = alpha * x0 + sigma * eps  # DDIM step to t_k
+        x0 = to_x0(scheduler, call_denoiser(unet, x, times[k]), x, times[k])
+        if clip is not None:
+            x0 = x0.clamp(-clip, clip)
+    return x0.view(x_t.shape)
 
 
 class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
@@ -148,6 +187,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         latents: Tensor | None = None,
         progress: bool = False,
         record_estimates: bool = False,
+        lookahead_steps: int = 1,
     ) -> ADSOutput:
         """Reconstruct ``target`` (read only through the measurement operator).
 
@@ -170,7 +210,12 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
             data_consistency: final hard data consistency (k-space only).
             generator, latents: reproducibility; latents [B, N, C, H, W].
             record_estimates: keep the particles' x0_hat at every acquisition (``ADSOutput.estimates``).
+            lookahead_steps: 1 (the paper) scores candidates on the one-step Tweedie estimates; J >= 2 on
+                the end points of unguided J-evaluation DDIM paths to t = 0 (:func:`lookahead_x0`; J - 1
+                extra network evaluations per particle and acquisition, counted in ``nfe``).
         """
+        if lookahead_steps < 1:
+            raise ValueError(f"lookahead_steps must be >= 1 (1 = the paper's Tweedie estimate), got {lookahead_steps}")
         if oracle is None:
             if target is None:
                 raise ValueError("pass the target image(s) [B, C, H, W] or a MeasurementOracle")
@@ -188,6 +233,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         scores: list[Tensor] = []
         steps: list[int] = []
         estimates: list[Tensor] = []
+        extra_nfe = [0]
         if mask is not None:  # fixed strategy: everything measured from the first step
             if tuple(mask.shape) != (b, k):
                 raise ValueError(f"mask must be [B, K] = {(b, k)}, got {tuple(mask.shape)}")
@@ -201,7 +247,11 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
             schedule = acquisition_schedule(num_inference_steps, acquisition_window, n_total - len(order))
 
         def callback(step: int, t: Tensor, x_t: Tensor, x0_hat: Tensor, st: GuidanceState) -> bool:
-            for _ in range(schedule.count(step)):  # Steps 1-4
+            count = schedule.count(step)
+            if count and lookahead_steps > 1:  # once per step: several acquisitions may share a step
+                x0_hat = lookahead_x0(self.unet, self.scheduler, x_t, x0_hat, t, lookahead_steps)
+                extra_nfe[0] += lookahead_steps - 1
+            for _ in range(count):  # Steps 1-4
                 yhat = op.full(x0_hat)  # [B, N, K, E]
                 s = particle_entropy_scores(yhat, sigma, measured=op.mask)
                 scores.append(s.detach().cpu())
@@ -215,6 +265,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         out = sampler(shape, batch_size=b, num_particles=num_particles, num_inference_steps=num_inference_steps,
                       generator=generator, latents=latents, state=state, callback=callback, progress=progress,
                       device=self._device)
+        out.nfe += extra_nfe[0]
         return self._finish(out, op, state, data_consistency and is_kspace, order, scores, steps, estimates)
 
     @staticmethod
