@@ -10,8 +10,9 @@
   so the return lies in [0, 10]. With an observed state a deterministic policy on one mode is already
   return-optimal, so only the maximum-entropy optimum is bimodal here.
 - ``gendiff/TwoModesNoRepeat-v0``: the same task where repeating the previous step's mode pays only
-  ``repeat_reward`` = 0.2 of the reward, and the observation is the context alone (no time, no previous
-  mode). This is a POMDP: the best memoryless policy, which is what PPO, SAC and GoRL all learn, is the
+  ``repeat_reward`` = 0.2 of the reward, the context is drawn once per episode (a fresh context every step
+  would be a coin that a deterministic policy could flip: a = sign(c) m(c) switches modes half the time),
+  and the observation is the context alone (no time, no previous mode). This is a POMDP: the best memoryless policy, which is what PPO, SAC and GoRL all learn, is the
   50/50 mixture of the two modes (P(switch) = 2 p (1 - p) is largest at p = 1/2; Singh, Jaakkola and
   Jordan 1994: stochastic memoryless policies can beat every deterministic one). Its expected return is
   1 + 9 (0.5 + 0.5 * 0.2) = 6.4, while any policy on one mode earns 1 + 9 * 0.2 = 2.8 and a Gaussian
@@ -41,18 +42,20 @@ class TwoModesEnv(gym.Env):
         repeat_reward: factor on the reward when the action's nearest mode is the previous step's (1 = no
             penalty; the first step of an episode is never penalised).
         observe_time: include the time fraction t / H in the observation (False: the context only).
+        context_per_step: draw a new context every step (True) or once per episode (False).
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, action_dim: int = 2, horizon: int = 10, width: float = 0.15, repeat_reward: float = 1.0,
-                 observe_time: bool = True) -> None:
+                 observe_time: bool = True, context_per_step: bool = True) -> None:
         if action_dim < 1 or horizon < 1 or not width > 0:
             raise ValueError(f"need action_dim >= 1, horizon >= 1, width > 0; got {action_dim}, {horizon}, {width}")
         if not 0.0 <= repeat_reward <= 1.0:
             raise ValueError(f"repeat_reward must lie in [0, 1], got {repeat_reward}")
         self.action_dim, self.horizon, self.width = action_dim, horizon, width
         self.repeat_reward, self.observe_time = float(repeat_reward), bool(observe_time)
+        self.context_per_step = bool(context_per_step)
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (2 if observe_time else 1,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
         self._t, self._c, self._prev_mode = 0, 0.0, -1
@@ -91,7 +94,8 @@ class TwoModesEnv(gym.Env):
             r *= self.repeat_reward
         self._prev_mode = mode
         self._t += 1
-        self._c = float(self.np_random.uniform(-1.0, 1.0))
+        if self.context_per_step:
+            self._c = float(self.np_random.uniform(-1.0, 1.0))
         return self._obs(), r, False, self._t >= self.horizon, {"mode": mode}
 
 
@@ -150,7 +154,7 @@ def _register() -> None:
         gym.register("gendiff/TwoModes-v0", entry_point=TwoModesEnv)
     if "gendiff/TwoModesNoRepeat-v0" not in gym.registry:
         gym.register("gendiff/TwoModesNoRepeat-v0", entry_point=TwoModesEnv,
-                     kwargs={"repeat_reward": 0.2, "observe_time": False})
+                     kwargs={"repeat_reward": 0.2, "observe_time": False, "context_per_step": False})
     for domain, task in DMC_TASKS:
         env_id = f"gendiff/dmc-{domain}-{task}-v0"
         if env_id not in gym.registry:

@@ -151,5 +151,8 @@ def test_no_repeat_task_rewards_the_5050_mixture_over_either_mode():
     mixture = _scripted_return(env, 0.5, 400, rng)
     assert mixture == pytest.approx(1 + 9 * 0.6, abs=0.15)  # 6.4 expected
     assert _scripted_return(env, 0.8, 400, rng) < mixture - 0.5  # P(switch) = 2p(1-p) peaks at p = 1/2
+    obs, _ = env.reset(seed=5)
+    seen = {float(env.step(env.action_space.sample())[0][0]) for _ in range(9)}
+    assert seen == {float(obs[0])}  # one context per episode: the observation is no coin to flip
     with pytest.raises(ValueError, match="repeat_reward"):
         TwoModesEnv(repeat_reward=1.5)
