@@ -26,7 +26,6 @@ import os
 import shutil
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,16 +35,26 @@ from accelerate import Accelerator
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from gendiff.checkpoints import (
+    CKPT_PREFIX,
+    TMP_PREFIX,
+    CheckpointError,
+    atomic_dir,
+    list_checkpoints,
+    log_step,
+    prepare_out_dir,
+)
 from gendiff.models import call_denoiser
 from gendiff.parameterization import check_prediction, noise_family
+from gendiff.train_state import EMA, Batches, RngState
 
-__all__ = ["CheckpointError", "TrainConfig", "TrainResult", "denoising_loss", "noise_family", "train_denoiser"]
-
-_CKPT = "checkpoint-"
-_TMP = ".tmp-"
+__all__ = [
+    "CheckpointError", "TrainConfig", "TrainResult", "denoising_loss", "list_checkpoints", "noise_family",
+    "train_denoiser",
+]
 
 
 @dataclass
@@ -115,9 +124,6 @@ class TrainResult:
     resumed_from: int = 0
 
 
-class CheckpointError(ValueError):
-    """A checkpoint folder is corrupt, incomplete or does not fit the model."""
-
 
 # --------------------------------------------------------------------------------------------------
 # Losses
@@ -177,138 +183,6 @@ def denoising_loss(
     return (weight * (denoised.float() - x0.float()) ** 2).mean()
 
 
-# --------------------------------------------------------------------------------------------------
-# Data, EMA and random state
-# --------------------------------------------------------------------------------------------------
-class _Batches:
-    """Draws minibatches with replacement from a tensor or a Dataset (items x or (x, cond))."""
-
-    def __init__(self, data: Tensor | Dataset, cond: Tensor | None, device: torch.device) -> None:
-        self.device, self.cond = device, None
-        if isinstance(data, Tensor):
-            if data.dim() < 2 or data.shape[0] < 1 or not data.is_floating_point():
-                raise ValueError(f"data must be a float tensor [N, *shape] with N >= 1, got {data.dtype} "
-                                 f"{tuple(data.shape)}")
-            if not torch.isfinite(data).all():
-                raise ValueError("data contains NaN or infinite values")
-            if cond is not None and (cond.shape[0] != data.shape[0] or not torch.isfinite(cond).all()):
-                raise ValueError(f"cond must be finite with one row per sample ({data.shape[0]}), "
-                                 f"got shape {tuple(cond.shape)}")
-            self.data, self.cond = data.to(device), None if cond is None else cond.to(device)
-        elif isinstance(data, Dataset):
-            if cond is not None:
-                raise ValueError("with a Dataset, return (x, cond) pairs from __getitem__ instead of passing cond")
-            self.data = data
-        else:
-            raise TypeError(f"data must be a torch Tensor or a torch Dataset, got {type(data).__name__}")
-        self.n = len(self.data)
-        if self.n < 1:
-            raise ValueError("data is empty")
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        idx = torch.randint(0, self.n, (batch_size,), generator=generator)
-        if isinstance(self.data, Tensor):
-            idx = idx.to(self.device)
-            return self.data[idx], None if self.cond is None else self.cond[idx]
-        batch = default_collate([self.data[i] for i in idx.tolist()])
-        x, c = (batch[0], batch[1]) if isinstance(batch, list | tuple) else (batch, None)
-        return x.to(self.device), None if c is None else c.to(self.device)
-
-
-class _EMA:
-    """Exponential moving average of the parameters, with diffusers' warm-up decay (1+n)/(10+n)."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.names = [n for n, _ in model.named_parameters()]
-        self.params = [p.detach().clone() for p in model.parameters()]
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_(self.params, [p.detach() for p in model.parameters()], 1.0 - decay)
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {n: p.contiguous() for n, p in zip(self.names, self.params)}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        if sorted(state) != sorted(self.names):
-            raise KeyError(f"EMA weights do not match the model's parameters ({len(state)} vs {len(self.names)})")
-        for p, n in zip(self.params, self.names):
-            p.copy_(state[n])
-
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        for p, e in zip(model.parameters(), self.params):
-            p.copy_(e)
-
-
-class _Rng:
-    """The run's random state: batch indices (CPU), noise (on device), torch's global generators."""
-
-    def __init__(self, seed: int, device: torch.device) -> None:
-        self.index = torch.Generator().manual_seed(seed)
-        self.noise = torch.Generator(device=device).manual_seed(seed + 1)
-
-    def state_dict(self) -> dict[str, Any]:
-        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-        return {"index": self.index.get_state(), "noise": self.noise.get_state(),
-                "torch": torch.get_rng_state(), "cuda": cuda}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.index.set_state(state["index"])
-        self.noise.set_state(state["noise"])
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# --------------------------------------------------------------------------------------------------
-# Output folder and checkpoints
-# --------------------------------------------------------------------------------------------------
-def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoint folders in ``out_dir`` (out_dir/checkpoint-<step>), oldest first."""
-    out = Path(out_dir)
-    if not out.is_dir():
-        return []
-    found = [p for p in out.iterdir() if p.is_dir() and p.name.startswith(_CKPT) and p.name[len(_CKPT):].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[len(_CKPT):]))
-
-
-def _atomic_dir(final: Path, write: Callable[[Path], None]) -> None:
-    """Fill a temporary folder with ``write`` and rename it to ``final`` (a kill leaves no half folder)."""
-    tmp = final.parent / f"{_TMP}{final.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    write(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
-def _prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to start over an earlier run unless asked; remove what a killed save left behind."""
-    if resume and overwrite:
-        raise ValueError("pass either resume=True or overwrite=True, not both")
-    out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob(f"{_TMP}*"):
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    if resume:
-        if not list_checkpoints(out):
-            raise FileNotFoundError(f"resume=True but {out} holds no complete {_CKPT}<step> folder to resume from")
-        return
-    ours = [*list_checkpoints(out), *(out / n for n in ("model", "scheduler", "train_log.jsonl"))]
-    ours = [p for p in ours if p.exists()]
-    if ours and not overwrite:
-        raise FileExistsError(
-            f"{out} already holds a training run ({', '.join(p.name for p in ours)}); pass resume=True to "
-            "continue it or overwrite=True to start over"
-        )
-    for p in ours:
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-
-
 class _Trainer:
     """State of one training run: model, optimiser, EMA, random state, output folder."""
 
@@ -320,14 +194,14 @@ class _Trainer:
         self.lr_sched = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
         )
-        self.ema = _EMA(model, config.ema_decay)
-        self.rng = _Rng(config.seed + 1000 * acc.process_index, acc.device)
+        self.ema = EMA(model, config.ema_decay)
+        self.rng = RngState(config.seed + 1000 * acc.process_index, acc.device)
         self.log_path = out / "train_log.jsonl"
 
     def save_checkpoint(self, step: int) -> None:
         """Write out/checkpoint-<step>/ atomically: model, EMA, optimiser, LR schedule, RNG, step."""
-        final, acc = self.out / f"{_CKPT}{step}", self.acc
-        tmp = final.parent / f"{_TMP}{final.name}"
+        final, acc = self.out / f"{CKPT_PREFIX}{step}", self.acc
+        tmp = final.parent / f"{TMP_PREFIX}{final.name}"
         if acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
@@ -365,7 +239,7 @@ class _Trainer:
         if step > self.config.steps:
             raise ValueError(f"{path} is at step {step}, past TrainConfig.steps={self.config.steps}")
         if self.acc.is_main_process and self.log_path.exists():  # drop log lines written after the save
-            lines = [ln for ln in self.log_path.read_text().splitlines() if _log_step(ln) <= step]
+            lines = [ln for ln in self.log_path.read_text().splitlines() if log_step(ln) <= step]
             self.log_path.write_text("".join(ln + "\n" for ln in lines))
         return step
 
@@ -377,18 +251,11 @@ class _Trainer:
         return loss
 
 
-def _log_step(line: str) -> float:
-    """Step of one train_log.jsonl line (inf for a torn or foreign line, so it is dropped)."""
-    try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-
 
 # --------------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------------
-def _run_steps(tr: _Trainer, batches: _Batches, start: int, progress: bool) -> tuple[list[tuple[int, float]], int]:
+def _run_steps(tr: _Trainer, batches: Batches, start: int, progress: bool) -> tuple[list[tuple[int, float]], int]:
     """Optimisation steps start+1 .. config.steps (or until ``max_minutes`` runs out).
 
     Returns:
@@ -475,9 +342,9 @@ def train_denoiser(
         raise TypeError(f"{type(model).__name__} has no save_pretrained; use a diffusers ModelMixin model")
     check_prediction(scheduler, config.prediction)  # fail (unknown family or mismatch) before touching out_dir
     acc, out = Accelerator(mixed_precision=config.mixed_precision), Path(out_dir)
-    batches = _Batches(data, cond, acc.device)
+    batches = Batches(data, cond, acc.device)
     if acc.is_main_process:
-        _prepare_out_dir(out, resume, overwrite)
+        prepare_out_dir(out, resume, overwrite)
     acc.wait_for_everyone()
     torch.manual_seed(config.seed)
     tr = _Trainer(model, scheduler, config, out, acc)
@@ -487,7 +354,7 @@ def train_denoiser(
     tr.ema.copy_to(tr.model)
     tr.model.eval()
     if acc.is_main_process:
-        _atomic_dir(out / "model", lambda d: tr.model.save_pretrained(d))
-        _atomic_dir(out / "scheduler", lambda d: scheduler.save_pretrained(d))
+        atomic_dir(out / "model", lambda d: tr.model.save_pretrained(d))
+        atomic_dir(out / "scheduler", lambda d: scheduler.save_pretrained(d))
     acc.wait_for_everyone()
     return TrainResult(tr.model, last_step, logged, out, out / "model", tr.log_path, start)
