@@ -128,7 +128,7 @@ def main() -> None:
     if not (args.prior and args.data):
         raise SystemExit("--prior and --data are required (unless --merge)")
     payload = run(args)
-    if args.shard == "0/1":
+    if int(args.shard.split("/")[1]) == 1:  # the whole set of slices (run() has checked the I/N form)
         report(payload, out)
     else:  # a shard: raw per-slice rows, merged later
         out.write_text(json.dumps(payload, indent=2))
