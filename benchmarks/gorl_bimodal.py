@@ -99,6 +99,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12_288)
     p.add_argument("--seeds", type=str, default="0,1,2")
     p.add_argument("--algos", type=str, default="gorl_fm,gorl_diffusion,ppo,sac")
+    p.add_argument("--latent-kl", type=float, default=GORL["latent_kl_coef"],
+                   help="GoRL's latent KL toward N(0, I) (1.0 on TwoModesNoRepeat-v0: benchmarks/gorl_norepeat_kl1.md)")
     p.add_argument("--runs-dir", type=str, default="/tmp/gorl_bimodal_runs")
     p.add_argument("--out", type=str, default=str(HERE / "gorl_bimodal"))
     args = p.parse_args()
@@ -106,7 +108,8 @@ def main() -> None:
     runs = Path(args.runs_dir)
     shutil.rmtree(runs, ignore_errors=True)
     runs.mkdir(parents=True)
-    for name, d in (("ppo", PPO), ("sac", SAC), ("gorl", GORL)):
+    gorl = {**GORL, "latent_kl_coef": args.latent_kl}
+    for name, d in (("ppo", PPO), ("sac", SAC), ("gorl", gorl)):
         (runs / f"{name}.yaml").write_text(yaml.safe_dump(d))
     cfg = GorlBenchmarkConfig(env=args.env, algos=tuple(args.algos.split(",")),
                               seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps,
@@ -128,12 +131,13 @@ def main() -> None:
     shutil.copy(runs / "curves.png", f"{out}_curves.png")
     plot_actions({a: res["agents"][(a, cfg.seeds[0])] for a in cfg.algos}, env, Path(f"{out}_actions.png"))
     report = {"env": cfg.env, "steps": cfg.steps, "seeds": list(cfg.seeds), "total_wall_s": total,
-              "settings": {"ppo": PPO, "sac": SAC, "gorl": GORL}, "results": res["summary"], "modes": modes,
+              "settings": {"ppo": PPO, "sac": SAC, "gorl": gorl}, "results": res["summary"], "modes": modes,
               "decoder_cost_cpu_1thread": cost,
               "curves": {a: [r["curve"] for r in res["rows"][a]] for a in cfg.algos},
               "stages": {a: res["rows"][a][0]["stages"] for a in cfg.algos}}
     Path(f"{out}.json").write_text(json.dumps(report, indent=2))
-    lines = [f"# GoRL on {cfg.env}: {cfg.steps} env steps, seeds {list(cfg.seeds)}", "",
+    lines = [f"# GoRL on {cfg.env}: {cfg.steps} env steps, seeds {list(cfg.seeds)}, GoRL latent KL "
+             f"{args.latent_kl}", "",
              "Return = mean over 20 evaluation episodes (max 10). Stochastic: actions sampled from the policy;",
              "deterministic: Gaussian mean (GoRL: latent mean through the decoder). Mode balance = min/max of the",
              "shares of actions within 2w of each mode at a fixed context, averaged over 16 contexts (1 = both",
