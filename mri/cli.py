@@ -130,8 +130,8 @@ def make_synthetic(cfg: SyntheticConfig) -> list[Path]:
 def _settings(cfg: ReconstructionConfig, measurement: str) -> RunSettings:
     return RunSettings(measurement=measurement, particles=cfg.particles, steps=cfg.steps, window=tuple(cfg.window),
                        sigma=cfg.sigma, lookahead=cfg.lookahead, guidance=cfg.guidance,
-                       guidance_scale=cfg.guidance_scale, batch_slices=cfg.batch_slices, seed=cfg.seed, bootstrap=cfg.bootstrap,
-                       precision=cfg.precision)
+                       guidance_scale=cfg.guidance_scale, batch_slices=cfg.batch_slices, seed=cfg.seed,
+                       bootstrap=cfg.bootstrap, precision=cfg.precision)
 
 
 def _pick(images: torch.Tensor, count: int) -> torch.Tensor:
