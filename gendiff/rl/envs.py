@@ -15,8 +15,9 @@
   and the observation is the context alone (no time, no previous mode). This is a POMDP: the best
   memoryless policy, which is what PPO, SAC and GoRL all learn, is the 50/50 mixture of the two modes
   (P(switch) = 2 p (1 - p) is largest at p = 1/2; Singh, Jaakkola and Jordan 1994: stochastic memoryless
-  policies can beat every deterministic one). Its expected return is 1 + 9 (0.5 + 0.5 * 0.2) = 6.4, while any policy on one mode earns 1 + 9 * 0.2 = 2.8 and a Gaussian
-  straddling both modes earns little in the valley: the optimum itself is bimodal.
+  policies can beat every deterministic one). Its expected return is 1 + 9 (0.5 + 0.5 * 0.2) = 6.4, while
+  any policy on one mode earns 1 + 9 * 0.2 = 2.8 and a Gaussian straddling both modes earns little in the
+  valley: the optimum itself is bimodal.
 - ``gendiff/dmc-<domain>-<task>-v0``: DeepMind Control Suite tasks (HopperStand and the others of the
   GoRL reference) through :class:`DMControlEnv`. dm_control is not a dependency of gendiff; making one
   of these environments without it raises ``ImportError`` saying ``pip install dm_control``.
