@@ -94,6 +94,12 @@ def _edm_coefficients(scheduler: Any, sigma: Tensor) -> tuple[Tensor, Tensor]:
     return c_skip, c_out
 
 
+def x0_clip_range(scheduler: Any) -> float | None:
+    """The bound the scheduler's ``step`` clips x0_hat to (``clip_sample_range``), or None when it does not clip."""
+    cfg = scheduler.config
+    return float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", False) else None
+
+
 def to_x0(scheduler: Any, model_output: Tensor, x_t: Tensor, t: Tensor | float | int) -> Tensor:
     """Tweedie / denoised estimate x0_hat from the model output at ``x_t`` (differentiable in x_t).
 

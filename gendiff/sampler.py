@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from gendiff.guidance.base import GuidanceState, GuidanceTerm
 from gendiff.models import call_denoiser
-from gendiff.parameterization import check_prediction, from_x0, to_x0
+from gendiff.parameterization import check_prediction, from_x0, to_x0, x0_clip_range
 
 Callback = Callable[[int, Tensor, Tensor, Tensor, GuidanceState], "bool | None"]
 
@@ -89,8 +89,7 @@ class GuidedSampler:
         self.step_kwargs = dict(step_kwargs or {})
         self._step_takes_generator = "generator" in inspect.signature(scheduler.step).parameters
         self._scales_input = hasattr(scheduler, "scale_model_input")
-        cfg = scheduler.config
-        self._clip = float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", False) else None
+        self._clip = x0_clip_range(scheduler)
 
     @property
     def _init_sigma(self) -> float:

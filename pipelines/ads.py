@@ -33,7 +33,7 @@ from gendiff.entropy import particle_entropy_scores, select_max_entropy
 from gendiff.guidance import DPSGuidance, GuidanceState, HardDataConsistency, X0SpaceGuidance
 from gendiff.models import call_denoiser
 from gendiff.operators import KSpaceLineOperator, MeasurementOracle, SubsamplingOperator, make_operator
-from gendiff.parameterization import noise_coefficients, noise_family, to_x0
+from gendiff.parameterization import noise_coefficients, noise_family, to_x0, x0_clip_range
 from gendiff.sampler import GuidedSampler
 
 Measurement = Literal["pixel", "column", "kspace_line"]
@@ -110,8 +110,7 @@ def lookahead_x0(unet, scheduler, x_t: Tensor, x0_hat: Tensor, t: Tensor | int, 
         raise ValueError(f"lookahead needs at least 1 evaluation, got {jumps}")
     if jumps > 1 and noise_family(scheduler) != "vp":
         raise ValueError(f"lookahead_steps > 1 needs a VP (DDPM/DDIM-family) scheduler, got {type(scheduler).__name__}")
-    cfg = scheduler.config
-    clip = float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", False) else None
+    clip = x0_clip_range(scheduler)
     times = torch.linspace(float(t), 0.0, jumps + 1).round().long().tolist()  # t = t_0 > t_1 > ... > t_J = 0
     x, x0 = x_t.flatten(0, 1), x0_hat.flatten(0, 1)
     for k in range(1, jumps):
@@ -233,7 +232,6 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         scores: list[Tensor] = []
         steps: list[int] = []
         estimates: list[Tensor] = []
-        extra_nfe = [0]
         if mask is not None:  # fixed strategy: everything measured from the first step
             if tuple(mask.shape) != (b, k):
                 raise ValueError(f"mask must be [B, K] = {(b, k)}, got {tuple(mask.shape)}")
@@ -250,7 +248,6 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
             count = schedule.count(step)
             if count and lookahead_steps > 1:  # once per step: several acquisitions may share a step
                 x0_hat = lookahead_x0(self.unet, self.scheduler, x_t, x0_hat, t, lookahead_steps)
-                extra_nfe[0] += lookahead_steps - 1
             for _ in range(count):  # Steps 1-4
                 yhat = op.full(x0_hat)  # [B, N, K, E]
                 s = particle_entropy_scores(yhat, sigma, measured=op.mask)
@@ -265,7 +262,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         out = sampler(shape, batch_size=b, num_particles=num_particles, num_inference_steps=num_inference_steps,
                       generator=generator, latents=latents, state=state, callback=callback, progress=progress,
                       device=self._device)
-        out.nfe += extra_nfe[0]
+        out.nfe += (lookahead_steps - 1) * len(set(schedule))  # one look-ahead path per acquisition step
         return self._finish(out, op, state, data_consistency and is_kspace, order, scores, steps, estimates)
 
     @staticmethod
