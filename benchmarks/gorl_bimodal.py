@@ -105,6 +105,9 @@ def main() -> None:
     p.add_argument("--out", type=str, default=str(HERE / "gorl_bimodal"))
     args = p.parse_args()
     torch.set_num_threads(1)
+    env = gym.make(args.env).unwrapped  # checked before any training: the statistics below need its modes
+    if not isinstance(env, TwoModesEnv):
+        raise SystemExit(f"--env must be one of gendiff's TwoModes tasks, got {args.env}")
     runs = Path(args.runs_dir)
     shutil.rmtree(runs, ignore_errors=True)
     runs.mkdir(parents=True)
@@ -118,9 +121,6 @@ def main() -> None:
     t0 = time.perf_counter()
     res = run_benchmark(cfg)
     total = time.perf_counter() - t0
-    env = gym.make(cfg.env).unwrapped
-    if not isinstance(env, TwoModesEnv):
-        raise ValueError(f"--env must be one of gendiff's TwoModes tasks, got {cfg.env}")
     modes = {algo: [mode_stats(res["agents"][(algo, s)], env, seed=s) for s in cfg.seeds] for algo in cfg.algos}
     cost = {}
     for algo in cfg.algos:
