@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gendiff.offline.datasets import MakeDatasetConfig, default_dataset_id, load_or_make_dataset
-from gendiff.offline.diffusion import TrajectoryDiffusionConfig, train_trajectory_diffusion
+from gendiff.offline.diffusion import TrajectoryDiffusionConfig, load_or_train_trajectory_diffusion
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
 
 
@@ -39,6 +39,10 @@ def _args() -> argparse.Namespace:
     p.add_argument("--regenerate-every", type=int, default=2_500)
     p.add_argument("--num-synthetic", type=int, default=20_000)
     p.add_argument("--out", default="benchmarks/offline_agents")
+    p.add_argument("--diffusion-root", default="",
+                   help="reuse ROOT/<env>/pipeline (train it there if missing); default <out>_runs/<env>/diffusion")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="only write the combined table of earlier runs' JSON files (e.g. one per env) to --out")
     p.add_argument("--tiny", action="store_true")
     a = p.parse_args()
     if a.tiny:
@@ -47,20 +51,52 @@ def _args() -> argparse.Namespace:
     return a
 
 
+def _table(runs: list[dict], agent_steps: int, seeds: int, wall_s: float) -> list[str]:
+    """Markdown: mean +- std per (env, algo, synthetic), then the per-seed paired difference to ``none``."""
+    table: dict[tuple[str, str, str], dict[int, float]] = {}
+    for r in runs:
+        table.setdefault((r["env"], r["algo"], r["synthetic"]), {})[r["seed"]] = r["score"]
+    md = [f"# Offline agents: normalised score (10 evaluation episodes per run), {agent_steps} agent steps, "
+          f"seeds 0..{seeds - 1}", "", "| env | algo | synthetic | score mean +- std | minus none (same seed) | seeds |",
+          "|---|---|---|---|---|---|"]
+    for (e, al, s), v in table.items():
+        base = table.get((e, al, "none"), {})
+        diff = [v[k] - base[k] for k in v if k in base]
+        d = f"{np.mean(diff):+.1f} +- {np.std(diff):.1f}" if diff and s != "none" else ""
+        md.append(f"| {e} | {al} | {s} | {np.mean(list(v.values())):.1f} +- {np.std(list(v.values())):.1f} | {d} "
+                  f"| {len(v)} |")
+    return md + ["", f"Wall time {wall_s:.0f} s on CPU (AMD EPYC, 1 thread per process)."]
+
+
+def _write(out: Path, payload: dict, md: list[str]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(str(out) + ".json").write_text(json.dumps(payload, indent=2))
+    Path(str(out) + ".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
 def main() -> None:
     a = _args()
+    out = Path(a.out)
+    if a.merge:  # combine per-env runs made in parallel processes
+        parts = [json.loads(Path(f).read_text()) for f in a.merge]
+        runs = [r for p in parts for r in p["runs"]]
+        first = parts[0]["args"]
+        _write(out, {"args": [p["args"] for p in parts], "runs": runs},
+               _table(runs, first["agent_steps"], first["seeds"], sum(p.get("wall_s", 0.0) for p in parts)))
+        return
     warnings.filterwarnings("ignore")
     t0, runs = time.perf_counter(), []
-    out = Path(a.out)
     for env in a.envs.split(","):
         level = "random" if a.tiny else "medium"
         ds_id = default_dataset_id(env, level + ("-tiny" if a.tiny else ""))
         ds = load_or_make_dataset(env, level, a.dataset_steps, ds_id,
                                   config=MakeDatasetConfig(sac_steps=a.sac_steps, progress=False))
         horizon = 8 if a.tiny else 32
-        pipe_dir = Path(str(out) + "_runs") / env / "diffusion"
-        train_trajectory_diffusion(ds, TrajectoryDiffusionConfig(dataset_id=ds_id, out_dir=str(pipe_dir),
-                                   horizon=horizon, train_steps=a.diffusion_steps, overwrite=True, progress=False))
+        pipe_dir = Path(a.diffusion_root) / env if a.diffusion_root else Path(str(out) + "_runs") / env / "diffusion"
+        load_or_train_trajectory_diffusion(ds, TrajectoryDiffusionConfig(
+            dataset_id=ds_id, out_dir=str(pipe_dir), horizon=horizon, train_steps=a.diffusion_steps, overwrite=True,
+            progress=False))
         for algo in a.algos.split(","):
             for syn in a.synthetic.split(","):
                 for seed in range(a.seeds):
@@ -75,16 +111,8 @@ def main() -> None:
                     runs.append({"env": env, "algo": algo, "synthetic": syn, "seed": seed,
                                  "score": r["final"]["score_mean"], "wall_s": r["wall_s"]})
                     print(runs[-1], flush=True)
-    table = {}
-    for r in runs:
-        table.setdefault((r["env"], r["algo"], r["synthetic"]), []).append(r["score"])
-    md = [f"# Offline agents: normalised score (10 episodes per run), {a.agent_steps} agent steps, "
-          f"{a.seeds} seeds", "", "| env | algo | synthetic | score mean +- std | seeds |", "|---|---|---|---|---|"]
-    md += [f"| {e} | {al} | {s} | {np.mean(v):.1f} +- {np.std(v):.1f} | {len(v)} |" for (e, al, s), v in table.items()]
-    md += ["", f"Wall time {time.perf_counter() - t0:.0f} s on CPU (2 shared cores)."]
-    Path(str(out) + ".json").write_text(json.dumps({"args": vars(a), "runs": runs}, indent=2))
-    Path(str(out) + ".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    wall = time.perf_counter() - t0
+    _write(out, {"args": vars(a), "runs": runs, "wall_s": wall}, _table(runs, a.agent_steps, a.seeds, wall))
 
 
 if __name__ == "__main__":

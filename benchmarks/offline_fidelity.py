@@ -24,9 +24,14 @@ from pathlib import Path
 import torch
 
 from gendiff.offline.datasets import MakeDatasetConfig, default_dataset_id, load_or_make_dataset
-from gendiff.offline.diffusion import TrajectoryDiffusionConfig, train_trajectory_diffusion
+from gendiff.offline.diffusion import (
+    TrajectoryDiffusionConfig,
+    edm_heun_scheduler,
+    load_or_train_trajectory_diffusion,
+)
 from gendiff.offline.dynamics import dynamics_mse
 from gendiff.offline.learners import build_learner
+from gendiff.offline.pgd_loop import TrainAgentConfig
 from gendiff.offline.synther import SynthER, SynthERConfig
 from gendiff.pipelines.pgd import policy_log_prob_fn
 
@@ -42,7 +47,14 @@ def _args() -> argparse.Namespace:
     p.add_argument("--agent-steps", type=int, default=2_000)
     p.add_argument("--transitions", type=int, default=2_000)
     p.add_argument("--inference-steps", type=int, default=64)
-    p.add_argument("--coeffs", default="0,0.03,0.1,0.3,1.0")
+    p.add_argument("--coeffs", default="0,0.1,0.3,0.5,1.0,2.0")
+    p.add_argument("--pgd-coeff", type=float, default=TrainAgentConfig.guidance_coeff,
+                   help="the coefficient reported as the 'pgd' row (train-agent's default); added to --coeffs")
+    p.add_argument("--sampler", choices=("heun", "euler"), default="heun",
+                   help="heun: EDM Algorithm 2 with the reference churn, as train-agent samples (default)")
+    p.add_argument("--diffusion-dir", default="",
+                   help="reuse the pipeline saved under DIR/pipeline (train it there if missing); "
+                        "default <out>_runs/diffusion")
     p.add_argument("--out", default="benchmarks/offline_fidelity")
     p.add_argument("--tiny", action="store_true", help="minute-sized smoke version")
     a = p.parse_args()
@@ -55,7 +67,8 @@ def _args() -> argparse.Namespace:
 def _generate(pipe, n: int, horizon: int, steps: int, policy=None, coeff: float = 0.0) -> tuple[dict, float]:
     t0, per = time.perf_counter(), horizon - 1
     res = pipe(batch_size=-(-n // per), horizon=horizon, num_inference_steps=steps, policy=policy,
-               guidance_scale=coeff, policy_type="deterministic", generator=torch.Generator().manual_seed(0))
+               guidance_scale=coeff, cosine_coeff=TrainAgentConfig.cosine_coeff, policy_type="deterministic",
+               generator=torch.Generator().manual_seed(0))
     tr = {k: v[:n] for k, v in res.transitions.items()}
     return tr, tr["obs"].shape[0] / (time.perf_counter() - t0)
 
@@ -69,9 +82,11 @@ def main() -> None:
                               config=MakeDatasetConfig(sac_steps=a.sac_steps, progress=False))
     out = Path(a.out)
     real = ds.transitions()
-    pipe = train_trajectory_diffusion(ds, TrajectoryDiffusionConfig(
-        dataset_id=ds_id, out_dir=str(out) + "_runs/diffusion", horizon=8 if a.tiny else 32, stride=2 if a.tiny else 8,
-        train_steps=a.diffusion_steps, overwrite=True, progress=False))
+    pipe = load_or_train_trajectory_diffusion(ds, TrajectoryDiffusionConfig(
+        dataset_id=ds_id, out_dir=a.diffusion_dir or str(out) + "_runs/diffusion", horizon=8 if a.tiny else 32,
+        stride=2 if a.tiny else 8, train_steps=a.diffusion_steps, overwrite=True, progress=False))
+    if a.sampler == "heun":
+        pipe = pipe.with_scheduler(edm_heun_scheduler(pipe.scheduler))
     synther = SynthER.fit(real, ds.action_low, ds.action_high, SynthERConfig(train_steps=a.synther_steps),
                           str(out) + "_runs/synther")
     agent = build_learner("td3bc", real, ds.action_low, ds.action_high)
@@ -86,7 +101,7 @@ def main() -> None:
     t0 = time.perf_counter()
     syn = synther.sample(a.transitions, a.inference_steps, torch.Generator().manual_seed(0))
     rows["synther"] = (syn["obs"], syn["act"], syn["next_obs"], a.transitions / (time.perf_counter() - t0))
-    for c in [float(x) for x in a.coeffs.split(",")]:
+    for c in sorted({float(x) for x in a.coeffs.split(",")} | {0.0, a.pgd_coeff}):
         tr, rate = _generate(pipe, a.transitions, horizon, a.inference_steps, agent if c else None, c)
         dyn = dynamics_mse(a.env, tr["obs"], tr["act"], tr["next_obs"]).mse
         with torch.no_grad():
@@ -94,19 +109,21 @@ def main() -> None:
         sweep.append({"coeff": c, "policy_log_likelihood": lp, "dynamics_mse": dyn, "transitions_per_s": rate})
         if c == 0:
             rows["unguided"] = (tr["obs"], tr["act"], tr["next_obs"], rate)
-    best = max(sweep[1:], key=lambda r: r["policy_log_likelihood"] - 0 * r["dynamics_mse"]) if len(sweep) > 1 else None
+    pgd_row = next(r for r in sweep if r["coeff"] == a.pgd_coeff)
     fidelity = {}
     for name, (o, act, no, rate) in rows.items():
         fidelity[name] = {"dynamics_mse": dynamics_mse(a.env, o, act, no).mse, "transitions_per_s": rate}
-    if best is not None:
-        fidelity[f"pgd (coeff {best['coeff']})"] = {"dynamics_mse": best["dynamics_mse"],
-                                                   "transitions_per_s": best["transitions_per_s"]}
+    fidelity[f"pgd (coeff {a.pgd_coeff})"] = {"dynamics_mse": pgd_row["dynamics_mse"],
+                                              "transitions_per_s": pgd_row["transitions_per_s"]}
     res = {"args": vars(a), "dataset_id": ds_id, "fidelity": fidelity, "sweep": sweep,
            "wall_s": time.perf_counter() - t_start, "device": "CPU (2 shared cores)"}
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(str(out) + ".json").write_text(json.dumps(res, indent=2))
-    md = [f"# Dynamics fidelity and guidance sweep on {ds_id}", "", "| data | dynamics MSE | transitions/s |",
-          "|---|---|---|"]
+    md = [f"# Dynamics fidelity and guidance sweep on {ds_id}", "",
+          f"Settings: {a.diffusion_steps} trajectory-diffusion training steps, {a.synther_steps} SynthER steps, "
+          f"sampler {a.sampler} with {a.inference_steps} steps, {a.transitions} transitions per row (seed 0), "
+          f"target policy TD3+BC after {a.agent_steps} steps on the real data (a deterministic actor, N(pi(s), 1)).",
+          "", "| data | dynamics MSE | transitions/s |", "|---|---|---|"]
     md += [f"| {k} | {v['dynamics_mse']:.4g} | {v['transitions_per_s']:.0f} |" for k, v in fidelity.items()]
     md += ["", "| guidance coeff | target log-likelihood | dynamics MSE |", "|---|---|---|"]
     md += [f"| {r['coeff']} | {r['policy_log_likelihood']:.3f} | {r['dynamics_mse']:.4g} |" for r in sweep]

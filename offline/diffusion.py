@@ -74,3 +74,22 @@ def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusion
     pipe = PolicyGuidedTrajectoryPipeline(unet=res.model, scheduler=sched, normalizer=norm.to_config())
     pipe.save_pretrained(Path(cfg.out_dir) / "pipeline")
     return pipe
+
+
+def load_or_train_trajectory_diffusion(dataset: OfflineDataset,
+                                       cfg: TrajectoryDiffusionConfig) -> PolicyGuidedTrajectoryPipeline:
+    """The pipeline saved under ``cfg.out_dir/pipeline`` if there is one, else :func:`train_trajectory_diffusion`.
+
+    Lets several benchmarks (fidelity, agents) share one trained model per dataset. A saved pipeline whose
+    normaliser does not fit ``dataset`` (observation / action sizes) is an error, never silently used.
+    """
+    saved = Path(cfg.out_dir) / "pipeline"
+    if not (saved / "model_index.json").exists():
+        return train_trajectory_diffusion(dataset, cfg)
+    pipe = PolicyGuidedTrajectoryPipeline.from_pretrained(saved)
+    norm = pipe.normalizer
+    if (norm.obs_dim, norm.act_dim) != (dataset.obs_dim, dataset.act_dim):
+        raise ValueError(f"the pipeline in {saved} models obs_dim={norm.obs_dim}, act_dim={norm.act_dim}, but "
+                         f"dataset {dataset.dataset_id!r} has obs_dim={dataset.obs_dim}, act_dim={dataset.act_dim}; "
+                         "use another out_dir")
+    return pipe

@@ -9,8 +9,12 @@ from conftest import line_dataset
 
 from gendiff.entropy import gaussian_log_prob
 from gendiff.models import TemporalUNet1D
-from gendiff.offline.datasets import Episode
-from gendiff.offline.diffusion import edm_scheduler
+from gendiff.offline.datasets import Episode, OfflineDataset
+from gendiff.offline.diffusion import (
+    TrajectoryDiffusionConfig,
+    edm_scheduler,
+    load_or_train_trajectory_diffusion,
+)
 from gendiff.offline.dynamics import dynamics_mse
 from gendiff.offline.synther import SynthER, SynthERConfig
 from gendiff.offline.trajectories import TrajectoryNormalizer, make_windows, windows_to_transitions
@@ -118,3 +122,19 @@ def test_synther_samples_transitions(tmp_path):
     assert out["obs"].shape == (50, 1) and out["act"].abs().max() <= 1.0
     assert set(out["done"].unique().tolist()) <= {0.0, 1.0}
     assert gen.obs_dim == 1
+
+
+def test_load_or_train_reuses_a_saved_pipeline_and_rejects_a_mismatch(tmp_path):
+    ds = line_dataset(episodes=8)
+    cfg = TrajectoryDiffusionConfig(dataset_id=ds.dataset_id, out_dir=str(tmp_path / "d"), horizon=8, stride=2,
+                                    dim=8, dim_mults=(1, 2), train_steps=3, batch_size=8, progress=False)
+    first = load_or_train_trajectory_diffusion(ds, cfg)
+    again = load_or_train_trajectory_diffusion(ds, cfg)  # loaded, not retrained
+    for p, q in zip(first.unet.parameters(), again.unet.parameters(), strict=True):
+        assert torch.equal(p, q)
+    other = OfflineDataset("wide/v0", None, [Episode(np.zeros((11, 2), np.float32), np.zeros((10, 1), np.float32),
+                                                      np.zeros(10, np.float32), np.zeros(10, np.float32),
+                                                      np.eye(10, dtype=np.float32)[-1])],
+                           np.array([-1.0], np.float32), np.array([1.0], np.float32))
+    with pytest.raises(ValueError, match="obs_dim=1, act_dim=1, but dataset 'wide/v0' has obs_dim=2"):
+        load_or_train_trajectory_diffusion(other, cfg)
