@@ -8,9 +8,14 @@ action u [B, d]; the environment receives scale(tanh(u)) (see :mod:`gendiff.rl.c
 - :class:`FlowDecoder`: a :class:`~gendiff.models.ConditionalMLPDecoder` predicting the flow velocity,
   sampled by :class:`~gendiff.sampler.GuidedSampler` with diffusers' ``FlowMatchEulerDiscreteScheduler``
   for 10 Euler steps from ``latents=z`` (sigma = 1 at the start: the first x is z), then tanh.
-- :class:`DiffusionDecoder`: the same network predicting epsilon, DDIM (eta 0, "trailing" spacing so the
-  first step is t = 999) for 10 steps from ``latents=z``, then tanh. At t = 999 alpha_t ~ 0, so the
-  x0 estimate (x - sigma eps) / alpha amplifies errors: DDIM clips it to +-``data_clip`` (clip_sample).
+- :class:`DiffusionDecoder`: the same network predicting epsilon on a *short* discrete diffusion of
+  ``num_inference_steps`` (10) noise levels, sampled by deterministic DDIM (eta 0) through every level from
+  ``latents=z``, then tanh. As in GoRL's reference decoder, the levels follow the cosine schedule
+  (Nichol & Dhariwal 2021, eq. 17) evaluated at t / 10, t = 0..9 (:func:`short_cosine_betas`): the noisiest
+  level keeps alpha_bar = 0.024 (SNR 0.025), so the first x0 estimate (x - sigma eps) / alpha scales the
+  network's error by 6.4. (A 1,000-level schedule started at t = 999 has alpha_bar ~ 1e-9: the first x0
+  estimate is then all but a sign of the error, clipped to +-``data_clip``, and the decoded action is a
+  near-discontinuous function of z, which the latent policy cannot steer.)
 
 Training (GoRL, ALGORITHMS.md): conditional flow matching on (s, u) pairs from recent rollouts,
 x_t = t eps + (1 - t) u, target eps - u, ``noise_draws`` = 8 noise draws per action
@@ -31,7 +36,7 @@ from gendiff.models import ConditionalMLPDecoder
 from gendiff.sampler import GuidedSampler
 from gendiff.training import TrainConfig, denoising_loss
 
-__all__ = ["DiffusionDecoder", "FlowDecoder", "IdentityDecoder", "decoder_loss", "make_decoder"]
+__all__ = ["DiffusionDecoder", "FlowDecoder", "IdentityDecoder", "decoder_loss", "make_decoder", "short_cosine_betas"]
 
 
 class IdentityDecoder(nn.Module):
@@ -141,15 +146,33 @@ class FlowDecoder(_GenerativeDecoder):
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
 
 
+def short_cosine_betas(levels: int, s: float = 0.008) -> Tensor:
+    """Betas [levels] whose alpha_bar_t = f(t / levels) / f(0), f(u) = cos((u + s) / (1 + s) pi / 2)^2, t = 0..levels-1.
+
+    The cosine schedule of Nichol & Dhariwal (2021, eq. 17) on ``levels`` discrete levels, indexed as GoRL's
+    reference diffusion decoder does: level 0 is (almost) clean and the noisiest level is t = levels - 1,
+    not t = levels (where alpha_bar = 0). Betas are clipped to [1e-4, 0.999] as usual, so alpha_bar_0 = 0.9999.
+    """
+    if levels < 2:
+        raise ValueError(f"a diffusion decoder needs >= 2 noise levels, got {levels}")
+    u = torch.arange(levels + 1, dtype=torch.float64) / levels
+    abar = torch.cos((u + s) / (1 + s) * torch.pi / 2) ** 2
+    abar = abar / abar[0]
+    betas = 1 - abar[:levels] / torch.cat([torch.ones(1, dtype=torch.float64), abar[: levels - 1]])
+    return betas.clamp(1e-4, 0.999).float()
+
+
 class DiffusionDecoder(_GenerativeDecoder):
-    """DDIM decoder (epsilon prediction, deterministic DDIM from z for ``num_inference_steps`` steps)."""
+    """DDIM decoder: epsilon prediction on ``num_inference_steps`` noise levels (:func:`short_cosine_betas`),
+    deterministic DDIM from z through every level (levels - 1, ..., 0)."""
 
     prediction = "epsilon"
 
     def make_scheduler(self) -> DDIMScheduler:
-        return DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True,
-                             clip_sample_range=self.data_clip,
-                             timestep_spacing="trailing", set_alpha_to_one=True, prediction_type="epsilon")
+        levels = self.num_inference_steps
+        return DDIMScheduler(num_train_timesteps=levels, trained_betas=short_cosine_betas(levels).tolist(),
+                             clip_sample=True, clip_sample_range=self.data_clip, timestep_spacing="leading",
+                             steps_offset=0, set_alpha_to_one=True, prediction_type="epsilon")
 
 
 def make_decoder(kind: Literal["identity", "flow", "diffusion"], obs_dim: int, act_dim: int, **kwargs) -> nn.Module:
