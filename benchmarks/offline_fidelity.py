@@ -4,13 +4,16 @@
 2. Generators: the trajectory-diffusion pipeline (temporal U-Net, EDM) and SynthER (residual MLP, EDM).
 3. Target policy: TD3+BC trained on the dataset for ``--agent-steps`` (a deterministic actor, N(pi(s), 1)).
 4. Table A (dynamics fidelity): dynamics MSE (MuJoCo set_state from the generated state) of real, SynthER,
-   unguided and PGD transitions. Table B (guidance sweep, >= 4 coefficients): the target policy's mean
+   unguided and PGD transitions, and of "no change" (next state = state, on real data) as a scale. Table B (guidance sweep, >= 4 coefficients): the target policy's mean
    log-likelihood of the synthetic actions and the dynamics MSE. Also synthetic transitions per second.
 
 Tiny run (~1-2 min on 2 busy cores):
   python benchmarks/offline_fidelity.py --tiny
-Full CPU run (est. ~45-60 min on 2 cores: 20k SAC steps, 5k diffusion steps, 2k agent steps, 2k transitions
-per row): python benchmarks/offline_fidelity.py --env Hopper-v5
+Measured CPU run (benchmarks/offline_fidelity_{hopper,halfcheetah}.md; 14-16 min per env on 1 core of an AMD EPYC,
+most of it the 5,000 trajectory-diffusion steps at ~0.14 s each; the medium datasets made beforehand, see
+benchmarks/offline_agents.py):
+  python benchmarks/offline_fidelity.py --env Hopper-v5 --diffusion-dir /work/results/offline/Hopper-v5 \
+      --out benchmarks/offline_fidelity_hopper
 """
 
 from __future__ import annotations
@@ -98,6 +101,8 @@ def main() -> None:
     rows, sweep = {}, []
     n = min(a.transitions, len(real["obs"]))
     rows["real"] = (real["obs"][:n], real["act"][:n], real["next_obs"][:n], float("nan"))
+    # scale reference: a "model" that predicts no change (next state = state) on the real transitions
+    rows["no change (next = obs)"] = (real["obs"][:n], real["act"][:n], real["obs"][:n], float("nan"))
     t0 = time.perf_counter()
     syn = synther.sample(a.transitions, a.inference_steps, torch.Generator().manual_seed(0))
     rows["synther"] = (syn["obs"], syn["act"], syn["next_obs"], a.transitions / (time.perf_counter() - t0))
