@@ -6,8 +6,16 @@ unguided / pgd runs), then ``train_agent`` for algo x synthetic x seed. Writes J
 the final normalised score over 10 evaluation episodes per run).
 
 Tiny smoke (~2 min): python benchmarks/offline_agents.py --tiny
-CPU budget run (est. on 2 free cores: datasets 2 x ~8 min, diffusion 2 x ~10 min, 36 runs x 5k agent steps
-x ~6 ms/step + PGD regeneration -> ~1.5-2 h): python benchmarks/offline_agents.py
+
+The session-5 CPU run (benchmarks/offline_agents.md; AMD EPYC, one process per env, 1 thread each, so ~80 min):
+  gendiff offline make-dataset --env Hopper-v5 --level medium --steps 50000 --sac-steps 100000 --check-every 5000
+  (the same for HalfCheetah-v5; ~30 min each), then benchmarks/offline_fidelity.py (trains the shared pipeline),
+  then for E in Hopper-v5 HalfCheetah-v5:
+    python benchmarks/offline_agents.py --envs $E --seeds 3 --agent-steps 10000 --regenerate-every 2500 \
+        --num-synthetic 20000 --diffusion-root /work/results/offline --out /work/results/offline/agents_$E
+  and python benchmarks/offline_agents.py --merge /work/results/offline/agents_*.json --out benchmarks/offline_agents
+Measured per run on a shared core: 2-3.5 min with real data only (TD3+BC / IQL updates take 15-30 ms), 3-4.5 min
+unguided, ~9 min PGD (four 20k-transition generations with 64 Heun steps).
 Reference scale (1M agent steps, 1M synthetic, K = 10k) needs a GPU and days; see benchmarks/gpu_pgd.sh.
 """
 
