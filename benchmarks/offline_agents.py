@@ -65,8 +65,8 @@ def _table(runs: list[dict], agent_steps: int, seeds: int, wall_s: float) -> lis
     for r in runs:
         table.setdefault((r["env"], r["algo"], r["synthetic"]), {})[r["seed"]] = r["score"]
     md = [f"# Offline agents: normalised score (10 evaluation episodes per run), {agent_steps} agent steps, "
-          f"seeds 0..{seeds - 1}", "", "| env | algo | synthetic | score mean +- std | minus none (same seed) | seeds |",
-          "|---|---|---|---|---|---|"]
+          f"seeds 0..{seeds - 1}", "",
+          "| env | algo | synthetic | score mean +- std | minus none (same seed) | seeds |", "|---|---|---|---|---|---|"]
     for (e, al, s), v in table.items():
         base = table.get((e, al, "none"), {})
         diff = [v[k] - base[k] for k in v if k in base]

@@ -4,8 +4,9 @@
 2. Generators: the trajectory-diffusion pipeline (temporal U-Net, EDM) and SynthER (residual MLP, EDM).
 3. Target policy: TD3+BC trained on the dataset for ``--agent-steps`` (a deterministic actor, N(pi(s), 1)).
 4. Table A (dynamics fidelity): dynamics MSE (MuJoCo set_state from the generated state) of real, SynthER,
-   unguided and PGD transitions, and of "no change" (next state = state, on real data) as a scale. Table B (guidance sweep, >= 4 coefficients): the target policy's mean
-   log-likelihood of the synthetic actions and the dynamics MSE. Also synthetic transitions per second.
+   unguided and PGD transitions, and of "no change" (next state = state, on real data) as a scale.
+   Table B (guidance sweep, >= 4 coefficients): the target policy's mean log-likelihood of the synthetic
+   actions and the dynamics MSE. Also synthetic transitions per second.
 
 Tiny run (~1-2 min on 2 busy cores):
   python benchmarks/offline_fidelity.py --tiny

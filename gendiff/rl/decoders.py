@@ -147,7 +147,7 @@ class FlowDecoder(_GenerativeDecoder):
 
 
 def short_cosine_betas(levels: int, s: float = 0.008) -> Tensor:
-    """Betas [levels] whose alpha_bar_t = f(t / levels) / f(0), f(u) = cos((u + s) / (1 + s) pi / 2)^2, t = 0..levels-1.
+    """Betas [levels] with alpha_bar_t = f(t / levels) / f(0), t = 0..levels-1, f(u) = cos((u + s) / (1 + s) pi / 2)^2.
 
     The cosine schedule of Nichol & Dhariwal (2021, eq. 17) on ``levels`` discrete levels, indexed as GoRL's
     reference diffusion decoder does: level 0 is (almost) clean and the noisiest level is t = levels - 1,
