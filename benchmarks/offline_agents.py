@@ -59,7 +59,7 @@ def _args() -> argparse.Namespace:
     return a
 
 
-def _table(runs: list[dict], agent_steps: int, seeds: int, wall_s: float) -> list[str]:
+def _table(runs: list[dict], agent_steps: int, seeds: int, wall_s: float, processes: int = 1) -> list[str]:
     """Markdown: mean +- std per (env, algo, synthetic), then the per-seed paired difference to ``none``."""
     table: dict[tuple[str, str, str], dict[int, float]] = {}
     for r in runs:
@@ -73,7 +73,8 @@ def _table(runs: list[dict], agent_steps: int, seeds: int, wall_s: float) -> lis
         d = f"{np.mean(diff):+.1f} +- {np.std(diff):.1f}" if diff and s != "none" else ""
         md.append(f"| {e} | {al} | {s} | {np.mean(list(v.values())):.1f} +- {np.std(list(v.values())):.1f} | {d} "
                   f"| {len(v)} |")
-    return md + ["", f"Wall time {wall_s:.0f} s on CPU (AMD EPYC, 1 thread per process)."]
+    when = f"{wall_s:.0f} s" if processes == 1 else f"{wall_s:.0f} s summed over {processes} processes run side by side"
+    return md + ["", f"Wall time {when} on CPU (AMD EPYC, 1 thread per process)."]
 
 
 def _write(out: Path, payload: dict, md: list[str]) -> None:
@@ -91,7 +92,7 @@ def main() -> None:
         runs = [r for p in parts for r in p["runs"]]
         first = parts[0]["args"]
         _write(out, {"args": [p["args"] for p in parts], "runs": runs},
-               _table(runs, first["agent_steps"], first["seeds"], sum(p.get("wall_s", 0.0) for p in parts)))
+               _table(runs, first["agent_steps"], first["seeds"], sum(p.get("wall_s", 0.0) for p in parts), len(parts)))
         return
     warnings.filterwarnings("ignore")
     t0, runs = time.perf_counter(), []
