@@ -99,28 +99,27 @@ def main() -> None:
         agent.update({k: v[torch.randint(0, len(real["obs"]), (256,), generator=g)] for k, v in real.items()})
     log_pi = policy_log_prob_fn(agent, "deterministic")
     horizon = 16 if a.tiny else 64
-    rows, sweep = {}, []
     n = min(a.transitions, len(real["obs"]))
-    rows["real"] = (real["obs"][:n], real["act"][:n], real["next_obs"][:n], float("nan"))
-    # scale reference: a "model" that predicts no change (next state = state) on the real transitions
-    rows["no change (next = obs)"] = (real["obs"][:n], real["act"][:n], real["obs"][:n], float("nan"))
+
+    def row(obs, act, next_obs, rate: float) -> dict:
+        return {"dynamics_mse": dynamics_mse(a.env, obs, act, next_obs).mse, "transitions_per_s": rate}
+
+    fidelity = {"real": row(real["obs"][:n], real["act"][:n], real["next_obs"][:n], float("nan")),
+                # scale reference: a "model" that predicts no change (next state = state) on the real transitions
+                "no change (next = obs)": row(real["obs"][:n], real["act"][:n], real["obs"][:n], float("nan"))}
     t0 = time.perf_counter()
     syn = synther.sample(a.transitions, a.inference_steps, torch.Generator().manual_seed(0))
-    rows["synther"] = (syn["obs"], syn["act"], syn["next_obs"], a.transitions / (time.perf_counter() - t0))
+    rate = a.transitions / (time.perf_counter() - t0)
+    fidelity["synther"] = row(syn["obs"], syn["act"], syn["next_obs"], rate)
+    sweep = []
     for c in sorted({float(x) for x in a.coeffs.split(",")} | {0.0, a.pgd_coeff}):
         tr, rate = _generate(pipe, a.transitions, horizon, a.inference_steps, agent if c else None, c)
-        dyn = dynamics_mse(a.env, tr["obs"], tr["act"], tr["next_obs"]).mse
         with torch.no_grad():
             lp = float(log_pi(tr["obs"], tr["act"]).mean())
-        sweep.append({"coeff": c, "policy_log_likelihood": lp, "dynamics_mse": dyn, "transitions_per_s": rate})
-        if c == 0:
-            rows["unguided"] = (tr["obs"], tr["act"], tr["next_obs"], rate)
-    pgd_row = next(r for r in sweep if r["coeff"] == a.pgd_coeff)
-    fidelity = {}
-    for name, (o, act, no, rate) in rows.items():
-        fidelity[name] = {"dynamics_mse": dynamics_mse(a.env, o, act, no).mse, "transitions_per_s": rate}
-    fidelity[f"pgd (coeff {a.pgd_coeff})"] = {"dynamics_mse": pgd_row["dynamics_mse"],
-                                              "transitions_per_s": pgd_row["transitions_per_s"]}
+        sweep.append({"coeff": c, "policy_log_likelihood": lp, **row(tr["obs"], tr["act"], tr["next_obs"], rate)})
+    by_coeff = {r["coeff"]: r for r in sweep}
+    for name, c in (("unguided", 0.0), (f"pgd (coeff {a.pgd_coeff})", a.pgd_coeff)):
+        fidelity[name] = {k: by_coeff[c][k] for k in ("dynamics_mse", "transitions_per_s")}
     res = {"args": vars(a), "dataset_id": ds_id, "fidelity": fidelity, "sweep": sweep,
            "wall_s": time.perf_counter() - t_start, "device": "CPU (2 shared cores)"}
     out.parent.mkdir(parents=True, exist_ok=True)
