@@ -1,7 +1,8 @@
 """Behaviour policies for D4RL-style datasets: SAC trained until a level's return band, and rollouts.
 
 1. :func:`train_to_band` trains :class:`gendiff.rl.sac.SAC` and every ``check_every`` environment steps rolls
-   the current (sampling) policy out; it stops as soon as the mean normalised return reaches ``target``
+   the current behaviour policy out (the SAC policy's own samples, as D4RL, or its mean action plus Gaussian
+   noise of a chosen width, see :func:`policy_act`); it stops as soon as the mean normalised return reaches ``target``
    (D4RL: medium ~ 1/3 of expert) or the step budget runs out, keeping a snapshot of the policy at each
    check (medium-replay data comes from these snapshots).
 2. :func:`rollout` collects ``steps`` transitions as ``EpisodeBuffer`` objects; the last episode is cut at
@@ -48,19 +49,42 @@ class BandResult:
     snapshots: list[TanhGaussianPolicy] = field(default_factory=list)
 
 
-def policy_act(policy: TanhGaussianPolicy, deterministic: bool = False, seed: int = 0) -> Act:
+def policy_act(policy: TanhGaussianPolicy, deterministic: bool = False, seed: int = 0,
+               noise: float | None = None) -> Act:
+    """An ``obs [B, obs_dim] -> env action [B, act_dim]`` function of a SAC policy.
+
+    Args:
+        deterministic: tanh(mean) (ignored when ``noise`` is given).
+        seed: seed of the action noise.
+        noise: None -> the policy's own tanh-Gaussian samples (D4RL's rollouts). A width s >= 0 ->
+            tanh(mean) + N(0, s^2) in the squashed (-1, 1) units, clipped to the box (TD3-style exploration
+            noise): on tasks where SAC's sampled actions are nearly bang-bang (HalfCheetah) this gives
+            smoother, more typical data.
+    """
     gen = torch.Generator().manual_seed(seed)
-    return lambda obs: policy.act(torch.as_tensor(obs, dtype=torch.float32), deterministic, gen).numpy()
+    if noise is None:
+        return lambda obs: policy.act(torch.as_tensor(obs, dtype=torch.float32), deterministic, gen).numpy()
+    if not noise >= 0:
+        raise ValueError(f"action noise must be >= 0, got {noise}")
+
+    @torch.no_grad()
+    def act(obs: np.ndarray) -> np.ndarray:
+        mean, _ = policy(torch.as_tensor(obs, dtype=torch.float32))
+        a = torch.tanh(mean) + noise * torch.randn(mean.shape, generator=gen)
+        return policy.scaler.to_env(a.clamp(-1.0, 1.0)).numpy()
+
+    return act
 
 
 def train_to_band(env_id: str, target: float, ref: tuple[float, float], max_steps: int, check_every: int,
                   eval_episodes: int = 5, config: SACConfig | None = None, seed: int = 0,
-                  progress: bool = True) -> BandResult:
+                  progress: bool = True, noise: float | None = None) -> BandResult:
     """Train SAC until 100 (R - ref[0]) / (ref[1] - ref[0]) >= target or ``max_steps`` env steps.
 
     Args:
         env_id: gymnasium id; target: normalised-score target; ref: (random, expert) returns.
         max_steps: SAC environment-step budget; check_every: steps between band checks.
+        noise: the behaviour actions whose return is checked, as :func:`policy_act`'s ``noise``.
     """
     agent = SAC.from_env(env_id, config or SACConfig(eval_every=0), seed)
     state = {"score": -np.inf, "ret": -np.inf, "steps": 0}
@@ -70,7 +94,7 @@ def train_to_band(env_id: str, target: float, ref: tuple[float, float], max_step
         state["steps"] = step
         if step % check_every or step < ag.config.learning_starts:
             return
-        rets = evaluate(policy_act(ag.policy, seed=seed + step), env_id, eval_episodes, seed=seed + 7919)
+        rets = evaluate(policy_act(ag.policy, seed=seed + step, noise=noise), env_id, eval_episodes, seed=seed + 7919)
         state["ret"] = float(np.mean(rets))
         state["score"] = float(100 * (state["ret"] - ref[0]) / (ref[1] - ref[0]))
         snapshots.append(copy.deepcopy(ag.policy))
@@ -83,7 +107,7 @@ def train_to_band(env_id: str, target: float, ref: tuple[float, float], max_step
     except _BandReached:
         reached = True
     if not snapshots:  # budget below one check: measure the final policy once
-        rets = evaluate(policy_act(agent.policy, seed=seed), env_id, eval_episodes, seed=seed + 7919)
+        rets = evaluate(policy_act(agent.policy, seed=seed, noise=noise), env_id, eval_episodes, seed=seed + 7919)
         state["ret"] = float(np.mean(rets))
         state["score"] = float(100 * (state["ret"] - ref[0]) / (ref[1] - ref[0]))
         snapshots.append(copy.deepcopy(agent.policy))

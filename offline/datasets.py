@@ -8,7 +8,8 @@ rewards. Users with D4RL-compatible Minari datasets (e.g. ``mujoco/hopper/medium
 Building (:func:`make_dataset`) follows D4RL's recipe with gymnasium MuJoCo environments:
   1. random: uniform random actions.
   2. medium / expert: a SAC policy (:mod:`gendiff.rl.sac`) trained until its stochastic return reaches the
-     level's band of normalised score (D4RL medium ~ 1/3 of expert), then rolled out (sampled actions).
+     level's band of normalised score (D4RL medium ~ 1/3 of expert), then rolled out: sampled actions as
+     D4RL by default, or with ``rollout_noise`` s the mean action plus N(0, s^2) (band checked on the same).
   3. medium-replay: rollouts of the successive policy snapshots taken while training toward the medium band.
   4. medium-expert: half medium, half expert rollouts.
 Episodes go into ``minari.data_collector.episode_buffer.EpisodeBuffer`` objects and
@@ -236,10 +237,14 @@ class MakeDatasetConfig:
     expert_target: float = 90.0
     reference: Literal["d4rl", "measured"] = "d4rl"
     ref_episodes: int = 10
+    rollout_noise: float | None = None  # None: SAC's sampled actions (D4RL); s: tanh(mean) + N(0, s^2)
     seed: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.rollout_noise is not None and not self.rollout_noise >= 0:
+            raise ValueError(f"rollout_noise must be >= 0 (or None for the policy's own samples), "
+                             f"got {self.rollout_noise}")
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
         if self.steps < 1 or self.sac_steps < 1 or self.check_every < 1:
@@ -270,28 +275,30 @@ def _behaviour_buffers(cfg: MakeDatasetConfig, ref: tuple[float, float], out: Pa
     sac_cfg = SACConfig(eval_every=0, learning_starts=min(cfg.learning_starts, cfg.sac_steps))
     target = cfg.expert_target if cfg.level == "expert" else cfg.medium_target
     ref_ok = ref if np.isfinite(ref[1]) else (ref[0], ref[0] + 1.0)
+    noise = cfg.rollout_noise
     res = train_to_band(cfg.env, target, ref_ok, cfg.sac_steps, cfg.check_every, cfg.eval_episodes, sac_cfg,
-                        cfg.seed, cfg.progress)
+                        cfg.seed, cfg.progress, noise)
     res.agent.save(out / cfg.level)
     meta = {"behaviour": "sac", "behaviour_return": res.ret, "behaviour_score": res.score,
-            "band_target": target, "band_reached": res.reached, "sac_env_steps": res.env_steps}
+            "band_target": target, "band_reached": res.reached, "sac_env_steps": res.env_steps,
+            "behaviour_actions": "sampled" if noise is None else f"tanh(mean) + N(0, {noise}^2)"}
     if cfg.level in ("medium", "expert"):
-        return rollout(cfg.env, policy_act(res.agent.policy, seed=cfg.seed), cfg.steps, cfg.seed), meta
+        return rollout(cfg.env, policy_act(res.agent.policy, seed=cfg.seed, noise=noise), cfg.steps, cfg.seed), meta
     if cfg.level == "medium-replay":
         per = max(1, cfg.steps // len(res.snapshots))
         bufs: list = []
         for k, pol in enumerate(res.snapshots):
             n = per if k < len(res.snapshots) - 1 else cfg.steps - per * k
             if n > 0:
-                bufs += rollout(cfg.env, policy_act(pol, seed=cfg.seed + k), n, cfg.seed + 1000 * k, len(bufs))
+                bufs += rollout(cfg.env, policy_act(pol, seed=cfg.seed + k, noise=noise), n, cfg.seed + 1000 * k, len(bufs))
         return bufs, meta
     # medium-expert: the medium policy above, plus an expert policy trained further
     half = cfg.steps // 2
-    bufs = rollout(cfg.env, policy_act(res.agent.policy, seed=cfg.seed), half, cfg.seed)
+    bufs = rollout(cfg.env, policy_act(res.agent.policy, seed=cfg.seed, noise=noise), half, cfg.seed)
     exp = train_to_band(cfg.env, cfg.expert_target, ref_ok, cfg.sac_steps, cfg.check_every, cfg.eval_episodes,
-                        sac_cfg, cfg.seed + 1, cfg.progress)
+                        sac_cfg, cfg.seed + 1, cfg.progress, noise)
     exp.agent.save(out / "expert")
-    bufs += rollout(cfg.env, policy_act(exp.agent.policy, seed=cfg.seed + 1), cfg.steps - half, cfg.seed + 1,
+    bufs += rollout(cfg.env, policy_act(exp.agent.policy, seed=cfg.seed + 1, noise=noise), cfg.steps - half, cfg.seed + 1,
                     len(bufs))
     meta.update({"expert_return": exp.ret, "expert_score": exp.score, "expert_band_reached": exp.reached})
     return bufs, meta

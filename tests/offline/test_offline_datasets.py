@@ -57,6 +57,31 @@ def test_medium_replay_uses_sac_snapshots(minari_dir):
     assert (minari_dir / ".gendiff_behaviour" / "t/hopper/mr-v0" / "medium-replay" / "model.safetensors").exists()
 
 
+def test_rollout_noise_is_mean_plus_gaussian_and_recorded(minari_dir):
+    from gendiff.offline.behaviour import policy_act
+    from gendiff.rl.sac import TanhGaussianPolicy
+
+    torch.manual_seed(0)
+    pol = TanhGaussianPolicy(4, 2, [-2.0, -1.0], [2.0, 1.0], (16,))
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    mean_env = pol.act(obs, deterministic=True)
+    assert np.allclose(policy_act(pol, noise=0.0)(obs), mean_env, atol=1e-6)
+    reps = np.stack([policy_act(pol, seed=k, noise=0.1)(obs) for k in range(400)])  # [400, 5, 2] env units
+    squashed = reps / np.array([2.0, 1.0])
+    assert np.all(np.abs(squashed) <= 1.0)
+    assert np.allclose(squashed.mean(0), mean_env / np.array([2.0, 1.0]), atol=0.03)
+    assert np.allclose(squashed.std(0), 0.1, atol=0.02)  # the means sit well inside the box here
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        policy_act(pol, noise=-0.1)
+    with pytest.raises(ValueError, match="rollout_noise must be >= 0"):
+        MakeDatasetConfig(rollout_noise=-1.0)
+    cfg = MakeDatasetConfig(sac_steps=300, learning_starts=200, check_every=300, eval_episodes=1, progress=False,
+                            rollout_noise=0.1)
+    ds = make_dataset("Hopper-v5", "medium", 100, "t/hopper/noise-v0", config=cfg)
+    assert ds.metadata["gendiff_behaviour_actions"] == "tanh(mean) + N(0, 0.1^2)"
+    assert ds.num_transitions == 100
+
+
 def test_unknown_id_lists_local_ids(minari_dir):
     make_dataset("Hopper-v5", "random", 50, "t/hopper/small-v0")
     with pytest.raises(KeyError, match="t/hopper/small-v0"):
