@@ -14,6 +14,10 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
      min Q(s, z) - min Q(s, z' ~ pi) for SAC; "all" keeps every pair).
   3. Refit the decoder by conditional flow matching / denoising (8 noise draws per action) and swap it in.
      With the SAC base the replay buffer is emptied (its latents meant other actions under the old decoder).
+  4. ``reset_latent``: re-initialise the latent policy (the reference's fresh encoder each stage). A fresh
+     pi_theta(z|s) is close to N(0, I), which the new decoder maps to the refit data's action distribution,
+     so the next stage starts from the previous stage's behaviour instead of applying pi_theta's shift twice.
+     The critic and the observation statistics are kept (the behaviour, hence its value, is unchanged).
 
 ``decoder_data="positive_advantage"`` is our choice where ALGORITHMS.md only says "recent rollouts": with
 "all" the refit decoder only re-represents the current policy's action distribution.
@@ -32,8 +36,8 @@ from torch import Tensor
 
 from gendiff.rl.common import TrainLog
 from gendiff.rl.decoders import IdentityDecoder, make_decoder
-from gendiff.rl.ppo import PPO, PPOConfig
-from gendiff.rl.sac import SAC, SACConfig
+from gendiff.rl.ppo import PPO, GaussianHead, PPOConfig
+from gendiff.rl.sac import SAC, SACConfig, TanhGaussianPolicy
 
 __all__ = ["GoRL", "GoRLConfig", "StageRecord"]
 
@@ -57,6 +61,7 @@ class GoRLConfig:
     num_inference_steps: int = 10
     latent_kl_coef: float = 0.01
     latent_bound: float = 3.0  # SAC base: latent box [-L, L]
+    reset_latent: bool = False  # step 4: fresh latent policy after each refit (the reference's default)
 
     def __post_init__(self) -> None:
         for name in ("stage_steps", "recent_steps", "decoder_fit_steps", "noise_draws", "num_inference_steps"):
@@ -150,8 +155,21 @@ class GoRL:
         losses = self.generative.fit(obs[keep], u[keep], cfg.decoder_fit_steps, cfg.decoder_batch_size,
                                      cfg.decoder_lr, cfg.noise_draws, self.generator)
         self.decoder = self.generative
+        if cfg.reset_latent:
+            self._reset_latent_policy()
         self.stages.append(StageRecord(step, int(keep.sum()), float(np.mean(losses[-20:])),
                                        time.perf_counter() - t0))
+
+    def _reset_latent_policy(self) -> None:
+        """Step 4: fresh weights for the latent actor, and its optimiser moments dropped (critic kept)."""
+        ag = self.agent
+        actor, opt = (ag.actor, ag.opt) if isinstance(ag, PPO) else (ag.policy, ag.actor_opt)
+        fresh = (GaussianHead(ag.obs_dim, ag.act_dim, ag.config.hidden, ag.config.init_log_std)
+                 if isinstance(ag, PPO) else TanhGaussianPolicy(ag.obs_dim, ag.act_dim, ag.low, ag.high,
+                                                                ag.config.hidden))
+        actor.load_state_dict(fresh.state_dict())  # same Parameter objects: the optimiser keeps them
+        for p in actor.parameters():
+            opt.state.pop(p, None)
 
     def _on_rollout(self, step: int, ro: dict[str, Tensor], adv: Tensor) -> None:
         self._recent.add(ro["obs"].flatten(0, 1), ro["pre"].flatten(0, 1), adv.flatten())

@@ -140,3 +140,26 @@ def test_staged_sac_run_on_pendulum():
     assert np.isfinite(log.eval_mean).all()
     a = agent.act(np.zeros((2, 3), dtype=np.float32))
     assert a.shape == (2, 1) and np.abs(a).max() <= 2.0
+
+
+@pytest.mark.parametrize("base", ["ppo", "sac"])
+def test_reset_latent_gives_a_fresh_latent_policy_and_keeps_the_critic(base):
+    env = "gendiff/TwoModes-v0" if base == "ppo" else "Pendulum-v1"
+    ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, eval_every=0, init_log_std=-0.5)
+    sac = SACConfig(hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=0)
+    runs = {}
+    for reset in (False, True):  # twins: identical up to the refit at step 128
+        agent = GoRL(env, GoRLConfig(base=base, reset_latent=reset, **SMALL_GORL), ppo, sac, seed=0)
+        agent.learn(128, progress=False)
+        assert len(agent.stages) == 1
+        runs[reset] = agent.agent
+    inner = runs[True]
+    actor, opt = (inner.actor, inner.opt) if base == "ppo" else (inner.policy, inner.actor_opt)
+    assert all(p not in opt.state for p in actor.parameters())  # the actor's Adam moments are dropped
+    assert next(inner.critic.parameters()) in (inner.opt if base == "ppo" else inner.critic_opt).state
+    twin = runs[False].actor if base == "ppo" else runs[False].policy
+    assert torch.equal(next(inner.critic.parameters()), next(runs[False].critic.parameters()))  # critic kept
+    assert not any(torch.equal(a, b) for a, b in zip(actor.parameters(), twin.parameters()))  # actor is new
+    if base == "ppo":
+        assert torch.equal(actor.log_std.detach(), torch.full((2,), -0.5))  # back at init_log_std
+        assert not torch.equal(twin.log_std.detach(), torch.full((2,), -0.5))  # the trained one had moved
