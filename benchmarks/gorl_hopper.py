@@ -55,10 +55,15 @@ def _at(curve: dict, step: int) -> float | None:
 
 
 def report(runs_dir: Path) -> dict:
-    onpolicy, sac = _load_runs(runs_dir / "onpolicy"), _load_runs(runs_dir / "sac")
-    if not onpolicy and not sac:
-        raise FileNotFoundError(f"no */metrics.json under {runs_dir}/onpolicy or {runs_dir}/sac: run the parts first")
-    rows = {**onpolicy, **sac}
+    """Tabulate every ``runs_dir/<group>/<algo>_s<seed>`` run; groups other than onpolicy / sac are variants."""
+    groups = {d.name: _load_runs(d) for d in sorted(runs_dir.iterdir()) if d.is_dir()} if runs_dir.is_dir() else {}
+    groups = {g: r for g, r in groups.items() if r}
+    if not groups:
+        raise FileNotFoundError(f"no <group>/<algo>_s<seed>/metrics.json under {runs_dir}: run the parts first")
+    rows = {(algo if g in ("onpolicy", "sac") else f"{algo} ({g})"): rs for g, runs in groups.items()
+            for algo, rs in runs.items()}
+    onpolicy = {label: rs for label, rs in rows.items() if not label.startswith("sac")}
+    sac = {label: rs for label, rs in rows.items() if label.startswith("sac")}
     summary = {algo: {"steps": rs[0]["steps"], "seeds": [m["seed"] for m in rs],
                       **{k: {"mean": float(np.mean([m[k] for m in rs])), "std": float(np.std([m[k] for m in rs])),
                              "per_seed": [m[k] for m in rs]}
@@ -66,8 +71,8 @@ def report(runs_dir: Path) -> dict:
                for algo, rs in rows.items()}
     lines = ["# Hopper-v5 at a 2-core budget", "",
              f"Machine: {machine_info()['cpu']}, 1 thread per run, the parts in parallel processes. "
-             "Library defaults for every algorithm (see benchmarks/gorl_hopper.py). Final returns: 20 episodes "
-             "per seed.", "",
+             "Library defaults unless the row names a variant (see benchmarks/gorl_hopper.py). Final returns: "
+             "20 episodes per seed.", "",
              "| algo | env steps | seeds | return (stochastic), mean +- std | per seed | return (deterministic) "
              "| per seed | wall min / run |", "|---|---:|---|---|---|---|---|---:|"]
     for algo, s in summary.items():
@@ -75,16 +80,18 @@ def report(runs_dir: Path) -> dict:
         lines.append(f"| {algo} | {s['steps']:,} | {s['seeds']} | {st['mean']:.0f} +- {st['std']:.0f} | "
                      f"{', '.join(f'{v:.0f}' for v in st['per_seed'])} | {de['mean']:.0f} +- {de['std']:.0f} | "
                      f"{', '.join(f'{v:.0f}' for v in de['per_seed'])} | {s['wall_s']['mean'] / 60:.0f} |")
-    paired = {}
-    if all(a in onpolicy for a in ONPOLICY):
-        common = sorted({m["seed"] for m in onpolicy["ppo"]} & {m["seed"] for m in onpolicy["gorl_fm"]})
-        by = {a: {m["seed"]: m for m in onpolicy[a]} for a in ONPOLICY}
-        for mode in ("stochastic", "deterministic"):
-            d = [by["gorl_fm"][s][f"final_return_{mode}"] - by["ppo"][s][f"final_return_{mode}"] for s in common]
-            paired[mode] = {"per_seed": d, "mean": float(np.mean(d)), "seeds": common}
-        lines += ["", "GoRL-fm - PPO, same seed: "
-                  + "; ".join(f"{mode} {p['mean']:+.0f} (per seed {', '.join(f'{v:+.0f}' for v in p['per_seed'])})"
-                              for mode, p in paired.items())]
+    paired: dict[str, dict] = {}
+    if "ppo" in onpolicy:
+        ppo = {m["seed"]: m for m in onpolicy["ppo"]}
+        for label in (lb for lb in onpolicy if lb.startswith("gorl")):
+            by = {m["seed"]: m for m in onpolicy[label]}
+            common = sorted(set(ppo) & set(by))
+            paired[label] = {mode: {"seeds": common, "per_seed": (d := [
+                by[s][f"final_return_{mode}"] - ppo[s][f"final_return_{mode}"] for s in common]),
+                "mean": float(np.mean(d))} for mode in ("stochastic", "deterministic")}
+            lines += ["", f"{label} - PPO, same seed: " + "; ".join(
+                f"{mode} {p['mean']:+.0f} (per seed {', '.join(f'{v:+.0f}' for v in p['per_seed'])})"
+                for mode, p in paired[label].items())]
     sac_points = {}
     if "sac" in sac:
         for m in sac["sac"]:
@@ -101,7 +108,7 @@ def report(runs_dir: Path) -> dict:
     (HERE / "gorl_hopper.md").write_text("\n".join(lines) + "\n")
     if onpolicy:
         plot_curves({a: [(m["curve"]["steps"], m["curve"]["mean"]) for m in rs] for a, rs in onpolicy.items()},
-                    HERE / "gorl_hopper_curves.png", "Hopper-v5: GoRL-fm vs Gaussian PPO (mean +- std over seeds)")
+                    HERE / "gorl_hopper_curves.png", "Hopper-v5: GoRL-fm vs Gaussian PPO (mean +- std)")
     if sac:
         plot_curves({a: [(m["curve"]["steps"], m["curve"]["mean"]) for m in rs] for a, rs in sac.items()},
                     HERE / "gorl_hopper_sac_curve.png", "Hopper-v5: SAC")
@@ -116,13 +123,18 @@ def main() -> None:
     p.add_argument("--sac-steps", type=int, default=300_000)
     p.add_argument("--sac-seeds", type=str, default="0")
     p.add_argument("--eval-every", type=int, default=20_000, help="on-policy curve spacing (SAC: half of it)")
+    p.add_argument("--algos", type=str, default=",".join(ONPOLICY), help="onpolicy part: algorithms")
+    p.add_argument("--gorl-config", type=str, default=None, help="onpolicy part: GoRLConfig YAML (a variant)")
+    p.add_argument("--group", type=str, default="onpolicy", help="onpolicy part: folder name (variants: not "
+                   "'onpolicy'; the report labels their rows with it)")
     p.add_argument("--runs-dir", type=str, default="runs/gorl_hopper")
     args = p.parse_args()
     runs = Path(args.runs_dir)
     common = {"env": "Hopper-v5", "eval_episodes": 5, "progress": args.part == "sac"}
     if args.part == "onpolicy":
-        run_benchmark(GorlBenchmarkConfig(**common, algos=ONPOLICY, seeds=_seeds(args.seeds), steps=args.steps,
-                                          eval_every=args.eval_every, out=str(runs / "onpolicy")))
+        run_benchmark(GorlBenchmarkConfig(**common, algos=tuple(args.algos.split(",")), seeds=_seeds(args.seeds),
+                                          steps=args.steps, eval_every=args.eval_every, out=str(runs / args.group),
+                                          gorl_config=args.gorl_config))
     elif args.part == "sac":
         run_benchmark(GorlBenchmarkConfig(**common, algos=("sac",), seeds=_seeds(args.sac_seeds), steps=args.sac_steps,
                                           eval_every=args.eval_every // 2, out=str(runs / "sac")))
