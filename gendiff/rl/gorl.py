@@ -73,12 +73,18 @@ class GoRLConfig:
 
 @dataclass
 class StageRecord:
-    """One decoder refit: env step, pairs used, final loss, seconds."""
+    """One decoder refit: env step, pairs used, final loss, seconds, and how much the new decoder's actions
+    vary with z: ``z_spread`` is the mean over refit states of the std of u = g(s, z) over z ~ N(0, I) (per
+    action dimension, averaged), ``data_spread`` the std of the refit actions u over the data. A z_spread
+    that shrinks stage after stage means the decoder is turning deterministic (z ignored).
+    """
 
     step: int
     pairs: int
     loss: float
     seconds: float
+    z_spread: float = float("nan")
+    data_spread: float = float("nan")
 
 
 @dataclass
@@ -158,7 +164,16 @@ class GoRL:
         if cfg.reset_latent:
             self._reset_latent_policy()
         self.stages.append(StageRecord(step, int(keep.sum()), float(np.mean(losses[-20:])),
-                                       time.perf_counter() - t0))
+                                       time.perf_counter() - t0, self._z_spread(obs[keep]),
+                                       float(u[keep].std(0).mean())))
+
+    @torch.no_grad()
+    def _z_spread(self, obs: Tensor, states: int = 128, draws: int = 16) -> float:
+        """Mean over ``states`` states of std_z g(s, z), z ~ N(0, I) (``draws`` per state)."""
+        o = obs[torch.randperm(obs.shape[0], generator=self.generator)[:states]]
+        z = torch.randn(draws, o.shape[0], self.act_dim, generator=self.generator)
+        u = self.generative.decode(o.repeat(draws, 1), z.flatten(0, 1)).view(draws, o.shape[0], -1)
+        return float(u.std(0).mean())
 
     def _reset_latent_policy(self) -> None:
         """Step 4: fresh weights for the latent actor, and its optimiser moments dropped (critic kept)."""

@@ -124,6 +124,7 @@ def test_staged_ppo_run_swaps_in_the_decoder(decoder):
     agent = GoRL("gendiff/TwoModes-v0", cfg, ppo, seed=0)
     log = agent.learn(384, progress=False)
     assert [s.step for s in agent.stages] == [128, 256, 384]
+    assert all(s.z_spread > 0 and s.data_spread > 0 for s in agent.stages)  # the per-refit diagnostic
     assert agent.decoder is agent.generative and isinstance(agent.decoder, FlowDecoder if decoder == "flow"
                                                              else DiffusionDecoder)
     assert np.isfinite(log.eval_mean).all() and log.metrics["actor/latent_kl"] >= 0
