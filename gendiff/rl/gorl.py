@@ -20,7 +20,14 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
      The critic and the observation statistics are kept (the behaviour, hence its value, is unchanged).
 
 ``decoder_data="positive_advantage"`` is our choice where ALGORITHMS.md only says "recent rollouts": with
-"all" the refit decoder only re-represents the current policy's action distribution.
+"all" the refit decoder only re-represents the current policy's action distribution. The reference code
+(bennidict23/GoRL) fits a fresh decoder on all pairs of new stochastic rollouts of the stage's final policy
+(50k steps, batch 8192) and re-initialises the latent policy every stage (``reset_latent=True`` here).
+
+Known limit (measured, benchmarks/gorl_decoder_spread.md and gorl_hopper.md): a refit decoder sampled with
+10 Euler / DDIM steps maps N(0, I) to ~0.85 of its data's spread, so the policy's stochasticity shrinks by that
+factor at every refit. On Hopper-v5 with 20k-step stages the decoder ignores z after ~14 refits (StageRecord's
+``z_spread``), the stochastic and deterministic returns coincide and learning stalls.
 """
 
 from __future__ import annotations
@@ -58,7 +65,8 @@ class GoRLConfig:
     noise_draws: int = 8
     decoder_width: int = 256
     decoder_depth: int = 3
-    num_inference_steps: int = 10
+    num_inference_steps: int = 10  # decoder sampling steps (flow "heun": 2 n - 1 network calls)
+    flow_solver: Literal["euler", "heun"] = "euler"  # the reference's Euler; see FlowDecoder
     latent_kl_coef: float = 0.01
     latent_bound: float = 3.0  # SAC base: latent box [-L, L]
     reset_latent: bool = False  # step 4: fresh latent policy after each refit (the reference's default)
@@ -127,8 +135,9 @@ class GoRL:
             self.agent = SAC(probe.obs_dim, probe.act_dim, [-b for b in bound], bound, sc, seed)
         self.obs_dim, self.act_dim = self.agent.obs_dim, self.agent.act_dim
         self.decoder: torch.nn.Module = IdentityDecoder()  # stage 0
+        extra = {"solver": cfg.flow_solver} if cfg.decoder == "flow" else {}
         self.generative = make_decoder(cfg.decoder, self.obs_dim, self.act_dim, width=cfg.decoder_width,
-                                       depth=cfg.decoder_depth, num_inference_steps=cfg.num_inference_steps)
+                                       depth=cfg.decoder_depth, num_inference_steps=cfg.num_inference_steps, **extra)
         self.stages: list[StageRecord] = []
         self._recent = _Recent(cfg.recent_steps)
         self._next_refit = cfg.first_stage_steps or cfg.stage_steps

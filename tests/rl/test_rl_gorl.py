@@ -69,6 +69,33 @@ def test_flow_decoder_starts_from_z_and_follows_the_velocity():
     assert out.nfe == 10 == dec.nfe_per_action
 
 
+class GaussianMarginalVelocity(nn.Module):
+    """The exact marginal velocity for u ~ N(0, 1) (any state) and independent noise: x_t = t eps + (1 - t) u has
+    Cov(eps - u, x_t) = 2t - 1 and Var(x_t) = t^2 + (1 - t)^2, so E[eps - u | x_t] = (2t - 1) x_t / Var(x_t).
+    The exact flow maps z ~ N(0, 1) to N(0, 1): any shrinkage of z is the solver's."""
+
+    _gendiff_denoiser = True
+
+    def forward(self, x, t, cond=None):
+        s = torch.as_tensor(t).to(x.dtype) / 1000.0
+        s = s.reshape(-1, *([1] * (x.dim() - 1))) if s.dim() else s
+        return (2 * s - 1) / (s**2 + (1 - s) ** 2) * x
+
+
+def test_heun_flow_solver_keeps_the_spread_that_few_euler_steps_shrink():
+    factor = {}
+    for solver, steps in (("euler", 10), ("heun", 5)):
+        dec = FlowDecoder(3, 2, width=8, depth=1, num_inference_steps=steps, solver=solver)
+        dec.sampler.denoiser = GaussianMarginalVelocity()
+        out = dec.sampler((2,), batch_size=4, num_inference_steps=steps, cond=torch.zeros(4, 3, dtype=torch.float64),
+                          latents=torch.ones(4, 1, 2, dtype=torch.float64), dtype=torch.float64, device="cpu")
+        assert out.nfe == dec.nfe_per_action == (10 if solver == "euler" else 9)
+        factor[solver] = float(out.sample.mean())  # linear flow: the output is factor * z
+    assert factor["euler"] < 0.92 and abs(factor["heun"] - 1) < 0.05, factor
+    with pytest.raises(ValueError, match="euler' or 'heun"):
+        FlowDecoder(3, 2, solver="rk4")
+
+
 @pytest.mark.parametrize("cls,min_near", [(FlowDecoder, 0.7), (DiffusionDecoder, 0.7)])
 def test_decoder_fit_learns_two_modes(cls, min_near):
     """A Gaussian matched to the data's mean / variance puts ~0.32 of its mass within 0.5 of +-1.5."""
