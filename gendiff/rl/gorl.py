@@ -178,9 +178,13 @@ class GoRL:
 
     @torch.no_grad()
     def _z_spread(self, obs: Tensor, states: int = 128, draws: int = 16) -> float:
-        """Mean over ``states`` states of std_z g(s, z), z ~ N(0, I) (``draws`` per state)."""
-        o = obs[torch.randperm(obs.shape[0], generator=self.generator)[:states]]
-        z = torch.randn(draws, o.shape[0], self.act_dim, generator=self.generator)
+        """Mean over ``states`` states of std_z g(s, z), z ~ N(0, I) (``draws`` per state).
+
+        Uses its own generator, so that measuring does not change the training's random stream.
+        """
+        gen = torch.Generator().manual_seed(self.seed + 7919 * (len(self.stages) + 1))
+        o = obs[torch.randperm(obs.shape[0], generator=gen)[:states]]
+        z = torch.randn(draws, o.shape[0], self.act_dim, generator=gen)
         u = self.generative.decode(o.repeat(draws, 1), z.flatten(0, 1)).view(draws, o.shape[0], -1)
         return float(u.std(0).mean())
 
