@@ -6,6 +6,14 @@ The parts run as separate single-thread processes (one per core) and the report 
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part sac --sac-steps 300000 --sac-seeds 0 &
     wait; python benchmarks/gorl_hopper.py --part report
 
+GoRL variants (a GoRLConfig YAML each; the report labels their rows with the group name):
+
+    printf "reset_latent: true\ndecoder_data: all\nrecent_steps: 10240\n" > reset.yaml    # the reference's refit
+    printf "num_inference_steps: 50\n" > nfe50.yaml                                        # 50 Euler steps
+    printf "flow_solver: heun\nnum_inference_steps: 5\n" > heun5.yaml                       # 5 Heun steps, 9 calls
+    OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
+        --group heun5 --seeds 0
+
 Each run is ``gendiff gorl train`` with the library defaults (configs/gorl_ppo.yaml, gorl_sac.yaml,
 gorl.yaml: PPO 4 x 512 rollouts, 10 epochs, 64x64 networks; SAC 256x2, one update per step; GoRL stages of
 20k steps, 10-step flow decoder refit for 500 steps on the last 20k positive-advantage (s, a)). Learning-curve
@@ -92,6 +100,11 @@ def report(runs_dir: Path) -> dict:
             lines += ["", f"{label} - PPO, same seed: " + "; ".join(
                 f"{mode} {p['mean']:+.0f} (per seed {', '.join(f'{v:+.0f}' for v in p['per_seed'])})"
                 for mode, p in paired[label].items())]
+            spread = [(m["seed"], m["stages"][0].get("z_spread"), m["stages"][-1].get("z_spread"))
+                      for m in onpolicy[label] if m["stages"] and m["stages"][0].get("z_spread") is not None]
+            if spread:
+                lines.append(f"{label}: decoder spread over z (StageRecord.z_spread), first -> last refit: " + "; ".join(
+                    f"seed {sd} {a:.3f} -> {b:.3f}" for sd, a, b in spread))
     sac_points = {}
     if "sac" in sac:
         for m in sac["sac"]:
