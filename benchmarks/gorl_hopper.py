@@ -64,7 +64,9 @@ def _at(curve: dict, step: int) -> float | None:
 
 def report(runs_dir: Path) -> dict:
     """Tabulate every ``runs_dir/<group>/<algo>_s<seed>`` run; groups other than onpolicy / sac are variants."""
-    groups = {d.name: _load_runs(d) for d in sorted(runs_dir.iterdir()) if d.is_dir()} if runs_dir.is_dir() else {}
+    order = lambda d: (d.name != "onpolicy", d.name == "sac", d.name)  # noqa: E731  defaults, variants, SAC
+    folders = sorted((d for d in runs_dir.iterdir() if d.is_dir()), key=order) if runs_dir.is_dir() else []
+    groups = {d.name: _load_runs(d) for d in folders}
     groups = {g: r for g, r in groups.items() if r}
     if not groups:
         raise FileNotFoundError(f"no <group>/<algo>_s<seed>/metrics.json under {runs_dir}: run the parts first")
