@@ -11,6 +11,7 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     printf "reset_latent: true\ndecoder_data: all\nrecent_steps: 10240\n" > reset.yaml    # the reference's refit
     printf "num_inference_steps: 50\n" > nfe50.yaml                                        # 50 Euler steps
     printf "flow_solver: heun\nnum_inference_steps: 5\n" > heun5.yaml                       # 5 Heun steps, 9 calls
+    printf "flow_solver: heun\nnum_inference_steps: 5\ndecoder_data: all\n" > heun5_all.yaml  # ... on all pairs
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 
