@@ -61,19 +61,10 @@ def policy_act(policy: TanhGaussianPolicy, deterministic: bool = False, seed: in
             noise): on tasks where SAC's sampled actions are nearly bang-bang (HalfCheetah) this gives
             smoother, more typical data.
     """
-    gen = torch.Generator().manual_seed(seed)
-    if noise is None:
-        return lambda obs: policy.act(torch.as_tensor(obs, dtype=torch.float32), deterministic, gen).numpy()
-    if not noise >= 0:
+    if noise is not None and not noise >= 0:
         raise ValueError(f"action noise must be >= 0, got {noise}")
-
-    @torch.no_grad()
-    def act(obs: np.ndarray) -> np.ndarray:
-        mean, _ = policy(torch.as_tensor(obs, dtype=torch.float32))
-        a = torch.tanh(mean) + noise * torch.randn(mean.shape, generator=gen)
-        return policy.scaler.to_env(a.clamp(-1.0, 1.0)).numpy()
-
-    return act
+    gen = torch.Generator().manual_seed(seed)
+    return lambda obs: policy.act(torch.as_tensor(obs, dtype=torch.float32), deterministic, gen, noise).numpy()
 
 
 def train_to_band(env_id: str, target: float, ref: tuple[float, float], max_steps: int, check_every: int,

@@ -121,14 +121,23 @@ class TanhGaussianPolicy(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: np.ndarray | Tensor, deterministic: bool = False,
-            generator: torch.Generator | None = None) -> np.ndarray | Tensor:
-        """Environment actions for obs [B, obs_dim] (numpy in -> numpy out)."""
+            generator: torch.Generator | None = None, noise: float | None = None) -> np.ndarray | Tensor:
+        """Environment actions for obs [B, obs_dim] (numpy in -> numpy out).
+
+        deterministic: tanh(mean). noise: a width s >= 0 gives tanh(mean) + N(0, s^2) in squashed (-1, 1) units,
+        clipped to the box (TD3-style exploration noise; ``deterministic`` is then ignored).
+        """
+        if noise is not None and not noise >= 0:
+            raise ValueError(f"action noise must be >= 0, got {noise}")
         is_np = isinstance(obs, np.ndarray)
         o = torch.as_tensor(obs, dtype=torch.float32)
         squeeze = o.dim() == 1
         o = o[None] if squeeze else o
         mean, log_std = self(o)
-        a = torch.tanh(mean) if deterministic else tanh_gaussian_sample(mean, log_std, generator)[0]
+        if noise is not None:
+            a = (torch.tanh(mean) + noise * torch.randn(mean.shape, generator=generator)).clamp(-1.0, 1.0)
+        else:
+            a = torch.tanh(mean) if deterministic else tanh_gaussian_sample(mean, log_std, generator)[0]
         a = self.scaler.to_env(a)
         a = a[0] if squeeze else a
         return a.numpy() if is_np else a
