@@ -22,11 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import FlowMatchHeunDiscreteScheduler
 
 from gendiff.bench import machine_info
 from gendiff.rl.decoders import DiffusionDecoder, FlowDecoder
-from gendiff.sampler import GuidedSampler
 
 # (solver, steps): the flow decoder's variants; the diffusion decoder always samples its 10 DDIM levels
 FLOW_SOLVERS = (("euler", 10), ("euler", 50), ("heun", 5))
@@ -47,15 +45,13 @@ def spread_after_fit(cls: type, sd: float, fit_steps: int, seed: int = 0, n: int
     calls = [0]
     dec.net.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     out = {}
+    states = obs[:512].repeat(32, 1)
     for solver, steps in FLOW_SOLVERS if cls is FlowDecoder else (("ddim", 10),):
-        sched = FlowMatchHeunDiscreteScheduler(num_train_timesteps=1000, shift=1.0) if solver == "heun" else \
-            dec.scheduler
-        sampler = GuidedSampler(dec.net, sched, prediction_type=dec.prediction)
-        z = torch.randn(32 * 512, 1, act_dim, generator=g)
+        if cls is FlowDecoder:
+            dec.set_solver(solver, steps)
+        z = torch.randn(32 * 512, act_dim, generator=g)
         calls[0] = 0
-        with torch.no_grad():
-            us = sampler((act_dim,), batch_size=z.shape[0], num_inference_steps=steps,
-                         cond=dec._cond(obs[:512].repeat(32, 1)), latents=z).sample.view(32, 512, act_dim)
+        us = dec.decode(states, z).view(32, 512, act_dim)
         out[(solver, steps)] = (float(us.std(0).mean()), calls[0])
     return out
 

@@ -151,13 +151,20 @@ class FlowDecoder(_GenerativeDecoder):
 
     def __init__(self, obs_dim: int, act_dim: int, width: int = 256, depth: int = 3, num_inference_steps: int = 10,
                  data_clip: float = 4.0, solver: Literal["euler", "heun"] = "euler") -> None:
+        super().__init__(obs_dim, act_dim, width, depth, num_inference_steps, data_clip)
+        self.set_solver(solver, num_inference_steps)
+
+    def set_solver(self, solver: Literal["euler", "heun"], num_inference_steps: int) -> None:
+        """Sample with ``solver`` for ``num_inference_steps`` steps from now on (the fitted network is kept)."""
         if solver not in ("euler", "heun"):
             raise ValueError(f"flow decoder solver must be 'euler' or 'heun', got {solver!r}")
-        super().__init__(obs_dim, act_dim, width, depth, num_inference_steps, data_clip)
-        self.solver = solver
-        if solver == "heun":  # sampling only: the training loss reads the Euler scheduler's config
-            heun = FlowMatchHeunDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
-            self.sampler = GuidedSampler(self.net, heun, prediction_type=self.prediction)
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        self.solver, self.num_inference_steps = solver, num_inference_steps
+        # sampling only: the training loss always reads the Euler scheduler's config (self.scheduler)
+        sched = (FlowMatchHeunDiscreteScheduler(num_train_timesteps=1000, shift=1.0) if solver == "heun"
+                 else self.scheduler)
+        self.sampler = GuidedSampler(self.net, sched, prediction_type=self.prediction)
 
     @property
     def nfe_per_action(self) -> int:

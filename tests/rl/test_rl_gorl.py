@@ -96,6 +96,21 @@ def test_heun_flow_solver_keeps_the_spread_that_few_euler_steps_shrink():
         FlowDecoder(3, 2, solver="rk4")
 
 
+def test_set_solver_switches_sampling_and_keeps_the_network():
+    dec = FlowDecoder(3, 2, width=8, depth=1, num_inference_steps=10)
+    obs, z = torch.randn(5, 3), torch.randn(5, 2)
+    euler10 = dec.decode(obs, z)
+    weights = [p.clone() for p in dec.net.parameters()]
+    dec.set_solver("heun", 3)
+    assert dec.nfe_per_action == 5 and dec.solver == "heun"
+    assert all(torch.equal(a, b) for a, b in zip(weights, dec.net.parameters()))
+    assert not torch.allclose(dec.decode(obs, z), euler10)
+    dec.set_solver("euler", 10)
+    assert torch.equal(dec.decode(obs, z), euler10)
+    with pytest.raises(ValueError, match="num_inference_steps must be >= 1"):
+        dec.set_solver("euler", 0)
+
+
 @pytest.mark.parametrize("cls,min_near", [(FlowDecoder, 0.7), (DiffusionDecoder, 0.7)])
 def test_decoder_fit_learns_two_modes(cls, min_near):
     """A Gaussian matched to the data's mean / variance puts ~0.32 of its mass within 0.5 of +-1.5."""
