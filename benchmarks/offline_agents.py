@@ -51,8 +51,12 @@ def _args() -> argparse.Namespace:
                    help="reuse ROOT/<env>/pipeline (train it there if missing); default <out>_runs/<env>/diffusion")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="only write the combined table of earlier runs' JSON files (e.g. one per env) to --out")
+    p.add_argument("--dataset-id", default="",
+                   help="one env only: use this Minari id (made if missing) instead of gendiff/<env>/medium-v0")
     p.add_argument("--tiny", action="store_true")
     a = p.parse_args()
+    if a.dataset_id and "," in a.envs:
+        p.error("--dataset-id names one dataset: give one env with --envs")
     if a.tiny:
         a.envs, a.seeds, a.dataset_steps, a.sac_steps, a.diffusion_steps = "Hopper-v5", 1, 2000, 1, 100
         a.agent_steps, a.regenerate_every, a.num_synthetic, a.out = 100, 50, 500, "benchmarks/offline_agents_tiny"
@@ -98,7 +102,7 @@ def main() -> None:
     t0, runs = time.perf_counter(), []
     for env in a.envs.split(","):
         level = "random" if a.tiny else "medium"
-        ds_id = default_dataset_id(env, level + ("-tiny" if a.tiny else ""))
+        ds_id = a.dataset_id or default_dataset_id(env, level + ("-tiny" if a.tiny else ""))
         ds = load_or_make_dataset(env, level, a.dataset_steps, ds_id,
                                   config=MakeDatasetConfig(sac_steps=a.sac_steps, progress=False))
         horizon = 8 if a.tiny else 32
