@@ -16,7 +16,10 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
      With the SAC base the replay buffer is emptied (its latents meant other actions under the old decoder).
   4. ``reset_latent``: re-initialise the latent policy (the reference's fresh encoder each stage). A fresh
      pi_theta(z|s) is close to N(0, I), which the new decoder maps to the refit data's action distribution,
-     so the next stage starts from the previous stage's behaviour instead of applying pi_theta's shift twice.
+     so the next stage starts from the previous stage's behaviour instead of applying pi_theta's shift (and
+     its narrowing) twice. ``latent_reset_init="gaussian"`` makes it exactly N(0, I): the output layer is
+     zeroed and log std set to 0 (the reference's "gaussian_warm_value" encoder initialisation; with the SAC
+     base the pre-squash Gaussian is N(0, I)). "fresh" keeps the network's random initialisation.
      The critic and the observation statistics are kept (the behaviour, hence its value, is unchanged).
 
 ``decoder_data="positive_advantage"`` is our choice where ALGORITHMS.md only says "recent rollouts": with
@@ -72,11 +75,14 @@ class GoRLConfig:
     latent_kl_coef: float = 0.01
     latent_bound: float = 3.0  # SAC base: latent box [-L, L]
     reset_latent: bool = False  # step 4: fresh latent policy after each refit (the reference's default)
+    latent_reset_init: Literal["fresh", "gaussian"] = "fresh"  # step 4: random init, or exactly N(0, I)
 
     def __post_init__(self) -> None:
         for name in ("stage_steps", "recent_steps", "decoder_fit_steps", "noise_draws", "num_inference_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GoRLConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.latent_reset_init not in ("fresh", "gaussian"):
+            raise ValueError(f"GoRLConfig.latent_reset_init must be 'fresh' or 'gaussian', got {self.latent_reset_init!r}")
         if self.latent_kl_coef < 0 or not self.latent_bound > 0:
             raise ValueError("GoRLConfig: latent_kl_coef must be >= 0 and latent_bound > 0")
 
@@ -191,12 +197,20 @@ class GoRL:
         return float(u.std(0).mean())
 
     def _reset_latent_policy(self) -> None:
-        """Step 4: fresh weights for the latent actor, and its optimiser moments dropped (critic kept)."""
+        """Step 4: fresh weights for the latent actor (exactly N(0, I) with ``latent_reset_init="gaussian"``),
+        and its optimiser moments dropped (critic kept)."""
         ag = self.agent
         actor, opt = (ag.actor, ag.opt) if isinstance(ag, PPO) else (ag.policy, ag.actor_opt)
         fresh = (GaussianHead(ag.obs_dim, ag.act_dim, ag.config.hidden, ag.config.init_log_std)
                  if isinstance(ag, PPO) else TanhGaussianPolicy(ag.obs_dim, ag.act_dim, ag.low, ag.high,
                                                                 ag.config.hidden))
+        if self.config.latent_reset_init == "gaussian":  # N(0, I): zero output layer, log std 0
+            with torch.no_grad():
+                out = (fresh.mean if isinstance(ag, PPO) else fresh.net)[-1]
+                out.weight.zero_()
+                out.bias.zero_()
+                if isinstance(ag, PPO):
+                    fresh.log_std.zero_()
         actor.load_state_dict(fresh.state_dict())  # same Parameter objects: the optimiser keeps them
         for p in actor.parameters():
             opt.state.pop(p, None)

@@ -206,3 +206,23 @@ def test_reset_latent_gives_a_fresh_latent_policy_and_keeps_the_critic(base):
     if base == "ppo":
         assert torch.equal(actor.log_std.detach(), torch.full((2,), -0.5))  # back at init_log_std
         assert not torch.equal(twin.log_std.detach(), torch.full((2,), -0.5))  # the trained one had moved
+
+
+@pytest.mark.parametrize("base", ["ppo", "sac"])
+def test_gaussian_latent_reset_restarts_the_latent_policy_at_standard_normal(base):
+    env = "gendiff/TwoModes-v0" if base == "ppo" else "Pendulum-v1"
+    ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, eval_every=0, init_log_std=-0.5)
+    sac = SACConfig(hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=0)
+    agent = GoRL(env, GoRLConfig(base=base, reset_latent=True, latent_reset_init="gaussian", **SMALL_GORL), ppo, sac,
+                 seed=0)
+    agent.learn(128, progress=False)
+    assert len(agent.stages) == 1
+    obs = torch.randn(16, agent.obs_dim)
+    if base == "ppo":
+        mean, log_std = agent.agent.actor.params(obs)
+        assert float(agent.agent.actor.kl_to_standard_normal(obs).abs().max()) == 0.0  # exactly N(0, I)
+    else:
+        mean, log_std = agent.agent.policy(obs)  # pre-squash Gaussian
+    assert torch.equal(mean, torch.zeros_like(mean)) and torch.equal(log_std, torch.zeros_like(log_std))
+    with pytest.raises(ValueError, match="latent_reset_init"):
+        GoRLConfig(latent_reset_init="zero")
