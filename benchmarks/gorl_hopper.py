@@ -12,6 +12,10 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     printf "num_inference_steps: 50\n" > nfe50.yaml                                        # 50 Euler steps
     printf "flow_solver: heun\nnum_inference_steps: 5\n" > heun5.yaml                       # 5 Heun steps, 9 calls
     printf "flow_solver: heun\nnum_inference_steps: 5\ndecoder_data: all\n" > heun5_all.yaml  # ... on all pairs
+    cat heun5_all.yaml > heun5_all_reset.yaml; printf "reset_latent: true\nrecent_steps: 10240\n" >> heun5_all_reset.yaml
+    cat heun5_all.yaml > stage50k.yaml   # 5 refits of 2,000 steps, latent policy reset to exactly N(0, I)
+    printf "reset_latent: true\nlatent_reset_init: gaussian\nstage_steps: 50000\nrecent_steps: 20480\n" >> stage50k.yaml
+    printf "decoder_fit_steps: 2000\n" >> stage50k.yaml
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 

@@ -4,7 +4,8 @@
 2. ``TemporalUNet1D`` trained with :func:`gendiff.training.train_denoiser` against diffusers'
    ``EDMEulerScheduler`` (Karras et al. 2022: P_mean -1.2, P_std 1.2, sigma_data 1, sigma_min 0.002,
    sigma_max 80, rho 7).
-3. Saved as a :class:`gendiff.pipelines.PolicyGuidedTrajectoryPipeline` (``save_pretrained``).
+3. Saved as a :class:`gendiff.pipelines.PolicyGuidedTrajectoryPipeline` (``save_pretrained``), with the
+   training dataset's id in ``pipeline/gendiff_dataset.json`` so that a pipeline is never reused for another dataset.
 
 Sampling as in the reference (EDM's stochastic Heun sampler, Algorithm 2) uses the same trained model with
 :func:`edm_heun_scheduler`: ``pipe.with_scheduler(edm_heun_scheduler(pipe.scheduler))``.
@@ -12,6 +13,8 @@ Sampling as in the reference (EDM's stochastic Heun sampler, Algorithm 2) uses t
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +26,8 @@ from gendiff.offline.trajectories import TrajectoryNormalizer, make_windows
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.schedulers import EDMHeunScheduler
 from gendiff.training import TrainConfig, train_denoiser
+
+DATASET_RECORD = "gendiff_dataset.json"  # pipeline/<this>: the id of the dataset the pipeline was trained on
 
 
 @dataclass
@@ -73,6 +78,8 @@ def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusion
                          progress=cfg.progress, overwrite=cfg.overwrite)
     pipe = PolicyGuidedTrajectoryPipeline(unet=res.model, scheduler=sched, normalizer=norm.to_config())
     pipe.save_pretrained(Path(cfg.out_dir) / "pipeline")
+    (Path(cfg.out_dir) / "pipeline" / DATASET_RECORD).write_text(
+        json.dumps({"dataset_id": dataset.dataset_id, "transitions": dataset.num_transitions}, indent=2))
     return pipe
 
 
@@ -80,12 +87,22 @@ def load_or_train_trajectory_diffusion(dataset: OfflineDataset,
                                        cfg: TrajectoryDiffusionConfig) -> PolicyGuidedTrajectoryPipeline:
     """The pipeline saved under ``cfg.out_dir/pipeline`` if there is one, else :func:`train_trajectory_diffusion`.
 
-    Lets several benchmarks (fidelity, agents) share one trained model per dataset. A saved pipeline whose
-    normaliser does not fit ``dataset`` (observation / action sizes) is an error, never silently used.
+    Lets several benchmarks (fidelity, agents) share one trained model per dataset. A saved pipeline trained on
+    another dataset id, or whose normaliser does not fit ``dataset`` (observation / action sizes), is an error,
+    never silently used; one saved without a dataset record (before the record existed) gets a warning.
     """
     saved = Path(cfg.out_dir) / "pipeline"
     if not (saved / "model_index.json").exists():
         return train_trajectory_diffusion(dataset, cfg)
+    record = saved / DATASET_RECORD
+    if record.exists():
+        trained_on = json.loads(record.read_text()).get("dataset_id")
+        if trained_on != dataset.dataset_id:
+            raise ValueError(f"the pipeline in {saved} was trained on dataset {trained_on!r}, not "
+                             f"{dataset.dataset_id!r}; use another out_dir")
+    else:
+        warnings.warn(f"{saved} records no training dataset ({DATASET_RECORD}); reusing it for "
+                      f"{dataset.dataset_id!r} unchecked", stacklevel=2)
     pipe = PolicyGuidedTrajectoryPipeline.from_pretrained(saved)
     norm = pipe.normalizer
     if (norm.obs_dim, norm.act_dim) != (dataset.obs_dim, dataset.act_dim):

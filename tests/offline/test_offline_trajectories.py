@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -136,5 +139,21 @@ def test_load_or_train_reuses_a_saved_pipeline_and_rejects_a_mismatch(tmp_path):
                                                       np.zeros(10, np.float32), np.zeros(10, np.float32),
                                                       np.eye(10, dtype=np.float32)[-1])],
                            np.array([-1.0], np.float32), np.array([1.0], np.float32))
-    with pytest.raises(ValueError, match="obs_dim=1, act_dim=1, but dataset 'wide/v0' has obs_dim=2"):
+    with pytest.raises(ValueError, match="trained on dataset 'line/expert-v0', not 'wide/v0'"):
         load_or_train_trajectory_diffusion(other, cfg)
+    (tmp_path / "d" / "pipeline" / "gendiff_dataset.json").unlink()  # a pipeline saved before the record existed
+    with pytest.raises(ValueError, match="obs_dim=1, act_dim=1, but dataset 'wide/v0' has obs_dim=2"), \
+            pytest.warns(UserWarning, match="records no training dataset"):
+        load_or_train_trajectory_diffusion(other, cfg)
+
+
+def test_load_or_train_refuses_a_pipeline_of_another_dataset(tmp_path):
+    ds = line_dataset(episodes=8)
+    cfg = TrajectoryDiffusionConfig(dataset_id=ds.dataset_id, out_dir=str(tmp_path / "d"), horizon=8, stride=2,
+                                    dim=8, dim_mults=(1, 2), train_steps=3, batch_size=8, progress=False)
+    load_or_train_trajectory_diffusion(ds, cfg)
+    record = json.loads((tmp_path / "d" / "pipeline" / "gendiff_dataset.json").read_text())
+    assert record == {"dataset_id": ds.dataset_id, "transitions": ds.num_transitions}
+    same_sizes = dataclasses.replace(ds, dataset_id="line/other-v0")
+    with pytest.raises(ValueError, match=f"trained on dataset '{ds.dataset_id}', not 'line/other-v0'"):
+        load_or_train_trajectory_diffusion(same_sizes, cfg)
