@@ -83,30 +83,42 @@ def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusion
     return pipe
 
 
-def load_or_train_trajectory_diffusion(dataset: OfflineDataset,
-                                       cfg: TrajectoryDiffusionConfig) -> PolicyGuidedTrajectoryPipeline:
-    """The pipeline saved under ``cfg.out_dir/pipeline`` if there is one, else :func:`train_trajectory_diffusion`.
+def load_trajectory_pipeline(saved: str | Path, dataset: OfflineDataset,
+                             strict: bool = True) -> PolicyGuidedTrajectoryPipeline:
+    """A saved pipeline, checked against the dataset it is about to serve.
 
-    Lets several benchmarks (fidelity, agents) share one trained model per dataset. A saved pipeline trained on
-    another dataset id, or whose normaliser does not fit ``dataset`` (observation / action sizes), is an error,
-    never silently used; one saved without a dataset record (before the record existed) gets a warning.
+    A pipeline whose normaliser does not fit ``dataset`` (observation / action sizes) is always an error. One
+    trained on another dataset id is an error with ``strict`` (a shared out_dir) and a warning without (a pipeline
+    the user named on purpose); one saved without a dataset record (before the record existed) gets a warning.
     """
-    saved = Path(cfg.out_dir) / "pipeline"
-    if not (saved / "model_index.json").exists():
-        return train_trajectory_diffusion(dataset, cfg)
+    saved = Path(saved)
     record = saved / DATASET_RECORD
     if record.exists():
         trained_on = json.loads(record.read_text()).get("dataset_id")
         if trained_on != dataset.dataset_id:
-            raise ValueError(f"the pipeline in {saved} was trained on dataset {trained_on!r}, not "
-                             f"{dataset.dataset_id!r}; use another out_dir")
+            msg = f"the pipeline in {saved} was trained on dataset {trained_on!r}, not {dataset.dataset_id!r}"
+            if strict:
+                raise ValueError(msg + "; use another out_dir")
+            warnings.warn(msg, stacklevel=2)
     else:
-        warnings.warn(f"{saved} records no training dataset ({DATASET_RECORD}); reusing it for "
+        warnings.warn(f"{saved} records no training dataset ({DATASET_RECORD}); using it for "
                       f"{dataset.dataset_id!r} unchecked", stacklevel=2)
     pipe = PolicyGuidedTrajectoryPipeline.from_pretrained(saved)
     norm = pipe.normalizer
     if (norm.obs_dim, norm.act_dim) != (dataset.obs_dim, dataset.act_dim):
         raise ValueError(f"the pipeline in {saved} models obs_dim={norm.obs_dim}, act_dim={norm.act_dim}, but "
-                         f"dataset {dataset.dataset_id!r} has obs_dim={dataset.obs_dim}, act_dim={dataset.act_dim}; "
-                         "use another out_dir")
+                         f"dataset {dataset.dataset_id!r} has obs_dim={dataset.obs_dim}, act_dim={dataset.act_dim}")
     return pipe
+
+
+def load_or_train_trajectory_diffusion(dataset: OfflineDataset,
+                                       cfg: TrajectoryDiffusionConfig) -> PolicyGuidedTrajectoryPipeline:
+    """The pipeline saved under ``cfg.out_dir/pipeline`` if there is one (checked by
+    :func:`load_trajectory_pipeline`, strict), else :func:`train_trajectory_diffusion`.
+
+    Lets several benchmarks (fidelity, agents) share one trained model per dataset.
+    """
+    saved = Path(cfg.out_dir) / "pipeline"
+    if not (saved / "model_index.json").exists():
+        return train_trajectory_diffusion(dataset, cfg)
+    return load_trajectory_pipeline(saved, dataset, strict=True)

@@ -101,11 +101,14 @@ class SyntheticSource:
                                        run_dir / "synther")
 
     def _pipeline(self, ds: OfflineDataset, run_dir: Path) -> Any:
-        from gendiff.offline.diffusion import TrajectoryDiffusionConfig, train_trajectory_diffusion
-        from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
+        from gendiff.offline.diffusion import (
+            TrajectoryDiffusionConfig,
+            load_trajectory_pipeline,
+            train_trajectory_diffusion,
+        )
 
-        if self.cfg.diffusion_dir:
-            return PolicyGuidedTrajectoryPipeline.from_pretrained(self.cfg.diffusion_dir)
+        if self.cfg.diffusion_dir:  # the user's choice: another dataset's pipeline is warned about, sizes checked
+            return load_trajectory_pipeline(self.cfg.diffusion_dir, ds, strict=False)
         dcfg = TrajectoryDiffusionConfig(dataset_id=ds.dataset_id, out_dir=str(run_dir / "diffusion"),
                                          horizon=self.cfg.horizon, train_steps=self.cfg.diffusion_train_steps,
                                          seed=self.cfg.seed, overwrite=True, progress=self.cfg.progress)

@@ -17,6 +17,7 @@ from gendiff.offline.diffusion import (
     TrajectoryDiffusionConfig,
     edm_scheduler,
     load_or_train_trajectory_diffusion,
+    load_trajectory_pipeline,
 )
 from gendiff.offline.dynamics import dynamics_mse
 from gendiff.offline.synther import SynthER, SynthERConfig
@@ -157,3 +158,5 @@ def test_load_or_train_refuses_a_pipeline_of_another_dataset(tmp_path):
     same_sizes = dataclasses.replace(ds, dataset_id="line/other-v0")
     with pytest.raises(ValueError, match=f"trained on dataset '{ds.dataset_id}', not 'line/other-v0'"):
         load_or_train_trajectory_diffusion(same_sizes, cfg)
+    with pytest.warns(UserWarning, match="not 'line/other-v0'"):  # train-agent --diffusion-dir: the user's choice
+        load_trajectory_pipeline(tmp_path / "d" / "pipeline", same_sizes, strict=False)
