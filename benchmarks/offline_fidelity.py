@@ -60,6 +60,7 @@ def _args() -> argparse.Namespace:
                    help="reuse the pipeline saved under DIR/pipeline (train it there if missing); "
                         "default <out>_runs/diffusion")
     p.add_argument("--out", default="benchmarks/offline_fidelity")
+    p.add_argument("--dataset-id", default="", help="a Minari id (made if missing) instead of gendiff/<env>/<level>-v0")
     p.add_argument("--tiny", action="store_true", help="minute-sized smoke version")
     a = p.parse_args()
     if a.tiny:
@@ -81,7 +82,7 @@ def main() -> None:
     a = _args()
     warnings.filterwarnings("ignore")
     t_start = time.perf_counter()
-    ds_id = default_dataset_id(a.env, a.level + ("-tiny" if a.tiny else ""))
+    ds_id = a.dataset_id or default_dataset_id(a.env, a.level + ("-tiny" if a.tiny else ""))
     ds = load_or_make_dataset(a.env, a.level, a.dataset_steps, ds_id,
                               config=MakeDatasetConfig(sac_steps=a.sac_steps, progress=False))
     out = Path(a.out)
