@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gendiff.rl.common import evaluate, make_env
-from gendiff.rl.sac import SAC, SACConfig, TanhGaussianPolicy
+from gendiff.rl.sac import SAC, SACConfig, TanhGaussianPolicy, check_action_noise
 
 Act = Callable[[np.ndarray], np.ndarray]
 
@@ -61,8 +61,7 @@ def policy_act(policy: TanhGaussianPolicy, deterministic: bool = False, seed: in
             noise): on tasks where SAC's sampled actions are nearly bang-bang (HalfCheetah) this gives
             smoother, more typical data.
     """
-    if noise is not None and not noise >= 0:
-        raise ValueError(f"action noise must be >= 0, got {noise}")
+    check_action_noise(noise)  # here too, so a bad width fails at once, not at the first rollout step
     gen = torch.Generator().manual_seed(seed)
     return lambda obs: policy.act(torch.as_tensor(obs, dtype=torch.float32), deterministic, gen, noise).numpy()
 

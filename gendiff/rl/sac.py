@@ -81,6 +81,12 @@ class SACConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
 
 
+def check_action_noise(noise: float | None) -> None:
+    """An exploration-noise width must be None (the policy's own samples) or >= 0 (NaN refused)."""
+    if noise is not None and not noise >= 0:
+        raise ValueError(f"action noise must be >= 0, got {noise}")
+
+
 class TanhGaussianPolicy(nn.Module):
     """pi(a|s): a = scale(tanh(u)), u ~ N(mu(s), diag sigma(s)^2).
 
@@ -127,8 +133,7 @@ class TanhGaussianPolicy(nn.Module):
         deterministic: tanh(mean). noise: a width s >= 0 gives tanh(mean) + N(0, s^2) in squashed (-1, 1) units,
         clipped to the box (TD3-style exploration noise; ``deterministic`` is then ignored).
         """
-        if noise is not None and not noise >= 0:
-            raise ValueError(f"action noise must be >= 0, got {noise}")
+        check_action_noise(noise)
         is_np = isinstance(obs, np.ndarray)
         o = torch.as_tensor(obs, dtype=torch.float32)
         squeeze = o.dim() == 1
