@@ -3,7 +3,9 @@
 1. Each step of an episode becomes the feature vector [s_t, arctanh(clip(a~_t, +-0.999)), r_t, d_t], where
    a~_t is the action mapped from the environment's box to [-1, 1] and d_t the termination flag.
 2. Windows of ``horizon`` consecutive steps (32 in the reference) start every ``stride`` (8) steps inside
-   one episode; a window whose last step is a time-out (truncation) is dropped, as in the reference.
+   one episode; a window whose last step is a time-out (truncation) is dropped, as in the reference. A
+   terminated episode also gets the window that ends at its termination, so that every termination is seen
+   (with stride 8 alone, only the episodes with (T - horizon) % 8 == 0 would have one).
 3. Every feature is z-scored with the mean / std over all windowed steps (:class:`TrajectoryNormalizer`).
 4. Generated windows go back to transitions (s_i, a_i, r_i, s_{i+1}, d_i) for i < H - 1, plus a last
    step that terminates; steps after a generated termination are dropped (the episode has ended).
@@ -124,7 +126,10 @@ def make_windows(episodes: Sequence[Episode], low: Sequence[float], high: Sequen
             continue
         feats = episode_features(ep, low, high)
         timeout_end = bool(ep.truncations[-1]) and not bool(ep.terminations[-1])
-        for s in range(0, t - horizon + 1, stride):
+        starts = list(range(0, t - horizon + 1, stride))
+        if bool(ep.terminations[-1]) and starts[-1] != t - horizon:
+            starts.append(t - horizon)  # the terminal step in a window for every episode, not ~1 in ``stride``
+        for s in starts:
             if timeout_end and s + horizon == t:  # the window ends in a time-out: dropped
                 continue
             out.append(feats[s:s + horizon])

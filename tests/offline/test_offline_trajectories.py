@@ -44,6 +44,15 @@ def test_windows_layout_stride_and_timeouts():
         make_windows(eps, [-1.0], [1.0], horizon=41)
 
 
+def test_every_terminated_episode_has_a_window_ending_in_its_termination():
+    eps = [_episode(43, terminated=True), _episode(43, terminated=False)]
+    w = make_windows(eps, [-1.0], [1.0], horizon=32, stride=8)
+    # terminated: starts 0, 8 and the end-anchored 11; time-out: starts 0, 8 only (no window ends at step 43)
+    assert w.shape[0] == 5
+    assert w[2, -1, -1] == 1.0 and w[2, 0, 0] == 2 * 11  # obs of step 11, and the window ends in done
+    assert w[:2, :, -1].sum() == 0 and w[3:, :, -1].sum() == 0
+
+
 def test_transitions_round_trip_and_zscore():
     ds = line_dataset(episodes=6)
     w = make_windows(ds.episodes, ds.action_low, ds.action_high, horizon=5, stride=5)
