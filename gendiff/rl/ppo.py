@@ -224,8 +224,13 @@ class PPO:
         return stats
 
     def learn(self, env_id: str, steps: int, seed: int = 0, progress: bool = True,
-              on_rollout: Callable[[int, dict[str, Tensor], Tensor], None] | None = None) -> TrainLog:
-        """Train for ``steps`` env steps; ``on_rollout(env_step, rollout, advantages)`` sees each rollout."""
+              on_rollout: Callable[[int, dict[str, Tensor], Tensor], None] | None = None,
+              lr_fraction: Callable[[int], float] | None = None) -> TrainLog:
+        """Train for ``steps`` env steps; ``on_rollout(env_step, rollout, advantages)`` sees each rollout.
+
+        With ``anneal_lr`` the learning rate is ``lr * lr_fraction(env_steps_done)`` before each iteration;
+        the default fraction falls linearly from 1 to 0 over the whole run (GoRL passes a per-stage one).
+        """
         cfg, log, t0 = self.config, TrainLog(), time.perf_counter()
         envs = make_vec_env(env_id, cfg.num_envs, seed)
         tracker = EpisodeTracker(cfg.num_envs)
@@ -237,7 +242,8 @@ class PPO:
         try:
             for it in tqdm(range(iters), disable=not progress, desc="ppo", leave=False):
                 if cfg.anneal_lr:
-                    self.opt.param_groups[0]["lr"] = cfg.lr * (1.0 - it / iters)
+                    frac = 1.0 - it / iters if lr_fraction is None else lr_fraction(it * per_iter)
+                    self.opt.param_groups[0]["lr"] = cfg.lr * frac
                 ro, obs = self._rollout(envs, obs, tracker)
                 with torch.no_grad():
                     last_v = self.critic(self._norm(torch.as_tensor(obs, dtype=torch.float32))).squeeze(-1)

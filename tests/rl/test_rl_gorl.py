@@ -226,3 +226,26 @@ def test_gaussian_latent_reset_restarts_the_latent_policy_at_standard_normal(bas
     assert torch.equal(mean, torch.zeros_like(mean)) and torch.equal(log_std, torch.zeros_like(log_std))
     with pytest.raises(ValueError, match="latent_reset_init"):
         GoRLConfig(latent_reset_init="zero")
+
+
+@pytest.mark.parametrize("schedule", ["run", "stage"])
+def test_lr_schedule_restarts_the_anneal_at_every_refit_with_stage(schedule):
+    ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1, eval_every=0, lr=1e-3)
+    small = {**SMALL_GORL, "stage_steps": 256}  # stages of 2 PPO iterations (128 env steps each)
+    agent = GoRL("gendiff/TwoModes-v0", GoRLConfig(reset_latent=True, lr_schedule=schedule, **small), ppo, seed=0)
+    seen: list[float] = []
+    step = agent.agent.update
+
+    def spy(*args, **kwargs):  # the learning rate each PPO iteration used
+        seen.append(agent.agent.opt.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    agent.agent.update = spy
+    agent.learn(512, progress=False)  # 4 iterations; refits after the 2nd and the 4th
+    assert [s.step for s in agent.stages] == [256, 512]
+    if schedule == "run":  # one anneal over the run's 4 iterations
+        assert seen == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    else:  # 1 -> 0 within each stage, restarted at the refit
+        assert seen == pytest.approx([1e-3, 5e-4, 1e-3, 5e-4])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        GoRLConfig(lr_schedule="cosine")
