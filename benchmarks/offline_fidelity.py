@@ -102,25 +102,32 @@ def main() -> None:
     horizon = 16 if a.tiny else 64
     n = min(a.transitions, len(real["obs"]))
 
-    def row(obs, act, next_obs, rate: float) -> dict:
-        return {"dynamics_mse": dynamics_mse(a.env, obs, act, next_obs).mse, "transitions_per_s": rate}
+    def row(tr: dict, rate: float, next_obs=None) -> dict:
+        """Dynamics MSE, and the termination rate and mean reward that the critic will learn from."""
+        nxt = tr["next_obs"] if next_obs is None else next_obs
+        return {"dynamics_mse": dynamics_mse(a.env, tr["obs"], tr["act"], nxt).mse, "transitions_per_s": rate,
+                "termination_pct": 100 * float(tr["done"].float().mean()), "mean_reward": float(tr["rew"].mean())}
 
-    fidelity = {"real": row(real["obs"][:n], real["act"][:n], real["next_obs"][:n], float("nan")),
+    # the real rows use every transition for the termination rate (they are rare) and n for the simulator
+    real_n = {k: v[:n] for k, v in real.items()}
+    fidelity = {"real": {**row(real_n, float("nan")), "termination_pct": 100 * float(real["done"].float().mean()),
+                         "mean_reward": float(real["rew"].mean())},
                 # scale reference: a "model" that predicts no change (next state = state) on the real transitions
-                "no change (next = obs)": row(real["obs"][:n], real["act"][:n], real["obs"][:n], float("nan"))}
+                "no change (next = obs)": row(real_n, float("nan"), next_obs=real_n["obs"])}
     t0 = time.perf_counter()
     syn = synther.sample(a.transitions, a.inference_steps, torch.Generator().manual_seed(0))
     rate = a.transitions / (time.perf_counter() - t0)
-    fidelity["synther"] = row(syn["obs"], syn["act"], syn["next_obs"], rate)
+    fidelity["synther"] = row(syn, rate)
     sweep = []
     for c in sorted({float(x) for x in a.coeffs.split(",")} | {0.0, a.pgd_coeff}):
         tr, rate = _generate(pipe, a.transitions, horizon, a.inference_steps, agent if c else None, c)
         with torch.no_grad():
             lp = float(log_pi(tr["obs"], tr["act"]).mean())
-        sweep.append({"coeff": c, "policy_log_likelihood": lp, **row(tr["obs"], tr["act"], tr["next_obs"], rate)})
+        sweep.append({"coeff": c, "policy_log_likelihood": lp, **row(tr, rate)})
     by_coeff = {r["coeff"]: r for r in sweep}
     for name, c in (("unguided", 0.0), (f"pgd (coeff {a.pgd_coeff})", a.pgd_coeff)):
-        fidelity[name] = {k: by_coeff[c][k] for k in ("dynamics_mse", "transitions_per_s")}
+        fidelity[name] = {k: by_coeff[c][k] for k in ("dynamics_mse", "transitions_per_s", "termination_pct",
+                                                       "mean_reward")}
     res = {"args": vars(a), "dataset_id": ds_id, "fidelity": fidelity, "sweep": sweep,
            "wall_s": time.perf_counter() - t_start, "device": "CPU (2 shared cores)"}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,8 +136,9 @@ def main() -> None:
           f"Settings: {a.diffusion_steps} trajectory-diffusion training steps, {a.synther_steps} SynthER steps, "
           f"sampler {a.sampler} with {a.inference_steps} steps, {a.transitions} transitions per row (seed 0), "
           f"target policy TD3+BC after {a.agent_steps} steps on the real data (a deterministic actor, N(pi(s), 1)).",
-          "", "| data | dynamics MSE | transitions/s |", "|---|---|---|"]
-    md += [f"| {k} | {v['dynamics_mse']:.4g} | {v['transitions_per_s']:.0f} |" for k, v in fidelity.items()]
+          "", "| data | dynamics MSE | transitions/s | terminations % | mean reward |", "|---|---|---|---|---|"]
+    md += [f"| {k} | {v['dynamics_mse']:.4g} | {v['transitions_per_s']:.0f} | {v['termination_pct']:.2f} | "
+           f"{v['mean_reward']:.3f} |" for k, v in fidelity.items()]
     md += ["", "| guidance coeff | target log-likelihood | dynamics MSE |", "|---|---|---|"]
     md += [f"| {r['coeff']} | {r['policy_log_likelihood']:.3f} | {r['dynamics_mse']:.4g} |" for r in sweep]
     md += ["", f"Wall time {res['wall_s']:.0f} s on {res['device']}."]

@@ -70,6 +70,21 @@ def test_transitions_round_trip_and_zscore():
     assert torch.allclose(tr["act"], real["act"][keep].clamp(-0.999, 0.999), atol=1e-4)
 
 
+def test_done_flag_is_mapped_to_plus_minus_one_and_round_trips():
+    # one termination in 2 x 40 steps: z-scored it would sit at z ~ +6; the done channel is +-1 instead
+    eps = [_episode(40, terminated=True), _episode(40, terminated=False)]
+    w = make_windows(eps, [-1.0], [1.0], horizon=8, stride=8)
+    norm = TrajectoryNormalizer.fit(w, 2, 1, [-1.0], [1.0])
+    z = norm.normalize(w)
+    assert set(z[..., -1].unique().tolist()) == {-1.0, 1.0}
+    assert torch.allclose(z.reshape(-1, 5)[:, :2].mean(0), torch.zeros(2), atol=1e-5)  # the rest is z-scored
+    tr = windows_to_transitions(norm.unnormalize(z), norm)
+    assert tr["done"].sum() == 1  # the terminal step (39), kept although it ends its window
+    assert torch.allclose(tr["obs"][tr["done"] == 1], torch.tensor([[78.0, 79.0]]))
+    # a saved normaliser keeps its own statistics (pipelines saved with a z-scored done load unchanged)
+    assert TrajectoryNormalizer.from_config(norm.to_config()).std[-1] == 0.5
+
+
 class _Target:
     """pi(a|c) = N(-0.5 c, 0.2^2): the opposite of the data's a = 0.5 c."""
 
