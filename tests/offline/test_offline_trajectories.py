@@ -71,7 +71,7 @@ def test_transitions_round_trip_and_zscore():
 
 
 def test_done_flag_is_mapped_to_plus_minus_one_and_round_trips():
-    # one termination in 2 x 40 steps: z-scored it would sit at z ~ +6; the done channel is +-1 instead
+    # one termination in 9 windows x 8 steps: z-scored it would sit at z ~ +8; the done channel is +-1 instead
     eps = [_episode(40, terminated=True), _episode(40, terminated=False)]
     w = make_windows(eps, [-1.0], [1.0], horizon=8, stride=8)
     norm = TrajectoryNormalizer.fit(w, 2, 1, [-1.0], [1.0])
