@@ -1,7 +1,6 @@
-"""Train the trajectory-diffusion model of PGD: a temporal 1D U-Net on normalised windows, EDM.
+"""Train the trajectory-diffusion model of PGD: a temporal 1D U-Net on z-scored windows, EDM.
 
-1. Windows of [obs, arctanh action, reward, done] (:mod:`gendiff.offline.trajectories`), z-scored (the done
-   flag as +-1).
+1. Windows of [obs, arctanh action, reward, done] (:mod:`gendiff.offline.trajectories`), z-scored.
 2. ``TemporalUNet1D`` trained with :func:`gendiff.training.train_denoiser` against diffusers'
    ``EDMEulerScheduler`` (Karras et al. 2022: P_mean -1.2, P_std 1.2, sigma_data 1, sigma_min 0.002,
    sigma_max 80, rho 7).

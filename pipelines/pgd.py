@@ -1,7 +1,7 @@
 """Policy-guided trajectory diffusion (PGD; Jackson et al. 2024) as a diffusers pipeline.
 
-The pipeline samples normalised windows [B, H, obs + act + 2] of [obs, arctanh action, reward, done] (z-scored;
-the done flag as +-1) with a temporal U-Net (any length H divisible by the U-Net's ``horizon_multiple``) through
+The pipeline samples z-scored windows [B, H, obs + act + 2] of [obs, arctanh action, reward, done] with a
+temporal U-Net (any length H divisible by the U-Net's ``horizon_multiple``) through
 :class:`gendiff.sampler.GuidedSampler`. With a target policy, each reverse step i shifts only the action slice:
 
     a <- a + lambda_i * grad_a log pi(tanh(unnorm(a)) | unnorm(s))                 (PGD, Sec. 4)
