@@ -102,16 +102,16 @@ def main() -> None:
     horizon = 16 if a.tiny else 64
     n = min(a.transitions, len(real["obs"]))
 
-    def row(tr: dict, rate: float, next_obs=None) -> dict:
-        """Dynamics MSE, and the termination rate and mean reward that the critic will learn from."""
-        nxt = tr["next_obs"] if next_obs is None else next_obs
+    def row(tr: dict, rate: float, next_obs=None, stats: dict | None = None) -> dict:
+        """Dynamics MSE of ``tr``, and the termination rate and mean reward (of ``stats``, default ``tr``) that the
+        critic will learn from."""
+        nxt, st = tr["next_obs"] if next_obs is None else next_obs, tr if stats is None else stats
         return {"dynamics_mse": dynamics_mse(a.env, tr["obs"], tr["act"], nxt).mse, "transitions_per_s": rate,
-                "termination_pct": 100 * float(tr["done"].float().mean()), "mean_reward": float(tr["rew"].mean())}
+                "termination_pct": 100 * float(st["done"].float().mean()), "mean_reward": float(st["rew"].mean())}
 
-    # the real rows use every transition for the termination rate (they are rare) and n for the simulator
+    # the real row: n transitions for the simulator, all of them for the termination rate (terminations are rare)
     real_n = {k: v[:n] for k, v in real.items()}
-    fidelity = {"real": {**row(real_n, float("nan")), "termination_pct": 100 * float(real["done"].float().mean()),
-                         "mean_reward": float(real["rew"].mean())},
+    fidelity = {"real": row(real_n, float("nan"), stats=real),
                 # scale reference: a "model" that predicts no change (next state = state) on the real transitions
                 "no change (next = obs)": row(real_n, float("nan"), next_obs=real_n["obs"])}
     t0 = time.perf_counter()
