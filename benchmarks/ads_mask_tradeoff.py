@@ -157,7 +157,7 @@ def render(payload: dict, path: Path) -> None:
     window = c["window"]
     dv = next(r for r in rows if r["mask"] == "data_variance")
     orc = slice_oracle(rows)
-    lines = [f"# ADS: the SSIM / PSNR trade-off between 4x masks ({size}x{size}, {c['slices']} slices of "
+    lines = [f"# ADS: the SSIM / PSNR trade-off between {c['acceleration']:g}x masks ({size}x{size}, {c['slices']} slices of "
              f"{c['data']}, {c['acceleration']}x = {budget} lines, {c['particles']} particles, {c['steps']} steps)", "",
              f"Prior {c['prior']}; ADS window ({window}). Masks are line offsets from the centre line, given up front. "
              f"Machine: {payload['machine']['cpu']}, {payload['machine']['torch_threads']} thread(s); "
