@@ -25,23 +25,15 @@ from pathlib import Path
 import torch
 
 from gendiff.bench import machine_info
-from gendiff.mri.benchmark import RunSettings, run_strategy
+from gendiff.mri.benchmark import RunSettings, add_study_arguments, run_strategy
 from gendiff.mri.cli import _pick, load_prior
 from gendiff.mri.data import load_images
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prior", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--train-data", required=True, help="training files, for the data-variance mask")
-    ap.add_argument("--slices", type=int, default=8)
-    ap.add_argument("--particles", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--acceleration", type=float, default=4.0)
-    ap.add_argument("--window", default="0.1,0.4")
+    add_study_arguments(ap)
     ap.add_argument("--scales", default="1.0,0.5", help="DPS guidance scales")
-    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/ads/mask_vs_timing.json")
     args = ap.parse_args()
     if args.threads:
