@@ -32,9 +32,8 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
-from gendiff.mri.benchmark import RunSettings, add_study_arguments, run_strategy
-from gendiff.mri.cli import _pick, load_prior
-from gendiff.mri.data import load_images
+from gendiff.mri.benchmark import RunSettings, run_strategy
+from gendiff.mri.cli import add_study_arguments, load_study
 
 DEFAULT_MASKS = (
     "-8..7",  # ADS's usual 4x mask with the 6,000-step prior (29 of 32 test slices)
@@ -83,23 +82,20 @@ def offsets_mask(spec: str, num_lines: int, budget: int, batch: int) -> torch.Te
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_study_arguments(ap)
-    ap.add_argument("--masks", default=";".join(DEFAULT_MASKS), help="';'-separated masks of line offsets")
+    ap.add_argument("--masks", default=";".join(DEFAULT_MASKS), help="';'-separated masks of line offsets; write --masks='-6..6,-8,8,9;...' (they start with '-')")
     ap.add_argument("--out", default="benchmarks/ads/mask_tradeoff.json")
     ap.add_argument("--render-only", action="store_true", help="rewrite the markdown from --out's JSON")
     args = ap.parse_args()
     if args.render_only:
         render(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".md"))
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    pipe = load_prior(args.prior)
+    pipe, targets, train, budget, window = load_study(args)
     size = int(pipe.unet.config.sample_size)
-    targets = _pick(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
-    train = load_images(args.train_data, crop=size, crop_mode="kspace")[0]
-    budget = round(size / args.acceleration)
     specs = [s.strip() for s in args.masks.split(";") if s.strip()]
-    masks = {s: offsets_mask(s, size, budget, targets.shape[0]) for s in specs}  # checked before any run
-    window = tuple(float(v) for v in args.window.split(","))
+    try:  # checked before any run
+        masks = {s: offsets_mask(s, size, budget, targets.shape[0]) for s in specs}
+    except ValueError as err:
+        ap.error(str(err))
     cfg = RunSettings(particles=args.particles, steps=args.steps, window=window, batch_slices=args.slices)
     t0 = time.perf_counter()
     runs = {name: run_strategy(pipe, targets, name, budget, cfg, train, progress=False)  # Step 1

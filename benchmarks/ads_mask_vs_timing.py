@@ -22,12 +22,9 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from gendiff.bench import machine_info
-from gendiff.mri.benchmark import RunSettings, add_study_arguments, run_strategy
-from gendiff.mri.cli import _pick, load_prior
-from gendiff.mri.data import load_images
+from gendiff.mri.benchmark import RunSettings, run_strategy
+from gendiff.mri.cli import add_study_arguments, load_study
 
 
 def main() -> None:
@@ -36,14 +33,8 @@ def main() -> None:
     ap.add_argument("--scales", default="1.0,0.5", help="DPS guidance scales")
     ap.add_argument("--out", default="benchmarks/ads/mask_vs_timing.json")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    pipe = load_prior(args.prior)
+    pipe, targets, train, budget, window = load_study(args)
     size = int(pipe.unet.config.sample_size)
-    targets = _pick(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
-    train = load_images(args.train_data, crop=size, crop_mode="kspace")[0]
-    budget = round(size / args.acceleration)
-    window = tuple(float(v) for v in args.window.split(","))
     rows, t0 = [], time.perf_counter()
     for scale in (float(v) for v in args.scales.split(",")):
         cfg = RunSettings(particles=args.particles, steps=args.steps, window=window, guidance_scale=scale,

@@ -13,7 +13,6 @@ Steps per (acceleration or budget, strategy):
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass, field
@@ -48,19 +47,6 @@ class RunSettings:
     seed: int = 0
     bootstrap: int = 2000
     precision: str = "fp32"  # "bf16": the sampler runs under torch.autocast(bfloat16); metrics in float32
-
-
-def add_study_arguments(ap: argparse.ArgumentParser) -> None:
-    """The options the ADS study scripts (benchmarks/ads_mask_*.py) share: prior, slices and settings."""
-    ap.add_argument("--prior", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--train-data", required=True, help="training files, for the data-variance mask")
-    ap.add_argument("--slices", type=int, default=8)
-    ap.add_argument("--particles", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--acceleration", type=float, default=4.0)
-    ap.add_argument("--window", default="0.1,0.4")
-    ap.add_argument("--threads", type=int, default=0)
 
 
 @dataclass

@@ -141,6 +141,36 @@ def _pick(images: torch.Tensor, count: int) -> torch.Tensor:
     return images[torch.linspace(0, images.shape[0] - 1, count).round().long()]
 
 
+def add_study_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options the ADS study scripts (benchmarks/ads_mask_*.py) share: prior, slices and settings."""
+    ap.add_argument("--prior", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--train-data", required=True, help="training files, for the data-variance mask")
+    ap.add_argument("--slices", type=int, default=8)
+    ap.add_argument("--particles", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--acceleration", type=float, default=4.0)
+    ap.add_argument("--window", default="0.1,0.4")
+    ap.add_argument("--threads", type=int, default=0)
+
+
+def load_study(args: argparse.Namespace) -> tuple[ActiveDiffusionSubsamplingPipeline, torch.Tensor, torch.Tensor, int,
+                                                   tuple[float, float]]:
+    """For the ADS study scripts: (pipeline, held-out targets [S, 2, H, W], training images, budget, window).
+
+    Sets the torch threads, loads the prior, crops both sets in k-space to the prior's size, picks ``args.slices``
+    held-out slices (:func:`_pick`) and turns the acceleration into a number of lines.
+    """
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = load_prior(args.prior)
+    size = int(pipe.unet.config.sample_size)
+    targets = _pick(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
+    train = load_images(args.train_data, crop=size, crop_mode="kspace")[0]
+    window = tuple(float(v) for v in args.window.split(","))
+    return pipe, targets, train, round(size / args.acceleration), window
+
+
 def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Path, header: str, kind: str,
              cfg) -> dict:
     results, figures = [], []
