@@ -140,14 +140,13 @@ def slice_oracle(rows: list[dict], reference: str = "data_variance") -> dict:
 def render(payload: dict, path: Path) -> None:
     """The markdown table of the rows and the per-slice oracle."""
     c, rows = payload["config"], payload["rows"]
-    size = payload.get("size", 64)
+    size = payload["size"]
     budget = round(size / c["acceleration"])
-    window = c["window"]
     dv = next(r for r in rows if r["mask"] == "data_variance")
     orc = slice_oracle(rows)
     lines = [f"# ADS: the SSIM / PSNR trade-off between {c['acceleration']:g}x masks ({size}x{size}, {c['slices']} slices of "
              f"{c['data']}, {c['acceleration']}x = {budget} lines, {c['particles']} particles, {c['steps']} steps)", "",
-             f"Prior {c['prior']}; ADS window ({window}). Masks are line offsets from the centre line, given up front. "
+             f"Prior {c['prior']}; ADS window ({c['window']}). Masks are line offsets from the centre line, given up front. "
              f"Machine: {payload['machine']['cpu']}, {payload['machine']['torch_threads']} thread(s); "
              f"{payload['seconds']:.0f} s.", "",
              "| mask | SSIM x100 | PSNR dB | it - data variance: SSIM x100 | it - data variance: PSNR | beats it in both |",
