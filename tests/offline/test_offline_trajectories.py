@@ -81,6 +81,9 @@ def test_terminal_step_survives_the_round_trip():
     tr = windows_to_transitions(norm.unnormalize(z), norm)
     assert tr["done"].sum() == 1  # the terminal step (39), kept although it ends its window
     assert torch.allclose(tr["obs"][tr["done"] == 1], torch.tensor([[78.0, 79.0]]))
+    # a saved normaliser loads with its own statistics (what a saved pipeline's windows were scaled with)
+    loaded = TrajectoryNormalizer.from_config(norm.to_config())
+    assert torch.equal(loaded.mean, norm.mean) and torch.equal(loaded.std, norm.std)
 
 
 class _Target:
