@@ -10,11 +10,13 @@ of which lines are uncertain. For one prior this script measures, per line offse
      (mean_i ||yhat_i[l] - mean_j yhat_j[l]||^2) and the error of their mean (||mean_i yhat_i[l] - y[l]||^2),
      averaged over slices, and error / spread (1 = calibrated; > 1 = overconfident). No hard data consistency,
      so the measured lines show the guidance's residual.
+  4. optionally (``--sweep``), Step 2 again for other sampler settings, steps and DDIM eta (0 = deterministic
+     DDIM, as ADS samples; 1 = DDPM-like ancestral steps): is the under-dispersion the sampler's or the network's?
 
 Writes JSON + markdown.
 
     python benchmarks/ads_line_calibration.py --prior priors/mri64v6k --data data/val --train-data data/train \
-        --slices 8 --threads 1 --out benchmarks/ads/line_calibration64v6k.json
+        --slices 8 --threads 1 --out benchmarks/ads/line_calibration64v6k.json --sweep 50:0,50:1,200:0,200:1
 """
 
 from __future__ import annotations
@@ -30,11 +32,25 @@ from gendiff.bench import machine_info
 from gendiff.mri.cli import _pick, load_prior
 from gendiff.mri.data import load_images
 from gendiff.operators import MeasurementOracle, make_operator
+from gendiff.sampler import GuidedSampler
 
 
 def line_variance(y: torch.Tensor) -> torch.Tensor:
     """[S, K, E] measurements -> [K] variance over S, summed over the entries of each line."""
     return (y - y.mean(0)).pow(2).sum(-1).mean(0)
+
+
+def parse_sweep(text: str) -> list[tuple[int, float]]:
+    """"50:0,200:1" -> [(50, 0.0), (200, 1.0)]: (reverse steps, DDIM eta) pairs."""
+    pairs = []
+    for item in filter(None, text.split(",")):
+        steps, sep, eta = item.partition(":")
+        if not sep or not steps.strip().isdigit() or int(steps) < 1:
+            raise ValueError(f"--sweep items are steps:eta with steps >= 1, e.g. 50:0,200:1; got {item!r}")
+        if not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f"--sweep: DDIM eta must be in [0, 1], got {eta!r}")
+        pairs.append((int(steps), float(eta)))
+    return pairs
 
 
 def main() -> None:
@@ -49,9 +65,11 @@ def main() -> None:
     ap.add_argument("--centre", type=int, default=6, help="Step 3 measures lines -centre..+centre")
     ap.add_argument("--reach", type=int, default=12, help="report offsets -reach..+reach")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sweep", default="", help="Step 4: steps:eta pairs, e.g. 50:0,50:1,200:0,200:1")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/ads/line_calibration.json")
     args = ap.parse_args()
+    sweep = parse_sweep(args.sweep)
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -85,8 +103,19 @@ def main() -> None:
              "prior_over_data": float(var_prior[c + o] / var_data[c + o]), "spread": float(spread[c + o]),
              "error": float(error[c + o]), "error_over_spread": float(error[c + o] / spread[c + o])}
             for o in range(-args.reach, args.reach + 1)]
+    # Step 4: the unconditional samples again, for each (steps, eta); no guidance term, nothing measured
+    reach = range(0, args.reach + 1)
+    sweep_rows = []
+    for steps, eta in sweep:
+        sampler = GuidedSampler(pipe.unet, pipe.scheduler, step_kwargs={"eta": eta})
+        x0 = sampler(tuple(train.shape[1:]), batch_size=1, num_particles=args.samples, num_inference_steps=steps,
+                     generator=torch.Generator().manual_seed(args.seed)).x0[0]
+        var_sweep = line_variance(full.full(x0))  # [K]
+        ratio = var_sweep / var_data
+        sweep_rows.append({"steps": steps, "eta": eta, "total_ratio": float(var_sweep.sum() / var_data.sum()),
+                           "ratio_by_offset": {o: float((ratio[c + o] + ratio[c - o]) / 2) for o in reach}})
     payload = {"machine": machine_info(), "config": vars(args), "size": size,
-               "seconds": time.perf_counter() - t0, "rows": rows}
+               "seconds": time.perf_counter() - t0, "rows": rows, "sweep": sweep_rows}
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))
@@ -102,6 +131,13 @@ def main() -> None:
     lines += [f"| {r['offset']}{' (measured)' if r['measured'] else ''} | {r['var_data_rel']:.4f} | "
               f"{r['var_prior_rel']:.4f} | {r['prior_over_data']:.3f} | {r['spread']:.4f} | {r['error']:.4f} | "
               f"{r['error_over_spread']:.2f} |" for r in rows]
+    if sweep_rows:
+        lines += ["", f"Step 4: prior / data line variance of {args.samples} unconditional samples by sampler setting "
+                  "(DDIM eta 0 = deterministic, as ADS samples; offsets averaged over +-o; total = summed over all lines).",
+                  "", "| steps | eta | total | " + " | ".join(f"+-{o}" for o in reach) + " |",
+                  "|---:|---:|---:|" + "---:|" * len(reach)]
+        lines += [f"| {r['steps']} | {r['eta']:g} | {r['total_ratio']:.3f} | "
+                  + " | ".join(f"{r['ratio_by_offset'][o]:.2f}" for o in reach) + " |" for r in sweep_rows]
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
