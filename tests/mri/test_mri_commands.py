@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
+
+import yaml
 
 from gendiff.cli import main
 
@@ -70,3 +73,18 @@ def test_demo_runs_with_the_shipped_prior(tmp_path):
     payload = json.loads((out / "results.json").read_text())
     assert [r["strategy"] for r in payload["rows"]] == ["ads", "equispaced", "random"]
     assert (out / "results_budget8.png").exists()
+
+
+def test_the_64x64_study_prior_ships_and_reconstructs(tmp_path):
+    """benchmarks/ads/priors/mri64v6k (the prior of the 64x64 studies) is in the repo and runs ADS at 4x."""
+    prior = Path(__file__).resolve().parents[2] / "benchmarks" / "ads" / "priors" / "mri64v6k"
+    cfg = yaml.safe_load((prior / "config.yaml").read_text())
+    assert (cfg["size"], cfg["unet"], cfg["steps"], cfg["prediction"]) == (64, "tiny", 6000, "v_prediction")
+    data, out = tmp_path / "data", tmp_path / "bench.json"
+    assert main(["mri", "make-synthetic", "--out", str(data), "--volumes", "1", "--slices", "1", "--size", "128"]) == 0
+    assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(data), "--acceleration", "4",
+                 "--slices", "1", "--particles", "2", "--steps", "3", "--strategies", "ads,equispaced",
+                 "--out", str(out), "--progress", "false"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["lines_measured_mean"] for r in rows] == [16.0, 16.0]  # 64 lines / 4
+    assert all(math.isfinite(r["ssim"]) and math.isfinite(r["psnr"]) for r in rows)
