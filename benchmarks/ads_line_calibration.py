@@ -45,7 +45,11 @@ def parse_sweep(text: str) -> list[tuple[int, float]]:
     pairs = []
     for item in filter(None, text.split(",")):
         steps, sep, eta = item.partition(":")
-        if not sep or not steps.strip().isdigit() or int(steps) < 1:
+        try:
+            ok = bool(sep) and int(steps) >= 1 and float(eta) == float(eta)  # False for nan
+        except ValueError:
+            ok = False
+        if not ok:
             raise ValueError(f"--sweep items are steps:eta with steps >= 1, e.g. 50:0,200:1; got {item!r}")
         if not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"--sweep: DDIM eta must be in [0, 1], got {eta!r}")
