@@ -6,6 +6,9 @@ The parts run as separate single-thread processes (one per core) and the report 
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part sac --sac-steps 300000 --sac-seeds 0 &
     wait; python benchmarks/gorl_hopper.py --part report
 
+Another budget goes in its own runs folder and report stem, e.g. the 1M-step runs (benchmarks/gorl_hopper_1m.md):
+``--steps 1000000 --eval-every 50000 --runs-dir runs/gorl_hopper_1m`` and ``--part report --out benchmarks/gorl_hopper_1m``.
+
 GoRL variants (a GoRLConfig YAML each; the report labels their rows with the group name):
 
     printf "reset_latent: true\ndecoder_data: all\nrecent_steps: 10240\n" > reset.yaml    # the reference's refit
@@ -68,8 +71,11 @@ def _at(curve: dict, step: int) -> float | None:
     return next((r for s, r in zip(curve["steps"], curve["mean"]) if s == step), None)
 
 
-def report(runs_dir: Path) -> dict:
-    """Tabulate every ``runs_dir/<group>/<algo>_s<seed>`` run; groups other than onpolicy / sac are variants."""
+def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper") -> dict:
+    """Tabulate every ``runs_dir/<group>/<algo>_s<seed>`` run; groups other than onpolicy / sac are variants.
+
+    Writes ``<stem>.json``, ``<stem>.md``, ``<stem>_curves.png`` and ``<stem>_sac_curve.png``.
+    """
     order = lambda d: (d.name != "onpolicy", d.name == "sac", d.name)  # noqa: E731  defaults, variants, SAC
     folders = sorted((d for d in runs_dir.iterdir() if d.is_dir()), key=order) if runs_dir.is_dir() else []
     groups = {d.name: _load_runs(d) for d in folders}
@@ -125,14 +131,14 @@ def report(runs_dir: Path) -> dict:
     out = {"machine": machine_info(), "runs_dir": str(runs_dir), "results": summary, "gorl_minus_ppo": paired,
            "sac_curve_points": sac_points, "sac_reference_300k": SAC_REFERENCE,
            "curves": {algo: [m["curve"] for m in rs] for algo, rs in rows.items()}}
-    (HERE / "gorl_hopper.json").write_text(json.dumps(out, indent=2))
-    (HERE / "gorl_hopper.md").write_text("\n".join(lines) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(out, indent=2))
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     if onpolicy:
         plot_curves({a: [(m["curve"]["steps"], m["curve"]["mean"]) for m in rs] for a, rs in onpolicy.items()},
-                    HERE / "gorl_hopper_curves.png", "Hopper-v5: GoRL-fm vs Gaussian PPO (mean +- std)")
+                    stem.with_name(stem.name + "_curves.png"), "Hopper-v5: GoRL-fm vs Gaussian PPO (mean +- std)")
     if sac:
         plot_curves({a: [(m["curve"]["steps"], m["curve"]["mean"]) for m in rs] for a, rs in sac.items()},
-                    HERE / "gorl_hopper_sac_curve.png", "Hopper-v5: SAC")
+                    stem.with_name(stem.name + "_sac_curve.png"), "Hopper-v5: SAC")
     return out
 
 
@@ -149,6 +155,8 @@ def main() -> None:
     p.add_argument("--group", type=str, default="onpolicy", help="onpolicy part: folder name (variants: not "
                    "'onpolicy'; the report labels their rows with it)")
     p.add_argument("--runs-dir", type=str, default="runs/gorl_hopper")
+    p.add_argument("--out", type=str, default=str(HERE / "gorl_hopper"),
+                   help="report part: output stem (<stem>.json, .md and the curve PNGs)")
     args = p.parse_args()
     runs = Path(args.runs_dir)
     common = {"env": "Hopper-v5", "eval_episodes": 5, "progress": args.part == "sac"}
@@ -160,8 +168,9 @@ def main() -> None:
         run_benchmark(GorlBenchmarkConfig(**common, algos=("sac",), seeds=_seeds(args.sac_seeds), steps=args.sac_steps,
                                           eval_every=args.eval_every // 2, out=str(runs / "sac")))
     else:
-        report(runs)
-        print((HERE / "gorl_hopper.md").read_text())
+        stem = Path(args.out)
+        report(runs, stem)
+        print(stem.with_suffix(".md").read_text())
 
 
 if __name__ == "__main__":
