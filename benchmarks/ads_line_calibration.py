@@ -40,13 +40,22 @@ def line_variance(y: torch.Tensor) -> torch.Tensor:
     return (y - y.mean(0)).pow(2).sum(-1).mean(0)
 
 
+def unconditional_line_variance(pipe, shape: tuple[int, ...], samples: int, steps: int, eta: float,
+                                seed: int) -> torch.Tensor:
+    """[K] line variance of ``samples`` unconditional prior draws of ``shape`` (DDIM, ``steps``, ``eta``)."""
+    sampler = GuidedSampler(pipe.unet, pipe.scheduler, step_kwargs={"eta": eta})
+    x0 = sampler(shape, batch_size=1, num_particles=samples, num_inference_steps=steps,
+                 generator=torch.Generator().manual_seed(seed)).x0[0]
+    return line_variance(make_operator("kspace_line", shape, 1).full(x0))
+
+
 def parse_sweep(text: str) -> list[tuple[int, float]]:
     """"50:0,200:1" -> [(50, 0.0), (200, 1.0)]: (reverse steps, DDIM eta) pairs."""
     pairs = []
     for item in filter(None, text.split(",")):
         steps, sep, eta = item.partition(":")
         try:
-            ok = bool(sep) and int(steps) >= 1 and float(eta) == float(eta)  # False for nan
+            ok = bool(sep) and int(steps) >= 1 and float(eta) >= -1.0  # parses; nan fails the range check below
         except ValueError:
             ok = False
         if not ok:
@@ -86,11 +95,8 @@ def main() -> None:
     full = make_operator("kspace_line", tuple(train.shape[1:]), 1)
     var_data = line_variance(full.full(train))  # Step 1
     # Step 2: no lines measured, so nothing guides the particles and the target is never read
-    op = make_operator("kspace_line", tuple(targets.shape[1:]), 1)
-    out = pipe(oracle=MeasurementOracle(targets[:1], op), mask=torch.zeros(1, size, dtype=torch.bool),
-               num_particles=args.samples, num_inference_steps=args.steps, data_consistency=False,
-               generator=torch.Generator().manual_seed(args.seed))
-    var_prior = line_variance(full.full(out.particles[0]))
+    shape = tuple(train.shape[1:])
+    var_prior = unconditional_line_variance(pipe, shape, args.samples, args.steps, 0.0, args.seed)
     # Step 3: the centre block given up front
     b, c = targets.shape[0], size // 2
     mask = torch.zeros(b, size, dtype=torch.bool)
@@ -111,10 +117,7 @@ def main() -> None:
     reach = range(0, args.reach + 1)
     sweep_rows = []
     for steps, eta in sweep:
-        sampler = GuidedSampler(pipe.unet, pipe.scheduler, step_kwargs={"eta": eta})
-        x0 = sampler(tuple(train.shape[1:]), batch_size=1, num_particles=args.samples, num_inference_steps=steps,
-                     generator=torch.Generator().manual_seed(args.seed)).x0[0]
-        var_sweep = line_variance(full.full(x0))  # [K]
+        var_sweep = unconditional_line_variance(pipe, shape, args.samples, steps, eta, args.seed)  # [K]
         ratio = var_sweep / var_data
         sweep_rows.append({"steps": steps, "eta": eta, "total_ratio": float(var_sweep.sum() / var_data.sum()),
                            "ratio_by_offset": {o: float((ratio[c + o] + ratio[c - o]) / 2) for o in reach}})
