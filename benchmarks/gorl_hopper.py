@@ -20,6 +20,7 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     printf "reset_latent: true\nlatent_reset_init: gaussian\nstage_steps: 50000\nrecent_steps: 20480\n" >> stage50k.yaml
     printf "decoder_fit_steps: 2000\n" >> stage50k.yaml
     cat stage50k.yaml > stage50k_lr.yaml; printf "lr_schedule: stage\n" >> stage50k_lr.yaml  # per-stage LR anneal
+    sed 's/latent_reset_init: gaussian/latent_reset_init: recentre/' stage50k_lr.yaml > stage50k_lr_recentre.yaml  # keep the trunk
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 

@@ -20,6 +20,8 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
      its narrowing) twice. ``latent_reset_init="gaussian"`` makes it exactly N(0, I): the output layer is
      zeroed and log std set to 0 (the reference's "gaussian_warm_value" encoder initialisation; with the SAC
      base the pre-squash Gaussian is N(0, I)). "fresh" keeps the network's random initialisation.
+     ``"recentre"`` also starts the stage at exactly N(0, I), but keeps the actor's hidden layers (the state
+     features learned so far, with their optimiser moments): only the output layer and log std are reset.
      The critic and the observation statistics are kept (the behaviour, hence its value, is unchanged).
   5. ``lr_schedule="stage"`` (PPO base with ``anneal_lr``): the learning rate falls linearly from ``lr`` to 0
      within each stage and restarts at every refit, as if each stage were its own PPO run (the reference
@@ -80,7 +82,7 @@ class GoRLConfig:
     latent_kl_coef: float = 0.01
     latent_bound: float = 3.0  # SAC base: latent box [-L, L]
     reset_latent: bool = False  # step 4: fresh latent policy after each refit (the reference's default)
-    latent_reset_init: Literal["fresh", "gaussian"] = "fresh"  # step 4: random init, or exactly N(0, I)
+    latent_reset_init: Literal["fresh", "gaussian", "recentre"] = "fresh"  # step 4: random init or N(0, I)
     lr_schedule: Literal["run", "stage"] = "run"  # step 5: PPO's linear anneal over the run or within each stage
 
     def __post_init__(self) -> None:
@@ -89,8 +91,9 @@ class GoRLConfig:
                 raise ValueError(f"GoRLConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr_schedule not in ("run", "stage"):
             raise ValueError(f"GoRLConfig.lr_schedule must be 'run' or 'stage', got {self.lr_schedule!r}")
-        if self.latent_reset_init not in ("fresh", "gaussian"):
-            raise ValueError(f"GoRLConfig.latent_reset_init must be 'fresh' or 'gaussian', got {self.latent_reset_init!r}")
+        if self.latent_reset_init not in ("fresh", "gaussian", "recentre"):
+            raise ValueError("GoRLConfig.latent_reset_init must be 'fresh', 'gaussian' or 'recentre', "
+                             f"got {self.latent_reset_init!r}")
         if self.latent_kl_coef < 0 or not self.latent_bound > 0:
             raise ValueError("GoRLConfig: latent_kl_coef must be >= 0 and latent_bound > 0")
 
@@ -206,21 +209,27 @@ class GoRL:
 
     def _reset_latent_policy(self) -> None:
         """Step 4: fresh weights for the latent actor (exactly N(0, I) with ``latent_reset_init="gaussian"``),
-        and its optimiser moments dropped (critic kept)."""
+        and its optimiser moments dropped (critic kept). ``"recentre"`` resets only the output layer and the
+        log std to N(0, I), keeping the hidden layers and their moments."""
         ag = self.agent
         actor, opt = (ag.actor, ag.opt) if isinstance(ag, PPO) else (ag.policy, ag.actor_opt)
         fresh = (GaussianHead(ag.obs_dim, ag.act_dim, ag.config.hidden, ag.config.init_log_std)
                  if isinstance(ag, PPO) else TanhGaussianPolicy(ag.obs_dim, ag.act_dim, ag.low, ag.high,
                                                                 ag.config.hidden))
-        if self.config.latent_reset_init == "gaussian":  # N(0, I): zero output layer, log std 0
+        target = fresh if self.config.latent_reset_init != "recentre" else actor
+        out = (target.mean if isinstance(ag, PPO) else target.net)[-1]
+        reset = list(actor.parameters())
+        if self.config.latent_reset_init != "fresh":  # N(0, I): zero output layer, log std 0
             with torch.no_grad():
-                out = (fresh.mean if isinstance(ag, PPO) else fresh.net)[-1]
                 out.weight.zero_()
                 out.bias.zero_()
                 if isinstance(ag, PPO):
-                    fresh.log_std.zero_()
-        actor.load_state_dict(fresh.state_dict())  # same Parameter objects: the optimiser keeps them
-        for p in actor.parameters():
+                    target.log_std.zero_()
+        if self.config.latent_reset_init == "recentre":
+            reset = [out.weight, out.bias] + ([actor.log_std] if isinstance(ag, PPO) else [])
+        else:
+            actor.load_state_dict(fresh.state_dict())  # same Parameter objects: the optimiser keeps them
+        for p in reset:
             opt.state.pop(p, None)
 
     def _on_rollout(self, step: int, ro: dict[str, Tensor], adv: Tensor) -> None:

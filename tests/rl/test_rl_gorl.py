@@ -228,6 +228,30 @@ def test_gaussian_latent_reset_restarts_the_latent_policy_at_standard_normal(bas
         GoRLConfig(latent_reset_init="zero")
 
 
+@pytest.mark.parametrize("base", ["ppo", "sac"])
+def test_recentre_latent_reset_keeps_the_hidden_layers_and_restarts_at_standard_normal(base):
+    env = "gendiff/TwoModes-v0" if base == "ppo" else "Pendulum-v1"
+    ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, eval_every=0, init_log_std=-0.5)
+    sac = SACConfig(hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=0)
+    runs = {}
+    for reset in (False, True):
+        agent = GoRL(env, GoRLConfig(base=base, reset_latent=reset, latent_reset_init="recentre", **SMALL_GORL),
+                     ppo, sac, seed=0)
+        agent.learn(128, progress=False)  # the refit comes after the last update: the trunks trained alike
+        runs[reset] = agent.agent
+    inner, twin = runs[True], runs[False]
+    actor, opt = (inner.actor, inner.opt) if base == "ppo" else (inner.policy, inner.actor_opt)
+    layers = list((actor.mean if base == "ppo" else actor.net).parameters())
+    trained = list((twin.actor.mean if base == "ppo" else twin.policy.net).parameters())
+    for p, q in zip(layers[:-2], trained[:-2]):  # hidden layers: kept, with their Adam moments
+        assert torch.equal(p, q) and p in opt.state
+    for p in layers[-2:]:  # output layer: zeroed, moments dropped
+        assert not p.any() and p not in opt.state
+    obs = torch.randn(16, agent.obs_dim)
+    mean, log_std = actor.params(obs) if base == "ppo" else actor(obs)
+    assert torch.equal(mean, torch.zeros_like(mean)) and torch.equal(log_std, torch.zeros_like(log_std))
+
+
 @pytest.mark.parametrize("schedule", ["run", "stage"])
 def test_lr_schedule_restarts_the_anneal_at_every_refit_with_stage(schedule):
     ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1, eval_every=0, lr=1e-3)
