@@ -16,8 +16,8 @@ from gendiff.rl.decoders import (
     short_cosine_betas,
 )
 from gendiff.rl.gorl import GoRL, GoRLConfig
-from gendiff.rl.ppo import PPOConfig
-from gendiff.rl.sac import SACConfig
+from gendiff.rl.ppo import PPO, PPOConfig
+from gendiff.rl.sac import SAC, SACConfig
 from gendiff.sampler import GuidedSampler
 
 W = torch.tensor([[0.5, -1.0], [2.0, 0.3], [-0.7, 0.1]], dtype=torch.float64)  # a0(s) = s W, s in R^3
@@ -185,17 +185,24 @@ def test_staged_sac_run_on_pendulum():
     assert a.shape == (2, 1) and np.abs(a).max() <= 2.0
 
 
-@pytest.mark.parametrize("base", ["ppo", "sac"])
-def test_reset_latent_gives_a_fresh_latent_policy_and_keeps_the_critic(base):
+def _reset_twins(base: str, **gorl) -> dict[bool, PPO | SAC]:
+    """The inner agents of two GoRL runs without / with ``reset_latent``, identical up to the refit at step 128
+    (which comes after the last update, so the reset is the only difference)."""
     env = "gendiff/TwoModes-v0" if base == "ppo" else "Pendulum-v1"
     ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, eval_every=0, init_log_std=-0.5)
     sac = SACConfig(hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=0)
     runs = {}
-    for reset in (False, True):  # twins: identical up to the refit at step 128
-        agent = GoRL(env, GoRLConfig(base=base, reset_latent=reset, **SMALL_GORL), ppo, sac, seed=0)
+    for reset in (False, True):
+        agent = GoRL(env, GoRLConfig(base=base, reset_latent=reset, **gorl, **SMALL_GORL), ppo, sac, seed=0)
         agent.learn(128, progress=False)
         assert len(agent.stages) == 1
         runs[reset] = agent.agent
+    return runs
+
+
+@pytest.mark.parametrize("base", ["ppo", "sac"])
+def test_reset_latent_gives_a_fresh_latent_policy_and_keeps_the_critic(base):
+    runs = _reset_twins(base)
     inner = runs[True]
     actor, opt = (inner.actor, inner.opt) if base == "ppo" else (inner.policy, inner.actor_opt)
     assert all(p not in opt.state for p in actor.parameters())  # the actor's Adam moments are dropped
@@ -230,15 +237,7 @@ def test_gaussian_latent_reset_restarts_the_latent_policy_at_standard_normal(bas
 
 @pytest.mark.parametrize("base", ["ppo", "sac"])
 def test_recentre_latent_reset_keeps_the_hidden_layers_and_restarts_at_standard_normal(base):
-    env = "gendiff/TwoModes-v0" if base == "ppo" else "Pendulum-v1"
-    ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=2, eval_every=0, init_log_std=-0.5)
-    sac = SACConfig(hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=0)
-    runs = {}
-    for reset in (False, True):
-        agent = GoRL(env, GoRLConfig(base=base, reset_latent=reset, latent_reset_init="recentre", **SMALL_GORL),
-                     ppo, sac, seed=0)
-        agent.learn(128, progress=False)  # the refit comes after the last update: the trunks trained alike
-        runs[reset] = agent.agent
+    runs = _reset_twins(base, latent_reset_init="recentre")
     inner, twin = runs[True], runs[False]
     actor, opt = (inner.actor, inner.opt) if base == "ppo" else (inner.policy, inner.actor_opt)
     layers = list((actor.mean if base == "ppo" else actor.net).parameters())
@@ -247,7 +246,7 @@ def test_recentre_latent_reset_keeps_the_hidden_layers_and_restarts_at_standard_
         assert torch.equal(p, q) and p in opt.state
     for p in layers[-2:]:  # output layer: zeroed, moments dropped
         assert not p.any() and p not in opt.state
-    obs = torch.randn(16, agent.obs_dim)
+    obs = torch.randn(16, inner.obs_dim)
     mean, log_std = actor.params(obs) if base == "ppo" else actor(obs)
     assert torch.equal(mean, torch.zeros_like(mean)) and torch.equal(log_std, torch.zeros_like(log_std))
 
