@@ -55,14 +55,14 @@ def parse_sweep(text: str) -> list[tuple[int, float]]:
     for item in filter(None, text.split(",")):
         steps, sep, eta = item.partition(":")
         try:
-            ok = bool(sep) and int(steps) >= 1 and float(eta) >= -1.0  # parses; nan fails the range check below
+            n, e = int(steps), float(eta)
         except ValueError:
-            ok = False
-        if not ok:
+            n, e = 0, 0.0
+        if not sep or n < 1:
             raise ValueError(f"--sweep items are steps:eta with steps >= 1, e.g. 50:0,200:1; got {item!r}")
-        if not 0.0 <= float(eta) <= 1.0:
+        if not 0.0 <= e <= 1.0:  # nan fails here too
             raise ValueError(f"--sweep: DDIM eta must be in [0, 1], got {eta!r}")
-        pairs.append((int(steps), float(eta)))
+        pairs.append((n, e))
     return pairs
 
 

@@ -211,25 +211,24 @@ class GoRL:
         """Step 4: fresh weights for the latent actor (exactly N(0, I) with ``latent_reset_init="gaussian"``),
         and its optimiser moments dropped (critic kept). ``"recentre"`` resets only the output layer and the
         log std to N(0, I), keeping the hidden layers and their moments."""
-        ag = self.agent
+        ag, mode = self.agent, self.config.latent_reset_init
         actor, opt = (ag.actor, ag.opt) if isinstance(ag, PPO) else (ag.policy, ag.actor_opt)
+        # drawn in every mode (also "recentre", which does not load it), so that the three modes share one random
+        # stream and runs of one seed differ only in the reset
         fresh = (GaussianHead(ag.obs_dim, ag.act_dim, ag.config.hidden, ag.config.init_log_std)
                  if isinstance(ag, PPO) else TanhGaussianPolicy(ag.obs_dim, ag.act_dim, ag.low, ag.high,
                                                                 ag.config.hidden))
-        target = fresh if self.config.latent_reset_init != "recentre" else actor
-        out = (target.mean if isinstance(ag, PPO) else target.net)[-1]
-        reset = list(actor.parameters())
-        if self.config.latent_reset_init != "fresh":  # N(0, I): zero output layer, log std 0
+        if mode != "recentre":
+            actor.load_state_dict(fresh.state_dict())  # same Parameter objects: the optimiser keeps them
+        out = (actor.mean if isinstance(ag, PPO) else actor.net)[-1]
+        if mode != "fresh":  # N(0, I): zero output layer, log std 0
             with torch.no_grad():
                 out.weight.zero_()
                 out.bias.zero_()
                 if isinstance(ag, PPO):
-                    target.log_std.zero_()
-        if self.config.latent_reset_init == "recentre":
-            reset = [out.weight, out.bias] + ([actor.log_std] if isinstance(ag, PPO) else [])
-        else:
-            actor.load_state_dict(fresh.state_dict())  # same Parameter objects: the optimiser keeps them
-        for p in reset:
+                    actor.log_std.zero_()
+        log_std = [actor.log_std] if isinstance(ag, PPO) else []
+        for p in ([out.weight, out.bias, *log_std] if mode == "recentre" else actor.parameters()):
             opt.state.pop(p, None)
 
     def _on_rollout(self, step: int, ro: dict[str, Tensor], adv: Tensor) -> None:
