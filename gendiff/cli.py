@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = run(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as err:
+        # bad input, or a missing optional package (gendiff's own messages say what to pip install)
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"gendiff: error: {msg}", file=sys.stderr)
         return 2

@@ -27,21 +27,29 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from torch import Tensor, nn
 
 __all__ = [
-    "ActionScaler", "EpisodeTracker", "ReplayBuffer", "RunningMeanStd", "TrainLog", "check_action_space",
+    "ActionScaler", "ActionSpaceError", "EpisodeTracker", "ReplayBuffer", "RunningMeanStd", "TrainLog", "check_action_space",
     "evaluate", "final_next_obs", "make_env", "make_vec_env", "mlp", "soft_update",
 ]
 
 
 # --------------------------------------------------------------------------- action spaces
+class ActionSpaceError(TypeError, ValueError):
+    """An environment's action space is of a kind gendiff.rl does not handle (e.g. ``Discrete``).
+
+    A TypeError for Python callers; also a ValueError, so that ``gendiff`` reports it as bad input (one line,
+    no traceback) like every other wrong argument.
+    """
+
+
 def check_action_space(space: gym.Space, unbounded_action_bound: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Validate a continuous action space and return its (low, high) bounds, float32 [act_dim] each.
 
     Raises:
-        TypeError: the space is not a 1-D ``gymnasium.spaces.Box`` (e.g. ``Discrete``).
+        ActionSpaceError: (a TypeError) the space is not a ``gymnasium.spaces.Box`` (e.g. ``Discrete``).
         ValueError: a bound is infinite and ``unbounded_action_bound`` is None, or low >= high.
     """
     if not isinstance(space, gym.spaces.Box):
-        raise TypeError(
+        raise ActionSpaceError(
             f"gendiff.rl needs a continuous Box action space; got {type(space).__name__} ({space}). "
             "Discrete action spaces are not supported by SAC / PPO / GoRL here."
         )

@@ -113,7 +113,7 @@ class DMControlEnv(gym.Env):
     is reported as ``truncated``.
 
     Raises:
-        ImportError: dm_control is not installed.
+        ModuleNotFoundError: dm_control is not installed (the message says what to install).
     """
 
     metadata = {"render_modes": []}
@@ -122,9 +122,9 @@ class DMControlEnv(gym.Env):
         try:
             from dm_control import suite
         except ImportError as err:
-            raise ImportError(
+            raise ModuleNotFoundError(
                 f"the dm_control task {domain}-{task} needs DeepMind's dm_control package, which is not "
-                "installed: run `pip install dm_control`"
+                "installed: run `pip install dm_control`", name="dm_control"
             ) from err
         self._suite, self.domain, self.task = suite, domain, task
         self._env = suite.load(domain, task, task_kwargs={"random": seed})

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from gendiff.cli import main
 from gendiff.rl.cli import add_gorl_commands
 from gendiff.rl.common import ActionScaler, check_action_space, make_env
 from gendiff.rl.envs import TwoModesEnv
@@ -41,6 +42,18 @@ def test_discrete_action_space_is_rejected_clearly():
         SAC.from_env("CartPole-v1")
 
 
+@pytest.mark.parametrize("env_id, message", [
+    ("CartPole-v1", "continuous Box action space; got Discrete"),  # a discrete action space
+    ("NoSuchEnv-v9", "unknown or unavailable environment"),
+])
+def test_cli_reports_an_unusable_environment_in_one_line(tmp_path, capsys, env_id, message):
+    out = tmp_path / "run"
+    code = main(["gorl", "train", "--env", env_id, "--algo", "ppo", "--steps", "64", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("gendiff: error: ") and message in err
+    assert "Traceback" not in err and not out.exists()
+
+
 def test_unbounded_action_space_error_or_documented_squash():
     space = gym.spaces.Box(low=np.array([-np.inf, -2.0], np.float32), high=np.array([np.inf, 2.0], np.float32))
     with pytest.raises(ValueError, match="unbounded_action_bound"):
@@ -55,13 +68,16 @@ def test_unbounded_action_space_error_or_documented_squash():
     assert torch.allclose(scaler.to_env(torch.tensor([[1.0, -1.0]])), torch.tensor([[3.0, -2.0]]))
 
 
-def test_dm_control_wrapper_says_how_to_install():
+def test_dm_control_wrapper_says_how_to_install(tmp_path, capsys):
     pytest.importorskip("gymnasium")
     try:
         import dm_control  # noqa: F401
     except ImportError:
-        with pytest.raises(ImportError, match="pip install dm_control"):
+        with pytest.raises(ModuleNotFoundError, match="pip install dm_control"):
             gym.make("gendiff/dmc-hopper-stand-v0")
+        assert main(["gorl", "train", "--env", "gendiff/dmc-hopper-stand-v0", "--algo", "ppo", "--steps", "64",
+                     "--out", str(tmp_path / "run")]) == 2  # the command line says the same in one line
+        assert "pip install dm_control" in capsys.readouterr().err
     else:  # pragma: no cover - dm_control present
         env = gym.make("gendiff/dmc-hopper-stand-v0")
         assert env.reset(seed=0)[0].ndim == 1
