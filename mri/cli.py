@@ -29,7 +29,9 @@ from gendiff.mri.benchmark import (
 from gendiff.mri.data import load_images
 from gendiff.mri.figures import benchmark_figure
 from gendiff.mri.prior import MRIPriorConfig, train_mri_prior
+from gendiff.mri.strategies import check_plan
 from gendiff.mri.synthetic import write_synthetic_dataset
+from gendiff.operators import make_operator
 from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
 
 
@@ -173,6 +175,8 @@ def load_study(args: argparse.Namespace) -> tuple[ActiveDiffusionSubsamplingPipe
 
 def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Path, header: str, kind: str,
              cfg) -> dict:
+    num_candidates = make_operator(settings.measurement, tuple(targets.shape[1:]), 1).num_candidates
+    check_plan(strategies, budgets, num_candidates)  # a typo fails now, not after an hour of reconstructions
     results, figures = [], []
     for budget in budgets:
         per_budget = [run_strategy(pipe, targets, s, budget, settings, train_images, progress=cfg.progress)

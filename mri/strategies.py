@@ -158,11 +158,24 @@ def fixed_dps(ctx: StrategyContext) -> Tensor:
     return _fill_random(mask, ctx.budget, ctx.generator)
 
 
+def check_plan(names: list[str], budgets: list[int], num_candidates: int) -> None:
+    """Raise before any reconstruction runs if a strategy name is unknown or a budget impossible.
+
+    Raises:
+        KeyError: an unknown strategy (the message lists the valid names).
+        ValueError: a budget outside 1..num_candidates.
+    """
+    for name in names:
+        ACQUISITION.get(name)
+    for budget in budgets:
+        if not 1 <= budget <= num_candidates:
+            raise ValueError(
+                f"budget {budget} impossible: choose between 1 and {num_candidates} candidates "
+                f"(acceleration between 1 and {num_candidates})"
+            )
+
+
 def make_mask(name: str, ctx: StrategyContext) -> Tensor | None:
-    """Build the mask of strategy ``name`` (None for ``ads``), checking the budget first."""
-    if not 1 <= ctx.budget <= ctx.num_candidates:
-        raise ValueError(
-            f"budget {ctx.budget} impossible: choose between 1 and {ctx.num_candidates} candidates "
-            f"(acceleration between 1 and {ctx.num_candidates})"
-        )
+    """Build the mask of strategy ``name`` (None for ``ads``), checking the name and budget first."""
+    check_plan([name], [ctx.budget], ctx.num_candidates)
     return ACQUISITION.get(name)(ctx)

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gendiff.cli import main
@@ -52,6 +53,25 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
     assert payload["config"]["precision"] == "bf16" and all(math.isfinite(r["ssim"]) for r in payload["rows"])
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(bf),
                  "--precision", "fp8"]) == 2  # unknown precision: a clear error
+
+
+def test_benchmarks_refuse_a_bad_strategy_or_budget_before_reconstructing(tmp_path, capsys, monkeypatch):
+    """A typo in the last strategy, or one impossible budget among good ones, fails before the first run."""
+    import gendiff.mri.cli as mri_cli
+
+    runs = []
+    monkeypatch.setattr(mri_cli, "run_strategy", lambda *a, **k: runs.append(a) or pytest.fail("ran a strategy"))
+    prior = Path(__file__).resolve().parents[2] / "gendiff" / "assets" / "mri_prior_32"
+    test = tmp_path / "test"
+    assert main(["mri", "make-synthetic", "--out", str(test), "--volumes", "1", "--slices", "2", "--size", "32"]) == 0
+    out = tmp_path / "res" / "results.json"
+    assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(out),
+                 "--acceleration", "4", "--strategies", "ads,equispaced,bogus"]) == 2
+    assert "unknown acquisition strategy 'bogus'" in capsys.readouterr().err
+    assert main(["images", "benchmark", "--prior", str(prior), "--data", "digits", "--measurement", "column",
+                 "--budgets", "2,999", "--out", str(out)]) == 2
+    assert "budget 999 impossible" in capsys.readouterr().err
+    assert runs == [] and not out.parent.exists()
 
 
 def test_image_prior_and_images_benchmark(tmp_path):
