@@ -92,15 +92,27 @@ def from_dict(cls: type[C], data: dict[str, Any], base: C | None = None) -> C:
     return dataclasses.replace(cfg, **updates)
 
 
+def parse_yaml_mapping(text: str, what: str) -> dict[str, Any]:
+    """``yaml.safe_load`` a mapping of field: value (empty text gives {}).
+
+    Raises:
+        ValueError: the text is not valid YAML, or not a mapping; the message starts with ``what``.
+    """
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{what} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} must hold a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; a missing file or non-mapping raises clearly."""
+    """Read a YAML mapping with ``yaml.safe_load``; a missing file, bad YAML or a non-mapping raises clearly."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a mapping of field: value, got {type(data).__name__}")
-    return data
+    return parse_yaml_mapping(path.read_text(), f"config file {path}")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:

@@ -64,8 +64,13 @@ def test_config_file_and_overrides(tmp_path):
 def test_bad_input_is_reported_without_a_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("particlez: 3\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("steps: [3\n")  # not YAML
     for argv, needle in [
         (["mri", "benchmark", "--config", str(bad)], "unknown MRIBenchmarkConfig field(s) ['particlez']"),
+        (["gorl", "train", "--config", str(broken)], f"config file {broken} is not valid YAML"),
+        (["llm", "train", "--loss", "clip_cov", "--loss-config", "{clip_ratio: [", "--out", str(tmp_path / "l")],
+         "loss_config '{clip_ratio: [' is not valid YAML"),
         (["mri", "benchmark", "--steps", "many"], "expected an integer"),
         (["mri", "benchmark", "--guidance", "magic"], "is not one of"),
         (["mri", "make-synthetic"], "needs --out"),

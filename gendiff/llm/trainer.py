@@ -39,12 +39,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 from accelerate import Accelerator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from gendiff.config import from_dict
+from gendiff.config import from_dict, parse_yaml_mapping
 from gendiff.entropy import masked_mean, token_entropy, token_logprobs
 
 from .advantages import ADVANTAGES
@@ -86,7 +85,7 @@ class LLMTrainConfig:
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
     if isinstance(value, str):
-        value = yaml.safe_load(value) or {}
+        return parse_yaml_mapping(value, f"{name} {value!r}")
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a mapping of field: value, got {value!r}")
     return value
