@@ -367,6 +367,9 @@ class MeasurementOracle:
         operator._check_image(target)
         if target.dim() != 4:
             raise ValueError(f"expected target of shape (B, *{operator.image_shape}), got {_fmt(target.shape)}")
+        bad = int((~torch.isfinite(target)).sum())
+        if bad:
+            raise ValueError(f"the target holds {bad} NaN or inf value(s); measurements of it would be meaningless")
         self.operator = operator
         self._full = operator.full(target.detach())  # [B, K, E]
         self._read = torch.zeros(self._full.shape[:2], dtype=torch.bool, device=target.device)

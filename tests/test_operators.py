@@ -191,6 +191,14 @@ def test_bad_shapes_raise_clear_errors():
         PixelOperator((4, 4))
 
 
+def test_oracle_refuses_a_target_with_nan_or_inf():
+    target = _rand(1, 2, 8, 8)
+    target[0, 1, 3, 4] = float("nan")
+    target[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="2 NaN or inf"):
+        MeasurementOracle(target, KSpaceLineOperator((2, 8, 8)))
+
+
 def test_oracle_records_every_read():
     op = ColumnOperator((2, 4, 6), batch_size=2)
     target = _rand(2, 2, 4, 6)
