@@ -48,6 +48,8 @@ def compare(label: str, acceleration: str, ads_path: str, dv_path: str, n_boot: 
     differing = [f for f in PAIRED_FIELDS if ads_cfg.get(f) != dv_cfg.get(f)]
     if differing or ads["budget"] != dv["budget"]:
         raise ValueError(f"{ads_path} and {dv_path} are not a pair: they differ in {differing or ['budget']}")
+    if ads_cfg["acceleration"] != [float(acceleration)]:
+        raise ValueError(f"{ads_path} ran at acceleration {ads_cfg['acceleration']}, not the {acceleration} its label says")
     out = {"label": label, "acceleration": float(acceleration), "prior": ads_cfg["prior"], "budget": ads["budget"],
            "slices": ads["slices"], "particles": ads_cfg["particles"], "steps": ads_cfg["steps"],
            "seconds_per_slice_ads": ads["seconds_per_slice"], "nfe_per_slice": ads["nfe_per_slice"]}
@@ -88,7 +90,10 @@ def main() -> None:
         parts = spec.split(":")
         if len(parts) != 4:
             ap.error(f"--run {spec!r}: expected label:acceleration:ADS_JSON:DATA_VARIANCE_JSON")
-        rows.append(compare(*parts, n_boot=args.bootstrap))
+        try:
+            rows.append(compare(*parts, n_boot=args.bootstrap))
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            ap.error(f"--run {spec!r}: {err}")
         m = json.loads(Path(parts[2]).read_text())["machine"]
         machine = f"{m['gpu'] or m['cpu']}, torch {m['torch']}, {m['torch_threads']} thread(s) per process"
     out = Path(args.out)
