@@ -32,19 +32,19 @@ PAIRED_FIELDS = ("prior", "data", "train_data", "slices", "particles", "steps", 
                  "guidance", "guidance_scale", "batch_slices", "precision", "seed", "acceleration", "crop_mode")
 
 
-def load_row(path: str, strategy: str) -> tuple[dict, dict]:
-    """(config, the row of ``strategy``) from one `gendiff mri benchmark` result file."""
+def load_row(path: str, strategy: str) -> tuple[dict, dict, dict]:
+    """(config, the row of ``strategy``, machine) from one `gendiff mri benchmark` result file."""
     payload = json.loads(Path(path).read_text())
     rows = [r for r in payload["rows"] if r["strategy"] == strategy]
     if len(rows) != 1:
         raise ValueError(f"{path} holds {len(rows)} rows for strategy {strategy!r}; expected exactly one")
-    return payload["config"], rows[0]
+    return payload["config"], rows[0], payload["machine"]
 
 
-def compare(label: str, acceleration: str, ads_path: str, dv_path: str, n_boot: int) -> dict:
-    """Steps 1-3 for one prior at one acceleration."""
-    ads_cfg, ads = load_row(ads_path, "ads")
-    dv_cfg, dv = load_row(dv_path, "data_variance")
+def compare(label: str, acceleration: str, ads_path: str, dv_path: str, n_boot: int) -> tuple[dict, dict]:
+    """Steps 1-3 for one prior at one acceleration; returns (the table row, the ADS run's machine)."""
+    ads_cfg, ads, machine = load_row(ads_path, "ads")
+    dv_cfg, dv, _ = load_row(dv_path, "data_variance")
     differing = [f for f in PAIRED_FIELDS if ads_cfg.get(f) != dv_cfg.get(f)]
     if differing or ads["budget"] != dv["budget"]:
         raise ValueError(f"{ads_path} and {dv_path} are not a pair: they differ in {differing or ['budget']}")
@@ -58,7 +58,7 @@ def compare(label: str, acceleration: str, ads_path: str, dv_path: str, n_boot: 
         out[f"ads_{m}"], out[f"dv_{m}"] = float(a.mean()), float(d.mean())
         out[f"ads_minus_dv_{m}"] = float((a - d).mean())
         out[f"ads_minus_dv_{m}_ci95"] = bootstrap_ci(a - d, n_boot)
-    return out
+    return out, machine
 
 
 def markdown(rows: list[dict], machine: str) -> str:
@@ -91,10 +91,10 @@ def main() -> None:
         if len(parts) != 4:
             ap.error(f"--run {spec!r}: expected label:acceleration:ADS_JSON:DATA_VARIANCE_JSON")
         try:
-            rows.append(compare(*parts, n_boot=args.bootstrap))
+            row, m = compare(*parts, n_boot=args.bootstrap)
         except (ValueError, KeyError, FileNotFoundError) as err:
             ap.error(f"--run {spec!r}: {err}")
-        m = json.loads(Path(parts[2]).read_text())["machine"]
+        rows.append(row)
         machine = f"{m['gpu'] or m['cpu']}, torch {m['torch']}, {m['torch_threads']} thread(s) per process"
     out = Path(args.out)
     out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))

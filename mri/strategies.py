@@ -27,6 +27,7 @@ from fastmri.data.subsample import EquispacedMaskFractionFunc, RandomMaskFunc
 from torch import Tensor
 
 from gendiff.operators import SubsamplingOperator
+from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
 from gendiff.registry import Registry
 
 
@@ -163,16 +164,12 @@ def check_plan(names: list[str], budgets: list[int], num_candidates: int) -> Non
 
     Raises:
         KeyError: an unknown strategy (the message lists the valid names).
-        ValueError: a budget outside 1..num_candidates.
+        ValueError: a budget outside 1..num_candidates (the pipeline's own check, ``budget_from``).
     """
     for name in names:
         ACQUISITION.get(name)
     for budget in budgets:
-        if not 1 <= budget <= num_candidates:
-            raise ValueError(
-                f"budget {budget} impossible: choose between 1 and {num_candidates} candidates "
-                f"(acceleration between 1 and {num_candidates})"
-            )
+        ActiveDiffusionSubsamplingPipeline.budget_from(num_candidates, budget, None)
 
 
 def make_mask(name: str, ctx: StrategyContext) -> Tensor | None:
