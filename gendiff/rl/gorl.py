@@ -5,9 +5,10 @@ Gaussian (latent dim = action dim) optimised by PPO (base "ppo") or by SAC (base
 over the latent box [-L, L]); the decoder g_phi is the identity at stage 0 and then a flow-matching or
 diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-timescale schedule:
 
-  1. Stage k (``stage_steps`` env steps): latent RL with the decoder frozen, with the latent regulariser
-     toward N(0, I) (PPO: ``latent_kl_coef`` KL(pi_theta(.|s) || N(0, I)); SAC: ``latent_kl_coef`` 0.5 E||z||^2,
-     which with SAC's own entropy term is the same KL up to alpha).
+  1. Stage k (``stage_steps`` env steps, or entry k of a list of stage lengths, the last repeated; the
+     reference's HopperStand runs 4 stages of [60M, 60M, 30M, 30M]): latent RL with the decoder frozen, with the
+     latent regulariser toward N(0, I) (PPO: ``latent_kl_coef`` KL(pi_theta(.|s) || N(0, I)); SAC:
+     ``latent_kl_coef`` 0.5 E||z||^2, which with SAC's own entropy term is the same KL up to alpha).
   2. Collect the (s, u) pairs of the most recent ``recent_steps`` rollout steps, where u = g(s, z) is the
      pre-squash action executed (``decoder_data="positive_advantage"`` keeps pairs whose advantage is above
      the window's mean, A - mean(A) > 0, which is robust to a biased critic: GAE for PPO,
@@ -67,8 +68,8 @@ class GoRLConfig:
 
     decoder: Literal["flow", "diffusion"] = "flow"
     base: Literal["ppo", "sac"] = "ppo"
-    stage_steps: int = 20_000
-    first_stage_steps: int | None = None  # stage 0 (identity decoder) length; None: stage_steps
+    stage_steps: int | list[int] = 20_000  # a list: each stage's length in order (stage 0 first), the last repeated
+    first_stage_steps: int | None = None  # stage 0 (identity decoder) length; None: stage_steps (int form only)
     recent_steps: int = 20_000
     decoder_data: Literal["all", "positive_advantage"] = "positive_advantage"
     decoder_fit_steps: int = 500
@@ -86,7 +87,13 @@ class GoRLConfig:
     lr_schedule: Literal["run", "stage"] = "run"  # step 5: PPO's linear anneal over the run or within each stage
 
     def __post_init__(self) -> None:
-        for name in ("stage_steps", "recent_steps", "decoder_fit_steps", "noise_draws", "num_inference_steps"):
+        lengths = self.stage_steps if isinstance(self.stage_steps, list) else [self.stage_steps]
+        if not lengths or min(lengths) < 1:
+            raise ValueError(f"GoRLConfig.stage_steps must be >= 1 (or a non-empty list of such), got {self.stage_steps}")
+        if isinstance(self.stage_steps, list) and self.first_stage_steps is not None:
+            raise ValueError("GoRLConfig: give stage 0's length either as first_stage_steps or as the first entry of a "
+                             "stage_steps list, not both")
+        for name in ("recent_steps", "decoder_fit_steps", "noise_draws", "num_inference_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GoRLConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr_schedule not in ("run", "stage"):
@@ -96,6 +103,12 @@ class GoRLConfig:
                              f"got {self.latent_reset_init!r}")
         if self.latent_kl_coef < 0 or not self.latent_bound > 0:
             raise ValueError("GoRLConfig: latent_kl_coef must be >= 0 and latent_bound > 0")
+
+    def stage_length(self, k: int) -> int:
+        """Env steps of stage ``k`` (0: the identity-decoder stage)."""
+        if isinstance(self.stage_steps, list):
+            return self.stage_steps[min(k, len(self.stage_steps) - 1)]
+        return (self.first_stage_steps or self.stage_steps) if k == 0 else self.stage_steps
 
 
 @dataclass
@@ -159,7 +172,7 @@ class GoRL:
                                        depth=cfg.decoder_depth, num_inference_steps=cfg.num_inference_steps, **extra)
         self.stages: list[StageRecord] = []
         self._recent = _Recent(cfg.recent_steps)
-        self._next_refit = cfg.first_stage_steps or cfg.stage_steps
+        self._next_refit = cfg.stage_length(0)
 
     # ------------------------------------------------------------------ acting
     def transform(self, obs: Tensor, z: Tensor) -> Tensor:
@@ -235,7 +248,7 @@ class GoRL:
         self._recent.add(ro["obs"].flatten(0, 1), ro["pre"].flatten(0, 1), adv.flatten())
         if step >= self._next_refit:
             self._refit(step, *self._recent.data())
-            self._next_refit += self.config.stage_steps
+            self._next_refit += self.config.stage_length(len(self.stages))
 
     def _on_sac_step(self, step: int, agent: SAC) -> None:
         if step < self._next_refit or agent.buffer.size < 2:
@@ -248,7 +261,7 @@ class GoRL:
             adv = agent.critic(batch["obs"], batch["act"]).min(0).values - agent.critic(batch["obs"], pi_a).min(0).values
         self._refit(step, batch["obs"], u, adv)
         agent.buffer.clear()
-        self._next_refit += self.config.stage_steps
+        self._next_refit += self.config.stage_length(len(self.stages))
 
     def _stage_lr_fraction(self, step: int) -> float:
         """Step 5: 1 at the last refit (or the start), falling linearly to 0 at the next refit; ``step`` is the

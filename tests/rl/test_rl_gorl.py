@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from gendiff.config import from_dict
 from gendiff.rl.decoders import (
     DiffusionDecoder,
     FlowDecoder,
@@ -272,3 +273,22 @@ def test_lr_schedule_restarts_the_anneal_at_every_refit_with_stage(schedule):
         assert seen == pytest.approx([1e-3, 5e-4, 1e-3, 5e-4])
     with pytest.raises(ValueError, match="lr_schedule"):
         GoRLConfig(lr_schedule="cosine")
+
+
+def test_stage_steps_list_gives_each_stage_its_length():
+    # stages of 128, 256, then 128 repeated: refits after 128, 384 and 512 env steps (PPO iterations of 128)
+    cfg = GoRLConfig(**{**SMALL_GORL, "stage_steps": [128, 256, 128]})
+    assert [cfg.stage_length(k) for k in range(5)] == [128, 256, 128, 128, 128]
+    ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1, eval_every=0)
+    agent = GoRL("gendiff/TwoModes-v0", cfg, ppo, seed=0)
+    agent.learn(512, progress=False)
+    assert [s.step for s in agent.stages] == [128, 384, 512]
+    # the int form keeps its meaning, and YAML / flag text is read as a list
+    assert [GoRLConfig(stage_steps=50, first_stage_steps=100).stage_length(k) for k in range(3)] == [100, 50, 50]
+    assert from_dict(GoRLConfig, {"stage_steps": "100,100,50"}).stage_steps == [100, 100, 50]
+    with pytest.raises(ValueError, match="not both"):
+        GoRLConfig(stage_steps=[100, 50], first_stage_steps=100)
+    with pytest.raises(ValueError, match="stage_steps"):
+        GoRLConfig(stage_steps=[100, 0])
+    with pytest.raises(ValueError, match="stage_steps"):
+        GoRLConfig(stage_steps=[])
