@@ -127,10 +127,8 @@ def slice_oracle(rows: list[dict], reference: str = "data_variance") -> dict:
     ssim = np.array([r["ssim_per_slice"] for r in rows])  # [rows, slices]
     psnr = np.array([r["psnr_per_slice"] for r in rows])
     ref = names.index(reference)
-    picks = []
-    for b in range(ssim.shape[1]):
-        better = [i for i in range(len(rows)) if ssim[i, b] > ssim[ref, b]]
-        picks.append(max(better, key=lambda i: psnr[i, b]) if better else ref)
+    eligible = np.where(ssim > ssim[ref], psnr, -np.inf)  # [rows, slices]: PSNR of the rows above ref's SSIM
+    picks = np.where(np.isfinite(eligible.max(0)), eligible.argmax(0), ref)  # argmax: the first row on a tie
     cols = np.arange(ssim.shape[1])
     return {"picks": [names[i] for i in picks], "ssim_x100": 100 * float(ssim[picks, cols].mean()),
             "psnr": float(psnr[picks, cols].mean()),
