@@ -153,6 +153,8 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=20_000, help="on-policy curve spacing (SAC: half of it)")
     p.add_argument("--algos", type=str, default=",".join(ONPOLICY), help="onpolicy part: algorithms")
     p.add_argument("--gorl-config", type=str, default=None, help="onpolicy part: GoRLConfig YAML (a variant)")
+    p.add_argument("--ppo-config", type=str, default=None, help="onpolicy part: PPOConfig YAML (GoRL's latent PPO "
+                   "and the Gaussian PPO baseline)")
     p.add_argument("--group", type=str, default="onpolicy", help="onpolicy part: folder name (variants: not "
                    "'onpolicy'; the report labels their rows with it)")
     p.add_argument("--runs-dir", type=str, default="runs/gorl_hopper")
@@ -164,7 +166,7 @@ def main() -> None:
     if args.part == "onpolicy":
         run_benchmark(GorlBenchmarkConfig(**common, algos=tuple(args.algos.split(",")), seeds=_seeds(args.seeds),
                                           steps=args.steps, eval_every=args.eval_every, out=str(runs / args.group),
-                                          gorl_config=args.gorl_config))
+                                          gorl_config=args.gorl_config, ppo_config=args.ppo_config))
     elif args.part == "sac":
         run_benchmark(GorlBenchmarkConfig(**common, algos=("sac",), seeds=_seeds(args.sac_seeds), steps=args.sac_steps,
                                           eval_every=args.eval_every // 2, out=str(runs / "sac")))
