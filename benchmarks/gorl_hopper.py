@@ -21,6 +21,10 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     printf "decoder_fit_steps: 2000\n" >> stage50k.yaml
     cat stage50k.yaml > stage50k_lr.yaml; printf "lr_schedule: stage\n" >> stage50k_lr.yaml  # per-stage LR anneal
     sed 's/latent_reset_init: gaussian/latent_reset_init: recentre/' stage50k_lr.yaml > stage50k_lr_recentre.yaml  # keep the trunk
+    sed 's/stage_steps: 50000/stage_steps: [100000, 100000, 50000]/' stage50k_lr.yaml > refsched.yaml  # the reference's
+    printf "latent_kl_coef: 0.001\n" >> refsched.yaml      # HopperStand proportions (2:2:1:1) and z regulariser
+    cp stage50k.yaml stage50k_const.yaml; printf "anneal_lr: false\n" > ppo_const.yaml  # constant LR, as the
+    # reference's latent PPO per stage; --ppo-config ppo_const.yaml for GoRL and (own --group) the PPO baseline
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 
@@ -104,17 +108,22 @@ def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper") -> dict:
                      f"{', '.join(f'{v:.0f}' for v in st['per_seed'])} | {de['mean']:.0f} +- {de['std']:.0f} | "
                      f"{', '.join(f'{v:.0f}' for v in de['per_seed'])} | {s['wall_s']['mean'] / 60:.0f} |")
     paired: dict[str, dict] = {}
-    if "ppo" in onpolicy:
-        ppo = {m["seed"]: m for m in onpolicy["ppo"]}
+    # every GoRL row against every PPO row ("ppo": the library defaults; "ppo (<group>)": a --ppo-config variant)
+    baselines = {lb: {m["seed"]: m for m in rs} for lb, rs in onpolicy.items() if lb.split(" ")[0] == "ppo"}
+    if baselines:
         for label in (lb for lb in onpolicy if lb.startswith("gorl")):
             by = {m["seed"]: m for m in onpolicy[label]}
-            common = sorted(set(ppo) & set(by))
-            paired[label] = {mode: {"seeds": common, "per_seed": (d := [
-                by[s][f"final_return_{mode}"] - ppo[s][f"final_return_{mode}"] for s in common]),
-                "mean": float(np.mean(d))} for mode in ("stochastic", "deterministic")}
-            lines += ["", f"{label} - PPO, same seed: " + "; ".join(
-                f"{mode} {p['mean']:+.0f} (per seed {', '.join(f'{v:+.0f}' for v in p['per_seed'])})"
-                for mode, p in paired[label].items())]
+            for base, ppo in baselines.items():
+                common = sorted(set(ppo) & set(by))
+                if not common:
+                    continue
+                key = label if base == "ppo" else f"{label} - {base}"
+                paired[key] = {mode: {"seeds": common, "per_seed": (d := [
+                    by[s][f"final_return_{mode}"] - ppo[s][f"final_return_{mode}"] for s in common]),
+                    "mean": float(np.mean(d))} for mode in ("stochastic", "deterministic")}
+                lines += ["", f"{label} - {'PPO' if base == 'ppo' else base}, same seed: " + "; ".join(
+                    f"{mode} {p['mean']:+.0f} (per seed {', '.join(f'{v:+.0f}' for v in p['per_seed'])})"
+                    for mode, p in paired[key].items())]
             spread = [(m["seed"], m["stages"][0].get("z_spread"), m["stages"][-1].get("z_spread"))
                       for m in onpolicy[label] if m["stages"] and m["stages"][0].get("z_spread") is not None]
             if spread:
