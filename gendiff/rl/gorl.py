@@ -90,6 +90,8 @@ class GoRLConfig:
         lengths = self.stage_steps if isinstance(self.stage_steps, list) else [self.stage_steps]
         if not lengths or min(lengths) < 1:
             raise ValueError(f"GoRLConfig.stage_steps must be >= 1 (or a non-empty list of such), got {self.stage_steps}")
+        if self.first_stage_steps is not None and self.first_stage_steps < 1:
+            raise ValueError(f"GoRLConfig.first_stage_steps must be >= 1 or null, got {self.first_stage_steps}")
         if isinstance(self.stage_steps, list) and self.first_stage_steps is not None:
             raise ValueError("GoRLConfig: give stage 0's length either as first_stage_steps or as the first entry of a "
                              "stage_steps list, not both")

@@ -292,3 +292,5 @@ def test_stage_steps_list_gives_each_stage_its_length():
         GoRLConfig(stage_steps=[100, 0])
     with pytest.raises(ValueError, match="stage_steps"):
         GoRLConfig(stage_steps=[])
+    with pytest.raises(ValueError, match="first_stage_steps"):
+        GoRLConfig(first_stage_steps=0)
