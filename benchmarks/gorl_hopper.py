@@ -23,8 +23,8 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     sed 's/latent_reset_init: gaussian/latent_reset_init: recentre/' stage50k_lr.yaml > stage50k_lr_recentre.yaml  # keep the trunk
     sed 's/stage_steps: 50000/stage_steps: [100000, 100000, 50000]/' stage50k_lr.yaml > refsched.yaml  # the reference's
     printf "latent_kl_coef: 0.001\n" >> refsched.yaml      # HopperStand proportions (2:2:1:1) and z regulariser
-    cp stage50k.yaml stage50k_const.yaml; printf "anneal_lr: false\n" > ppo_const.yaml  # constant LR, as the
-    # reference's latent PPO per stage; --ppo-config ppo_const.yaml for GoRL and (own --group) the PPO baseline
+    printf "anneal_lr: false\n" > ppo_const.yaml  # constant LR, as the reference's latent PPO per stage: the group
+    # stage50k_const is stage50k.yaml with --ppo-config ppo_const.yaml; the PPO baseline takes it too (own --group)
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 
