@@ -12,7 +12,11 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
   2. Collect the (s, u) pairs of the most recent ``recent_steps`` rollout steps, where u = g(s, z) is the
      pre-squash action executed (``decoder_data="positive_advantage"`` keeps pairs whose advantage is above
      the window's mean, A - mean(A) > 0, which is robust to a biased critic: GAE for PPO,
-     min Q(s, z) - min Q(s, z' ~ pi) for SAC; "all" keeps every pair).
+     min Q(s, z) - min Q(s, z' ~ pi) for SAC; "all" keeps every pair). ``"final_policy"`` keeps the states
+     but replaces their actions by the stage's final policy: u = g(s, z) with z ~ pi_theta(z|s) drawn after the
+     stage's last update, so the new decoder represents the policy the stage ended with, not a blend of the
+     policies it went through (the reference refits on fresh rollouts of the final policy; this reuses the
+     recent states instead of spending env steps on new ones).
   3. Refit the decoder by conditional flow matching / denoising (8 noise draws per action) and swap it in.
      With the SAC base the replay buffer is emptied (its latents meant other actions under the old decoder).
   4. ``reset_latent``: re-initialise the latent policy (the reference's fresh encoder each stage). A fresh
@@ -71,7 +75,7 @@ class GoRLConfig:
     stage_steps: int | list[int] = 20_000  # a list: each stage's length in order (stage 0 first), the last repeated
     first_stage_steps: int | None = None  # stage 0 (identity decoder) length; None: stage_steps (int form only)
     recent_steps: int = 20_000
-    decoder_data: Literal["all", "positive_advantage"] = "positive_advantage"
+    decoder_data: Literal["all", "positive_advantage", "final_policy"] = "positive_advantage"
     decoder_fit_steps: int = 500
     decoder_batch_size: int = 256
     decoder_lr: float = 1e-3
@@ -98,6 +102,9 @@ class GoRLConfig:
         for name in ("recent_steps", "decoder_fit_steps", "noise_draws", "num_inference_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GoRLConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.decoder_data not in ("all", "positive_advantage", "final_policy"):
+            raise ValueError("GoRLConfig.decoder_data must be 'all', 'positive_advantage' or 'final_policy', "
+                             f"got {self.decoder_data!r}")
         if self.lr_schedule not in ("run", "stage"):
             raise ValueError(f"GoRLConfig.lr_schedule must be 'run' or 'stage', got {self.lr_schedule!r}")
         if self.latent_reset_init not in ("fresh", "gaussian", "recentre"):
@@ -197,6 +204,8 @@ class GoRL:
     def _refit(self, step: int, obs: Tensor, u: Tensor, adv: Tensor) -> None:
         """Steps 2-3: select pairs, fit the generative decoder, swap it in."""
         cfg, t0 = self.config, time.perf_counter()
+        if cfg.decoder_data == "final_policy":
+            u = self._final_policy_actions(obs)
         centred = adv - adv.mean()
         keep = centred > 0 if cfg.decoder_data == "positive_advantage" else torch.ones_like(adv, dtype=torch.bool)
         if int(keep.sum()) < 2:
@@ -209,6 +218,16 @@ class GoRL:
         self.stages.append(StageRecord(step, int(keep.sum()), float(np.mean(losses[-20:])),
                                        time.perf_counter() - t0, self._z_spread(obs[keep]),
                                        float(u[keep].std(0).mean())))
+
+    @torch.no_grad()
+    def _final_policy_actions(self, obs: Tensor) -> Tensor:
+        """``decoder_data="final_policy"``: u = g(s, z), z ~ pi_theta(z|s) of the current latent policy and the
+        current (outgoing) decoder, for raw states obs [n, obs_dim] -> [n, act_dim]."""
+        if isinstance(self.agent, PPO):
+            z, _ = self.agent.actor.sample(self.agent._norm(obs), False, self.generator)
+        else:
+            z = self.agent.policy.act(obs, False, self.generator)
+        return self.transform(obs, z)
 
     @torch.no_grad()
     def _z_spread(self, obs: Tensor, states: int = 128, draws: int = 16) -> float:

@@ -294,3 +294,38 @@ def test_stage_steps_list_gives_each_stage_its_length():
         GoRLConfig(stage_steps=[])
     with pytest.raises(ValueError, match="first_stage_steps"):
         GoRLConfig(first_stage_steps=0)
+
+
+def test_final_policy_refit_data_are_the_final_latent_policy_through_the_old_decoder():
+    # PPO base with a frozen latent policy N(1.5, 0.1^2) (lr 0): at the stage-0 refit the identity decoder's
+    # inputs are the pairs, so the decoder is fitted on u ~ N(1.5, 0.1^2), not on the rollouts' actions
+    ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1, eval_every=0, lr=0.0)
+    agent = GoRL("gendiff/TwoModes-v0", GoRLConfig(decoder_data="final_policy", **SMALL_GORL), ppo, seed=0)
+    out = agent.agent.actor.mean[-1]
+    with torch.no_grad():
+        out.weight.zero_()
+        out.bias.fill_(1.5)
+        agent.agent.actor.log_std.fill_(float(np.log(0.1)))
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    fit = agent.generative.fit
+
+    def spy(obs, u, *args, **kwargs):  # the pairs the decoder is refitted on
+        seen.append((obs, u))
+        return fit(obs, u, *args, **kwargs)
+
+    agent.generative.fit = spy
+    agent.learn(128, progress=False)
+    (obs, u), = seen
+    assert obs.shape == (128, agent.obs_dim) and u.shape == (128, agent.act_dim)
+    assert float(u.mean()) == pytest.approx(1.5, abs=0.03) and float(u.std()) == pytest.approx(0.1, abs=0.02)
+    assert agent.stages[0].data_spread == pytest.approx(float(u.std(0).mean()))
+    # SAC base: z from the latent tanh-Gaussian over the box [-L, L], then the current decoder
+    sac = SACConfig(hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=0)
+    agent = GoRL("Pendulum-v1", GoRLConfig(base="sac", decoder_data="final_policy", **SMALL_GORL), None, sac, seed=0)
+    with torch.no_grad():
+        agent.agent.policy.net[-1].weight.zero_()
+        agent.agent.policy.net[-1].bias.copy_(torch.tensor([0.5, -9.0]))  # mean 0.5, std ~ 1e-4
+    u = agent._final_policy_actions(torch.randn(64, agent.obs_dim))
+    assert torch.allclose(u, torch.full_like(u, 3.0 * np.tanh(0.5)), atol=1e-3)
+    with pytest.raises(ValueError, match="decoder_data"):
+        GoRLConfig(decoder_data="best")
