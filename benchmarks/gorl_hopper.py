@@ -25,6 +25,9 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     printf "latent_kl_coef: 0.001\n" >> refsched.yaml      # HopperStand proportions (2:2:1:1) and z regulariser
     printf "anneal_lr: false\n" > ppo_const.yaml  # constant LR, as the reference's latent PPO per stage: the group
     # stage50k_const is stage50k.yaml with --ppo-config ppo_const.yaml; the PPO baseline takes it too (own --group)
+    sed 's/decoder_data: all/decoder_data: final_policy/' stage50k.yaml > stage50k_final.yaml  # refit on the final
+    # policy's actions (group stage50k_const_final, with --ppo-config ppo_const.yaml)
+    cat stage50k.yaml > stage50k_kl0.yaml; printf "latent_kl_coef: 0.0\n" >> stage50k_kl0.yaml  # no latent regulariser
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 
