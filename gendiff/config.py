@@ -81,6 +81,18 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
     return value
 
 
+def check_literal_fields(cfg: Any) -> None:
+    """Raise ValueError naming the field if a ``Literal``-typed field of the dataclass ``cfg`` holds another value.
+
+    For ``__post_init__``: :func:`from_dict` checks the values it reads, this also covers direct construction.
+    """
+    for name, tp in _field_types(type(cfg)).items():
+        value = getattr(cfg, name)
+        if typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
+            choices = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise ValueError(f"{type(cfg).__name__}.{name} must be one of {choices}, got {value!r}")
+
+
 def from_dict(cls: type[C], data: dict[str, Any], base: C | None = None) -> C:
     """Build ``cls`` from ``data`` on top of ``base`` (or the defaults); unknown keys raise."""
     types_ = _field_types(cls)

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gendiff.config import check_literal_fields
 from gendiff.rl.common import TrainLog
 from gendiff.rl.decoders import IdentityDecoder, make_decoder
 from gendiff.rl.ppo import PPO, GaussianHead, PPOConfig
@@ -102,14 +103,7 @@ class GoRLConfig:
         for name in ("recent_steps", "decoder_fit_steps", "noise_draws", "num_inference_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GoRLConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.decoder_data not in ("all", "positive_advantage", "final_policy"):
-            raise ValueError("GoRLConfig.decoder_data must be 'all', 'positive_advantage' or 'final_policy', "
-                             f"got {self.decoder_data!r}")
-        if self.lr_schedule not in ("run", "stage"):
-            raise ValueError(f"GoRLConfig.lr_schedule must be 'run' or 'stage', got {self.lr_schedule!r}")
-        if self.latent_reset_init not in ("fresh", "gaussian", "recentre"):
-            raise ValueError("GoRLConfig.latent_reset_init must be 'fresh', 'gaussian' or 'recentre', "
-                             f"got {self.latent_reset_init!r}")
+        check_literal_fields(self)  # decoder, base, decoder_data, flow_solver, latent_reset_init, lr_schedule
         if self.latent_kl_coef < 0 or not self.latent_bound > 0:
             raise ValueError("GoRLConfig: latent_kl_coef must be >= 0 and latent_bound > 0")
 
