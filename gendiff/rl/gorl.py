@@ -77,6 +77,7 @@ class GoRLConfig:
     first_stage_steps: int | None = None  # stage 0 (identity decoder) length; None: stage_steps (int form only)
     recent_steps: int = 20_000
     decoder_data: Literal["all", "positive_advantage", "final_policy"] = "positive_advantage"
+    final_policy_draws: int = 1  # "final_policy": actions redrawn per recent state (more pairs, less noisy fit)
     decoder_fit_steps: int = 500
     decoder_batch_size: int = 256
     decoder_lr: float = 1e-3
@@ -100,7 +101,7 @@ class GoRLConfig:
         if isinstance(self.stage_steps, list) and self.first_stage_steps is not None:
             raise ValueError("GoRLConfig: give stage 0's length either as first_stage_steps or as the first entry of a "
                              "stage_steps list, not both")
-        for name in ("recent_steps", "decoder_fit_steps", "noise_draws", "num_inference_steps"):
+        for name in ("recent_steps", "decoder_fit_steps", "noise_draws", "num_inference_steps", "final_policy_draws"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GoRLConfig.{name} must be >= 1, got {getattr(self, name)}")
         check_literal_fields(self)  # decoder, base, decoder_data, flow_solver, latent_reset_init, lr_schedule
@@ -119,7 +120,11 @@ class StageRecord:
     """One decoder refit: env step, pairs used, final loss, seconds, and how much the new decoder's actions
     vary with z: ``z_spread`` is the mean over refit states of the std of u = g(s, z) over z ~ N(0, I) (per
     action dimension, averaged), ``data_spread`` the std of the refit actions u over the data. A z_spread
-    that shrinks stage after stage means the decoder is turning deterministic (z ignored).
+    that shrinks stage after stage means the decoder is turning deterministic (z ignored). ``policy_shift``
+    is how far the refit (and the latent reset) moved the behaviour: the mean over refit states and action
+    dimensions of |E[u_after | s] - E[u_before | s]|, the pre-squash action's mean under the policy just
+    after the swap and the stage's final policy (64 draws each); with a perfect refit and the N(0, I) reset
+    it is 0 up to the draws' noise, so it measures the distillation error that each refit adds.
     """
 
     step: int
@@ -128,6 +133,7 @@ class StageRecord:
     seconds: float
     z_spread: float = float("nan")
     data_spread: float = float("nan")
+    policy_shift: float = float("nan")
 
 
 @dataclass
@@ -198,8 +204,12 @@ class GoRL:
     def _refit(self, step: int, obs: Tensor, u: Tensor, adv: Tensor) -> None:
         """Steps 2-3: select pairs, fit the generative decoder, swap it in."""
         cfg, t0 = self.config, time.perf_counter()
-        if cfg.decoder_data == "final_policy":
-            u = self._final_policy_actions(obs)
+        probe = torch.Generator().manual_seed(self.seed + 104_729 * (len(self.stages) + 1))  # diagnostics only
+        states = obs[torch.randperm(obs.shape[0], generator=probe)[:128]]
+        before = self._mean_action(states, probe)
+        if cfg.decoder_data == "final_policy":  # K = final_policy_draws actions per recent state
+            obs, adv = obs.repeat(cfg.final_policy_draws, 1), adv.repeat(cfg.final_policy_draws)
+            u = self._final_policy_actions(obs, self.generator)
         centred = adv - adv.mean()
         keep = centred > 0 if cfg.decoder_data == "positive_advantage" else torch.ones_like(adv, dtype=torch.bool)
         if int(keep.sum()) < 2:
@@ -209,19 +219,26 @@ class GoRL:
         self.decoder = self.generative
         if cfg.reset_latent:
             self._reset_latent_policy()
+        shift = float((self._mean_action(states, probe) - before).abs().mean())
         self.stages.append(StageRecord(step, int(keep.sum()), float(np.mean(losses[-20:])),
                                        time.perf_counter() - t0, self._z_spread(obs[keep]),
-                                       float(u[keep].std(0).mean())))
+                                       float(u[keep].std(0).mean()), shift))
 
     @torch.no_grad()
-    def _final_policy_actions(self, obs: Tensor) -> Tensor:
+    def _final_policy_actions(self, obs: Tensor, generator: torch.Generator) -> Tensor:
         """``decoder_data="final_policy"``: u = g(s, z), z ~ pi_theta(z|s) of the current latent policy and the
         current (outgoing) decoder, for raw states obs [n, obs_dim] -> [n, act_dim]."""
         if isinstance(self.agent, PPO):
-            z, _ = self.agent.actor.sample(self.agent._norm(obs), False, self.generator)
+            z, _ = self.agent.actor.sample(self.agent._norm(obs), False, generator)
         else:
-            z = self.agent.policy.act(obs, False, self.generator)
+            z = self.agent.policy.act(obs, False, generator)
         return self.transform(obs, z)
+
+    @torch.no_grad()
+    def _mean_action(self, obs: Tensor, generator: torch.Generator, draws: int = 64) -> Tensor:
+        """E[u | s] of the current policy (latent policy, then decoder), by ``draws`` draws: [n, act_dim]."""
+        u = self._final_policy_actions(obs.repeat(draws, 1), generator)
+        return u.view(draws, obs.shape[0], -1).mean(0)
 
     @torch.no_grad()
     def _z_spread(self, obs: Tensor, states: int = 128, draws: int = 16) -> float:

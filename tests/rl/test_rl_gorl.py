@@ -319,13 +319,48 @@ def test_final_policy_refit_data_are_the_final_latent_policy_through_the_old_dec
     assert obs.shape == (128, agent.obs_dim) and u.shape == (128, agent.act_dim)
     assert float(u.mean()) == pytest.approx(1.5, abs=0.03) and float(u.std()) == pytest.approx(0.1, abs=0.02)
     assert agent.stages[0].data_spread == pytest.approx(float(u.std(0).mean()))
+    assert np.isfinite(agent.stages[0].policy_shift)
     # SAC base: z from the latent tanh-Gaussian over the box [-L, L], then the current decoder
     sac = SACConfig(hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=0)
     agent = GoRL("Pendulum-v1", GoRLConfig(base="sac", decoder_data="final_policy", **SMALL_GORL), None, sac, seed=0)
     with torch.no_grad():
         agent.agent.policy.net[-1].weight.zero_()
         agent.agent.policy.net[-1].bias.copy_(torch.tensor([0.5, -9.0]))  # mean 0.5, std ~ 1e-4
-    u = agent._final_policy_actions(torch.randn(64, agent.obs_dim))
+    u = agent._final_policy_actions(torch.randn(64, agent.obs_dim), torch.Generator().manual_seed(0))
     assert torch.allclose(u, torch.full_like(u, 3.0 * np.tanh(0.5)), atol=1e-3)
     with pytest.raises(ValueError, match="decoder_data"):
         GoRLConfig(decoder_data="best")
+
+
+def test_final_policy_draws_redraw_several_actions_per_state_and_policy_shift_measures_the_refit():
+    # K = 3 redraws of the frozen latent policy N(-1, 0.2^2) per recent state: 3 x 128 pairs, the states repeated
+    ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1, eval_every=0, lr=0.0)
+    cfg = GoRLConfig(decoder_data="final_policy", final_policy_draws=3, reset_latent=True,
+                     latent_reset_init="gaussian", **SMALL_GORL)
+    agent = GoRL("gendiff/TwoModes-v0", cfg, ppo, seed=0)
+    with torch.no_grad():
+        agent.agent.actor.mean[-1].weight.zero_()
+        agent.agent.actor.mean[-1].bias.fill_(-1.0)
+        agent.agent.actor.log_std.fill_(float(np.log(0.2)))
+    gen = torch.Generator().manual_seed(1)
+    states = torch.randn(32, agent.obs_dim)
+    assert torch.allclose(agent._mean_action(states, gen, draws=4096), torch.full((32, agent.act_dim), -1.0), atol=0.02)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    fit = agent.generative.fit
+
+    def spy(obs, u, *args, **kwargs):
+        seen.append((obs, u))
+        return fit(obs, u, *args, **kwargs)
+
+    agent.generative.fit = spy
+    agent.learn(128, progress=False)
+    (obs, u), = seen
+    assert obs.shape == (3 * 128, agent.obs_dim) and torch.equal(obs[:128], obs[128:256])
+    assert not torch.equal(u[:128], u[128:256])  # fresh draws, not copies
+    assert float(u.mean()) == pytest.approx(-1.0, abs=0.05) and agent.stages[0].pairs == 3 * 128
+    # after the swap the latent policy is N(0, I) through the new decoder; policy_shift (on the 128 recent states,
+    # 64 draws) is how far its mean action moved from -1, the fit error of this 5-step fit
+    after = agent._mean_action(obs[:128], gen, draws=1024)
+    assert agent.stages[0].policy_shift == pytest.approx(float((after + 1.0).abs().mean()), abs=0.03)
+    with pytest.raises(ValueError, match="final_policy_draws"):
+        GoRLConfig(final_policy_draws=0)
