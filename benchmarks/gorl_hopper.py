@@ -51,12 +51,14 @@ from pathlib import Path
 import numpy as np
 
 from gendiff.bench import machine_info
+from gendiff.mri.metrics import bootstrap_ci
 from gendiff.rl.cli import GorlBenchmarkConfig, plot_curves, run_benchmark
 
 HERE = Path(__file__).resolve().parent
 ONPOLICY = ("ppo", "gorl_fm")
 # published SAC on Hopper (SB3 / CleanRL / the SAC paper's curves): ~2,500-3,000 by 300k env steps
 SAC_REFERENCE = 2500.0
+N_BOOT = 10_000  # bootstrap resamples for the paired GoRL - PPO intervals (over seeds)
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -123,15 +125,21 @@ def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper") -> dict:
                 key = label if base == "ppo" else f"{label} - {base}"
                 paired[key] = {mode: {"seeds": common, "per_seed": (d := [
                     by[s][f"final_return_{mode}"] - ppo[s][f"final_return_{mode}"] for s in common]),
-                    "mean": float(np.mean(d))} for mode in ("stochastic", "deterministic")}
+                    "mean": float(np.mean(d)), "ci95": bootstrap_ci(np.asarray(d), N_BOOT)}
+                    for mode in ("stochastic", "deterministic")}
                 lines += ["", f"{label} - {'PPO' if base == 'ppo' else base}, same seed: " + "; ".join(
-                    f"{mode} {p['mean']:+.0f} (per seed {', '.join(f'{v:+.0f}' for v in p['per_seed'])})"
-                    for mode, p in paired[key].items())]
+                    f"{mode} {p['mean']:+.0f} [{p['ci95'][0]:+.0f}, {p['ci95'][1]:+.0f}] "
+                    f"(per seed {', '.join(f'{v:+.0f}' for v in p['per_seed'])})" for mode, p in paired[key].items())]
             spread = [(m["seed"], m["stages"][0].get("z_spread"), m["stages"][-1].get("z_spread"))
                       for m in onpolicy[label] if m["stages"] and m["stages"][0].get("z_spread") is not None]
             if spread:
                 lines.append(f"{label}: decoder spread over z (StageRecord.z_spread), first -> last refit: " + "; ".join(
                     f"seed {sd} {a:.3f} -> {b:.3f}" for sd, a, b in spread))
+            shifts = [(m["seed"], [st["policy_shift"] for st in m["stages"]]) for m in onpolicy[label]
+                      if m["stages"] and m["stages"][0].get("policy_shift") is not None]
+            if shifts:
+                lines.append(f"{label}: mean-action change at each refit (StageRecord.policy_shift, pre-squash units): "
+                             + "; ".join(f"seed {sd} {', '.join(f'{v:.3f}' for v in vs)}" for sd, vs in shifts))
     sac_points = {}
     if "sac" in sac:
         for m in sac["sac"]:
