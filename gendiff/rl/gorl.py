@@ -16,7 +16,9 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
      but replaces their actions by the stage's final policy: u = g(s, z) with z ~ pi_theta(z|s) drawn after the
      stage's last update, so the new decoder represents the policy the stage ended with, not a blend of the
      policies it went through (the reference refits on fresh rollouts of the final policy; this reuses the
-     recent states instead of spending env steps on new ones).
+     recent states instead of spending env steps on new ones). ``final_policy_draws`` = K redraws K actions per
+     state (K x recent_steps pairs): with one draw per state the fit regresses on a single noisy sample of the
+     policy at each state, and the refit's distillation error (StageRecord.policy_shift) stays larger.
   3. Refit the decoder by conditional flow matching / denoising (8 noise draws per action) and swap it in.
      With the SAC base the replay buffer is emptied (its latents meant other actions under the old decoder).
   4. ``reset_latent``: re-initialise the latent policy (the reference's fresh encoder each stage). A fresh
@@ -201,8 +203,9 @@ class GoRL:
         return self.env_action(o, self.agent.policy.act(o, deterministic)).numpy()
 
     # ------------------------------------------------------------------ schedule
-    def _refit(self, step: int, obs: Tensor, u: Tensor, adv: Tensor) -> None:
-        """Steps 2-3: select pairs, fit the generative decoder, swap it in."""
+    def _refit(self, step: int, obs: Tensor, u: Tensor | None, adv: Tensor) -> None:
+        """Steps 2-3: select pairs, fit the generative decoder, swap it in (obs [n, obs_dim], executed pre-squash
+        actions u [n, d], None with ``final_policy`` which redraws them, advantages adv [n])."""
         cfg, t0 = self.config, time.perf_counter()
         probe = torch.Generator().manual_seed(self.seed + 104_729 * (len(self.stages) + 1))  # diagnostics only
         states = obs[torch.randperm(obs.shape[0], generator=probe)[:128]]
@@ -210,6 +213,8 @@ class GoRL:
         if cfg.decoder_data == "final_policy":  # K = final_policy_draws actions per recent state
             obs, adv = obs.repeat(cfg.final_policy_draws, 1), adv.repeat(cfg.final_policy_draws)
             u = self._final_policy_actions(obs, self.generator)
+        if u is None:
+            raise ValueError("GoRL._refit needs the executed actions unless decoder_data is 'final_policy'")
         centred = adv - adv.mean()
         keep = centred > 0 if cfg.decoder_data == "positive_advantage" else torch.ones_like(adv, dtype=torch.bool)
         if int(keep.sum()) < 2:
@@ -288,7 +293,8 @@ class GoRL:
         batch = agent.buffer.recent(self.config.recent_steps)
         with torch.no_grad():
             z = agent.policy.scaler.to_env(batch["act"])
-            u = self.transform(batch["obs"], z)
+            # "final_policy": _refit redraws the actions, so the batch's are not decoded
+            u = None if self.config.decoder_data == "final_policy" else self.transform(batch["obs"], z)
             pi_a, _ = agent.policy.sample(batch["obs"], agent.generator)
             adv = agent.critic(batch["obs"], batch["act"]).min(0).values - agent.critic(batch["obs"], pi_a).min(0).values
         self._refit(step, batch["obs"], u, adv)

@@ -362,5 +362,11 @@ def test_final_policy_draws_redraw_several_actions_per_state_and_policy_shift_me
     # 64 draws) is how far its mean action moved from -1, the fit error of this 5-step fit
     after = agent._mean_action(obs[:128], gen, draws=1024)
     assert agent.stages[0].policy_shift == pytest.approx(float((after + 1.0).abs().mean()), abs=0.03)
+    # SAC base: the stage's 128 buffered states (the buffer is emptied at each refit), 2 draws each
+    sac = SACConfig(hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=0)
+    agent = GoRL("Pendulum-v1", GoRLConfig(base="sac", decoder_data="final_policy", final_policy_draws=2,
+                                           **SMALL_GORL), None, sac, seed=0)
+    agent.learn(300, progress=False)
+    assert [st.pairs for st in agent.stages] == [2 * 128, 2 * 128]
     with pytest.raises(ValueError, match="final_policy_draws"):
         GoRLConfig(final_policy_draws=0)
