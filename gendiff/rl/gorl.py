@@ -123,10 +123,11 @@ class StageRecord:
     vary with z: ``z_spread`` is the mean over refit states of the std of u = g(s, z) over z ~ N(0, I) (per
     action dimension, averaged), ``data_spread`` the std of the refit actions u over the data. A z_spread
     that shrinks stage after stage means the decoder is turning deterministic (z ignored). ``policy_shift``
-    is how far the refit (and the latent reset) moved the behaviour: the mean over refit states and action
-    dimensions of |E[u_after | s] - E[u_before | s]|, the pre-squash action's mean under the policy just
-    after the swap and the stage's final policy (64 draws each); with a perfect refit and the N(0, I) reset
-    it is 0 up to the draws' noise, so it measures the distillation error that each refit adds.
+    is how far the refit (and the latent reset) moved the behaviour: the root mean square, over 128 refit states
+    and the action dimensions, of E[u_after | s] - E[u_before | s], the pre-squash action's mean under the policy
+    just after the swap and under the stage's final policy. Each mean is estimated from 256 draws, and the
+    draws' own variance (var_before + var_after) / 256 is subtracted from the mean square, so a perfect refit
+    with the N(0, I) reset reads ~0: it measures the distillation error that each refit adds.
     """
 
     step: int
@@ -209,7 +210,7 @@ class GoRL:
         cfg, t0 = self.config, time.perf_counter()
         probe = torch.Generator().manual_seed(self.seed + 104_729 * (len(self.stages) + 1))  # diagnostics only
         states = obs[torch.randperm(obs.shape[0], generator=probe)[:128]]
-        before = self._mean_action(states, probe)
+        before, noise_before = self._mean_action(states, probe)
         if cfg.decoder_data == "final_policy":  # K = final_policy_draws actions per recent state
             obs, adv = obs.repeat(cfg.final_policy_draws, 1), adv.repeat(cfg.final_policy_draws)
             u = self._final_policy_actions(obs, self.generator)
@@ -224,7 +225,8 @@ class GoRL:
         self.decoder = self.generative
         if cfg.reset_latent:
             self._reset_latent_policy()
-        shift = float((self._mean_action(states, probe) - before).abs().mean())
+        after, noise_after = self._mean_action(states, probe)
+        shift = float(((after - before).square() - noise_before - noise_after).mean().clamp_min(0).sqrt())
         self.stages.append(StageRecord(step, int(keep.sum()), float(np.mean(losses[-20:])),
                                        time.perf_counter() - t0, self._z_spread(obs[keep]),
                                        float(u[keep].std(0).mean()), shift))
@@ -240,10 +242,11 @@ class GoRL:
         return self.transform(obs, z)
 
     @torch.no_grad()
-    def _mean_action(self, obs: Tensor, generator: torch.Generator, draws: int = 64) -> Tensor:
-        """E[u | s] of the current policy (latent policy, then decoder), by ``draws`` draws: [n, act_dim]."""
-        u = self._final_policy_actions(obs.repeat(draws, 1), generator)
-        return u.view(draws, obs.shape[0], -1).mean(0)
+    def _mean_action(self, obs: Tensor, generator: torch.Generator, draws: int = 256) -> tuple[Tensor, Tensor]:
+        """E[u | s] of the current policy (latent policy, then decoder) from ``draws`` draws per state, and the
+        variance of that estimate (the draws' variance / draws): both [n, act_dim] for obs [n, obs_dim]."""
+        u = self._final_policy_actions(obs.repeat(draws, 1), generator).view(draws, obs.shape[0], -1)
+        return u.mean(0), u.var(0) / draws
 
     @torch.no_grad()
     def _z_spread(self, obs: Tensor, states: int = 128, draws: int = 16) -> float:
