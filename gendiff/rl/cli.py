@@ -2,7 +2,8 @@
 
 ``gendiff gorl train --env ID --algo {gorl_fm,gorl_diffusion,ppo,sac,pmoe_sac} --steps N --seed S --out DIR``
 writes DIR/metrics.json (learning curve, final stochastic and deterministic returns, wall time),
-DIR/curve.png, DIR/config.yaml and the trained weights (DIR/model/). Base-learner settings come from
+DIR/curve.png, DIR/config.yaml and the trained agent (DIR/model/: reload with ``GoRL.load``, ``PPO.load`` or
+``SAC.load``; safetensors and JSON). Base-learner settings come from
 ``--ppo-config`` / ``--sac-config`` / ``--gorl-config`` YAML files (configs/gorl_*.yaml). An existing
 DIR/metrics.json is never overwritten unless ``--overwrite true``.
 """
@@ -18,7 +19,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from gendiff.config import add_config_arguments, config_from_args, from_dict, load_yaml, save_config
 
@@ -99,17 +99,6 @@ def _act_fn(agent: Any, deterministic: bool):
     return lambda o: agent.act(o, deterministic)
 
 
-def _save_weights(agent: Any, path: Path) -> None:
-    if hasattr(agent, "save"):
-        agent.save(path)
-        return
-    path.mkdir(parents=True, exist_ok=True)
-    inner = getattr(agent, "agent", agent)
-    state = {f"actor.{k}": v for k, v in inner.actor.state_dict().items()}
-    state.update({f"critic.{k}": v for k, v in inner.critic.state_dict().items()})
-    if hasattr(agent, "generative"):
-        state.update({f"decoder.{k}": v for k, v in agent.generative.state_dict().items()})
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
 
 
 def plot_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: Path, title: str) -> None:
@@ -161,7 +150,7 @@ def train_run(cfg: GorlTrainConfig) -> dict[str, Any]:
     }
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    _save_weights(agent, out / "model")
+    agent.save(out / "model")  # load with <Algo>.load(out / "model")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plot_curves({cfg.algo: [(log.steps, log.eval_mean)]}, out / "curve.png", f"{cfg.algo} on {cfg.env}")
     metrics["agent"] = agent

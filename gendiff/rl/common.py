@@ -15,20 +15,24 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 __all__ = [
     "ActionScaler", "ActionSpaceError", "EpisodeTracker", "ReplayBuffer", "RunningMeanStd", "TrainLog", "check_action_space",
-    "evaluate", "final_next_obs", "make_env", "make_vec_env", "mlp", "soft_update",
+    "evaluate", "final_next_obs", "load_modules", "make_env", "make_vec_env", "mlp", "read_checkpoint", "soft_update",
+    "write_checkpoint",
 ]
 
 
@@ -285,3 +289,41 @@ def evaluate(act: Callable[[np.ndarray], np.ndarray], env_id: str, episodes: int
     if not np.isfinite(total).all() or math.isnan(total.sum()):
         raise FloatingPointError("evaluation returns contain NaN/inf")
     return total.tolist()
+
+
+# --------------------------------------------------------------------------- checkpoints
+def write_checkpoint(path: str | Path, modules: dict[str, nn.Module], meta: dict,
+                     extra: dict[str, Tensor] | None = None) -> Path:
+    """Write ``path/model.safetensors`` (every module's state_dict under ``"<name>."``, plus ``extra`` tensors)
+    and ``path/config.json`` (``meta``: sizes, bounds, config; JSON-serialisable). Returns ``path``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {f"{name}.{k}": v for name, m in modules.items() for k, v in m.state_dict().items()}
+    state.update(extra or {})
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def read_checkpoint(path: str | Path, what: str) -> tuple[dict, dict[str, Tensor]]:
+    """(meta, flat state) of a folder written by :func:`write_checkpoint` (safetensors, no pickle).
+
+    Raises:
+        FileNotFoundError: ``path`` lacks config.json or model.safetensors (the message names ``what``).
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{path} is not a saved {what} (needs config.json and model.safetensors)")
+    return json.loads((path / "config.json").read_text()), load_file(str(path / "model.safetensors"))
+
+
+def load_modules(state: dict[str, Tensor], modules: dict[str, nn.Module], where: str | Path) -> None:
+    """Load each module from the ``"<name>."`` entries of ``state``; a missing or mismatched tensor is a ValueError
+    that names the checkpoint ``where`` (not torch's stack trace)."""
+    for name, module in modules.items():
+        part = {k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")}
+        try:
+            module.load_state_dict(part)
+        except RuntimeError as err:
+            raise ValueError(f"{where}: the saved '{name}' weights do not fit this agent: "
+                             f"{str(err).splitlines()[0]}") from None

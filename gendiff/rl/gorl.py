@@ -54,14 +54,15 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from gendiff.config import check_literal_fields
-from gendiff.rl.common import TrainLog
+from gendiff.config import check_literal_fields, from_dict, to_dict
+from gendiff.rl.common import TrainLog, load_modules, read_checkpoint, write_checkpoint
 from gendiff.rl.decoders import IdentityDecoder, make_decoder
 from gendiff.rl.ppo import PPO, GaussianHead, PPOConfig
 from gendiff.rl.sac import SAC, SACConfig, TanhGaussianPolicy
@@ -185,6 +186,34 @@ class GoRL:
         self.stages: list[StageRecord] = []
         self._recent = _Recent(cfg.recent_steps)
         self._next_refit = cfg.stage_length(0)
+        if isinstance(self.agent, PPO):
+            self.agent.transform = self.transform  # PPO's actions go through the current decoder
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/agent/`` (the base learner, :meth:`PPO.save` / :meth:`SAC.save`), ``path/model.safetensors``
+        (the generative decoder) and ``path/config.json`` (env id, seed, GoRL config, refits so far). For acting and
+        evaluation: optimiser states and the recent-pairs window are not saved."""
+        path = Path(path)
+        self.agent.save(path / "agent")
+        meta = {"env_id": self.env_id, "seed": self.seed, "config": to_dict(self.config), "refits": len(self.stages)}
+        return write_checkpoint(path, {"decoder": self.generative}, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> GoRL:
+        """Rebuild an agent written by :meth:`save` (makes the environment once, for its spaces)."""
+        meta, state = read_checkpoint(path, "GoRL agent")
+        config = from_dict(GoRLConfig, meta["config"])
+        inner = PPO.load(Path(path) / "agent") if config.base == "ppo" else SAC.load(Path(path) / "agent")
+        agent = cls(meta["env_id"], config, inner.config if isinstance(inner, PPO) else None,
+                    inner.config if isinstance(inner, SAC) else None, seed=meta["seed"])
+        agent.agent = inner
+        if isinstance(inner, PPO):
+            inner.transform, agent.scaler = agent.transform, inner.scaler
+        load_modules(state, {"decoder": agent.generative}, path)
+        if meta["refits"] > 0:  # stage 0 acts through the identity decoder
+            agent.decoder = agent.generative
+        return agent
 
     # ------------------------------------------------------------------ acting
     def transform(self, obs: Tensor, z: Tensor) -> Tensor:
@@ -313,7 +342,6 @@ class GoRL:
     def learn(self, steps: int, progress: bool = True) -> TrainLog:
         """Run the staged schedule for ``steps`` env steps; returns the learning curve."""
         if isinstance(self.agent, PPO):
-            self.agent.transform = self.transform
             frac = self._stage_lr_fraction if self.config.lr_schedule == "stage" else None
             log = self.agent.learn(self.env_id, steps, self.seed, progress, on_rollout=self._on_rollout,
                                    lr_fraction=frac)

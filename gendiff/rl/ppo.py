@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from gendiff.config import from_dict, to_dict
 from gendiff.entropy import gaussian_entropy, gaussian_log_prob
 from gendiff.rl.common import (
     ActionScaler,
@@ -32,9 +34,12 @@ from gendiff.rl.common import (
     TrainLog,
     check_action_space,
     evaluate,
+    load_modules,
     make_env,
     make_vec_env,
     mlp,
+    read_checkpoint,
+    write_checkpoint,
 )
 
 __all__ = ["GaussianHead", "PPO", "PPOConfig", "Transform"]
@@ -125,6 +130,7 @@ class PPO:
         self.critic = mlp(obs_dim, 1, cfg.hidden, nn.Tanh)
         self.obs_rms = RunningMeanStd(obs_dim)
         self.scaler = ActionScaler(low, high)
+        self.low, self.high = [float(x) for x in low], [float(x) for x in high]
         self.transform: Transform | None = None  # GoRL's frozen decoder
         self.opt = torch.optim.Adam([*self.actor.parameters(), *self.critic.parameters()], lr=cfg.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
@@ -137,6 +143,22 @@ class PPO:
         obs_dim = int(np.prod(env.observation_space.shape))
         env.close()
         return cls(obs_dim, len(low), low, high, config, seed)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``path/model.safetensors`` (actor, critic and the observation statistics) and ``path/config.json``
+        (sizes, bounds, config). For acting and evaluation: the optimiser state is not saved."""
+        meta = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "low": self.low, "high": self.high,
+                "config": to_dict(self.config)}
+        return write_checkpoint(path, {"actor": self.actor, "critic": self.critic, "obs_rms": self.obs_rms}, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PPO:
+        """Rebuild an agent written by :meth:`save` (a GoRL latent policy's decoder is GoRL's to restore)."""
+        meta, state = read_checkpoint(path, "PPO agent")
+        agent = cls(meta["obs_dim"], meta["act_dim"], meta["low"], meta["high"], from_dict(PPOConfig, meta["config"]))
+        load_modules(state, {"actor": agent.actor, "critic": agent.critic, "obs_rms": agent.obs_rms}, path)
+        return agent
 
     def _norm(self, obs: Tensor) -> Tensor:
         return self.obs_rms(obs) if self.config.norm_obs else obs

@@ -18,18 +18,17 @@ and ``act`` work in environment units, which is what the offline datasets' behav
 from __future__ import annotations
 
 import copy
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from gendiff.config import from_dict, to_dict
 from gendiff.entropy import atanh_clipped, tanh_gaussian_log_prob, tanh_gaussian_sample
 from gendiff.rl.common import (
     ActionScaler,
@@ -39,10 +38,13 @@ from gendiff.rl.common import (
     check_action_space,
     evaluate,
     final_next_obs,
+    load_modules,
     make_env,
     make_vec_env,
     mlp,
+    read_checkpoint,
     soft_update,
+    write_checkpoint,
 )
 
 __all__ = ["SAC", "SACConfig", "TanhGaussianPolicy", "TwinQ"]
@@ -293,26 +295,18 @@ class SAC:
 
     def save(self, path: str | Path) -> Path:
         """Write ``path/model.safetensors`` (all weights) and ``path/config.json`` (sizes, bounds, config)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_file(self.state_dict(), str(path / "model.safetensors"))
         meta = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "low": self.low, "high": self.high,
-                "config": {**asdict(self.config), "hidden": list(self.config.hidden)}}
-        (path / "config.json").write_text(json.dumps(meta, indent=2))
-        return path
+                "config": to_dict(self.config)}
+        return write_checkpoint(path, {}, meta, self.state_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> SAC:
         """Rebuild an agent written by :meth:`save`."""
-        path = Path(path)
-        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-            raise FileNotFoundError(f"{path} is not a saved SAC agent (needs config.json and model.safetensors)")
-        meta = json.loads((path / "config.json").read_text())
-        agent = cls(meta["obs_dim"], meta["act_dim"], meta["low"], meta["high"], cls.config_class(**meta["config"]))
-        state = load_file(str(path / "model.safetensors"))
-        for name, module in (("policy", agent.policy), ("critic", agent.critic),
-                             ("critic_target", agent.critic_target)):
-            module.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
+        meta, state = read_checkpoint(path, "SAC agent")
+        agent = cls(meta["obs_dim"], meta["act_dim"], meta["low"], meta["high"],
+                    from_dict(cls.config_class, meta["config"]))
+        load_modules(state, {"policy": agent.policy, "critic": agent.critic, "critic_target": agent.critic_target},
+                     path)
         with torch.no_grad():
             agent.log_alpha.copy_(state["log_alpha"][0])
         return agent
