@@ -13,7 +13,8 @@ from gendiff.cli import main
 from gendiff.rl.cli import add_gorl_commands
 from gendiff.rl.common import ActionScaler, check_action_space, make_env
 from gendiff.rl.envs import TwoModesEnv
-from gendiff.rl.ppo import PPO
+from gendiff.rl.gorl import GoRLConfig
+from gendiff.rl.ppo import PPO, PPOConfig
 from gendiff.rl.sac import SAC
 
 
@@ -172,3 +173,14 @@ def test_no_repeat_task_rewards_the_5050_mixture_over_either_mode():
     assert seen == {float(obs[0])}  # one context per episode: the observation is no coin to flip
     with pytest.raises(ValueError, match="repeat_reward"):
         TwoModesEnv(repeat_reward=1.5)
+
+
+def test_shipped_recipes_load_as_their_configs():
+    from pathlib import Path
+
+    from gendiff.config import from_dict, load_yaml
+
+    recipes = Path(__file__).resolve().parents[2] / "configs" / "recipes"
+    gorl = from_dict(GoRLConfig, load_yaml(recipes / "gorl_mujoco.yaml"))
+    assert gorl.decoder_data == "final_policy" and gorl.final_policy_draws == 8 and gorl.stage_length(0) == 50_000
+    assert from_dict(PPOConfig, load_yaml(recipes / "ppo_const_lr.yaml")).anneal_lr is False

@@ -1,0 +1,111 @@
+"""What one GoRL decoder refit loses: distillation error and return, by draws per state and fit length.
+
+GoRL's latent policy is trained with the decoder frozen; at each refit the decoder is refitted on the
+stage's final policy (``decoder_data: final_policy``) and the latent policy is reset to N(0, I), so that the
+new decoder alone must reproduce the final policy. This measures how well it does, from one pre-refit agent:
+
+  1. Train GoRL (PPO base, constant LR, the `stage50k_const_final` recipe of gorl_hopper.py) for ``--steps`` env
+     steps with no refit (stage 0, identity decoder: the latent policy is a plain Gaussian PPO policy), and save it.
+  2. For each setting (K = ``final_policy_draws`` actions redrawn per recent state, N = ``decoder_fit_steps``),
+     reload the saved agent (the same untrained decoder every time), refit on the same recent states, and record
+     StageRecord.policy_shift: the RMS change of the mean pre-squash action, noise-corrected (0 = perfect refit).
+  3. Evaluate the policy before the refit and after each (``--episodes`` episodes, stochastic and deterministic).
+  4. ``--continue-steps M``: train each trial on for M more env steps (latent PPO, no further refit) and evaluate
+     again. The setting ``0:0`` is no refit at all (PPO continuing through the identity decoder), so the rows compare
+     a stage that starts with a refit and a reset latent policy against the same PPO carrying on. Every trial is
+     reloaded from the checkpoint, so all start with fresh Adam moments.
+
+    OMP_NUM_THREADS=1 python benchmarks/gorl_refit_error.py --steps 150000 --out benchmarks/gorl_refit_error
+    OMP_NUM_THREADS=1 python benchmarks/gorl_refit_error.py --steps 150000 --settings 0:0,8:2000 \
+        --continue-steps 50000 --seed S --out benchmarks/gorl_refit_continue_sS
+
+Writes <out>.json and <out>.md (machine, settings, seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gendiff.bench import machine_info
+from gendiff.rl.common import evaluate
+from gendiff.rl.gorl import GoRL, GoRLConfig
+from gendiff.rl.ppo import PPOConfig
+
+RECIPE = GoRLConfig(flow_solver="heun", num_inference_steps=5, decoder_data="final_policy", reset_latent=True,
+                    latent_reset_init="gaussian", recent_steps=20480, decoder_fit_steps=2000)
+
+
+def returns(agent: GoRL, env_id: str, episodes: int) -> dict[str, float]:
+    """Mean stochastic and deterministic returns over ``episodes`` episodes (evaluation seeds 50,000+)."""
+    return {mode: float(np.mean(evaluate(lambda o, d=(mode == "deterministic"): agent.act(o, d), env_id, episodes,
+                                         seed=50_000))) for mode in ("stochastic", "deterministic")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env", default="Hopper-v5")
+    p.add_argument("--steps", type=int, default=150_000, help="stage-0 env steps before the refit")
+    p.add_argument("--settings", default="1:2000,8:2000,32:2000,8:6000", help="K:N pairs")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--continue-steps", type=int, default=0, help="env steps of latent RL after each refit (step 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/gorl_refit_error")
+    a = p.parse_args()
+    out, work = Path(a.out), Path(a.out + "_work")  # the pre-refit checkpoint (git-ignored)
+    torch.set_num_threads(1)
+    # Step 1: stage 0 only (the first refit would come after the run)
+    cfg = dataclasses.replace(RECIPE, stage_steps=a.steps + 1)
+    agent = GoRL(a.env, cfg, PPOConfig(anneal_lr=False, eval_every=0), seed=a.seed)
+    t0 = time.perf_counter()
+    agent.learn(a.steps, progress=False)
+    obs, u, adv = agent._recent.data()  # the recent window the refit would use
+    agent.save(work / "pre_refit")
+    rows = [{"setting": "before the refit (stage-0 policy)", **returns(agent, a.env, a.episodes)}]
+    print(rows[-1], f"{time.perf_counter() - t0:.0f} s", flush=True)
+    # Steps 2-3: one refit per setting, each from the same saved agent
+    for item in a.settings.split(","):
+        k, n = (int(x) for x in item.split(":"))
+        trial = GoRL.load(work / "pre_refit")
+        if k == 0:  # no refit: the stage-0 policy as it is
+            rows.append({"setting": "no refit", **returns(trial, a.env, a.episodes)})
+        else:
+            trial.config = dataclasses.replace(trial.config, final_policy_draws=k, decoder_fit_steps=n)
+            trial._refit(a.steps, obs, u, adv)  # the refit the schedule would run here (steps 2-4 of gendiff.rl.gorl)
+            st = trial.stages[-1]
+            rows.append({"setting": f"K = {k}, N = {n}", "draws": k, "fit_steps": n, "policy_shift": st.policy_shift,
+                         "z_spread": st.z_spread, "data_spread": st.data_spread, "fit_s": st.seconds,
+                         **returns(trial, a.env, a.episodes)})
+        if a.continue_steps:  # Step 4
+            trial.learn(a.continue_steps, progress=False)
+            rows[-1].update({f"continued_{m}": v for m, v in returns(trial, a.env, a.episodes).items()})
+        print(rows[-1], flush=True)
+    res = {"machine": machine_info(), "env": a.env, "steps": a.steps, "seed": a.seed, "episodes": a.episodes,
+           "continue_steps": a.continue_steps,
+           "recipe": dataclasses.asdict(RECIPE), "rows": rows}
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2))
+    lines = [f"# One GoRL refit on {a.env}: distillation error and return", "",
+             f"Machine: {machine_info()['cpu']}, 1 thread. Stage 0 ({a.steps:,} env steps, PPO with constant LR through "
+             f"the identity decoder, seed {a.seed}), then one refit per setting from the same saved agent on the same "
+             f"{obs.shape[0]:,} recent states (flow decoder 256x3, 5 Heun steps, batch 256, 8 noise draws, latent reset "
+             f"to N(0, I)). Returns: {a.episodes} episodes, evaluation seeds 50,000+.", "",
+             "| setting | policy_shift (RMS, pre-squash) | z_spread | data spread | fit s | return stochastic | "
+             f"return deterministic | after +{a.continue_steps:,} steps: stochastic | deterministic |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = [format(r[key], fmt) if key in r else "-" for key, fmt in
+                 (("policy_shift", ".3f"), ("z_spread", ".3f"), ("data_spread", ".3f"), ("fit_s", ".0f"),
+                  ("stochastic", ".0f"), ("deterministic", ".0f"), ("continued_stochastic", ".0f"),
+                  ("continued_deterministic", ".0f"))]
+        lines.append(f"| {r['setting']} | {' | '.join(cells)} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
