@@ -28,6 +28,9 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     sed 's/decoder_data: all/decoder_data: final_policy/' stage50k.yaml > stage50k_final.yaml  # refit on the final
     # policy's actions (group stage50k_const_final, with --ppo-config ppo_const.yaml)
     cat stage50k.yaml > stage50k_kl0.yaml; printf "latent_kl_coef: 0.0\n" >> stage50k_kl0.yaml  # no latent regulariser
+    cp configs/recipes/gorl_mujoco.yaml stage50k_final_k8.yaml  # = stage50k_final.yaml + final_policy_draws: 8
+    sed 's/decoder_fit_steps: 2000/decoder_fit_steps: 6000/' stage50k_final_k8.yaml > stage50k_final_k8_fit6k.yaml
+    # (groups stage50k_const_final_k8 and ..._k8_fit6k, with --ppo-config configs/recipes/ppo_const_lr.yaml)
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 
