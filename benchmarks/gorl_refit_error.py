@@ -52,7 +52,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="Hopper-v5")
     p.add_argument("--steps", type=int, default=150_000, help="stage-0 env steps before the refit")
-    p.add_argument("--settings", default="1:2000,8:2000,32:2000,8:6000", help="K:N pairs")
+    p.add_argument("--settings", default="1:2000,8:2000,32:2000,8:6000",
+                   help="K:N pairs, or K:N:reset with reset a latent_reset_init (default: the recipe's gaussian)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--continue-steps", type=int, default=0, help="env steps of latent RL after each refit (step 4)")
     p.add_argument("--seed", type=int, default=0)
@@ -71,15 +72,18 @@ def main() -> None:
     print(rows[-1], f"{time.perf_counter() - t0:.0f} s", flush=True)
     # Steps 2-3: one refit per setting, each from the same saved agent
     for item in a.settings.split(","):
-        k, n = (int(x) for x in item.split(":"))
+        k, n, *rest = item.split(":")
+        k, n, reset = int(k), int(n), (rest[0] if rest else RECIPE.latent_reset_init)
         trial = GoRL.load(work / "pre_refit")
         if k == 0:  # no refit: the stage-0 policy as it is
             rows.append({"setting": "no refit", **returns(trial, a.env, a.episodes)})
         else:
-            trial.config = dataclasses.replace(trial.config, final_policy_draws=k, decoder_fit_steps=n)
+            trial.config = dataclasses.replace(trial.config, final_policy_draws=k, decoder_fit_steps=n,
+                                               latent_reset_init=reset)
             trial._refit(a.steps, obs, u, adv)  # the refit the schedule would run here (steps 2-4 of gendiff.rl.gorl)
             st = trial.stages[-1]
-            rows.append({"setting": f"K = {k}, N = {n}", "draws": k, "fit_steps": n, "policy_shift": st.policy_shift,
+            label = f"K = {k}, N = {n}" + ("" if reset == RECIPE.latent_reset_init else f", reset {reset}")
+            rows.append({"setting": label, "draws": k, "fit_steps": n, "policy_shift": st.policy_shift,
                          "z_spread": st.z_spread, "data_spread": st.data_spread, "fit_s": st.seconds,
                          **returns(trial, a.env, a.episodes)})
         if a.continue_steps:  # Step 4
