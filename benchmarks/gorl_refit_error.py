@@ -13,7 +13,9 @@ new decoder alone must reproduce the final policy. This measures how well it doe
   4. ``--continue-steps M``: train each trial on for M more env steps (latent PPO, no further refit) and evaluate
      again. The setting ``0:0`` is no refit at all (PPO continuing through the identity decoder), so the rows compare
      a stage that starts with a refit and a reset latent policy against the same PPO carrying on. Every trial is
-     reloaded from the checkpoint, so all start with fresh Adam moments.
+     reloaded from the checkpoint, so all start with fresh Adam moments. (Training is deterministic for a seed,
+     so runs of one seed with other settings share the same stage-0 agent.)
+  5. ``--merge``: tabulate such runs over seeds, each setting against the same seed's no-refit row.
 
     OMP_NUM_THREADS=1 python benchmarks/gorl_refit_error.py --steps 150000 --out benchmarks/gorl_refit_error
     OMP_NUM_THREADS=1 python benchmarks/gorl_refit_error.py --steps 150000 --settings 0:0,8:2000 \
@@ -34,10 +36,12 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
+from gendiff.mri.metrics import bootstrap_ci
 from gendiff.rl.common import evaluate
 from gendiff.rl.gorl import GoRL, GoRLConfig
 from gendiff.rl.ppo import PPOConfig
 
+N_BOOT = 10_000  # bootstrap resamples (over seeds) in --merge
 RECIPE = GoRLConfig(flow_solver="heun", num_inference_steps=5, decoder_data="final_policy", reset_latent=True,
                     latent_reset_init="gaussian", recent_steps=20480, decoder_fit_steps=2000)
 
@@ -46,6 +50,47 @@ def returns(agent: GoRL, env_id: str, episodes: int) -> dict[str, float]:
     """Mean stochastic and deterministic returns over ``episodes`` episodes (evaluation seeds 50,000+)."""
     return {mode: float(np.mean(evaluate(lambda o, d=(mode == "deterministic"): agent.act(o, d), env_id, episodes,
                                          seed=50_000))) for mode in ("stochastic", "deterministic")}
+
+
+def merge(paths: list[Path], out: Path) -> None:
+    """Step 5 (``--merge``): one table over seeds of runs with ``--continue-steps``: every setting's returns
+    after the extra steps, and its paired difference from the same seed's no-refit row (bootstrap 95% over seeds)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    settings = list(dict.fromkeys(r["setting"] for run in runs for r in run["rows"] if "continued_stochastic" in r))
+    by_seed: dict[int, dict[str, dict]] = {}  # runs of one seed (e.g. more settings later) are pooled
+    for run in runs:
+        by_seed.setdefault(run["seed"], {}).update({r["setting"]: r for r in run["rows"]})
+    seeds = sorted(by_seed)
+    lines = [f"# GoRL: the stage after a refit vs PPO carrying on ({runs[0]['env']}, seeds {seeds})", "",
+             f"Machine: {runs[0]['machine']['cpu']}, 1 thread per run. Per seed: {runs[0]['steps']:,} stage-0 env steps, "
+             f"then each setting from the same saved agent and {runs[0]['continue_steps']:,} more env steps; returns "
+             f"over {runs[0]['episodes']} episodes. Paired differences from 'no refit' with a bootstrap 95% interval over "
+             f"seeds ({N_BOOT:,} resamples).", "",
+             "| setting | policy_shift | stochastic, per seed | deterministic, per seed | - no refit: stochastic "
+             "| - no refit: deterministic |", "|---|---:|---|---|---|---|"]
+    summary = {}
+    for name in settings:
+        rows = [by_seed[s][name] for s in seeds if name in by_seed[s]]
+        if name != "no refit":
+            name_seeds = [s for s in seeds if name in by_seed[s]]
+            label = name if len(name_seeds) == len(seeds) else f"{name} (seeds {name_seeds})"
+        else:
+            label = name
+        cells = {}
+        for mode in ("stochastic", "deterministic"):
+            vals = [r[f"continued_{mode}"] for r in rows]
+            diff = np.array([by_seed[s][name][f"continued_{mode}"] - by_seed[s]["no refit"][f"continued_{mode}"]
+                             for s in seeds if name in by_seed[s]])
+            lo, hi = bootstrap_ci(diff, N_BOOT)
+            summary.setdefault(name, {})[mode] = {"per_seed": vals, "minus_no_refit": diff.tolist(), "ci95": [lo, hi]}
+            cells[mode] = (f"{np.mean(vals):.0f} ({', '.join(f'{v:.0f}' for v in vals)})",
+                           "-" if name == "no refit" else f"{diff.mean():+.0f} [{lo:+.0f}, {hi:+.0f}]")
+        shift = np.mean([r["policy_shift"] for r in rows]) if "policy_shift" in rows[0] else None
+        lines.append(f"| {label} | {'-' if shift is None else f'{shift:.3f}'} | {cells['stochastic'][0]} | "
+                     f"{cells['deterministic'][0]} | {cells['stochastic'][1]} | {cells['deterministic'][1]} |")
+    out.with_suffix(".json").write_text(json.dumps({"machine": runs[0]["machine"], "seeds": seeds,
+                                                    "runs": [str(p) for p in paths], "summary": summary}, indent=2))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -58,7 +103,11 @@ def main() -> None:
     p.add_argument("--continue-steps", type=int, default=0, help="env steps of latent RL after each refit (step 4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/gorl_refit_error")
+    p.add_argument("--merge", default=None, help="comma-separated JSONs of --continue-steps runs: tabulate (step 5)")
     a = p.parse_args()
+    if a.merge:
+        merge([Path(x) for x in a.merge.split(",")], Path(a.out))
+        return
     out, work = Path(a.out), Path(a.out + "_work")  # the pre-refit checkpoint (git-ignored)
     torch.set_num_threads(1)
     # Step 1: stage 0 only (the first refit would come after the run)
