@@ -99,8 +99,6 @@ def _act_fn(agent: Any, deterministic: bool):
     return lambda o: agent.act(o, deterministic)
 
 
-
-
 def plot_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: Path, title: str) -> None:
     """Mean +- std learning curves per label; ``curves[label]`` holds (steps, returns) per seed."""
     import matplotlib
