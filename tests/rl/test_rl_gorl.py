@@ -296,6 +296,19 @@ def test_stage_steps_list_gives_each_stage_its_length():
         GoRLConfig(first_stage_steps=0)
 
 
+def _record_refit_pairs(agent: GoRL) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Wrap the decoder's fit so that each refit's (obs, u) pairs are appended to the returned list."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    fit = agent.generative.fit
+
+    def spy(obs, u, *args, **kwargs):
+        seen.append((obs, u))
+        return fit(obs, u, *args, **kwargs)
+
+    agent.generative.fit = spy
+    return seen
+
+
 def test_final_policy_refit_data_are_the_final_latent_policy_through_the_old_decoder():
     # PPO base with a frozen latent policy N(1.5, 0.1^2) (lr 0): at the stage-0 refit the identity decoder's
     # inputs are the pairs, so the decoder is fitted on u ~ N(1.5, 0.1^2), not on the rollouts' actions
@@ -306,14 +319,7 @@ def test_final_policy_refit_data_are_the_final_latent_policy_through_the_old_dec
         out.weight.zero_()
         out.bias.fill_(1.5)
         agent.agent.actor.log_std.fill_(float(np.log(0.1)))
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    fit = agent.generative.fit
-
-    def spy(obs, u, *args, **kwargs):  # the pairs the decoder is refitted on
-        seen.append((obs, u))
-        return fit(obs, u, *args, **kwargs)
-
-    agent.generative.fit = spy
+    seen = _record_refit_pairs(agent)
     agent.learn(128, progress=False)
     (obs, u), = seen
     assert obs.shape == (128, agent.obs_dim) and u.shape == (128, agent.act_dim)
@@ -347,14 +353,7 @@ def test_final_policy_draws_redraw_several_actions_per_state_and_policy_shift_me
     mean, noise = agent._mean_action(states, gen, draws=4096)
     assert torch.allclose(mean, torch.full((32, agent.act_dim), -1.0), atol=0.02)
     assert torch.allclose(noise, torch.full_like(noise, 0.2**2 / 4096), rtol=0.2)  # var of the 4096-draw mean
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    fit = agent.generative.fit
-
-    def spy(obs, u, *args, **kwargs):
-        seen.append((obs, u))
-        return fit(obs, u, *args, **kwargs)
-
-    agent.generative.fit = spy
+    seen = _record_refit_pairs(agent)
     agent.learn(128, progress=False)
     (obs, u), = seen
     assert obs.shape == (3 * 128, agent.obs_dim) and torch.equal(obs[:128], obs[128:256])
