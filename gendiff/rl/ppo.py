@@ -145,19 +145,23 @@ class PPO:
         return cls(obs_dim, len(low), low, high, config, seed)
 
     # ------------------------------------------------------------------ persistence
+    def _checkpoint_modules(self) -> dict[str, nn.Module]:
+        """The modules a checkpoint holds, by name: actor, critic and the observation statistics."""
+        return {"actor": self.actor, "critic": self.critic, "obs_rms": self.obs_rms}
+
     def save(self, path: str | Path) -> Path:
         """Write ``path/model.safetensors`` (actor, critic and the observation statistics) and ``path/config.json``
         (sizes, bounds, config). For acting and evaluation: the optimiser state is not saved."""
         meta = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "low": self.low, "high": self.high,
                 "config": to_dict(self.config)}
-        return write_checkpoint(path, {"actor": self.actor, "critic": self.critic, "obs_rms": self.obs_rms}, meta)
+        return write_checkpoint(path, self._checkpoint_modules(), meta)
 
     @classmethod
     def load(cls, path: str | Path) -> PPO:
         """Rebuild an agent written by :meth:`save` (a GoRL latent policy's decoder is GoRL's to restore)."""
         meta, state = read_checkpoint(path, "PPO agent")
         agent = cls(meta["obs_dim"], meta["act_dim"], meta["low"], meta["high"], from_dict(PPOConfig, meta["config"]))
-        load_modules(state, {"actor": agent.actor, "critic": agent.critic, "obs_rms": agent.obs_rms}, path)
+        load_modules(state, agent._checkpoint_modules(), path)
         return agent
 
     def _norm(self, obs: Tensor) -> Tensor:

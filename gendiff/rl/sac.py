@@ -286,18 +286,15 @@ class SAC:
         return act
 
     # ------------------------------------------------------------------ persistence
-    def state_dict(self) -> dict[str, Tensor]:
-        out = {f"policy.{k}": v for k, v in self.policy.state_dict().items()}
-        out.update({f"critic.{k}": v for k, v in self.critic.state_dict().items()})
-        out.update({f"critic_target.{k}": v for k, v in self.critic_target.state_dict().items()})
-        out["log_alpha"] = self.log_alpha.detach().reshape(1)
-        return {k: v.contiguous() for k, v in out.items()}
+    def _checkpoint_modules(self) -> dict[str, nn.Module]:
+        """The modules a checkpoint holds, by name (log_alpha is saved beside them)."""
+        return {"policy": self.policy, "critic": self.critic, "critic_target": self.critic_target}
 
     def save(self, path: str | Path) -> Path:
         """Write ``path/model.safetensors`` (all weights) and ``path/config.json`` (sizes, bounds, config)."""
         meta = {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "low": self.low, "high": self.high,
                 "config": to_dict(self.config)}
-        return write_checkpoint(path, {}, meta, self.state_dict())
+        return write_checkpoint(path, self._checkpoint_modules(), meta, {"log_alpha": self.log_alpha.reshape(1)})
 
     @classmethod
     def load(cls, path: str | Path) -> SAC:
@@ -305,8 +302,7 @@ class SAC:
         meta, state = read_checkpoint(path, "SAC agent")
         agent = cls(meta["obs_dim"], meta["act_dim"], meta["low"], meta["high"],
                     from_dict(cls.config_class, meta["config"]))
-        load_modules(state, {"policy": agent.policy, "critic": agent.critic, "critic_target": agent.critic_target},
-                     path)
+        load_modules(state, agent._checkpoint_modules(), path)
         with torch.no_grad():
             agent.log_alpha.copy_(state["log_alpha"][0])
         return agent
