@@ -7,7 +7,7 @@ slices, particles, steps, window, sigma, seed and budget), and writes one table:
 
   1. per prior and acceleration: mean SSIM / PSNR of ADS and of data variance;
   2. the paired difference ADS - data variance per slice, its mean and bootstrap 95% interval
-     (gendiff.mri.metrics.bootstrap_ci, as the benchmark command's own tables);
+     (gendiff.stats.bootstrap_ci, as the benchmark command's own tables);
   3. seconds and network evaluations per slice.
 
     python benchmarks/ads_prior_size.py --out benchmarks/ads/prior_size64.json \\
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gendiff.mri.metrics import bootstrap_ci
+from gendiff.stats import bootstrap_ci
 
 # the settings two result files must share to be a pair (everything but the strategy and the output path)
 PAIRED_FIELDS = ("prior", "data", "train_data", "slices", "particles", "steps", "window", "sigma", "lookahead",

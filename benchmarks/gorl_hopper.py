@@ -54,8 +54,8 @@ from pathlib import Path
 import numpy as np
 
 from gendiff.bench import machine_info
-from gendiff.mri.metrics import bootstrap_ci
 from gendiff.rl.cli import GorlBenchmarkConfig, plot_curves, run_benchmark
+from gendiff.stats import bootstrap_ci
 
 HERE = Path(__file__).resolve().parent
 ONPOLICY = ("ppo", "gorl_fm")

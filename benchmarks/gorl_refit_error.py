@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
-from gendiff.mri.metrics import bootstrap_ci
 from gendiff.rl.common import evaluate
 from gendiff.rl.gorl import GoRL, GoRLConfig
 from gendiff.rl.ppo import PPOConfig
+from gendiff.stats import bootstrap_ci
 
 N_BOOT = 10_000  # bootstrap resamples (over seeds) in --merge
 RECIPE = GoRLConfig(flow_solver="heun", num_inference_steps=5, decoder_data="final_policy", reset_latent=True,

@@ -23,10 +23,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from gendiff.mri.metrics import bootstrap_ci, slice_metrics
+from gendiff.mri.metrics import slice_metrics
 from gendiff.mri.strategies import StrategyContext, make_mask
 from gendiff.operators import MeasurementOracle, make_operator
 from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
+from gendiff.stats import bootstrap_ci
 
 METRICS = ("ssim", "psnr", "nmse", "mae")
 

@@ -1,0 +1,18 @@
+"""Summary statistics shared by the benchmarks of every area (MRI tables, RL seed comparisons)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["bootstrap_ci"]
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` [n] (paired differences for comparisons)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
