@@ -52,6 +52,7 @@ class PPOConfig:
     """PPO hyper-parameters (cleanrl's continuous-control defaults, 4 envs x 512 steps per rollout)."""
 
     lr: float = 3e-4
+    actor_lr_scale: float = 1.0  # the actor's learning rate is lr * actor_lr_scale (the critic's stays lr)
     num_envs: int = 4
     num_steps: int = 512
     gamma: float = 0.99
@@ -78,6 +79,8 @@ class PPOConfig:
         for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PPOConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.actor_lr_scale > 0):
+            raise ValueError(f"PPOConfig: lr and actor_lr_scale must be > 0, got {self.lr} and {self.actor_lr_scale}")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise ValueError("PPOConfig: num_envs * num_steps must be divisible by num_minibatches")
         if self.latent_kl_coef and self.head != "gaussian":
@@ -132,7 +135,9 @@ class PPO:
         self.scaler = ActionScaler(low, high)
         self.low, self.high = [float(x) for x in low], [float(x) for x in high]
         self.transform: Transform | None = None  # GoRL's frozen decoder
-        self.opt = torch.optim.Adam([*self.actor.parameters(), *self.critic.parameters()], lr=cfg.lr, eps=1e-5)
+        # two groups so that the actor's rate can differ (actor_lr_scale); with scale 1 this is one Adam at lr
+        self.opt = torch.optim.Adam([{"params": list(self.actor.parameters())},
+                                     {"params": list(self.critic.parameters())}], lr=cfg.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(seed)
 
     @classmethod
@@ -249,6 +254,14 @@ class PPO:
                                                                            .float().mean())}
         return stats
 
+    def _set_lr(self, it: int, iters: int, fraction: float | None) -> None:
+        """Learning rates before iteration ``it`` of ``iters``: actor lr * actor_lr_scale * f, critic lr * f, with
+        f = 1 without ``anneal_lr``, else ``fraction`` (GoRL's per-stage schedule) or the linear 1 - it / iters."""
+        cfg = self.config
+        f = 1.0 if not cfg.anneal_lr else (1.0 - it / iters if fraction is None else fraction)
+        actor_group, critic_group = self.opt.param_groups
+        actor_group["lr"], critic_group["lr"] = cfg.lr * cfg.actor_lr_scale * f, cfg.lr * f
+
     def learn(self, env_id: str, steps: int, seed: int = 0, progress: bool = True,
               on_rollout: Callable[[int, dict[str, Tensor], Tensor], None] | None = None,
               lr_fraction: Callable[[int], float] | None = None) -> TrainLog:
@@ -256,6 +269,8 @@ class PPO:
 
         With ``anneal_lr`` the learning rate is ``lr * lr_fraction(env_steps_done)`` before each iteration;
         the default fraction falls linearly from 1 to 0 over the whole run (GoRL passes a per-stage one).
+        The rates are set from ``self.config`` at every iteration, so a config replaced between calls (e.g. a
+        reloaded agent given another ``actor_lr_scale``) takes effect.
         """
         cfg, log, t0 = self.config, TrainLog(), time.perf_counter()
         envs = make_vec_env(env_id, cfg.num_envs, seed)
@@ -267,9 +282,7 @@ class PPO:
         torch.set_num_threads(1)
         try:
             for it in tqdm(range(iters), disable=not progress, desc="ppo", leave=False):
-                if cfg.anneal_lr:
-                    frac = 1.0 - it / iters if lr_fraction is None else lr_fraction(it * per_iter)
-                    self.opt.param_groups[0]["lr"] = cfg.lr * frac
+                self._set_lr(it, iters, lr_fraction(it * per_iter) if lr_fraction is not None else None)
                 ro, obs = self._rollout(envs, obs, tracker)
                 with torch.no_grad():
                     last_v = self.critic(self._norm(torch.as_tensor(obs, dtype=torch.float32))).squeeze(-1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -81,3 +83,25 @@ def test_smoke_runs(env_id, head):
     a = agent.act(np.zeros((3, agent.obs_dim), dtype=np.float32))
     assert a.shape == (3, agent.act_dim)
     assert (a >= agent.scaler.to_env(-torch.ones(1)).numpy() - 1e-6).all()
+
+
+def test_actor_lr_scale_scales_the_actor_step_only():
+    """One Adam step from the same seed: with actor_lr_scale 2 the actor moves exactly twice as far and the
+    critic the same; a config replaced on the agent takes effect at its next learn."""
+    with pytest.raises(ValueError, match="actor_lr_scale"):
+        PPOConfig(actor_lr_scale=0.0)
+    one_step = {**TINY, "num_minibatches": 1, "update_epochs": 1, "eval_every": 0, "anneal_lr": False}
+    moves = {}
+    for scale in (1.0, 2.0):
+        agent = PPO.from_env("Pendulum-v1", PPOConfig(**one_step, actor_lr_scale=scale), seed=0)
+        before = [p.detach().clone() for net in (agent.actor, agent.critic) for p in net.parameters()]
+        agent.learn("Pendulum-v1", 128, seed=0, progress=False)  # one rollout of 2 x 64 steps, one step
+        after = [p.detach() for net in (agent.actor, agent.critic) for p in net.parameters()]
+        n_actor = len(list(agent.actor.parameters()))
+        moves[scale] = [a - b for a, b in zip(after, before)]
+        assert [g["lr"] for g in agent.opt.param_groups] == pytest.approx([3e-4 * scale, 3e-4])
+    for i, (m1, m2) in enumerate(zip(moves[1.0], moves[2.0])):
+        torch.testing.assert_close(m2, 2 * m1 if i < n_actor else m1, rtol=1e-4, atol=1e-7)
+    agent.config = dataclasses.replace(agent.config, actor_lr_scale=0.5)
+    agent.learn("Pendulum-v1", 128, seed=1, progress=False)
+    assert [g["lr"] for g in agent.opt.param_groups] == pytest.approx([1.5e-4, 3e-4])
