@@ -20,7 +20,7 @@ new decoder alone must reproduce the final policy. This measures how well it doe
 ``--actor-lr-scale S`` trains every continuing trial (the no-refit one too) with PPOConfig.actor_lr_scale = S (the
 stage-0 agent is the same); such runs are tabulated as their own settings ("..., actor lr x S"). ``--reuse`` loads
 the stage-0 agent and its recent window from ``<out>_work`` of an earlier run with the same --steps and --seed
-instead of training them again (training is deterministic for a seed, so the result is the same).
+(or ``--work DIR``) instead of training them again (training is deterministic for a seed, so the result is the same).
 
     OMP_NUM_THREADS=1 python benchmarks/gorl_refit_error.py --steps 150000 --out benchmarks/gorl_refit_error
     OMP_NUM_THREADS=1 python benchmarks/gorl_refit_error.py --steps 150000 --settings 0:0,8:2000 \
@@ -118,7 +118,8 @@ def main() -> None:
     p.add_argument("--continue-steps", type=int, default=0, help="env steps of latent RL after each refit (step 4)")
     p.add_argument("--actor-lr-scale", type=float, default=1.0,
                    help="PPOConfig.actor_lr_scale of every continuing trial (stage 0 is trained at 1)")
-    p.add_argument("--reuse", action="store_true", help="load stage 0 from <out>_work of a run with the same steps/seed")
+    p.add_argument("--reuse", action="store_true", help="load stage 0 from --work of a run with the same steps/seed")
+    p.add_argument("--work", default=None, help="folder of the stage-0 agent and its recent window (<out>_work)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/gorl_refit_error")
     p.add_argument("--merge", default=None, help="comma-separated JSONs of --continue-steps runs: tabulate (step 5)")
@@ -126,7 +127,7 @@ def main() -> None:
     if a.merge:
         merge([Path(x) for x in a.merge.split(",")], Path(a.out))
         return
-    out, work = Path(a.out), Path(a.out + "_work")  # the pre-refit checkpoint (git-ignored)
+    out, work = Path(a.out), Path(a.work or a.out + "_work")  # the pre-refit checkpoint (git-ignored)
     torch.set_num_threads(1)
     # Step 1: stage 0 only (the first refit would come after the run)
     t0, meta = time.perf_counter(), {"env": a.env, "steps": str(a.steps), "seed": str(a.seed)}
