@@ -1,4 +1,4 @@
-"""Is the prior calibrated line by line? Data vs prior k-space variance, and posterior spread vs error.
+r"""Is the prior calibrated line by line? Data vs prior k-space variance, and posterior spread vs error.
 
 ADS ranks k-space lines by the particles' disagreement. That ranking can only be as good as the prior's sense
 of which lines are uncertain. For one prior this script measures, per line offset from the centre:

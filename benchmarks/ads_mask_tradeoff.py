@@ -1,4 +1,4 @@
-"""Which 4x k-space masks buy SSIM and which buy PSNR? Hand-made masks given up front vs ADS and data variance.
+r"""Which 4x k-space masks buy SSIM and which buy PSNR? Hand-made masks given up front vs ADS and data variance.
 
 At 64x64 ADS beats the data-variance mask in SSIM by ~3.4 points but trails it by ~0.26 dB in PSNR, and its own
 final mask given up front does the same (``ads_mask_vs_timing.py``), so the difference is the mask. ADS takes a

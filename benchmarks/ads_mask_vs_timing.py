@@ -1,4 +1,4 @@
-"""Is ADS's gain its mask or its timing? ADS vs its own final mask given up front vs the data-variance mask.
+r"""Is ADS's gain its mask or its timing? ADS vs its own final mask given up front vs the data-variance mask.
 
 ADS measures progressively: its lines arrive during the acquisition window, so early reverse steps are
 guided by few measurements. A fixed mask is measured from the first step. This script separates the two:

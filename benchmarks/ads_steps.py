@@ -1,4 +1,4 @@
-"""How few reverse steps can ADS take? ADS alone on held-out slices at several step counts.
+r"""How few reverse steps can ADS take? ADS alone on held-out slices at several step counts.
 
 Finds the fewest steps whose mean SSIM is within ``--tolerance`` SSIM points (x100) of the largest step
 count's result, on the same slices, particles and seeds. Writes ads_steps.json / ads_steps.md.

@@ -1,4 +1,4 @@
-"""What one GoRL decoder refit loses: distillation error and return, by draws per state and fit length.
+r"""What one GoRL decoder refit loses: distillation error and return, by draws per state and fit length.
 
 GoRL's latent policy is trained with the decoder frozen; at each refit the decoder is refitted on the
 stage's final policy (``decoder_data: final_policy``) and the latent policy is reset to N(0, I), so that the

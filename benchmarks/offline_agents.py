@@ -1,4 +1,4 @@
-"""TD3+BC and IQL on locally made medium datasets: none / unguided / pgd, >= 3 seeds (the issue's must-show).
+r"""TD3+BC and IQL on locally made medium datasets: none / unguided / pgd, >= 3 seeds (the issue's must-show).
 
 For each env (Hopper-v5, HalfCheetah-v5): make the medium dataset if missing (SAC behaviour policy trained
 toward the medium band within --sac-steps), train one trajectory-diffusion pipeline per env (shared by all

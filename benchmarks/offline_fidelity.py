@@ -1,4 +1,4 @@
-"""Dynamics fidelity and guidance sweep for policy-guided trajectory diffusion (the issue's must-show tables).
+r"""Dynamics fidelity and guidance sweep for policy-guided trajectory diffusion (the issue's must-show tables).
 
 1. Dataset: a local Minari id (made with ``gendiff offline make-dataset`` if missing).
 2. Generators: the trajectory-diffusion pipeline (temporal U-Net, EDM) and SynthER (residual MLP, EDM).
