@@ -1,4 +1,4 @@
-"""Hopper-v5 at a 2-core budget: GoRL (flow decoder, PPO base) vs Gaussian PPO, and a SAC learning curve.
+r"""Hopper-v5 at a 2-core budget: GoRL (flow decoder, PPO base) vs Gaussian PPO, and a SAC learning curve.
 
 The parts run as separate single-thread processes (one per core) and the report reads their run folders:
 
@@ -31,6 +31,9 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     cp configs/recipes/gorl_mujoco.yaml stage50k_final_k8.yaml  # = stage50k_final.yaml + final_policy_draws: 8
     sed 's/decoder_fit_steps: 2000/decoder_fit_steps: 6000/' stage50k_final_k8.yaml > stage50k_final_k8_fit6k.yaml
     # (groups stage50k_const_final_k8 and ..._k8_fit6k, with --ppo-config configs/recipes/ppo_const_lr.yaml)
+    printf "anneal_lr: false\nactor_lr_scale: 2.0\n" > ppo_const_lr2.yaml  # the actor's rate x2, critic's unchanged:
+    # groups ppo_const_lr2 (--algos ppo) and k8_lr2 (--algos gorl_fm --gorl-config configs/recipes/gorl_mujoco.yaml),
+    # both --ppo-config ppo_const_lr2.yaml; the same at x4 (ppo_const_lr4, k8_lr4); benchmarks/gorl_hopper_actor_lr.md
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 

@@ -38,6 +38,13 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
      ``reset_latent`` the fresh latent policies of the last stages learn at a near-zero rate (measured on
      Hopper: their latent std was still 1.0 at 300k steps).
 
+Latent step size (measured on Hopper-v5, benchmarks/gorl_refit_continue.md and gorl_hopper_actor_lr.md): after a
+refit the latent policy restarts at std 1, while the policy it replaces had narrowed (PPO's action std ~0.75 at 150k
+steps), and the decoder maps a unit latent move to ~0.5-0.9 of an action move (``z_spread``), so the same Adam step
+moves the behaviour less than plain PPO's; the 50k steps after a refit gained 123 [52, 231] less return than PPO
+carrying on. Raising the latent actor's rate (``PPOConfig.actor_lr_scale``; 4 in configs/recipes/gorl_mujoco_ppo.yaml)
+raised GoRL's 300k return from 1,324 to 1,755 (5 seeds), while plain PPO does not gain from it.
+
 ``decoder_data="positive_advantage"`` is our choice where ALGORITHMS.md only says "recent rollouts": with
 "all" the refit decoder only re-represents the current policy's action distribution. The reference code
 (bennidict23/GoRL) fits a fresh decoder on all pairs of new stochastic rollouts of the stage's final policy

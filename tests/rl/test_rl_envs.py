@@ -184,3 +184,5 @@ def test_shipped_recipes_load_as_their_configs():
     gorl = from_dict(GoRLConfig, load_yaml(recipes / "gorl_mujoco.yaml"))
     assert gorl.decoder_data == "final_policy" and gorl.final_policy_draws == 8 and gorl.stage_length(0) == 50_000
     assert from_dict(PPOConfig, load_yaml(recipes / "ppo_const_lr.yaml")).anneal_lr is False
+    latent_ppo = from_dict(PPOConfig, load_yaml(recipes / "gorl_mujoco_ppo.yaml"))
+    assert latent_ppo.anneal_lr is False and latent_ppo.actor_lr_scale == 4.0
