@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from gendiff.bench import machine_info
@@ -136,8 +137,8 @@ def main() -> None:
         if not window.exists():
             raise SystemExit(f"--reuse: {window} not found (run once without --reuse to write it)")
         tensors = load_file(window)
-        with open(window, "rb") as f:  # the safetensors header's metadata: what the window was trained with
-            stored = json.loads(f.read(int.from_bytes(f.read(8), "little")))["__metadata__"]
+        with safe_open(window, "pt") as f:  # the metadata: what the window was trained with
+            stored = f.metadata()
         if stored != meta:
             raise SystemExit(f"--reuse: {window} was written for {stored}, this run asks for {meta}")
         agent, (obs, u, adv) = GoRL.load(work / "pre_refit"), (tensors["obs"], tensors["u"], tensors["adv"])
