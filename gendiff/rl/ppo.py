@@ -79,8 +79,9 @@ class PPOConfig:
         for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PPOConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not (self.lr > 0 and self.actor_lr_scale > 0):
-            raise ValueError(f"PPOConfig: lr and actor_lr_scale must be > 0, got {self.lr} and {self.actor_lr_scale}")
+        if not (0 <= self.lr < float("inf") and 0 <= self.actor_lr_scale < float("inf")):  # 0 freezes (tests use it)
+            raise ValueError(f"PPOConfig: lr and actor_lr_scale must be finite and >= 0, got {self.lr} and "
+                             f"{self.actor_lr_scale}")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise ValueError("PPOConfig: num_envs * num_steps must be divisible by num_minibatches")
         if self.latent_kl_coef and self.head != "gaussian":

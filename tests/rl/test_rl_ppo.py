@@ -89,7 +89,7 @@ def test_actor_lr_scale_scales_the_actor_step_only():
     """One Adam step from the same seed: with actor_lr_scale 2 the actor moves exactly twice as far and the
     critic the same; a config replaced on the agent takes effect at its next learn."""
     with pytest.raises(ValueError, match="actor_lr_scale"):
-        PPOConfig(actor_lr_scale=0.0)
+        PPOConfig(actor_lr_scale=-1.0)
     one_step = {**TINY, "num_minibatches": 1, "update_epochs": 1, "eval_every": 0, "anneal_lr": False}
     moves = {}
     for scale in (1.0, 2.0):
