@@ -255,11 +255,15 @@ class PPO:
                                                                            .float().mean())}
         return stats
 
-    def _set_lr(self, it: int, iters: int, fraction: float | None) -> None:
-        """Learning rates before iteration ``it`` of ``iters``: actor lr * actor_lr_scale * f, critic lr * f, with
-        f = 1 without ``anneal_lr``, else ``fraction`` (GoRL's per-stage schedule) or the linear 1 - it / iters."""
+    def _set_lr(self, it: int, iters: int, env_steps: int, lr_fraction: Callable[[int], float] | None) -> None:
+        """Learning rates before iteration ``it`` of ``iters`` (``env_steps`` done): actor lr * actor_lr_scale * f,
+        critic lr * f, with f = 1 without ``anneal_lr``, else ``lr_fraction(env_steps)`` (GoRL's per-stage
+        schedule) or the linear 1 - it / iters."""
         cfg = self.config
-        f = 1.0 if not cfg.anneal_lr else (1.0 - it / iters if fraction is None else fraction)
+        if not cfg.anneal_lr:
+            f = 1.0
+        else:
+            f = 1.0 - it / iters if lr_fraction is None else lr_fraction(env_steps)
         actor_group, critic_group = self.opt.param_groups
         actor_group["lr"], critic_group["lr"] = cfg.lr * cfg.actor_lr_scale * f, cfg.lr * f
 
@@ -283,7 +287,7 @@ class PPO:
         torch.set_num_threads(1)
         try:
             for it in tqdm(range(iters), disable=not progress, desc="ppo", leave=False):
-                self._set_lr(it, iters, lr_fraction(it * per_iter) if lr_fraction is not None else None)
+                self._set_lr(it, iters, it * per_iter, lr_fraction)
                 ro, obs = self._rollout(envs, obs, tracker)
                 with torch.no_grad():
                     last_v = self.critic(self._norm(torch.as_tensor(obs, dtype=torch.float32))).squeeze(-1)
