@@ -99,6 +99,15 @@ def _act_fn(agent: Any, deterministic: bool):
     return lambda o: agent.act(o, deterministic)
 
 
+def final_returns(agent: Any, env_id: str, episodes: int) -> dict[str, list[float]]:
+    """Per-episode returns of ``agent`` on ``episodes`` episodes (evaluation seeds 50,000+), stochastic and
+    deterministic: the final evaluation of every run."""
+    from gendiff.rl.common import evaluate  # lazily, as the rest of the RL stack
+
+    return {mode: evaluate(_act_fn(agent, mode == "deterministic"), env_id, episodes, seed=50_000)
+            for mode in ("stochastic", "deterministic")}
+
+
 def plot_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: Path, title: str) -> None:
     """Mean +- std learning curves per label; ``curves[label]`` holds (steps, returns) per seed."""
     import matplotlib
@@ -126,8 +135,6 @@ def plot_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: Pa
 
 def train_run(cfg: GorlTrainConfig) -> dict[str, Any]:
     """Train, evaluate (stochastic and deterministic), write metrics.json + curve.png + weights."""
-    from gendiff.rl.common import evaluate
-
     out = Path(cfg.out)
     if (out / "metrics.json").exists() and not cfg.overwrite:
         raise FileExistsError(f"{out / 'metrics.json'} exists; pass --overwrite true or choose another --out")
@@ -135,8 +142,7 @@ def train_run(cfg: GorlTrainConfig) -> dict[str, Any]:
     agent = build_agent(cfg)
     log = agent.learn(cfg.steps, progress=cfg.progress) if hasattr(agent, "decoder") else agent.learn(
         cfg.env, cfg.steps, cfg.seed, cfg.progress)
-    final = {mode: evaluate(_act_fn(agent, mode == "deterministic"), cfg.env, cfg.final_eval_episodes, seed=50_000)
-             for mode in ("stochastic", "deterministic")}
+    final = final_returns(agent, cfg.env, cfg.final_eval_episodes)
     metrics = {
         "env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "steps": cfg.steps, "wall_s": log.wall_s,
         "curve": {"steps": log.steps, "mean": log.eval_mean, "std": log.eval_std},
