@@ -37,6 +37,10 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
      trains a fresh PPO per stage). The default "run" anneals once over the whole run, so with
      ``reset_latent`` the fresh latent policies of the last stages learn at a near-zero rate (measured on
      Hopper: their latent std was still 1.0 at 300k steps).
+  6. ``actor_lr_decay`` (PPO base): the latent actor's rate multiple (``PPOConfig.actor_lr_scale`` = S) applies
+     right after each refit (and at the start) and falls linearly to 1 by the next refit: the actor's rate is
+     lr (1 + (S - 1) f), f as in step 5 (the critic keeps lr; ``anneal_lr`` still multiplies both). Large steps
+     while the reset latent policy moves away from N(0, I), plain PPO's step when the stage fine-tunes it.
 
 Latent step size (measured on Hopper-v5, benchmarks/gorl_refit_continue.md and gorl_hopper_actor_lr.md): after a
 refit the latent policy restarts at std 1, while the policy it replaces had narrowed (PPO's action std ~0.75 at 150k
@@ -103,6 +107,7 @@ class GoRLConfig:
     reset_latent: bool = False  # step 4: fresh latent policy after each refit (the reference's default)
     latent_reset_init: Literal["fresh", "gaussian", "recentre"] = "fresh"  # step 4: random init or N(0, I)
     lr_schedule: Literal["run", "stage"] = "run"  # step 5: PPO's linear anneal over the run or within each stage
+    actor_lr_decay: bool = False  # step 6 (PPO base): the actor's rate multiple falls from actor_lr_scale to 1 per stage
 
     def __post_init__(self) -> None:
         lengths = self.stage_steps if isinstance(self.stage_steps, list) else [self.stage_steps]
@@ -119,6 +124,8 @@ class GoRLConfig:
         check_literal_fields(self)  # decoder, base, decoder_data, flow_solver, latent_reset_init, lr_schedule
         if self.latent_kl_coef < 0 or not self.latent_bound > 0:
             raise ValueError("GoRLConfig: latent_kl_coef must be >= 0 and latent_bound > 0")
+        if self.actor_lr_decay and self.base != "ppo":
+            raise ValueError("GoRLConfig.actor_lr_decay acts on PPOConfig.actor_lr_scale: it needs base 'ppo'")
 
     def stage_length(self, k: int) -> int:
         """Env steps of stage ``k`` (0: the identity-decoder stage)."""
@@ -343,7 +350,7 @@ class GoRL:
         self._next_refit += self.config.stage_length(len(self.stages))
 
     def _stage_lr_fraction(self, step: int) -> float:
-        """Step 5: 1 at the last refit (or the start), falling linearly to 0 at the next refit; ``step`` is the
+        """Steps 5-6: 1 at the last refit (or the start), falling linearly to 0 at the next refit; ``step`` is the
         number of env steps done before the PPO iteration."""
         start = self.stages[-1].step if self.stages else 0
         return max(0.0, 1.0 - (step - start) / (self._next_refit - start))
@@ -352,8 +359,9 @@ class GoRL:
         """Run the staged schedule for ``steps`` env steps; returns the learning curve."""
         if isinstance(self.agent, PPO):
             frac = self._stage_lr_fraction if self.config.lr_schedule == "stage" else None
+            actor_frac = self._stage_lr_fraction if self.config.actor_lr_decay else None
             log = self.agent.learn(self.env_id, steps, self.seed, progress, on_rollout=self._on_rollout,
-                                   lr_fraction=frac)
+                                   lr_fraction=frac, actor_scale_fraction=actor_frac)
         else:
             log = self.agent.learn(self.env_id, steps, self.seed, progress,
                                    action_map=self.env_action, on_step=self._on_sac_step)

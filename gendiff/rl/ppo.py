@@ -255,25 +255,32 @@ class PPO:
                                                                            .float().mean())}
         return stats
 
-    def _set_lr(self, it: int, iters: int, env_steps: int, lr_fraction: Callable[[int], float] | None) -> None:
-        """Learning rates before iteration ``it`` of ``iters`` (``env_steps`` done): actor lr * actor_lr_scale * f,
-        critic lr * f, with f = 1 without ``anneal_lr``, else ``lr_fraction(env_steps)`` (GoRL's per-stage
-        schedule) or the linear 1 - it / iters."""
+    def _set_lr(self, it: int, iters: int, env_steps: int, lr_fraction: Callable[[int], float] | None,
+                actor_scale_fraction: Callable[[int], float] | None = None) -> None:
+        """Learning rates before iteration ``it`` of ``iters`` (``env_steps`` done): actor lr * m * f, critic lr * f,
+        with f = 1 without ``anneal_lr``, else ``lr_fraction(env_steps)`` (GoRL's per-stage schedule) or the linear
+        1 - it / iters; and the actor's multiple m = actor_lr_scale, or with ``actor_scale_fraction`` (GoRL's
+        ``actor_lr_decay``) m = 1 + (actor_lr_scale - 1) * actor_scale_fraction(env_steps)."""
         cfg = self.config
         if not cfg.anneal_lr:
             f = 1.0
         else:
             f = 1.0 - it / iters if lr_fraction is None else lr_fraction(env_steps)
+        m = cfg.actor_lr_scale
+        if actor_scale_fraction is not None:
+            m = 1.0 + (m - 1.0) * actor_scale_fraction(env_steps)
         actor_group, critic_group = self.opt.param_groups
-        actor_group["lr"], critic_group["lr"] = cfg.lr * cfg.actor_lr_scale * f, cfg.lr * f
+        actor_group["lr"], critic_group["lr"] = cfg.lr * m * f, cfg.lr * f
 
     def learn(self, env_id: str, steps: int, seed: int = 0, progress: bool = True,
               on_rollout: Callable[[int, dict[str, Tensor], Tensor], None] | None = None,
-              lr_fraction: Callable[[int], float] | None = None) -> TrainLog:
+              lr_fraction: Callable[[int], float] | None = None,
+              actor_scale_fraction: Callable[[int], float] | None = None) -> TrainLog:
         """Train for ``steps`` env steps; ``on_rollout(env_step, rollout, advantages)`` sees each rollout.
 
         With ``anneal_lr`` the learning rate is ``lr * lr_fraction(env_steps_done)`` before each iteration;
         the default fraction falls linearly from 1 to 0 over the whole run (GoRL passes a per-stage one).
+        ``actor_scale_fraction`` (GoRL passes its per-stage one) scales the actor's extra multiple, see ``_set_lr``.
         The rates are set from ``self.config`` at every iteration, so a config replaced between calls (e.g. a
         reloaded agent given another ``actor_lr_scale``) takes effect.
         """
@@ -287,7 +294,7 @@ class PPO:
         torch.set_num_threads(1)
         try:
             for it in tqdm(range(iters), disable=not progress, desc="ppo", leave=False):
-                self._set_lr(it, iters, it * per_iter, lr_fraction)
+                self._set_lr(it, iters, it * per_iter, lr_fraction, actor_scale_fraction)
                 ro, obs = self._rollout(envs, obs, tracker)
                 with torch.no_grad():
                     last_v = self.critic(self._norm(torch.as_tensor(obs, dtype=torch.float32))).squeeze(-1)

@@ -275,6 +275,29 @@ def test_lr_schedule_restarts_the_anneal_at_every_refit_with_stage(schedule):
         GoRLConfig(lr_schedule="cosine")
 
 
+def test_actor_lr_decay_restarts_the_actor_multiple_at_every_refit():
+    """Step 6: with a constant rate the actor's multiple falls from actor_lr_scale (4) toward 1 within each stage
+    and restarts at the refit; the critic keeps lr throughout."""
+    ppo = PPOConfig(num_envs=2, num_steps=64, num_minibatches=2, update_epochs=1, eval_every=0, lr=1e-3,
+                    anneal_lr=False, actor_lr_scale=4.0)
+    small = {**SMALL_GORL, "stage_steps": 256}  # stages of 2 PPO iterations (128 env steps each)
+    agent = GoRL("gendiff/TwoModes-v0", GoRLConfig(reset_latent=True, actor_lr_decay=True, **small), ppo, seed=0)
+    seen: list[float] = []
+    step = agent.agent.update
+
+    def spy(*args, **kwargs):  # the actor's and the critic's rates each PPO iteration used
+        seen.extend(g["lr"] for g in agent.agent.opt.param_groups)
+        return step(*args, **kwargs)
+
+    agent.agent.update = spy
+    agent.learn(512, progress=False)  # 4 iterations; refits after the 2nd and the 4th
+    assert [s.step for s in agent.stages] == [256, 512]
+    # multiple 1 + 3 f with f = 1, 0.5 in each stage: 4, 2.5, then 4, 2.5 again after the refit
+    assert seen == pytest.approx([4e-3, 1e-3, 2.5e-3, 1e-3, 4e-3, 1e-3, 2.5e-3, 1e-3])
+    with pytest.raises(ValueError, match="actor_lr_decay"):
+        GoRLConfig(base="sac", actor_lr_decay=True)
+
+
 def test_stage_steps_list_gives_each_stage_its_length():
     # stages of 128, 256, then 128 repeated: refits after 128, 384 and 512 env steps (PPO iterations of 128)
     cfg = GoRLConfig(**{**SMALL_GORL, "stage_steps": [128, 256, 128]})
