@@ -34,6 +34,10 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     printf "anneal_lr: false\nactor_lr_scale: 2.0\n" > ppo_const_lr2.yaml  # the actor's rate x2, critic's unchanged:
     # groups ppo_const_lr2 (--algos ppo) and k8_lr2 (--algos gorl_fm --gorl-config configs/recipes/gorl_mujoco.yaml),
     # both --ppo-config ppo_const_lr2.yaml; the same at x4 (ppo_const_lr4, k8_lr4); benchmarks/gorl_hopper_actor_lr.md
+    printf "anneal_lr: false\nactor_lr_scale: 8.0\n" > ppo_const_lr8.yaml  # group k8_lr8: the latent actor's rate x8
+    cp configs/recipes/gorl_mujoco.yaml k8_decay.yaml; printf "actor_lr_decay: true\n" >> k8_decay.yaml  # group
+    # k8_decay4 (--ppo-config ppo_const_lr4.yaml): x4 right after each refit, falling to x1 by the next
+    # report with --compare k8_decay4:k8_lr4,... for GoRL-vs-GoRL pairs; benchmarks/gorl_hopper_actor_decay.md
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 
@@ -87,8 +91,22 @@ def _at(curve: dict, step: int) -> float | None:
     return next((r for s, r in zip(curve["steps"], curve["mean"]) if s == step), None)
 
 
-def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper") -> dict:
+def _paired(a: dict[int, dict], b: dict[int, dict], seeds: list[int]) -> dict:
+    """Final returns of runs ``a`` minus runs ``b`` (metrics by seed) on ``seeds``: per seed, mean, bootstrap 95%."""
+    return {mode: {"seeds": seeds, "per_seed": (d := [
+        a[s][f"final_return_{mode}"] - b[s][f"final_return_{mode}"] for s in seeds]),
+        "mean": float(np.mean(d)), "ci95": bootstrap_ci(np.asarray(d), N_BOOT)} for mode in ("stochastic", "deterministic")}
+
+
+def _fmt_paired(paired: dict) -> str:
+    return "; ".join(f"{mode} {p['mean']:+.0f} [{p['ci95'][0]:+.0f}, {p['ci95'][1]:+.0f}] "
+                     f"(per seed {', '.join(f'{v:+.0f}' for v in p['per_seed'])})" for mode, p in paired.items())
+
+
+def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper", compare: tuple[tuple[str, str], ...] = ()) -> dict:
     """Tabulate every ``runs_dir/<group>/<algo>_s<seed>`` run; groups other than onpolicy / sac are variants.
+    Every GoRL row is paired with every PPO row on their common seeds; ``compare`` adds pairs of groups (A, B):
+    A - B, each a group of one algorithm.
 
     Writes ``<stem>.json``, ``<stem>.md``, ``<stem>_curves.png`` and ``<stem>_sac_curve.png``.
     """
@@ -129,13 +147,8 @@ def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper") -> dict:
                 if not common:
                     continue
                 key = label if base == "ppo" else f"{label} - {base}"
-                paired[key] = {mode: {"seeds": common, "per_seed": (d := [
-                    by[s][f"final_return_{mode}"] - ppo[s][f"final_return_{mode}"] for s in common]),
-                    "mean": float(np.mean(d)), "ci95": bootstrap_ci(np.asarray(d), N_BOOT)}
-                    for mode in ("stochastic", "deterministic")}
-                lines += ["", f"{label} - {'PPO' if base == 'ppo' else base}, same seed: " + "; ".join(
-                    f"{mode} {p['mean']:+.0f} [{p['ci95'][0]:+.0f}, {p['ci95'][1]:+.0f}] "
-                    f"(per seed {', '.join(f'{v:+.0f}' for v in p['per_seed'])})" for mode, p in paired[key].items())]
+                paired[key] = _paired(by, ppo, common)
+                lines += ["", f"{label} - {'PPO' if base == 'ppo' else base}, same seed: " + _fmt_paired(paired[key])]
             spread = [(m["seed"], m["stages"][0].get("z_spread"), m["stages"][-1].get("z_spread"))
                       for m in onpolicy[label] if m["stages"] and m["stages"][0].get("z_spread") is not None]
             if spread:
@@ -146,6 +159,17 @@ def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper") -> dict:
             if shifts:
                 lines.append(f"{label}: mean-action change at each refit (StageRecord.policy_shift, pre-squash units): "
                              + "; ".join(f"seed {sd} {', '.join(f'{v:.3f}' for v in vs)}" for sd, vs in shifts))
+    for a, b in compare:  # extra pairs named by group, e.g. GoRL variants against each other
+        missing = [g for g in (a, b) if g not in groups or len(groups[g]) != 1]
+        if missing:
+            raise ValueError(f"--compare: {missing} are not groups of one algorithm under {runs_dir} "
+                             f"(groups: {sorted(groups)})")
+        (ra,), (rb,) = groups[a].values(), groups[b].values()
+        by_a, by_b = {m["seed"]: m for m in ra}, {m["seed"]: m for m in rb}
+        common = sorted(set(by_a) & set(by_b))
+        if common:
+            paired[f"{a} - {b}"] = _paired(by_a, by_b, common)
+            lines += ["", f"{a} - {b}, same seed: " + _fmt_paired(paired[f"{a} - {b}"])]
     sac_points = {}
     if "sac" in sac:
         for m in sac["sac"]:
@@ -186,6 +210,8 @@ def main() -> None:
     p.add_argument("--runs-dir", type=str, default="runs/gorl_hopper")
     p.add_argument("--out", type=str, default=str(HERE / "gorl_hopper"),
                    help="report part: output stem (<stem>.json, .md and the curve PNGs)")
+    p.add_argument("--compare", type=str, default="", help="report part: extra paired differences A - B between "
+                   "groups, as A:B[,C:D...] (e.g. k8_decay4:k8_lr4)")
     args = p.parse_args()
     runs = Path(args.runs_dir)
     common = {"env": "Hopper-v5", "eval_episodes": 5, "progress": args.part == "sac"}
@@ -198,7 +224,13 @@ def main() -> None:
                                           eval_every=args.eval_every // 2, out=str(runs / "sac")))
     else:
         stem = Path(args.out)
-        report(runs, stem)
+        pairs = tuple(tuple(c.split(":")) for c in args.compare.split(",") if c)
+        if any(len(c) != 2 for c in pairs):
+            p.error(f"--compare takes A:B pairs separated by commas, got {args.compare!r}")
+        try:
+            report(runs, stem, pairs)
+        except ValueError as err:  # a --compare group that is not there
+            p.error(str(err))
         print(stem.with_suffix(".md").read_text())
 
 
