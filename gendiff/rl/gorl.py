@@ -41,6 +41,8 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
      right after each refit (and at the start) and falls linearly to 1 by the next refit: the actor's rate is
      lr (1 + (S - 1) f), f as in step 5 (the critic keeps lr; ``anneal_lr`` still multiplies both). Large steps
      while the reset latent policy moves away from N(0, I), plain PPO's step when the stage fine-tunes it.
+     Measured on Hopper-v5 (benchmarks/gorl_hopper_actor_decay.md, 5 seeds): worse than a constant x4, -408
+     [-833, -34] stochastic return at 300k; off by default.
 
 Latent step size (measured on Hopper-v5, benchmarks/gorl_refit_continue.md and gorl_hopper_actor_lr.md): after a
 refit the latent policy restarts at std 1, while the policy it replaces had narrowed (PPO's action std ~0.75 at 150k
