@@ -5,8 +5,8 @@ distribution. GoRL's (``GoRL.act(obs, deterministic=True)``) is tanh(g(s, mu_z(s
 which differs from tanh(E[u | s]) when the decoder g is not affine in z. For every saved GoRL run of a folder this
 evaluates both on the runs' final-evaluation episodes (``--episodes``, seeds 50,000+):
 
-  1. the library's deterministic action, decoder at the latent mean (must reproduce the run's
-     ``final_return_deterministic``, which is checked and reported);
+  1. the library's deterministic action, decoder at the latent mean (the same episodes as the run's final
+     evaluation, so it should equal the recorded ``final_return_deterministic``, shown beside it);
   2. the mean action: tanh of E[u | s] over ``--draws`` latent draws per state, u = g(s, z), z ~ pi_theta(z | s),
      i.e. PPO's definition applied to GoRL's action distribution.
 

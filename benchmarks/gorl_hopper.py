@@ -99,6 +99,7 @@ def _paired(a: dict[int, dict], b: dict[int, dict], seeds: list[int]) -> dict:
 
 
 def _fmt_paired(paired: dict) -> str:
+    """One line of a :func:`_paired` result: mean [95% CI] (per seed) for each mode."""
     return "; ".join(f"{mode} {p['mean']:+.0f} [{p['ci95'][0]:+.0f}, {p['ci95'][1]:+.0f}] "
                      f"(per seed {', '.join(f'{v:+.0f}' for v in p['per_seed'])})" for mode, p in paired.items())
 
