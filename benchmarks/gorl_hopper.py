@@ -117,6 +117,10 @@ def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper", compare: tuple[tup
     groups = {g: r for g, r in groups.items() if r}
     if not groups:
         raise FileNotFoundError(f"no <group>/<algo>_s<seed>/metrics.json under {runs_dir}: run the parts first")
+    missing = [g for pair in compare for g in pair if g not in groups or len(groups[g]) != 1]
+    if missing:  # before any table is built
+        raise ValueError(f"--compare: {missing} are not groups of one algorithm under {runs_dir} "
+                         f"(groups: {sorted(groups)})")
     rows = {(algo if g in ("onpolicy", "sac") else f"{algo} ({g})"): rs for g, runs in groups.items()
             for algo, rs in runs.items()}
     onpolicy = {label: rs for label, rs in rows.items() if not label.startswith("sac")}
@@ -160,11 +164,7 @@ def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper", compare: tuple[tup
             if shifts:
                 lines.append(f"{label}: mean-action change at each refit (StageRecord.policy_shift, pre-squash units): "
                              + "; ".join(f"seed {sd} {', '.join(f'{v:.3f}' for v in vs)}" for sd, vs in shifts))
-    for a, b in compare:  # extra pairs named by group, e.g. GoRL variants against each other
-        missing = [g for g in (a, b) if g not in groups or len(groups[g]) != 1]
-        if missing:
-            raise ValueError(f"--compare: {missing} are not groups of one algorithm under {runs_dir} "
-                             f"(groups: {sorted(groups)})")
+    for a, b in compare:  # extra pairs named by group, e.g. GoRL variants against each other (checked above)
         (ra,), (rb,) = groups[a].values(), groups[b].values()
         by_a, by_b = {m["seed"]: m for m in ra}, {m["seed"]: m for m in rb}
         common = sorted(set(by_a) & set(by_b))
