@@ -28,16 +28,20 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     sed 's/decoder_data: all/decoder_data: final_policy/' stage50k.yaml > stage50k_final.yaml  # refit on the final
     # policy's actions (group stage50k_const_final, with --ppo-config ppo_const.yaml)
     cat stage50k.yaml > stage50k_kl0.yaml; printf "latent_kl_coef: 0.0\n" >> stage50k_kl0.yaml  # no latent regulariser
-    cp configs/recipes/gorl_mujoco.yaml stage50k_final_k8.yaml  # = stage50k_final.yaml + final_policy_draws: 8
+    cat stage50k_final.yaml > stage50k_final_k8.yaml; printf "final_policy_draws: 8\n" >> stage50k_final_k8.yaml
+    # (the recipe configs/recipes/gorl_mujoco.yaml up to session 17; it now has a 100k last stage, k8_last100k below)
     sed 's/decoder_fit_steps: 2000/decoder_fit_steps: 6000/' stage50k_final_k8.yaml > stage50k_final_k8_fit6k.yaml
     # (groups stage50k_const_final_k8 and ..._k8_fit6k, with --ppo-config configs/recipes/ppo_const_lr.yaml)
     printf "anneal_lr: false\nactor_lr_scale: 2.0\n" > ppo_const_lr2.yaml  # the actor's rate x2, critic's unchanged:
-    # groups ppo_const_lr2 (--algos ppo) and k8_lr2 (--algos gorl_fm --gorl-config configs/recipes/gorl_mujoco.yaml),
+    # groups ppo_const_lr2 (--algos ppo) and k8_lr2 (--algos gorl_fm --gorl-config stage50k_final_k8.yaml),
     # both --ppo-config ppo_const_lr2.yaml; the same at x4 (ppo_const_lr4, k8_lr4); benchmarks/gorl_hopper_actor_lr.md
     printf "anneal_lr: false\nactor_lr_scale: 8.0\n" > ppo_const_lr8.yaml  # group k8_lr8: the latent actor's rate x8
-    cp configs/recipes/gorl_mujoco.yaml k8_decay.yaml; printf "actor_lr_decay: true\n" >> k8_decay.yaml  # group
+    cp stage50k_final_k8.yaml k8_decay.yaml; printf "actor_lr_decay: true\n" >> k8_decay.yaml  # group
     # k8_decay4 (--ppo-config ppo_const_lr4.yaml): x4 right after each refit, falling to x1 by the next
     # report with --compare k8_decay4:k8_lr4,... for GoRL-vs-GoRL pairs; benchmarks/gorl_hopper_actor_decay.md
+    sed 's/^stage_steps: 50000/stage_steps: [50000, 50000, 50000, 50000, 100000]/' stage50k_final_k8.yaml > k8_last100k.yaml
+    # group k8_lr4_last100k (--ppo-config configs/recipes/gorl_mujoco_ppo.yaml): the last stage 100k long, = the
+    # recipe configs/recipes/gorl_mujoco.yaml since session 18; benchmarks/gorl_hopper_last_stage_10seeds.md
     OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 

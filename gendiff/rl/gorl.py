@@ -49,7 +49,10 @@ refit the latent policy restarts at std 1, while the policy it replaces had narr
 steps), and the decoder maps a unit latent move to ~0.5-0.9 of an action move (``z_spread``), so the same Adam step
 moves the behaviour less than plain PPO's; the 50k steps after a refit gained 123 [52, 231] less return than PPO
 carrying on. Raising the latent actor's rate (``PPOConfig.actor_lr_scale``; 4 in configs/recipes/gorl_mujoco_ppo.yaml)
-raised GoRL's 300k return from 1,324 to 1,755 (5 seeds), while plain PPO does not gain from it.
+raised GoRL's 300k return from 1,324 to 1,755 (5 seeds), while plain PPO does not gain from it. The latent std that
+restarts at 1 also narrows little in a 50k stage, and the deterministic return fell with it: a 100k last stage
+(``stage_steps: [50000, 50000, 50000, 50000, 100000]``, configs/recipes/gorl_mujoco.yaml) lifted the deterministic
+return by 466 [77, 874] (10 seeds, benchmarks/gorl_hopper_last_stage_10seeds.md).
 
 ``decoder_data="positive_advantage"`` is our choice where ALGORITHMS.md only says "recent rollouts": with
 "all" the refit decoder only re-represents the current policy's action distribution. The reference code
