@@ -10,4 +10,8 @@ if [ -d .gpu_wheels ]; then
   python -m pip install --quiet --no-index --no-deps --target "$SITE" .gpu_wheels/*.whl
 fi
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT_DIR/gpu_card.txt" || true
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT_DIR/gpu_card.txt" || true
+else
+  echo "no GPU (nvidia-smi not found): CPU smoke" | tee "$OUT_DIR/gpu_card.txt"
+fi

@@ -6,39 +6,44 @@
 # Python 3.12 wheels travel in the git-ignored folder .gpu_wheels/ (e.g. `pip download --python-version 3.12
 # --only-binary :all: --no-deps -d .gpu_wheels diffusers gymnasium farama-notifications cloudpickle
 # huggingface-hub`) and are installed here without network into a private target folder.
-# Output: benchmarks/gpu_gorl.json (+ the card's name); stdout shows a table.
+# Output: $OUT/gpu_gorl.json (+ the card's name); stdout shows a table.
+# CPU smoke of the same code at small batches: GPU_GORL_SMOKE=1 bash benchmarks/gpu_gorl.sh
 source "$(dirname "$0")/gpu_env.sh"
 timeout 280 python - "$OUT_DIR" <<'PY'
-import json, sys, time
+import json, os, sys, time
 import torch
 from gendiff.rl.decoders import DiffusionDecoder, FlowDecoder
 
-assert torch.cuda.is_available(), "this script needs a CUDA GPU"
-dev = torch.device("cuda")
-card = torch.cuda.get_device_name(0)
+smoke = os.environ.get("GPU_GORL_SMOKE") == "1"
+if not smoke:
+    assert torch.cuda.is_available(), "this script needs a CUDA GPU"
+dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+card = torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU smoke"
+sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 obs_dim, act_dim = 15, 4  # dm_control hopper-stand
 rows = []
 for cls in (FlowDecoder, DiffusionDecoder):
     dec = cls(obs_dim, act_dim, width=256, depth=3, num_inference_steps=10).to(dev)
     # a short refit so the weights are not at initialisation (timing only; data are random)
     obs, u = torch.randn(4096, obs_dim, device=dev), torch.randn(4096, act_dim, device=dev)
-    torch.cuda.synchronize(); t0 = time.perf_counter()
-    dec.fit(obs, u, steps=200, batch_size=256)
-    torch.cuda.synchronize(); fit_s = time.perf_counter() - t0
-    for batch in (1, 64, 1024, 16384, 131072):
+    sync(); t0 = time.perf_counter()
+    fit_steps = 200 if not smoke else 2
+    dec.fit(obs, u, steps=fit_steps, batch_size=256)
+    sync(); fit_s = time.perf_counter() - t0
+    for batch in ((1, 64, 1024, 16384, 131072) if not smoke else (1, 64)):
         o, z = torch.randn(batch, obs_dim, device=dev), torch.randn(batch, act_dim, device=dev)
         for _ in range(3):
             dec.decode(o, z)
-        torch.cuda.synchronize()
+        sync()
         reps = 20 if batch <= 16384 else 5
         t0 = time.perf_counter()
         for _ in range(reps):
             dec.decode(o, z)
-        torch.cuda.synchronize()
+        sync()
         per_call = (time.perf_counter() - t0) / reps
         rows.append({"decoder": cls.__name__, "batch": batch, "nfe_per_action": dec.nfe_per_action,
                      "us_per_call": per_call * 1e6, "actions_per_s": batch / per_call,
-                     "fit_200_steps_s": fit_s})
+                     "fit_steps": fit_steps, "fit_s": fit_s})
         print(f"{cls.__name__:17s} batch {batch:7d}: {per_call*1e3:8.2f} ms/call, {batch/per_call:12.0f} actions/s")
 out = {"card": card, "torch": torch.__version__, "obs_dim": obs_dim, "act_dim": act_dim, "rows": rows}
 with open(f"{sys.argv[1]}/gpu_gorl.json", "w") as f:
