@@ -10,16 +10,13 @@
 # CPU smoke of the same code at small batches: GPU_GORL_SMOKE=1 bash benchmarks/gpu_gorl.sh
 source "$(dirname "$0")/gpu_env.sh"
 timeout 280 python - "$OUT_DIR" <<'PY'
-import json, os, sys, time
+import json, sys, time
 import torch
 from gendiff.rl.decoders import DiffusionDecoder, FlowDecoder
 
-smoke = os.environ.get("GPU_GORL_SMOKE") == "1"
-if not smoke:
-    assert torch.cuda.is_available(), "this script needs a CUDA GPU"
-dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-card = torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU smoke"
-sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+from benchmarks.gpu_device import pick_device  # the repo root is the working directory (gpu_env.sh)
+
+smoke, dev, card, sync = pick_device("GPU_GORL_SMOKE")
 obs_dim, act_dim = 15, 4  # dm_control hopper-stand
 rows = []
 for cls in (FlowDecoder, DiffusionDecoder):

@@ -13,7 +13,7 @@
 # CPU smoke of the same code: GPU_PGD_SMOKE=1 bash benchmarks/gpu_pgd.sh
 source "$(dirname "$0")/gpu_env.sh"
 timeout 280 python - "$OUT_DIR" "$PWD" <<'PY'
-import json, os, sys, tempfile, time
+import json, sys, tempfile, time
 import torch
 import gendiff
 gendiff.__path__.append(sys.argv[2])  # gendiff.offline / gendiff.pipelines without an install
@@ -24,12 +24,9 @@ from gendiff.offline.trajectories import TrajectoryNormalizer
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.training import TrainConfig, train_denoiser
 
-smoke = os.environ.get("GPU_PGD_SMOKE") == "1"
-if not smoke:
-    assert torch.cuda.is_available(), "this script needs a CUDA GPU"
-dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-card = torch.cuda.get_device_name(0) if dev.type == "cuda" else "CPU smoke"
-sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+from benchmarks.gpu_device import pick_device  # the repo root is the working directory (gpu_env.sh)
+
+smoke, dev, card, sync = pick_device("GPU_PGD_SMOKE")
 obs_dim, act_dim, H = 11, 3, 64
 D = obs_dim + act_dim + 2
 windows = torch.randn(4096, 32, D)  # timing only: random data stand in for Hopper windows

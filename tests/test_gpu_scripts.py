@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,3 +63,14 @@ def test_gpu_ads_smoke_compares_every_mask_in_fp32_and_bf16(tmp_path: Path) -> N
     assert all(math.isfinite(r["ssim"]) and r["slices_per_second"] > 0 for r in fp32["rows"])
     report = (tmp_path / "gpu_ads.md").read_text()
     assert "Card: no GPU" in report and "bf16 autocast, ads: SSIM" in report
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_gpu_script_without_gpu_or_smoke_flag_says_why(tmp_path: Path) -> None:
+    env = dict(os.environ, OUT=str(tmp_path), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("GPU_GORL_SMOKE", None)
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_gorl.sh")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert "needs a CUDA GPU (or GPU_GORL_SMOKE=1" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "gpu_gorl.json").exists()
