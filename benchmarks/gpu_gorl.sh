@@ -14,7 +14,8 @@ import json, sys, time
 import torch
 from gendiff.rl.decoders import DiffusionDecoder, FlowDecoder
 
-from benchmarks.gpu_device import pick_device  # the repo root is the working directory (gpu_env.sh)
+sys.path.insert(0, "benchmarks")  # gpu_device.py (the working directory is the repo root: gpu_env.sh)
+from gpu_device import pick_device
 
 smoke, dev, card, sync = pick_device("GPU_GORL_SMOKE")
 obs_dim, act_dim = 15, 4  # dm_control hopper-stand

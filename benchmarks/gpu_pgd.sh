@@ -6,17 +6,15 @@
 # gymnasium: their Python 3.12 wheels travel in the git-ignored folder .gpu_wheels/ (e.g. `pip download
 # --python-version 3.12 --only-binary :all: --no-deps -d .gpu_wheels diffusers huggingface-hub gymnasium
 # farama-notifications cloudpickle`) and are installed without network into a private target folder.
-# gendiff is not installed there: the repo root is added to gendiff.__path__ so that gendiff.offline and
-# gendiff.pipelines resolve to offline/ and pipelines/ (what pyproject's package-dir does).
+# gendiff itself comes from its carried wheel (benchmarks/gpu_prepare_wheels.sh), with gendiff.offline and
+# gendiff.pipelines in it.
 # Measures: synthetic transitions per second, unguided and PGD-guided (TD3+BC actor as N(pi(s), 1)), for
 # 128 EDM steps, plus 500 denoiser training steps/s. Output: $OUT/gpu_pgd.json (with the card's name).
 # CPU smoke of the same code: GPU_PGD_SMOKE=1 bash benchmarks/gpu_pgd.sh
 source "$(dirname "$0")/gpu_env.sh"
-timeout 280 python - "$OUT_DIR" "$PWD" <<'PY'
+timeout 280 python - "$OUT_DIR" <<'PY'
 import json, sys, tempfile, time
 import torch
-import gendiff
-gendiff.__path__.append(sys.argv[2])  # gendiff.offline / gendiff.pipelines without an install
 from gendiff.models import TemporalUNet1D
 from gendiff.offline.diffusion import edm_scheduler
 from gendiff.offline.td3bc import TD3BC
@@ -24,7 +22,8 @@ from gendiff.offline.trajectories import TrajectoryNormalizer
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.training import TrainConfig, train_denoiser
 
-from benchmarks.gpu_device import pick_device  # the repo root is the working directory (gpu_env.sh)
+sys.path.insert(0, "benchmarks")  # gpu_device.py (the working directory is the repo root: gpu_env.sh)
+from gpu_device import pick_device
 
 smoke, dev, card, sync = pick_device("GPU_PGD_SMOKE")
 obs_dim, act_dim, H = 11, 3, 64

@@ -1,7 +1,9 @@
 """The prepared GPU scripts (benchmarks/gpu_*.sh) run end to end on the CPU in their smoke mode.
 
-A GPU is lent to few sessions and for 15 minutes, so a script that fails on a typo or a changed CLI flag wastes
-it; these tests run the same code paths at toy sizes (GPU_*_SMOKE=1) and check what each script writes.
+A GPU is lent to few sessions and for 15 minutes, so a script that fails on a typo, a changed CLI flag or an import
+wastes it; these tests run the same code paths at toy sizes (GPU_*_SMOKE=1) and check what each script writes.
+They run as on the GPU machine: gendiff from a wheel carried in (GPU_WHEELS), the editable install hidden, and the
+repo root as working directory (whose gendiff/ lacks .mri / .offline / .pipelines and must not shadow the wheel).
 """
 
 from __future__ import annotations
@@ -21,12 +23,30 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="the GPU scripts are bash scripts")
 
+# on PYTHONPATH: drops the editable install's import hook, so gendiff comes from the carried wheel only
+_HIDE_EDITABLE = """import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]  # a finder class
+sys.path[:] = [p for p in sys.path if "__editable__" not in p]
+"""
 
-def _run_smoke(script: str, flag: str, out: Path) -> str:
-    """Run benchmarks/<script> with ``flag``=1 and OUT=out, the current interpreter first on PATH; return stdout."""
-    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS="1", MPLBACKEND="Agg", HF_HUB_OFFLINE="1")
+
+@pytest.fixture(scope="module")
+def gpu_like_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of a GPU run: a gendiff wheel in GPU_WHEELS, the editable install hidden, this Python on PATH."""
+    root = tmp_path_factory.mktemp("gpu_like")
+    wheels, hide = root / "wheels", root / "hide"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels), str(ROOT)], check=True, capture_output=True)
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(_HIDE_EDITABLE)
+    return {"GPU_WHEELS": str(wheels), "PYTHONPATH": str(hide),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _run_smoke(script: str, flag: str, out: Path, gpu_like_env: dict[str, str]) -> str:
+    """Run benchmarks/<script> with ``flag``=1 and OUT=out in ``gpu_like_env``; return stdout."""
+    env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS="1", MPLBACKEND="Agg", HF_HUB_OFFLINE="1", **gpu_like_env)
     env[flag] = "1"
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / script)], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, f"{script} smoke failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -34,8 +54,8 @@ def _run_smoke(script: str, flag: str, out: Path) -> str:
     return proc.stdout
 
 
-def test_gpu_gorl_smoke_times_both_decoders(tmp_path: Path) -> None:
-    _run_smoke("gpu_gorl.sh", "GPU_GORL_SMOKE", tmp_path)
+def test_gpu_gorl_smoke_times_both_decoders(tmp_path: Path, gpu_like_env: dict[str, str]) -> None:
+    _run_smoke("gpu_gorl.sh", "GPU_GORL_SMOKE", tmp_path, gpu_like_env)
     out = json.loads((tmp_path / "gpu_gorl.json").read_text())
     assert out["card"] == "CPU smoke" and (out["obs_dim"], out["act_dim"]) == (15, 4)
     rows = {(r["decoder"], r["batch"]): r for r in out["rows"]}
@@ -44,16 +64,16 @@ def test_gpu_gorl_smoke_times_both_decoders(tmp_path: Path) -> None:
     assert all(math.isfinite(r["actions_per_s"]) and r["actions_per_s"] > 0 for r in rows.values())
 
 
-def test_gpu_pgd_smoke_samples_unguided_and_guided(tmp_path: Path) -> None:
-    _run_smoke("gpu_pgd.sh", "GPU_PGD_SMOKE", tmp_path)
+def test_gpu_pgd_smoke_samples_unguided_and_guided(tmp_path: Path, gpu_like_env: dict[str, str]) -> None:
+    _run_smoke("gpu_pgd.sh", "GPU_PGD_SMOKE", tmp_path, gpu_like_env)
     out = json.loads((tmp_path / "gpu_pgd.json").read_text())
     assert out["card"] == "CPU smoke"
     assert [r["mode"] for r in out["rows"]] == ["unguided", "pgd"]
     assert all(r["transitions"] > 0 and r["transitions_per_s"] > 0 for r in out["rows"])
 
 
-def test_gpu_ads_smoke_compares_every_mask_in_fp32_and_bf16(tmp_path: Path) -> None:
-    _run_smoke("gpu_ads.sh", "GPU_ADS_SMOKE", tmp_path)
+def test_gpu_ads_smoke_compares_every_mask_in_fp32_and_bf16(tmp_path: Path, gpu_like_env: dict[str, str]) -> None:
+    _run_smoke("gpu_ads.sh", "GPU_ADS_SMOKE", tmp_path, gpu_like_env)
     fp32 = json.loads((tmp_path / "gpu_ads.json").read_text())
     bf16 = json.loads((tmp_path / "gpu_ads_bf16.json").read_text())
     strategies = {"ads", "equispaced", "random", "fixed_dps", "fastmri_equispaced", "fastmri_random", "data_variance"}
