@@ -26,10 +26,9 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
+from gendiff.rl.cli import FINAL_EVAL_SEED as EVAL_SEED  # the runs' final-evaluation episode seeds
 from gendiff.rl.common import evaluate
 from gendiff.rl.gorl import GoRL
-
-EVAL_SEED = 50_000  # the final evaluation's episode seeds (gendiff.rl.cli.final_returns)
 
 
 def mean_action_policy(agent: GoRL, draws: int, seed: int):

@@ -16,8 +16,8 @@ import torch
 def pick_device(smoke_flag: str) -> tuple[bool, torch.device, str, Callable[[], None]]:
     """(smoke, device, card, sync); exits with a message when there is no GPU and no smoke flag."""
     smoke = os.environ.get(smoke_flag) == "1"
-    if not smoke and not torch.cuda.is_available():
-        sys.exit(f"this script needs a CUDA GPU (or {smoke_flag}=1 for a CPU smoke run at toy sizes)")
     if torch.cuda.is_available():
         return smoke, torch.device("cuda"), torch.cuda.get_device_name(0), torch.cuda.synchronize
+    if not smoke:
+        sys.exit(f"this script needs a CUDA GPU (or {smoke_flag}=1 for a CPU smoke run at toy sizes)")
     return smoke, torch.device("cpu"), "CPU smoke", lambda: None

@@ -99,12 +99,15 @@ def _act_fn(agent: Any, deterministic: bool):
     return lambda o: agent.act(o, deterministic)
 
 
+FINAL_EVAL_SEED = 50_000  # episode seeds FINAL_EVAL_SEED, +1, ... of every run's final evaluation
+
+
 def final_returns(agent: Any, env_id: str, episodes: int) -> dict[str, list[float]]:
-    """Per-episode returns of ``agent`` on ``episodes`` episodes (evaluation seeds 50,000+), stochastic and
+    """Per-episode returns of ``agent`` on ``episodes`` episodes (evaluation seeds FINAL_EVAL_SEED+), stochastic and
     deterministic: the final evaluation of every run."""
     from gendiff.rl.common import evaluate  # lazily, as the rest of the RL stack
 
-    return {mode: evaluate(_act_fn(agent, mode == "deterministic"), env_id, episodes, seed=50_000)
+    return {mode: evaluate(_act_fn(agent, mode == "deterministic"), env_id, episodes, seed=FINAL_EVAL_SEED)
             for mode in ("stochastic", "deterministic")}
 
 
