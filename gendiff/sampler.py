@@ -8,6 +8,8 @@ comes from :func:`gendiff.parameterization.to_x0`. Samples are held as [B, N, *s
 (slices, states, prompts) x N particles; the network sees them flattened to [B*N, *shape].
 
 One reverse step i at timestep t:
+  0. "shift" terms: x_t <- x_t + sum_k scale_k * term_k(x_t, x_t, t, state), once per reverse step (at the
+     first stage of a multi-stage scheduler, told by its ``state_in_first_order``), before the network call.
   1. model_output = D(scale_model_input(x_t), t, cond); with grad on x_t if a term needs it (DPS).
   2. x0_hat = to_x0(model_output, x_t, t)   (Tweedie / denoised estimate), clipped to
      [-clip_sample_range, clip_sample_range] when the scheduler is configured to clip (as its step does).
@@ -164,9 +166,15 @@ class GuidedSampler:
         if self._step_takes_generator:
             step_kwargs["generator"] = generator
         out = SamplerOutput(sample=x, x0=x)
+        multi_stage = hasattr(sched, "state_in_first_order")  # Heun-type: 2 calls per step
+        num_steps = int(sched.num_inference_steps) if multi_stage else n
+        step = -1  # reverse step (not stage) index, for "shift" terms
         for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="sampling", leave=False)):
             state.step = i
-            active = [term for term in self.guidance if term.active(i, n)]
+            if not multi_stage or sched.state_in_first_order:
+                step += 1
+                x = self._shift(x, t, state, step, num_steps)
+            active = [term for term in self.guidance if term.kind != "shift" and term.active(i, n)]
             x0, model_out, x_in = self._denoise(x, t, c, active, i)
             out.nfe += 1
             if callback is not None and callback(i, t, x, x0.detach(), state):
@@ -181,6 +189,19 @@ class GuidedSampler:
             out.x0 = x0.detach()
         out.sample = x
         return out
+
+    def _shift(self, x: Tensor, t: Tensor, state: GuidanceState, step: int, num_steps: int) -> Tensor:
+        """Step 0: x [B, N, *shape] moved by the active "shift" terms of reverse step ``step`` of ``num_steps``."""
+        shift: Tensor | None = None
+        for term in self.guidance:
+            if term.kind == "shift" and term.active(step, num_steps):
+                d = term.scale_at(step, num_steps) * term(x, x, t, state)
+                shift = d if shift is None else shift + d
+        if shift is None:
+            return x
+        if not torch.isfinite(shift).all():
+            raise FloatingPointError(f"a shift guidance term produced NaN/inf at step {step}")
+        return x + shift
 
     def _denoise(
         self, x: Tensor, t: Tensor, cond: Tensor | None, active: list[GuidanceTerm], step: int,

@@ -7,7 +7,10 @@ temporal U-Net (any length H divisible by the U-Net's ``horizon_multiple``) thro
     a <- a + lambda_i * grad_a log pi(tanh(unnorm(a)) | unnorm(s))                 (PGD, Sec. 4)
     lambda_i = coeff [(1 - i/N) + cosine_coeff sin(pi (i + 1) / N)], 0 on the last step (PGDSchedule)
 
-(:class:`gendiff.guidance.LogProbGuidance` on the action slice; optional g / (||g|| + eps)). Any policy with
+(:class:`gendiff.guidance.LogProbGuidance` on the action slice; optional g / (||g|| + eps)). As in the reference
+sampler, the shift moves x_i before the denoiser call of step i, once per step (``guidance_kind="shift"``);
+``"direction"`` keeps gendiff's earlier placement (added after ``scheduler.step``, at every Heun stage) for
+comparison. Any policy with
 ``log_prob(obs [M, obs_dim], action [M, act_dim]) -> [M]`` in environment units works; a deterministic actor
 ``pi(obs) -> action`` is treated as N(pi(s), I). Outputs are windows and transitions for a replay buffer.
 
@@ -19,7 +22,7 @@ the same weights with :class:`gendiff.schedulers.EDMHeunScheduler`, whose churn 
                                                             s_tmax=50, s_noise=1.003))
     # or gendiff.offline.diffusion.edm_heun_scheduler(pipe.scheduler); then heun(..., num_inference_steps=256)
 
-It makes 2 network calls per step but the last, and the guidance above acts at every call (stage).
+It makes 2 network calls per step but the last; the guidance shift acts once per step, before the first.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from gendiff.models import TemporalUNet1D
 from gendiff.sampler import GuidedSampler
 
 PolicyType = Literal["auto", "stochastic", "deterministic"]
+GuidanceKind = Literal["shift", "direction"]
 
 
 @dataclass
@@ -123,7 +127,7 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         return type(self)(unet=self.unet, scheduler=scheduler, normalizer=self.config.normalizer)
 
     def _guidance(self, policy: Any, policy_type: PolicyType, coeff: float, cosine_coeff: float,
-                  normalize: bool) -> list[LogProbGuidance]:
+                  normalize: bool, kind: GuidanceKind) -> list[LogProbGuidance]:
         if policy is None or coeff == 0.0:
             return []
         norm, log_pi = self.normalizer, policy_log_prob_fn(policy, policy_type)
@@ -134,7 +138,8 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
             act = norm.to_env_action(u[..., norm.act_slice]).reshape(-1, norm.act_dim)
             return log_pi(obs, act).view(*x.shape[:3]).sum(-1)
 
-        return [LogProbGuidance(log_prob, norm.act_slice, PGDSchedule(coeff, cosine_coeff), "x_t", normalize)]
+        return [LogProbGuidance(log_prob, norm.act_slice, PGDSchedule(coeff, cosine_coeff), "x_t", normalize,
+                                kind=kind)]
 
     @torch.no_grad()
     def __call__(
@@ -146,6 +151,7 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         guidance_scale: float = 0.0,
         cosine_coeff: float = 0.3,
         normalize_grad: bool = False,
+        guidance_kind: GuidanceKind = "shift",
         policy_type: PolicyType = "auto",
         s_churn: float = 0.0,
         generator: torch.Generator | None = None,
@@ -157,6 +163,8 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         Args:
             policy: target policy (``log_prob`` or a deterministic actor); None or guidance_scale 0: unguided.
             guidance_scale: PGD's coeff; cosine_coeff: its cosine term; normalize_grad: g / (||g|| + eps).
+            guidance_kind: "shift" (the reference: x_i moved before the denoiser call, once per step) or
+                "direction" (gendiff's earlier placement: added after every scheduler stage).
             s_churn: EDM stochastic churn (80 in the reference, with s_tmin 0.05, s_tmax 50, s_noise 1.003)
                 for schedulers whose ``step`` takes it (EDMEulerScheduler); EDMHeunScheduler takes it from
                 its config instead (:meth:`with_scheduler`).
@@ -169,7 +177,7 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
             raise ValueError(f"s_churn is not a step argument of {type(self.scheduler).__name__}; set the churn "
                              "in the scheduler's config (EDMHeunScheduler(s_churn=...)) and leave s_churn=0")
         step_kwargs = {"s_churn": s_churn, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003} if s_churn else {}
-        guidance = self._guidance(policy, policy_type, guidance_scale, cosine_coeff, normalize_grad)
+        guidance = self._guidance(policy, policy_type, guidance_scale, cosine_coeff, normalize_grad, guidance_kind)
         sampler = GuidedSampler(self.unet, self.scheduler, guidance, step_kwargs=step_kwargs)
         out = sampler((horizon, norm.dim), batch_size, 1, num_inference_steps, generator=generator,
                       latents=latents, progress=progress)

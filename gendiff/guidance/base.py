@@ -1,8 +1,13 @@
 """The guidance-term protocol shared by every guided sampler in gendiff.
 
 A term is a small callable ``term(x_t, x0_hat, t, state) -> Tensor`` (shapes [B, N, *shape]: B
-conditions x N particles). Terms come in two kinds and add up (like optax ``chain``):
+conditions x N particles). Terms come in three kinds and add up (like optax ``chain``):
 
+- ``"shift"``: returns a direction g that the sampler adds as ``x_t <- x_t + scale * g`` *before* the network
+  call of a reverse step, once per step (at the first stage of multi-stage schedulers such as Heun), so the
+  denoiser and the scheduler's step both see the shifted sample. The term is called with ``x0_hat = x_t``
+  (there is no denoised estimate yet); its schedule and window count reverse steps, not stages.
+  Policy-guided diffusion's action shift is of this kind (Jackson et al. 2024, reference sampler).
 - ``"direction"``: returns an update direction d; the sampler adds ``scale * d`` to x_{t-1} after the
   scheduler's step. DPS returns -grad ||y - A x0_hat(x_t)||; log-prob guidance returns +grad log p.
 - ``"x0"``: returns a corrected x0' at unit scale; the sampler blends x0 + scale * (x0' - x0) and
@@ -56,7 +61,7 @@ def safe_normalize(g: Tensor, eps: float = 1e-8, sample_dims: int = 2) -> Tensor
 class GuidanceTerm:
     """Base class: holds the scale schedule and the active window; subclasses implement ``__call__``."""
 
-    kind: ClassVar[Literal["direction", "x0"]] = "direction"
+    kind: Literal["shift", "direction", "x0"] = "direction"
     needs_network_grad: ClassVar[bool] = False
 
     def __init__(self, scale: float | Schedule = 1.0, start: float = 0.0, stop: float = 1.0) -> None:

@@ -5,7 +5,14 @@ a <- a + lambda_i * grad_a log pi(a | s) (the states are inputs only). Here the 
 ``log_prob(x) -> [B, N]`` evaluated on the whole sample (it slices out states and actions itself,
 e.g. un-normalising and applying tanh), and a ``slice`` of the last axis that receives the gradient.
 
-Step 1. x = x_t (default, as the reference) or x0_hat, detached, requires_grad.
+Where it acts (``kind``): ``"shift"`` (default, the reference sampler) moves x_t before the denoiser call of
+each reverse step, once per step; ``"direction"`` (gendiff before 2026-12) added scale * g after
+``scheduler.step``, at every stage (twice per step with Heun). Mapping the coefficients: with Heun the old
+placement applied the shift at 2N - 1 stages with the schedule evaluated over stages, so an old coefficient c
+acts about like a shift coefficient 2c (the scheduler then carries a shift of x_t into x_{t-1} scaled by about
+sigma_{i+1} / sigma_i, plus the denoiser's response); benchmarks/offline/README.md gives the measured curves.
+
+Step 1. x = x_t (default, as the reference) or x0_hat (``"direction"`` only), detached, requires_grad.
 Step 2. g = grad_x sum log_prob(x), zeroed outside ``slice``.
 Step 3. optional normalisation g / (||g|| + eps) per particle (the reference adds eps outside the
         division, which can blow up for tiny gradients; we divide by (||g|| + eps)).
@@ -24,9 +31,8 @@ from gendiff.guidance.schedules import Schedule
 
 
 class LogProbGuidance(GuidanceTerm):
-    """Ascend ``log_prob`` on the features ``feature_slice`` of the last axis (kind "direction")."""
+    """Ascend ``log_prob`` on the features ``feature_slice`` of the last axis (kind "shift" or "direction")."""
 
-    kind = "direction"
     needs_network_grad = False
 
     def __init__(
@@ -38,10 +44,17 @@ class LogProbGuidance(GuidanceTerm):
         normalize: bool = False,
         start: float = 0.0,
         stop: float = 1.0,
+        kind: Literal["shift", "direction"] = "shift",
     ) -> None:
         super().__init__(scale, start, stop)
         if evaluate_at not in ("x_t", "x0"):
             raise ValueError(f"evaluate_at must be 'x_t' or 'x0', got {evaluate_at!r}")
+        if kind not in ("shift", "direction"):
+            raise ValueError(f"kind must be 'shift' or 'direction', got {kind!r}")
+        if kind == "shift" and evaluate_at == "x0":
+            raise ValueError("a 'shift' term acts before the denoiser call, so there is no x0_hat to evaluate at; "
+                             "use evaluate_at='x_t' or kind='direction'")
+        self.kind = kind
         self.log_prob, self.feature_slice = log_prob, feature_slice
         self.evaluate_at, self.normalize = evaluate_at, normalize
 
