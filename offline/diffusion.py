@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffusers import EDMEulerScheduler
+from torch import Tensor
 
 from gendiff.models import TemporalUNet1D
 from gendiff.offline.datasets import OfflineDataset
@@ -41,6 +42,7 @@ class TrajectoryDiffusionConfig:
     stride: int = 8
     dim: int = 32
     dim_mults: tuple[int, ...] = (1, 2, 4)
+    residual: bool = False  # steps carry s_{t+1} - s_t (gendiff.offline.trajectories); False: the paper's layout
     train_steps: int = 2000
     batch_size: int = 64
     lr: float = 2e-4
@@ -65,11 +67,19 @@ def edm_heun_scheduler(base: EDMEulerScheduler | EDMHeunScheduler | None = None)
     return EDMHeunScheduler.from_config(base.config, s_churn=80.0, s_tmin=0.05, s_tmax=50.0, s_noise=1.003)
 
 
+def trajectory_windows(dataset: OfflineDataset, cfg: TrajectoryDiffusionConfig,
+                       episodes: list | None = None) -> tuple[Tensor, TrajectoryNormalizer]:
+    """Step 1: the dataset's (or ``episodes``') windows [W, horizon, D] and their normaliser."""
+    eps = dataset.episodes if episodes is None else episodes
+    windows = make_windows(eps, dataset.action_low, dataset.action_high, cfg.horizon, cfg.stride, cfg.residual)
+    norm = TrajectoryNormalizer.fit(windows, dataset.obs_dim, dataset.act_dim, dataset.action_low,
+                                    dataset.action_high, residual=cfg.residual)
+    return windows, norm
+
+
 def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusionConfig) -> PolicyGuidedTrajectoryPipeline:
     """Steps 1-3; returns the pipeline (also saved under ``cfg.out_dir/pipeline``)."""
-    windows = make_windows(dataset.episodes, dataset.action_low, dataset.action_high, cfg.horizon, cfg.stride)
-    norm = TrajectoryNormalizer.fit(windows, dataset.obs_dim, dataset.act_dim, dataset.action_low,
-                                    dataset.action_high)
+    windows, norm = trajectory_windows(dataset, cfg)
     unet = TemporalUNet1D(transition_dim=norm.dim, dim=cfg.dim, dim_mults=tuple(cfg.dim_mults))
     sched = edm_scheduler()
     tcfg = TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,

@@ -5,7 +5,8 @@ For each transition (s, a, s'):
      [qpos[1:], qvel] (the x position is left out and does not affect these tasks' dynamics), so
      qpos = [0, s[:nq - 1]] and qvel = s[nq - 1 : nq - 1 + nv];
   2. ``set_state(qpos, qvel)``, apply a (one environment step, frame_skip simulator steps);
-  3. error = mean over the qpos/qvel dimensions of (s'_sim - s')^2.
+  3. error = mean over the qpos/qvel dimensions of (s'_sim - s')^2; the simulator's reward and termination
+     for the step are kept too, to check the generated reward and done flag.
 The dynamics MSE is the mean error over transitions. Real transitions give ~0 (up to float32 rounding and
 the tasks' velocity clipping in the observation). Rows that make the simulator diverge count as NaN-free
 ``inf``-guarded errors: a non-finite simulated state raises a ValueError naming the row.
@@ -24,11 +25,20 @@ from gendiff.rl.common import make_env
 
 @dataclass
 class DynamicsResult:
-    """Per-transition errors [N] and their mean / median."""
+    """Per-transition errors [N] and their mean / median.
+
+    Attributes:
+        errors: [N] mean squared error over the qpos/qvel dimensions; mse, median: its mean and median.
+        sq_errors: [N, k] the squared error per dimension (k = nq - skip + nv).
+        rewards: [N] the simulator's reward for each step; terminated: [N] its termination flag.
+    """
 
     errors: np.ndarray
     mse: float
     median: float
+    sq_errors: np.ndarray | None = None
+    rewards: np.ndarray | None = None
+    terminated: np.ndarray | None = None
 
 
 def _layout(env: object) -> tuple[int, int, int]:
@@ -55,14 +65,15 @@ def dynamics_mse(env_id: str, obs: Tensor | np.ndarray, act: Tensor | np.ndarray
             raise ValueError(f"{env_id} needs observations with >= {k} entries (qpos[{skip}:], qvel), got {obs.shape[1]}")
         env.reset(seed=0)
         u = env.unwrapped
-        errors = np.empty(len(obs))
+        sq, rewards, terminated = np.empty((len(obs), k)), np.empty(len(obs)), np.zeros(len(obs), dtype=bool)
         for i in range(len(obs)):
             qpos = np.concatenate([np.zeros(skip), obs[i, :nq - skip]])  # 1.
             u.set_state(qpos, obs[i, nq - skip:k])
-            sim_next, *_ = u.step(act[i].astype(np.float64))  # 2.
+            sim_next, rewards[i], terminated[i], *_ = u.step(act[i].astype(np.float64))  # 2.
             if not np.isfinite(sim_next[:k]).all():
                 raise ValueError(f"transition {i}: the simulator diverged from the generated state")
-            errors[i] = float(np.mean((sim_next[:k] - next_obs[i, :k]) ** 2))  # 3.
+            sq[i] = (sim_next[:k] - next_obs[i, :k]) ** 2  # 3.
     finally:
         env.close()
-    return DynamicsResult(errors, float(errors.mean()), float(np.median(errors)))
+    errors = sq.mean(1)
+    return DynamicsResult(errors, float(errors.mean()), float(np.median(errors)), sq, rewards, terminated)

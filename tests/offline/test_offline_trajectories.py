@@ -70,6 +70,29 @@ def test_transitions_round_trip_and_zscore():
     assert torch.allclose(tr["act"], real["act"][keep].clamp(-0.999, 0.999), atol=1e-4)
 
 
+def test_residual_layout_makes_every_step_a_transition():
+    """With residual=True each step carries s' - s: all 5 steps of every window round-trip (not only 4)."""
+    ds = line_dataset(episodes=6)
+    w = make_windows(ds.episodes, ds.action_low, ds.action_high, horizon=5, stride=5, residual=True)
+    assert w.shape == (6, 5, 4 + 1)  # [obs, act, rew, done, delta]
+    norm = TrajectoryNormalizer.fit(w, 1, 1, ds.action_low, ds.action_high, residual=True)
+    assert norm.dim == 5 and norm.delta_slice == slice(4, 5)
+    tr = windows_to_transitions(norm.unnormalize(norm.normalize(w)), norm)
+    real = ds.transitions()
+    keep = torch.zeros(60, dtype=torch.bool)
+    for e in range(6):
+        keep[10 * e:10 * e + 5] = True
+    assert torch.allclose(tr["obs"], real["obs"][keep], atol=1e-5)
+    assert torch.allclose(tr["next_obs"], real["next_obs"][keep], atol=1e-5)
+    assert torch.equal(tr["pos"], torch.arange(5).repeat(6))
+    loaded = TrajectoryNormalizer.from_config(norm.to_config())
+    assert loaded.residual and loaded.dim == 5
+    assert not TrajectoryNormalizer.from_config({**norm.to_config(), "residual": False} | {
+        "mean": norm.mean[:4].tolist(), "std": norm.std[:4].tolist()}).residual
+    with pytest.raises(ValueError, match="residual"):
+        TrajectoryNormalizer.fit(w, 1, 1, ds.action_low, ds.action_high)  # 5 features is not obs+act+2
+
+
 def test_terminal_step_survives_the_round_trip():
     # one termination in 9 windows x 8 steps: z-scored like every feature, it sits at z ~ +8
     eps = [_episode(40, terminated=True), _episode(40, terminated=False)]
@@ -124,7 +147,7 @@ def test_pipeline_save_load_round_trip(tiny_pipe, tmp_path):
     a = tiny_pipe(batch_size=2, horizon=8, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
     b = again(batch_size=2, horizon=8, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a.windows, b.windows)
-    assert set(a.transitions) == {"obs", "act", "rew", "next_obs", "done"}
+    assert set(a.transitions) == {"obs", "act", "rew", "next_obs", "done", "pos"}
     with pytest.raises(ValueError, match="multiple of 2"):
         tiny_pipe(horizon=7)
     with pytest.raises(FileNotFoundError):
