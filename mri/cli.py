@@ -28,6 +28,7 @@ from gendiff.mri.benchmark import (
 )
 from gendiff.mri.data import load_images
 from gendiff.mri.figures import benchmark_figure
+from gendiff.mri.importing import ImportConfig, import_images
 from gendiff.mri.prior import MRIPriorConfig, train_mri_prior
 from gendiff.mri.strategies import check_plan
 from gendiff.mri.synthetic import write_synthetic_dataset
@@ -237,6 +238,8 @@ def add_mri_commands(sub: argparse._SubParsersAction) -> None:
     msub = mri.add_subparsers(dest="mri_command", required=True)
     add_experiment(msub, "make-synthetic", SyntheticConfig, make_synthetic,
                    "write fastMRI-format single-coil files of knee-like phantoms")
+    add_experiment(msub, "import", ImportConfig, import_images,
+                   "import NIfTI / DICOM / .npy / .png magnitude images as fastMRI-format single-coil files")
     add_experiment(msub, "train-prior", MRIPriorConfig, train_mri_prior,
                    "train a complex-image prior on a folder of fastMRI-format files")
     add_experiment(msub, "benchmark", MRIBenchmarkConfig, mri_benchmark,
