@@ -1,4 +1,4 @@
-"""``gendiff mri import`` (real NIfTI / DICOM / .npy / .png files), the volume split, and the CS reconstructors."""
+"""``gendiff mri import`` (real NIfTI / DICOM / .npy / .png files) and the split of volumes into train / val / test."""
 
 from __future__ import annotations
 
