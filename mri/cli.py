@@ -20,8 +20,11 @@ from gendiff.bench import machine_info
 from gendiff.config import save_config, to_dict
 from gendiff.mri.benchmark import (
     RunSettings,
+    check_reconstructors,
+    figure_rows,
     magnitude_image,
     markdown_table,
+    run_reconstructor,
     run_strategy,
     summarise,
     write_results,
@@ -30,6 +33,7 @@ from gendiff.mri.data import load_images
 from gendiff.mri.figures import benchmark_figure
 from gendiff.mri.importing import ImportConfig, import_images
 from gendiff.mri.prior import MRIPriorConfig, train_mri_prior
+from gendiff.mri.reconstruction import ReconSettings
 from gendiff.mri.strategies import check_plan
 from gendiff.mri.synthetic import write_synthetic_dataset
 from gendiff.operators import make_operator
@@ -103,6 +107,11 @@ class MRIBenchmarkConfig(ReconstructionConfig):
     train_data: str | None = None
     slices: int = 8
     crop_mode: Literal["image", "kspace"] = "kspace"
+    # the second axis: how each strategy's masks are reconstructed (mri/reconstruction.py); "dps" = the prior
+    reconstructors: list[str] = field(default_factory=lambda: ["dps"])
+    cs_tv_weight: float = 1e-3  # chosen on validation slices: benchmarks/ads/real/README.md
+    cs_wavelet_weight: float = 1e-3
+    cs_iterations: int = 100
 
 
 @dataclass
@@ -175,16 +184,21 @@ def load_study(args: argparse.Namespace) -> tuple[ActiveDiffusionSubsamplingPipe
 
 
 def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Path, header: str, kind: str,
-             cfg) -> dict:
+             cfg, reconstructors: tuple[str, ...] = ("dps",), recon: ReconSettings | None = None) -> dict:
     num_candidates = make_operator(settings.measurement, tuple(targets.shape[1:]), 1).num_candidates
     check_plan(strategies, budgets, num_candidates)  # a typo fails now, not after an hour of reconstructions
+    check_reconstructors(reconstructors, kind)
     results, figures = [], []
     for budget in budgets:
-        per_budget = [run_strategy(pipe, targets, s, budget, settings, train_images, progress=cfg.progress)
-                      for s in strategies]
+        per_budget = []
+        for s in strategies:  # the DPS run gives ADS its masks, so it runs for ads even without "dps"
+            base = run_strategy(pipe, targets, s, budget, settings, train_images, progress=cfg.progress,
+                                dps=("dps" in reconstructors) or s == "ads")
+            per_budget += [base] if base.recon is not None else []
+            per_budget += [run_reconstructor(targets, base, r, recon) for r in reconstructors if r != "dps"]
         results += per_budget
         fig = out.with_name(f"{out.stem}_budget{budget}.png")
-        benchmark_figure(fig, magnitude_image(targets.cpu()), per_budget, kind)
+        benchmark_figure(fig, magnitude_image(targets.cpu()), figure_rows(per_budget), kind)
         figures.append(str(fig))
     rows = summarise(results, settings.bootstrap)
     table = markdown_table(rows, header)
@@ -212,8 +226,13 @@ def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
               f"Accelerations {cfg.acceleration} (budgets {budgets} of {size} lines); {cfg.particles} particles, "
               f"{cfg.steps} DDIM steps, guidance {cfg.guidance} (scale {cfg.guidance_scale}), window {cfg.window}, "
               f"sigma {cfg.sigma}, look-ahead {cfg.lookahead}, seed {cfg.seed}, {cfg.precision}. Paired differences: the same slices and noise for every strategy.")
+    recon = ReconSettings(cs_tv_weight=cfg.cs_tv_weight, cs_wavelet_weight=cfg.cs_wavelet_weight,
+                          cs_iterations=cfg.cs_iterations)
+    if set(cfg.reconstructors) & {"cs_tv", "cs_wavelet"}:
+        header += (f" CS weights: TV {cfg.cs_tv_weight}, L1-wavelet {cfg.cs_wavelet_weight}; "
+                   f"{cfg.cs_iterations} FISTA iterations.")
     return _run_all(pipe, targets, budgets, cfg.strategies, _settings(cfg, "kspace_line"), train, Path(cfg.out),
-                    header, "kspace_line", cfg)
+                    header, "kspace_line", cfg, tuple(cfg.reconstructors), recon)
 
 
 def images_benchmark(cfg: ImagesBenchmarkConfig) -> dict:

@@ -42,7 +42,8 @@ def benchmark_figure(path: Path, target: Tensor, results: list, kind: str, slice
     for j, r in enumerate(results, start=1):
         rec = r.recon[slice_index].numpy()
         axes[0, j].imshow(_mask_picture(r.masks[slice_index], gt.shape, kind), cmap="gray", vmin=0, vmax=1)
-        axes[0, j].set_title(f"{r.name} mask")
+        recon = getattr(r, "reconstructor", "dps")
+        axes[0, j].set_title(f"{r.name} mask" if recon == "dps" else f"{r.name} + {recon}", fontsize=8)
         axes[1, j].imshow(rec, cmap="gray", vmin=0, vmax=vmax)
         axes[1, j].set_title(f"SSIM {100 * r.metrics['ssim'][slice_index]:.1f}")
         axes[2, j].imshow(np.abs(rec - gt), cmap="magma", vmin=0, vmax=0.3 * vmax)

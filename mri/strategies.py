@@ -13,7 +13,9 @@ Strategies (registry ``ACQUISITION``):
   ``EquispacedMaskFractionFunc`` with the fastMRI centre fractions (0.08 at 4x, 0.04 at 8x).
 - ``data_variance``: the candidates whose entries vary most over the training images.
 - ``fixed_dps``: the reference's "fixed-mask DPS": a block of centre lines (10 of 32 at 128 x 128,
-  kept in proportion) plus random lines.
+  kept in proportion, at least 2) plus random lines.
+- ``centre``: the ``budget`` lines around the k-space centre, one contiguous block (what ADS's masks
+  converge to on the 64 x 64 phantoms, benchmarks/ads/mask_tradeoff64v6k.md).
 """
 
 from __future__ import annotations
@@ -154,9 +156,21 @@ def fixed_dps(ctx: StrategyContext) -> Tensor:
     if ctx.kind == "pixel":
         raise ValueError("fixed_dps is a line strategy (centre block + random lines)")
     mask = _empty(ctx)
-    n_centre = max(1, int(np.round(ctx.budget * 10 / 32)))
+    # At least 2 centre lines: with 1 (budget <= 4, e.g. 4 of 32 lines) the block is the single centre line that
+    # ``random`` also starts from, and both then draw the same random lines from the same generator: the two
+    # strategies were the same mask (issue 33; benchmarks/ads/mri32_results.md, budget 4).
+    n_centre = min(ctx.budget, max(2, int(np.round(ctx.budget * 10 / 32))))
     mask[:, centre_lines(ctx.num_candidates, n_centre)] = True
     return _fill_random(mask, ctx.budget, ctx.generator)
+
+
+@ACQUISITION.register("centre")
+def centre(ctx: StrategyContext) -> Tensor:
+    if ctx.kind == "pixel":
+        raise ValueError("centre is a line strategy (a block of centre lines)")
+    mask = _empty(ctx)
+    mask[:, centre_lines(ctx.num_candidates, ctx.budget)] = True
+    return mask
 
 
 def check_plan(names: list[str], budgets: list[int], num_candidates: int) -> None:
