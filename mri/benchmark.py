@@ -138,6 +138,28 @@ def run_strategy(
     )
 
 
+def mask_adaptivity(orders: Tensor, num_candidates: int) -> dict:
+    """How much ADS's final masks differ between slices, from its acquisition orders ``[S, A]``.
+
+    Returns ``pairwise_lines_differing`` (mean over slice pairs of the number of lines in one mask and not the
+    other: 0 when ADS picks one fixed mask), the same as a fraction of the budget, ``distinct_masks``,
+    ``modal_mask_share`` (share of slices whose mask is the most common one) and ``line_frequency`` [K] (share
+    of slices that measured each line). A fixed mask gives 0 / 0 / 1 / 1.0.
+    """
+    s, a = orders.shape
+    masks = torch.zeros(s, num_candidates, dtype=torch.bool)
+    masks[torch.arange(s)[:, None], orders] = True
+    m = masks.float()
+    inter = m @ m.T  # [S, S] lines in common
+    diff = (a - inter)[~torch.eye(s, dtype=torch.bool)]
+    keys = ["".join("1" if v else "0" for v in row.tolist()) for row in masks]
+    modal = max(set(keys), key=keys.count)
+    return {"pairwise_lines_differing": float(diff.mean()) if s > 1 else 0.0,
+            "pairwise_fraction_differing": float(diff.mean()) / a if s > 1 else 0.0,
+            "distinct_masks": len(set(keys)), "modal_mask_share": keys.count(modal) / s,
+            "line_frequency": m.mean(0).tolist()}
+
+
 def check_reconstructors(names: tuple[str, ...] | list[str], kind: str) -> None:
     """Raise before any reconstruction if a reconstructor is unknown or not defined for ``kind``."""
     for r in names:

@@ -57,3 +57,28 @@ def benchmark_figure(path: Path, target: Tensor, results: list, kind: str, slice
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def order_figure(path: Path, orders: dict[str, Tensor], num_candidates: int, titles: dict[str, str] | None = None) -> Path:
+    """Per-slice acquisition orders of ADS: one panel per setting, slices x lines, colour = acquisition rank.
+
+    Args:
+        orders: name -> ``[S, A]`` line indices in the order ADS acquired them (first = the centre line).
+    """
+    fig, axes = plt.subplots(1, len(orders), figsize=(4.2 * len(orders), 3.6), squeeze=False)
+    for ax, (name, order) in zip(axes[0], orders.items()):
+        o = order.numpy()
+        grid = np.full((o.shape[0], num_candidates), np.nan)
+        grid[np.arange(o.shape[0])[:, None], o] = np.arange(o.shape[1])[None, :]
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+        lo, hi = np.nonzero(~np.isnan(grid))[1].min(), np.nonzero(~np.isnan(grid))[1].max()
+        ax.set_xlim(lo - 2.5, hi + 2.5)
+        ax.set_xlabel("k-space line (index)")
+        ax.set_ylabel("slice")
+        ax.set_title((titles or {}).get(name, name), fontsize=9)
+        fig.colorbar(im, ax=ax, label="acquisition rank")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--accelerations", default="4,8")
     ap.add_argument("--masks", default="fastmri_random,fastmri_equispaced")
     ap.add_argument("--reconstructors", default="cs_tv,cs_wavelet")
-    ap.add_argument("--weights", default="1e-4,3e-4,1e-3,3e-3,1e-2")
+    ap.add_argument("--weights", default="3e-4,1e-3,3e-3")
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
