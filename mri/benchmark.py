@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from gendiff.mri.metrics import slice_metrics
 from gendiff.mri.reconstruction import RECONSTRUCTORS, ReconSettings, reconstruct
-from gendiff.mri.strategies import StrategyContext, make_mask
+from gendiff.mri.strategies import ACTIVE, StrategyContext, line_variance, make_mask
 from gendiff.operators import MeasurementOracle, make_operator
 from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
 from gendiff.stats import bootstrap_ci
@@ -100,7 +100,7 @@ def run_strategy(
     ``dps=False`` (fixed masks only): Step 1 alone; the result holds the masks (the very masks a DPS run
     draws) and ``recon=None``, for the classical reconstructors.
     """
-    if not dps and name == "ads" and fixed_masks is None:
+    if not dps and name in ACTIVE and fixed_masks is None:
         raise ValueError("ads chooses its mask while reconstructing: it needs the DPS run")
     recons, masks, orders, zf = [], [], [], []
     nfe = nbe = 0
@@ -115,11 +115,12 @@ def run_strategy(
             zf_op = op.with_mask(mask.to(tgt.device))
             zf.append(magnitude_image(zf_op.adjoint(oracle.measure_mask(zf_op.mask))).cpu())
             continue
+        lpv = line_variance(op, train_images.to(tgt.device)) if name == "ads_total_variance" else None
         with torch.autocast(tgt.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = pipe(oracle=oracle, mask=mask, budget=None if mask is not None else budget,
                        num_particles=cfg.particles, num_inference_steps=cfg.steps, acquisition_window=cfg.window,
                        sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, generator=gen,
-                       lookahead_steps=cfg.lookahead)
+                       lookahead_steps=cfg.lookahead, line_prior_variance=lpv)
         mag = out.magnitude if out.magnitude is not None else magnitude_image(out.reconstruction)
         recons.append(mag.float().cpu())
         masks.append(out.mask)
@@ -133,7 +134,7 @@ def run_strategy(
     return StrategyResult(
         name=name, budget=budget, metrics=slice_metrics(truth, recon.numpy()) if recon is not None else {},  # Step 3
         zero_filled=slice_metrics(truth, torch.cat(zf).cpu().numpy()), recon=recon, masks=torch.cat(masks),
-        order=torch.cat(orders) if name == "ads" and dps else None, seconds_per_slice=seconds,
+        order=torch.cat(orders) if name in ACTIVE and dps else None, seconds_per_slice=seconds,
         nfe_per_slice=nfe, nbe_per_slice=nbe,
     )
 

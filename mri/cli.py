@@ -34,7 +34,7 @@ from gendiff.mri.figures import benchmark_figure
 from gendiff.mri.importing import ImportConfig, import_images
 from gendiff.mri.prior import MRIPriorConfig, train_mri_prior
 from gendiff.mri.reconstruction import ReconSettings
-from gendiff.mri.strategies import check_plan
+from gendiff.mri.strategies import ACTIVE, check_plan
 from gendiff.mri.synthetic import write_synthetic_dataset
 from gendiff.operators import make_operator
 from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
@@ -193,7 +193,7 @@ def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Pa
         per_budget = []
         for s in strategies:  # the DPS run gives ADS its masks, so it runs for ads even without "dps"
             base = run_strategy(pipe, targets, s, budget, settings, train_images, progress=cfg.progress,
-                                dps=("dps" in reconstructors) or s == "ads")
+                                dps=("dps" in reconstructors) or s in ACTIVE)
             per_budget += [base] if base.recon is not None else []
             per_budget += [run_reconstructor(targets, base, r, recon) for r in reconstructors if r != "dps"]
         results += per_budget
@@ -206,7 +206,10 @@ def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Pa
     table = table.replace("\n\n|", f"\n\nMachine: {machine['gpu'] or machine['cpu']}, torch {machine['torch']}, "
                           f"{machine['torch_threads']} thread(s).\n\n|", 1)
     payload = {"machine": machine, "config": to_dict(cfg), "rows": rows, "figures": figures,
-               "ads_order": {str(r.budget): r.order.tolist() for r in results if r.order is not None}}
+               "ads_order": {str(r.budget): r.order.tolist() for r in results if r.order is not None and r.name == "ads"}}
+    payload.update({f"{s}_order": {str(r.budget): r.order.tolist() for r in results if r.order is not None
+                                   and r.name == s and r.reconstructor == "dps"} for s in ACTIVE if s != "ads"
+                    and s in strategies})
     write_results(out, payload, table)
     save_config(cfg, out.parent, name=f"{out.stem}_config.yaml")
     print(table)
@@ -219,8 +222,9 @@ def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
     images, _ = load_images(cfg.data, crop=size, crop_mode=cfg.crop_mode)
     targets = _pick(images, cfg.slices)
     train = load_images(cfg.train_data, crop=size, crop_mode=cfg.crop_mode)[0] if cfg.train_data else None
-    if "data_variance" in cfg.strategies and train is None:
-        raise ValueError("the data_variance strategy needs --train-data DIR (the prior's training files)")
+    for needs_train in ("data_variance", "ads_total_variance"):
+        if needs_train in cfg.strategies and train is None:
+            raise ValueError(f"the {needs_train} strategy needs --train-data DIR (the prior's training files)")
     budgets = [ActiveDiffusionSubsamplingPipeline.budget_from(size, None, a) for a in cfg.acceleration]
     header = (f"# ADS vs fixed masks, k-space lines, {size}x{size}, {targets.shape[0]} slices of {cfg.data}\n\n"
               f"Accelerations {cfg.acceleration} (budgets {budgets} of {size} lines); {cfg.particles} particles, "

@@ -7,6 +7,8 @@ only the mask differs between them.
 
 Strategies (registry ``ACQUISITION``):
 - ``ads``: active, maximum entropy (Nolan et al. 2024); starts from the centre line for k-space.
+- ``ads_total_variance``: ADS scoring a line by particle spread + the within-particle variance its Tweedie
+  means drop (``line_prior_variance``; issue 33); needs the training images, like ``data_variance``.
 - ``random``: uniformly random candidates (k-space: the centre line plus random lines, like ADS's start).
 - ``equispaced``: evenly spaced candidates through the centre (pixels: an evenly spaced raster).
 - ``fastmri_random`` / ``fastmri_equispaced``: fastmri.data.subsample's ``RandomMaskFunc`` /
@@ -88,6 +90,22 @@ def ads(ctx: StrategyContext) -> None:
     return None
 
 
+@ACQUISITION.register("ads_total_variance")
+def ads_total_variance(ctx: StrategyContext) -> None:
+    """Active, like ``ads``; the benchmark passes the training set's line variance to the pipeline."""
+    if ctx.train_images is None:
+        raise ValueError("ads_total_variance needs the training images (--train-data), like data_variance")
+    return None
+
+
+ACTIVE = ("ads", "ads_total_variance")  # strategies that choose their lines while reconstructing
+
+
+def line_variance(operator: SubsamplingOperator, train_images: Tensor) -> Tensor:
+    """[K] variance of each candidate over the training images, summed over its entries (data_variance's score)."""
+    return operator.full(train_images).var(dim=0).sum(-1)
+
+
 @ACQUISITION.register("random")
 def random(ctx: StrategyContext) -> Tensor:
     mask = _empty(ctx)
@@ -144,8 +162,7 @@ def fastmri_equispaced(ctx: StrategyContext) -> Tensor:
 def data_variance(ctx: StrategyContext) -> Tensor:
     if ctx.train_images is None:
         raise ValueError("data_variance needs the training images (train_images [S, C, H, W])")
-    y = ctx.operator.full(ctx.train_images)  # [S, K, E]
-    score = y.var(dim=0).sum(-1)  # [K]
+    score = line_variance(ctx.operator, ctx.train_images)  # [K]
     mask = _empty(ctx)
     mask[:, score.topk(ctx.budget).indices] = True
     return mask
