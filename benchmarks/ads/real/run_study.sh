@@ -5,30 +5,38 @@
 #   1. CS weights on the real validation volume (tune_cs.py); 2. the real test split, 4x and 8x: ADS and every
 #   fixed mask with DPS, and every mask with zero-filling / CS-TV / L1-wavelet; 3. phantoms: data, CS weight on the
 #   phantom validation slices, centre block (DPS) and CS rows beside the stored shipped-prior tables.
-# STEPS="1 2 3" (default) runs all; e.g. STEPS=3 only the phantoms.
+# STEPS="0 1 2 3" (default) runs all; e.g. STEPS=3 only the phantoms. 0: why_ads.py on 4 validation slices.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-DATA="${DATA:-runs/real_data}"; PRIOR="${PRIOR:-runs/real/prior64ft}"; PH="${PH:-runs/phantom_data}"
+DATA="${DATA:-runs/real_data}"; PRIOR="${PRIOR:-benchmarks/ads/priors/real64ft}"; PH="${PH:-runs/phantom_data}"
 OUT=benchmarks/ads/real; G=.venv/bin/gendiff; PY=.venv/bin/python
 export OMP_NUM_THREADS=1 MPLBACKEND=Agg
-STEPS="${STEPS:-1 2 3}"
+STEPS="${STEPS:-0 1 2 3}"
 chosen() { $PY -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'][sys.argv[2]])" "$1" "$2"; }
+if [[ " $STEPS " == *" 0 "* ]]; then  # the measurement behind the analysis (validation slices)
+  $PY $OUT/why_ads.py --prior "$PRIOR" --data "$DATA/val" --train-data "$DATA/train" --slices 4 \
+    --out $OUT/why_ads_real64.json
+fi
 if [[ " $STEPS " == *" 1 "* ]]; then
   $PY $OUT/tune_cs.py --data "$DATA/val" --train-data "$DATA/train" --size 64 \
     --out $OUT/tune_cs_real64.json
 fi
-if [[ " $STEPS " == *" 2 "* ]]; then
-  $G mri benchmark --prior "$PRIOR" --data "$DATA/test" --train-data "$DATA/train" --acceleration 4,8 --slices 16 \
-    --particles 8 --steps 50 --batch-slices 8 --window 0.1,0.4 \
-    --strategies ads,data_variance,centre,fixed_dps,fastmri_equispaced,fastmri_random \
-    --reconstructors dps,zero_filled,cs_tv,cs_wavelet --cs-tv-weight "$(chosen $OUT/tune_cs_real64.json cs_tv)" \
-    --cs-wavelet-weight "$(chosen $OUT/tune_cs_real64.json cs_wavelet)" --out $OUT/real64.json --progress false
+if [[ " $STEPS " == *" 2 "* ]]; then  # one process per acceleration, side by side (4 particles: CPU time, README)
+  for a in 4 8; do
+    $G mri benchmark --prior "$PRIOR" --data "$DATA/test" --train-data "$DATA/train" --acceleration $a --slices 16 \
+      --particles 4 --steps 50 --batch-slices 8 --window 0.1,0.4 \
+      --strategies ads,ads_total_variance,data_variance,centre,fixed_dps,fastmri_equispaced,fastmri_random \
+      --reconstructors dps,zero_filled,cs_tv,cs_wavelet --cs-tv-weight "$(chosen $OUT/tune_cs_real64.json cs_tv)" \
+      --cs-wavelet-weight "$(chosen $OUT/tune_cs_real64.json cs_wavelet)" --out $OUT/real64_acc$a.json --progress false &
+  done
+  wait
 fi
 if [[ " $STEPS " == *" 3 "* ]]; then
   test -d "$PH/test" || $G mri make-synthetic --out "$PH/test" --volumes 8 --slices 8 --size 128 --seed 1000
   test -d "$PH/val" || $G mri make-synthetic --out "$PH/val" --volumes 4 --slices 4 --size 128 --seed 2000
-  $PY $OUT/tune_cs.py --data "$PH/val" --size 64 --reconstructors cs_tv --out $OUT/tune_cs_phantom64.json
-  $PY $OUT/tune_cs.py --data "$PH/val" --size 32 --reconstructors cs_tv --out $OUT/tune_cs_phantom32.json  # the demo's
+  $PY $OUT/tune_cs.py --data "$PH/val" --size 64 --slices 8 --reconstructors cs_tv --out $OUT/tune_cs_phantom64.json
+  test -f $OUT/tune_cs_phantom32.json || \
+    $PY $OUT/tune_cs.py --data "$PH/val" --size 32 --slices 8 --reconstructors cs_tv --out $OUT/tune_cs_phantom32.json  # the demo's
   W=$(chosen $OUT/tune_cs_phantom64.json cs_tv)
   for a in 4 8; do
     B="--prior benchmarks/ads/priors/mri64v6k --data $PH/test --acceleration $a --slices 32 --particles 8 --steps 50

@@ -9,7 +9,9 @@ over the lines not yet measured:
   3. for ADS's chosen line, the data-variance mask's next line (the unmeasured line of highest training-set
      variance) and the best line in hindsight (largest error): the error of each as a share of the largest;
   4. calibration by distance from the centre: sum of error / sum of spread over lines |l - K/2| in bands
-     (1 = the spread is the right size; > 1 = the particles underrate the uncertainty there);
+     (1 = the spread is the right size; > 1 = the particles underrate the uncertainty there), and error / (spread +
+     residual), the residual being the within-particle variance Var[y_l | x_t] of a Gaussian prior with the training
+     set's line variance (gendiff.entropy.particles.residual_line_variance; what ``ads_total_variance`` adds);
   5. the final masks: lines ADS took that data variance did not, and the reverse, and how far out each reaches.
 Writes JSON + markdown.
 
@@ -27,8 +29,10 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
+from gendiff.entropy.particles import residual_line_variance
 from gendiff.mri.cli import add_study_arguments, load_study
 from gendiff.operators import make_operator
+from gendiff.parameterization import noise_coefficients
 
 BANDS = ((0, 4), (4, 8), (8, 12), (12, 16), (16, 33))
 
@@ -50,7 +54,11 @@ def main() -> None:
     share = {"ads": [], "data_variance": [], "hindsight": []}
     err_band = np.zeros(len(BANDS))
     spr_band = np.zeros(len(BANDS))
-    for x0, s, chosen in zip(out.estimates, out.scores, out.order[:, 1:].T):
+    tot_band = np.zeros(len(BANDS))
+    timesteps = pipe.scheduler.timesteps
+    for x0, s, chosen, step in zip(out.estimates, out.scores, out.order[:, 1:].T, out.acquisition_steps):
+        alpha, sigma = noise_coefficients(pipe.scheduler, timesteps[step])
+        residual = residual_line_variance(dv_score, alpha, sigma, op.entries_per_candidate)  # [K]
         yhat = op.full(x0)  # [B, N, K, E]
         spread = (yhat - yhat.mean(1, keepdim=True)).pow(2).sum(-1).mean(1)  # Step 1
         error = (yhat.mean(1) - y_true).pow(2).sum(-1)  # Step 2
@@ -65,6 +73,7 @@ def main() -> None:
                 sel = free[b] & (dist >= lo) & (dist < hi)
                 err_band[i] += float(error[b, sel].sum())
                 spr_band[i] += float(spread[b, sel].sum())
+                tot_band[i] += float((spread[b] + residual)[sel].sum())
     ads_mask = out.mask.bool()  # Step 5
     dv_mask = torch.zeros(k, dtype=torch.bool)
     dv_mask[dv_score.topk(budget).indices] = True
@@ -75,6 +84,8 @@ def main() -> None:
         "chosen_error_share": {n: float(np.mean(v)) for n, v in share.items()},
         "calibration_error_over_spread": {f"{lo}-{hi - 1}": (e / s if s > 0 else None)
                                           for (lo, hi), e, s in zip(BANDS, err_band, spr_band)},
+        "calibration_error_over_total": {f"{lo}-{hi - 1}": (e / s if s > 0 else None)
+                                         for (lo, hi), e, s in zip(BANDS, err_band, tot_band)},
         "lines_ads_not_data_variance": float(only_ads), "farthest_line": reach,
         "ads_lines": sorted(set(int(v) - k // 2 for v in ads_mask.nonzero()[:, 1].tolist())),
         "data_variance_lines": sorted(int(v) - k // 2 for v in dv_mask.nonzero().flatten().tolist()),
@@ -82,14 +93,16 @@ def main() -> None:
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
-    cal = " / ".join(f"{band}: {v:.2f}" if v is not None else f"{band}: n/a"
-                     for band, v in result["calibration_error_over_spread"].items())
+    def cal_text(key: str) -> str:
+        return " / ".join(f"{band}: {v:.2f}" if v is not None else f"{band}: n/a" for band, v in result[key].items())
+
     text = (f"# Why ADS's lines: {args.slices} slices of {args.data}, prior {args.prior}\n\n"
             f"Budget {budget} of {k} lines, {args.particles} particles, {args.steps} steps, window {args.window}.\n\n"
             f"- error of the line chosen, as a share of the largest error among unmeasured lines (mean over "
             f"acquisitions and slices): ADS {result['chosen_error_share']['ads']:.3f}, data variance's next line "
             f"{result['chosen_error_share']['data_variance']:.3f}, hindsight 1\n"
-            f"- error / spread by distance from the centre (lines): {cal}\n"
+            f"- error / spread by distance from the centre (lines): {cal_text('calibration_error_over_spread')}\n"
+            f"- error / (spread + residual): {cal_text('calibration_error_over_total')}\n"
             f"- final masks: {only_ads:.2f} lines per slice in ADS's mask and not in data variance's; farthest line "
             f"ADS {reach['ads']:.0f}, data variance {reach['data_variance']:.0f}\n"
             f"- ADS lines (offsets, any slice): {result['ads_lines']}\n"
