@@ -21,15 +21,8 @@ if [[ " $STEPS " == *" 1 "* ]]; then
   $PY $OUT/tune_cs.py --data "$DATA/val" --train-data "$DATA/train" --size 64 \
     --out $OUT/tune_cs_real64.json
 fi
-if [[ " $STEPS " == *" 2 "* ]]; then  # one process per acceleration, side by side (4 particles: CPU time, README)
-  for a in 4 8; do
-    $G mri benchmark --prior "$PRIOR" --data "$DATA/test" --train-data "$DATA/train" --acceleration $a --slices 16 \
-      --particles 4 --steps 50 --batch-slices 8 --window 0.1,0.4 \
-      --strategies ads,ads_total_variance,data_variance,centre,fixed_dps,fastmri_equispaced,fastmri_random \
-      --reconstructors dps,zero_filled,cs_tv,cs_wavelet --cs-tv-weight "$(chosen $OUT/tune_cs_real64.json cs_tv)" \
-      --cs-wavelet-weight "$(chosen $OUT/tune_cs_real64.json cs_wavelet)" --out $OUT/real64_acc$a.json --progress false &
-  done
-  wait
+if [[ " $STEPS " == *" 2 "* ]]; then  # one process per acceleration, side by side; one run per strategy (run_parts.sh)
+  bash $OUT/run_parts.sh 4 & bash $OUT/run_parts.sh 8 & wait
 fi
 if [[ " $STEPS " == *" 3 "* ]]; then
   test -d "$PH/test" || $G mri make-synthetic --out "$PH/test" --volumes 8 --slices 8 --size 128 --seed 1000
