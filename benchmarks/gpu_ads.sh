@@ -8,6 +8,9 @@
 # (chosen on validation slices for a v-prediction prior, benchmarks/ads/RERUN.md); 5. ADS and fixed_dps again under bf16 autocast;
 # 6. slices per second.
 # CPU smoke of the same commands at toy sizes (32 x 32, 2 slices, 2 particles; ~1 min): GPU_ADS_SMOKE=1 bash benchmarks/gpu_ads.sh
+# Real images instead of phantoms: GPU_ADS_REAL=DIR (the train/ and test/ folders benchmarks/ads/real/make_data.sh
+# writes at 128 x 128; carry DIR with the wheels): the prior trains on DIR/train with dihedral augmentation and the
+# benchmark runs on DIR/test (24 slices).
 source "$(dirname "$0")/gpu_env.sh"
 OUT="$OUT_DIR"
 W=$(mktemp -d)
@@ -16,10 +19,16 @@ if [ "${GPU_ADS_SMOKE:-0}" = 1 ]; then
 else
   SIZE=128; VOL=64; SL=16; TVOL=4; UNET=base; TRAIN="--steps 20000 --batch-size 64"; N=32; P=16; STEPS=""
 fi
-python -m gendiff.cli mri make-synthetic --out "$W/train" --volumes $VOL --slices $SL --size $SIZE --seed 0
-python -m gendiff.cli mri make-synthetic --out "$W/test" --volumes $TVOL --slices 8 --size $SIZE --seed 1000
+AUG=none
+if [ -n "${GPU_ADS_REAL:-}" ]; then
+  mkdir -p "$W/train" "$W/test" && cp "$GPU_ADS_REAL"/train/*.h5 "$W/train" && cp "$GPU_ADS_REAL"/test/*.h5 "$W/test"
+  AUG=dihedral
+else
+  python -m gendiff.cli mri make-synthetic --out "$W/train" --volumes $VOL --slices $SL --size $SIZE --seed 0
+  python -m gendiff.cli mri make-synthetic --out "$W/test" --volumes $TVOL --slices 8 --size $SIZE --seed 1000
+fi
 python -m gendiff.cli mri train-prior --data "$W/train" --out "$W/prior" --size $SIZE --unet $UNET \
-    $TRAIN --checkpoint-every 1000 --max-minutes 2 --mixed-precision bf16
+    $TRAIN --checkpoint-every 1000 --max-minutes 2 --mixed-precision bf16 --augment $AUG
 python -m gendiff.cli mri benchmark --prior "$W/prior" --data "$W/test" --train-data "$W/train" --acceleration 4 \
     --slices $N --particles $P --batch-slices $N --guidance dps --window 0.1,0.4 $STEPS \
     --strategies ads,equispaced,random,fixed_dps,fastmri_equispaced,fastmri_random,data_variance \

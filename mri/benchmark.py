@@ -7,8 +7,10 @@ guidance, particles, steps and random numbers; only the mask differs (``ads`` ch
 Steps per (acceleration or budget, strategy):
   1. the strategy builds a mask from the problem's shape (and the training set for data_variance);
   2. the pipeline reconstructs each batch of targets through a MeasurementOracle;
+  2b. optionally a classical reconstructor (mri/reconstruction.py: zero-filled, CS-TV, L1-wavelet) reconstructs
+      the same targets from the same masks (ADS: its final masks), so mask and reconstructor are two axes;
   3. per-slice SSIM / PSNR / NMSE / MAE against the target magnitude (mri/metrics.py);
-  4. mean, bootstrap 95% interval, and paired differences against ``ads``.
+  4. mean, bootstrap 95% interval, and paired differences against ``ads`` with DPS.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from gendiff.mri.metrics import slice_metrics
-from gendiff.mri.strategies import StrategyContext, make_mask
+from gendiff.mri.reconstruction import RECONSTRUCTORS, ReconSettings, reconstruct
+from gendiff.mri.strategies import ACTIVE, StrategyContext, line_variance, make_mask
 from gendiff.operators import MeasurementOracle, make_operator
 from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
 from gendiff.stats import bootstrap_ci
@@ -65,6 +68,7 @@ class StrategyResult:
     nfe_per_slice: int
     nbe_per_slice: int
     extra: dict = field(default_factory=dict)
+    reconstructor: str = "dps"
 
 
 def magnitude_image(x: Tensor) -> Tensor:
@@ -72,33 +76,51 @@ def magnitude_image(x: Tensor) -> Tensor:
     return x.pow(2).sum(-3).sqrt() if x.shape[-3] == 2 else x[..., 0, :, :]
 
 
+def _batch_mask(tgt: Tensor, name: str, budget: int, cfg: RunSettings, train_images: Tensor | None, i: int,
+                fixed_masks: Tensor | None, s: int):
+    """Step 1 for batch ``i`` (starting at slice ``s``): (operator, generator, mask or None for ads)."""
+    op = make_operator(cfg.measurement, tuple(tgt.shape[1:]), tgt.shape[0])
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)  # same noise for every strategy
+    ctx = StrategyContext(op, cfg.measurement, budget, tgt.shape[0], generator=gen, train_images=train_images)
+    op.to(tgt.device)
+    mask = make_mask(name, ctx) if fixed_masks is None else fixed_masks[s : s + cfg.batch_slices]
+    return op, gen, mask
+
+
 def run_strategy(
     pipe: ActiveDiffusionSubsamplingPipeline, targets: Tensor, name: str, budget: int, cfg: RunSettings,
     train_images: Tensor | None = None, progress: bool = True, fixed_masks: Tensor | None = None,
+    dps: bool = True,
 ) -> StrategyResult:
     """Steps 1-3 for one strategy over all ``targets`` [S, C, H, W].
 
     ``fixed_masks`` [S, K]: optional masks given up front (e.g. another run's final ADS masks); Step 1 is
     then skipped and ``name`` only labels the result. The noise is the same as for a strategy that draws no
     random numbers for its mask (ads, equispaced, data_variance): random masks consume the batch's generator.
+    ``dps=False`` (fixed masks only): Step 1 alone; the result holds the masks (the very masks a DPS run
+    draws) and ``recon=None``, for the classical reconstructors.
     """
+    if not dps and name in ACTIVE and fixed_masks is None:
+        raise ValueError("ads chooses its mask while reconstructing: it needs the DPS run")
     recons, masks, orders, zf = [], [], [], []
     nfe = nbe = 0
     start = time.perf_counter()
     batches = range(0, targets.shape[0], cfg.batch_slices)
     for i, s in enumerate(tqdm(batches, desc=f"{name} @ {budget}", disable=not progress, leave=False)):
         tgt = targets[s : s + cfg.batch_slices].to(pipe.unet.device)
-        op = make_operator(cfg.measurement, tuple(tgt.shape[1:]), tgt.shape[0])
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + i)  # same noise for every strategy
-        ctx = StrategyContext(op, cfg.measurement, budget, tgt.shape[0], generator=gen, train_images=train_images)
-        op.to(tgt.device)
-        mask = make_mask(name, ctx) if fixed_masks is None else fixed_masks[s : s + cfg.batch_slices]  # Step 1
+        op, gen, mask = _batch_mask(tgt, name, budget, cfg, train_images, i, fixed_masks, s)  # Step 1
         oracle = MeasurementOracle(tgt, op)
+        if not dps:
+            masks.append(mask.cpu())
+            zf_op = op.with_mask(mask.to(tgt.device))
+            zf.append(magnitude_image(zf_op.adjoint(oracle.measure_mask(zf_op.mask))).cpu())
+            continue
+        lpv = line_variance(op, train_images.to(tgt.device)) if name == "ads_total_variance" else None
         with torch.autocast(tgt.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = pipe(oracle=oracle, mask=mask, budget=None if mask is not None else budget,
                        num_particles=cfg.particles, num_inference_steps=cfg.steps, acquisition_window=cfg.window,
                        sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, generator=gen,
-                       lookahead_steps=cfg.lookahead)
+                       lookahead_steps=cfg.lookahead, line_prior_variance=lpv)
         mag = out.magnitude if out.magnitude is not None else magnitude_image(out.reconstruction)
         recons.append(mag.float().cpu())
         masks.append(out.mask)
@@ -107,29 +129,86 @@ def run_strategy(
         zf.append(magnitude_image(zf_op.adjoint(oracle.measure_mask(zf_op.mask))).cpu())
         nfe, nbe = out.nfe * cfg.particles, out.nbe * cfg.particles
     seconds = (time.perf_counter() - start) / targets.shape[0]
-    recon = torch.cat(recons).cpu()
     truth = magnitude_image(targets.cpu()).numpy()
+    recon = torch.cat(recons).cpu() if recons else None
     return StrategyResult(
-        name=name, budget=budget, metrics=slice_metrics(truth, recon.numpy()),  # Step 3
+        name=name, budget=budget, metrics=slice_metrics(truth, recon.numpy()) if recon is not None else {},  # Step 3
         zero_filled=slice_metrics(truth, torch.cat(zf).cpu().numpy()), recon=recon, masks=torch.cat(masks),
-        order=torch.cat(orders) if name == "ads" else None, seconds_per_slice=seconds,
+        order=torch.cat(orders) if name in ACTIVE and dps else None, seconds_per_slice=seconds,
         nfe_per_slice=nfe, nbe_per_slice=nbe,
     )
 
 
+def mask_adaptivity(orders: Tensor, num_candidates: int) -> dict:
+    """How much ADS's final masks differ between slices, from its acquisition orders ``[S, A]``.
+
+    Returns ``pairwise_lines_differing`` (mean over slice pairs of the number of lines in one mask and not the
+    other: 0 when ADS picks one fixed mask), the same as a fraction of the budget, ``distinct_masks``,
+    ``modal_mask_share`` (share of slices whose mask is the most common one) and ``line_frequency`` [K] (share
+    of slices that measured each line). A fixed mask gives 0 / 0 / 1 / 1.0.
+    """
+    s, a = orders.shape
+    masks = torch.zeros(s, num_candidates, dtype=torch.bool)
+    masks[torch.arange(s)[:, None], orders] = True
+    m = masks.float()
+    inter = m @ m.T  # [S, S] lines in common
+    diff = (a - inter)[~torch.eye(s, dtype=torch.bool)]
+    keys = ["".join("1" if v else "0" for v in row.tolist()) for row in masks]
+    modal = max(set(keys), key=keys.count)
+    return {"pairwise_lines_differing": float(diff.mean()) if s > 1 else 0.0,
+            "pairwise_fraction_differing": float(diff.mean()) / a if s > 1 else 0.0,
+            "distinct_masks": len(set(keys)), "modal_mask_share": keys.count(modal) / s,
+            "line_frequency": m.mean(0).tolist()}
+
+
+def check_reconstructors(names: tuple[str, ...] | list[str], kind: str) -> None:
+    """Raise before any reconstruction if a reconstructor is unknown or not defined for ``kind``."""
+    for r in names:
+        if r not in RECONSTRUCTORS:
+            raise ValueError(f"unknown reconstructor {r!r}; expected one of {list(RECONSTRUCTORS)}")
+        if r != "dps" and kind != "kspace_line":
+            raise ValueError(f"reconstructor {r!r} works on k-space lines only, not {kind!r} measurements")
+
+
+def figure_rows(results: list[StrategyResult]) -> list[StrategyResult]:
+    """The rows a figure shows: every DPS row, and each other reconstructor on its best strategy (mean SSIM)."""
+    rows = [r for r in results if r.reconstructor == "dps"]
+    for name in dict.fromkeys(r.reconstructor for r in results if r.reconstructor != "dps"):
+        rows.append(max((r for r in results if r.reconstructor == name), key=lambda r: r.metrics["ssim"].mean()))
+    return rows
+
+
+def run_reconstructor(targets: Tensor, base: StrategyResult, reconstructor: str,
+                      settings: ReconSettings | None = None) -> StrategyResult:
+    """Step 2b: reconstruct ``targets [S, C, H, W]`` from ``base``'s masks with a classical reconstructor."""
+    start = time.perf_counter()
+    recon = reconstruct(reconstructor, targets.cpu(), base.masks.cpu(), settings)
+    seconds = (time.perf_counter() - start) / targets.shape[0]
+    truth = magnitude_image(targets.cpu()).numpy()
+    return StrategyResult(
+        name=base.name, budget=base.budget, metrics=slice_metrics(truth, recon.numpy()),
+        zero_filled=base.zero_filled, recon=recon, masks=base.masks, order=None, seconds_per_slice=seconds,
+        nfe_per_slice=0, nbe_per_slice=0, reconstructor=reconstructor,
+    )
+
+
 def summarise(results: list[StrategyResult], n_boot: int, reference: str = "ads") -> list[dict]:
-    """Step 4: mean and 95% interval per metric, paired difference (reference - strategy) with its interval."""
-    ref = {r.budget: r for r in results if r.name == reference}
+    """Step 4: mean and 95% interval per metric, paired difference (reference - row) with its interval.
+
+    The reference is strategy ``reference`` reconstructed with DPS, at the same budget.
+    """
+    ref = {r.budget: r for r in results if r.name == reference and r.reconstructor == "dps"}
     rows = []
     for r in results:
-        row = {"strategy": r.name, "budget": r.budget, "slices": int(r.metrics["ssim"].size),
+        row = {"strategy": r.name, "reconstructor": r.reconstructor, "budget": r.budget,
+               "slices": int(r.metrics["ssim"].size),
                "seconds_per_slice": r.seconds_per_slice, "nfe_per_slice": r.nfe_per_slice,
                "nbe_per_slice": r.nbe_per_slice, "lines_measured_mean": float(r.masks.float().sum(-1).mean())}
         for m in METRICS:
             row[m] = float(r.metrics[m].mean())
             row[f"{m}_ci95"] = bootstrap_ci(r.metrics[m], n_boot)
             row[f"zero_filled_{m}"] = float(r.zero_filled[m].mean())
-            if r.budget in ref and r.name != reference:
+            if r.budget in ref and r is not ref[r.budget]:
                 diff = ref[r.budget].metrics[m] - r.metrics[m]
                 row[f"{reference}_minus_{m}"] = float(diff.mean())
                 row[f"{reference}_minus_{m}_ci95"] = bootstrap_ci(diff, n_boot)
@@ -149,13 +228,15 @@ def _diff(row: dict, metric: str, scale: float = 1.0, digits: int = 2) -> str:
 
 def markdown_table(rows: list[dict], header: str) -> str:
     """A readable table: SSIM x100, PSNR, NMSE, MAE, paired ADS differences with 95% intervals, cost."""
-    lines = [header, "", "| budget | strategy | SSIM x100 [95% CI] | PSNR dB | NMSE | MAE | ADS - it: SSIM x100 [95% CI] "
-             "| ADS - it: PSNR [95% CI] | ADS - it: MAE [95% CI] | zero-filled SSIM x100 | s / slice | NFE / slice |",
-             "|---:|---|---|---:|---:|---:|---|---|---|---:|---:|---:|"]
+    lines = [header, "", "| budget | strategy | reconstructor | SSIM x100 [95% CI] | PSNR dB | NMSE | MAE | "
+             "ADS - it: SSIM x100 [95% CI] | ADS - it: PSNR [95% CI] | ADS - it: MAE [95% CI] | zero-filled SSIM x100 "
+             "| s / slice | NFE / slice |",
+             "|---:|---|---|---|---:|---:|---:|---|---|---|---:|---:|---:|"]
     for r in rows:
         lo, hi = r["ssim_ci95"]
         lines.append(
-            f"| {r['budget']} | {r['strategy']} | {100 * r['ssim']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] | "
+            f"| {r['budget']} | {r['strategy']} | {r.get('reconstructor', 'dps')} | "
+            f"{100 * r['ssim']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] | "
             f"{r['psnr']:.2f} | {r['nmse']:.4f} | {r['mae']:.4f} | {_diff(r, 'ssim', 100.0)} | {_diff(r, 'psnr')} | "
             f"{_diff(r, 'mae', 1.0, 4)} | {100 * r['zero_filled_ssim']:.2f} | {r['seconds_per_slice']:.2f} | "
             f"{r['nfe_per_slice']} |"

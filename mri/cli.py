@@ -20,16 +20,21 @@ from gendiff.bench import machine_info
 from gendiff.config import save_config, to_dict
 from gendiff.mri.benchmark import (
     RunSettings,
+    check_reconstructors,
+    figure_rows,
     magnitude_image,
     markdown_table,
+    run_reconstructor,
     run_strategy,
     summarise,
     write_results,
 )
 from gendiff.mri.data import load_images
 from gendiff.mri.figures import benchmark_figure
+from gendiff.mri.importing import ImportConfig, import_images
 from gendiff.mri.prior import MRIPriorConfig, train_mri_prior
-from gendiff.mri.strategies import check_plan
+from gendiff.mri.reconstruction import ReconSettings
+from gendiff.mri.strategies import ACTIVE, check_plan
 from gendiff.mri.synthetic import write_synthetic_dataset
 from gendiff.operators import make_operator
 from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
@@ -102,6 +107,11 @@ class MRIBenchmarkConfig(ReconstructionConfig):
     train_data: str | None = None
     slices: int = 8
     crop_mode: Literal["image", "kspace"] = "kspace"
+    # the second axis: how each strategy's masks are reconstructed (mri/reconstruction.py); "dps" = the prior
+    reconstructors: list[str] = field(default_factory=lambda: ["dps"])
+    cs_tv_weight: float = 1e-3  # chosen on validation slices: benchmarks/ads/real/README.md
+    cs_wavelet_weight: float = 1e-3
+    cs_iterations: int = 100
 
 
 @dataclass
@@ -174,16 +184,21 @@ def load_study(args: argparse.Namespace) -> tuple[ActiveDiffusionSubsamplingPipe
 
 
 def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Path, header: str, kind: str,
-             cfg) -> dict:
+             cfg, reconstructors: tuple[str, ...] = ("dps",), recon: ReconSettings | None = None) -> dict:
     num_candidates = make_operator(settings.measurement, tuple(targets.shape[1:]), 1).num_candidates
     check_plan(strategies, budgets, num_candidates)  # a typo fails now, not after an hour of reconstructions
+    check_reconstructors(reconstructors, kind)
     results, figures = [], []
     for budget in budgets:
-        per_budget = [run_strategy(pipe, targets, s, budget, settings, train_images, progress=cfg.progress)
-                      for s in strategies]
+        per_budget = []
+        for s in strategies:  # the DPS run gives ADS its masks, so it runs for ads even without "dps"
+            base = run_strategy(pipe, targets, s, budget, settings, train_images, progress=cfg.progress,
+                                dps=("dps" in reconstructors) or s in ACTIVE)
+            per_budget += [base] if base.recon is not None else []
+            per_budget += [run_reconstructor(targets, base, r, recon) for r in reconstructors if r != "dps"]
         results += per_budget
         fig = out.with_name(f"{out.stem}_budget{budget}.png")
-        benchmark_figure(fig, magnitude_image(targets.cpu()), per_budget, kind)
+        benchmark_figure(fig, magnitude_image(targets.cpu()), figure_rows(per_budget), kind)
         figures.append(str(fig))
     rows = summarise(results, settings.bootstrap)
     table = markdown_table(rows, header)
@@ -191,7 +206,10 @@ def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Pa
     table = table.replace("\n\n|", f"\n\nMachine: {machine['gpu'] or machine['cpu']}, torch {machine['torch']}, "
                           f"{machine['torch_threads']} thread(s).\n\n|", 1)
     payload = {"machine": machine, "config": to_dict(cfg), "rows": rows, "figures": figures,
-               "ads_order": {str(r.budget): r.order.tolist() for r in results if r.order is not None}}
+               "ads_order": {str(r.budget): r.order.tolist() for r in results if r.order is not None and r.name == "ads"}}
+    payload.update({f"{s}_order": {str(r.budget): r.order.tolist() for r in results if r.order is not None
+                                   and r.name == s and r.reconstructor == "dps"} for s in ACTIVE if s != "ads"
+                    and s in strategies})
     write_results(out, payload, table)
     save_config(cfg, out.parent, name=f"{out.stem}_config.yaml")
     print(table)
@@ -204,15 +222,21 @@ def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
     images, _ = load_images(cfg.data, crop=size, crop_mode=cfg.crop_mode)
     targets = _pick(images, cfg.slices)
     train = load_images(cfg.train_data, crop=size, crop_mode=cfg.crop_mode)[0] if cfg.train_data else None
-    if "data_variance" in cfg.strategies and train is None:
-        raise ValueError("the data_variance strategy needs --train-data DIR (the prior's training files)")
+    for needs_train in ("data_variance", "ads_total_variance"):
+        if needs_train in cfg.strategies and train is None:
+            raise ValueError(f"the {needs_train} strategy needs --train-data DIR (the prior's training files)")
     budgets = [ActiveDiffusionSubsamplingPipeline.budget_from(size, None, a) for a in cfg.acceleration]
     header = (f"# ADS vs fixed masks, k-space lines, {size}x{size}, {targets.shape[0]} slices of {cfg.data}\n\n"
               f"Accelerations {cfg.acceleration} (budgets {budgets} of {size} lines); {cfg.particles} particles, "
               f"{cfg.steps} DDIM steps, guidance {cfg.guidance} (scale {cfg.guidance_scale}), window {cfg.window}, "
               f"sigma {cfg.sigma}, look-ahead {cfg.lookahead}, seed {cfg.seed}, {cfg.precision}. Paired differences: the same slices and noise for every strategy.")
+    recon = ReconSettings(cs_tv_weight=cfg.cs_tv_weight, cs_wavelet_weight=cfg.cs_wavelet_weight,
+                          cs_iterations=cfg.cs_iterations)
+    if set(cfg.reconstructors) & {"cs_tv", "cs_wavelet"}:
+        header += (f" CS weights: TV {cfg.cs_tv_weight}, L1-wavelet {cfg.cs_wavelet_weight}; "
+                   f"{cfg.cs_iterations} FISTA iterations.")
     return _run_all(pipe, targets, budgets, cfg.strategies, _settings(cfg, "kspace_line"), train, Path(cfg.out),
-                    header, "kspace_line", cfg)
+                    header, "kspace_line", cfg, tuple(cfg.reconstructors), recon)
 
 
 def images_benchmark(cfg: ImagesBenchmarkConfig) -> dict:
@@ -237,6 +261,8 @@ def add_mri_commands(sub: argparse._SubParsersAction) -> None:
     msub = mri.add_subparsers(dest="mri_command", required=True)
     add_experiment(msub, "make-synthetic", SyntheticConfig, make_synthetic,
                    "write fastMRI-format single-coil files of knee-like phantoms")
+    add_experiment(msub, "import", ImportConfig, import_images,
+                   "import NIfTI / DICOM / .npy / .png magnitude images as fastMRI-format single-coil files")
     add_experiment(msub, "train-prior", MRIPriorConfig, train_mri_prior,
                    "train a complex-image prior on a folder of fastMRI-format files")
     add_experiment(msub, "benchmark", MRIBenchmarkConfig, mri_benchmark,

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from diffusers import DDIMScheduler
+import torch
+from diffusers import DDIMScheduler, UNet2DModel
+from torch import Tensor
 
 from gendiff.config import save_config
 from gendiff.models.unet2d import make_unet2d
@@ -42,6 +44,12 @@ class MRIPriorConfig:
     # t = 780 of the linear schedule), so the particles' early estimates are dominated by white noise.
     prediction: Literal["epsilon", "v_prediction"] = "v_prediction"
     max_slices: int | None = None
+    # "flips": each slice also flipped left-right, up-down and both (4x the slices); "dihedral": also the
+    # transposes (8x). For small real sets (benchmarks/ads/real); a flipped MR image is still an MR image.
+    augment: Literal["none", "flips", "dihedral"] = "none"
+    # start from a trained prior's weights (its model/ folder; same size and U-Net), e.g. to fine-tune the
+    # phantom prior on a small real set (benchmarks/ads/real); None: random initialisation
+    init: str | None = None
     seed: int = 0
     resume: bool = False
     overwrite: bool = False
@@ -59,14 +67,44 @@ def make_scheduler(train_timesteps: int = 1000, prediction: str = "epsilon") -> 
                          clip_sample_range=1.0)
 
 
+def _init_from(model: UNet2DModel, path: Path) -> UNet2DModel:
+    """``model`` with the weights of the prior at ``path`` (a run folder with model/, or model/ itself)."""
+    folder = path / "model" if (path / "model").is_dir() else path
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"--init {path}: no trained model (model/config.json) there")
+    init = UNet2DModel.from_pretrained(folder)
+    def norm(v):
+        return list(v) if isinstance(v, tuple | list) else v
+
+    diff = sorted(k for k in model.config if not k.startswith("_") and norm(init.config.get(k)) != norm(model.config[k]))
+    if diff:
+        raise ValueError(f"--init {path}: its U-Net differs from --unet / --size ({diff})")
+    return init
+
+
+def augment_images(images: Tensor, kind: str) -> Tensor:
+    """[S, C, H, W] -> [A * S, C, H, W]: the slices and their flips (A = 4) or all 8 dihedral copies (A = 8)."""
+    if kind == "none":
+        return images
+    if kind not in ("flips", "dihedral"):
+        raise ValueError(f"augment must be 'none', 'flips' or 'dihedral', got {kind!r}")
+    flips = [images, images.flip(-1), images.flip(-2), images.flip(-2, -1)]
+    if kind == "dihedral":
+        flips += [f.transpose(-2, -1) for f in flips]
+    return torch.cat(flips)
+
+
 def train_mri_prior(cfg: MRIPriorConfig, progress: bool = True) -> TrainResult:
     """Load every slice of ``cfg.data``, train a U-Net prior, save it to ``cfg.out``."""
     if not cfg.data or not cfg.out:
         raise ValueError("train-prior needs --data DIR (fastMRI .h5 files) and --out DIR")
     images, _ = load_images(cfg.data, crop=cfg.size, challenge=cfg.challenge, max_slices=cfg.max_slices,
                             crop_mode=cfg.crop_mode)
+    images = augment_images(images, cfg.augment)
     in_channels = images.shape[1]
     model = make_unet2d(cfg.unet, sample_size=cfg.size, in_channels=in_channels)
+    if cfg.init:
+        model = _init_from(model, Path(cfg.init))
     train_cfg = TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
         prediction=cfg.prediction, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,

@@ -7,13 +7,17 @@ only the mask differs between them.
 
 Strategies (registry ``ACQUISITION``):
 - ``ads``: active, maximum entropy (Nolan et al. 2024); starts from the centre line for k-space.
+- ``ads_total_variance``: ADS scoring a line by particle spread + the within-particle variance its Tweedie
+  means drop (``line_prior_variance``; issue 33); needs the training images, like ``data_variance``.
 - ``random``: uniformly random candidates (k-space: the centre line plus random lines, like ADS's start).
 - ``equispaced``: evenly spaced candidates through the centre (pixels: an evenly spaced raster).
 - ``fastmri_random`` / ``fastmri_equispaced``: fastmri.data.subsample's ``RandomMaskFunc`` /
   ``EquispacedMaskFractionFunc`` with the fastMRI centre fractions (0.08 at 4x, 0.04 at 8x).
 - ``data_variance``: the candidates whose entries vary most over the training images.
 - ``fixed_dps``: the reference's "fixed-mask DPS": a block of centre lines (10 of 32 at 128 x 128,
-  kept in proportion) plus random lines.
+  kept in proportion, at least 2) plus random lines.
+- ``centre``: the ``budget`` lines around the k-space centre, one contiguous block (what ADS's masks
+  converge to on the 64 x 64 phantoms, benchmarks/ads/mask_tradeoff64v6k.md).
 """
 
 from __future__ import annotations
@@ -86,6 +90,22 @@ def ads(ctx: StrategyContext) -> None:
     return None
 
 
+@ACQUISITION.register("ads_total_variance")
+def ads_total_variance(ctx: StrategyContext) -> None:
+    """Active, like ``ads``; the benchmark passes the training set's line variance to the pipeline."""
+    if ctx.train_images is None:
+        raise ValueError("ads_total_variance needs the training images (--train-data), like data_variance")
+    return None
+
+
+ACTIVE = ("ads", "ads_total_variance")  # strategies that choose their lines while reconstructing
+
+
+def line_variance(operator: SubsamplingOperator, train_images: Tensor) -> Tensor:
+    """[K] variance of each candidate over the training images, summed over its entries (data_variance's score)."""
+    return operator.full(train_images).var(dim=0).sum(-1)
+
+
 @ACQUISITION.register("random")
 def random(ctx: StrategyContext) -> Tensor:
     mask = _empty(ctx)
@@ -142,8 +162,7 @@ def fastmri_equispaced(ctx: StrategyContext) -> Tensor:
 def data_variance(ctx: StrategyContext) -> Tensor:
     if ctx.train_images is None:
         raise ValueError("data_variance needs the training images (train_images [S, C, H, W])")
-    y = ctx.operator.full(ctx.train_images)  # [S, K, E]
-    score = y.var(dim=0).sum(-1)  # [K]
+    score = line_variance(ctx.operator, ctx.train_images)  # [K]
     mask = _empty(ctx)
     mask[:, score.topk(ctx.budget).indices] = True
     return mask
@@ -154,9 +173,21 @@ def fixed_dps(ctx: StrategyContext) -> Tensor:
     if ctx.kind == "pixel":
         raise ValueError("fixed_dps is a line strategy (centre block + random lines)")
     mask = _empty(ctx)
-    n_centre = max(1, int(np.round(ctx.budget * 10 / 32)))
+    # At least 2 centre lines: with 1 (budget <= 4, e.g. 4 of 32 lines) the block is the single centre line that
+    # ``random`` also starts from, and both then draw the same random lines from the same generator: the two
+    # strategies were the same mask (issue 33; benchmarks/ads/mri32_results.md, budget 4).
+    n_centre = min(ctx.budget, max(2, int(np.round(ctx.budget * 10 / 32))))
     mask[:, centre_lines(ctx.num_candidates, n_centre)] = True
     return _fill_random(mask, ctx.budget, ctx.generator)
+
+
+@ACQUISITION.register("centre")
+def centre(ctx: StrategyContext) -> Tensor:
+    if ctx.kind == "pixel":
+        raise ValueError("centre is a line strategy (a block of centre lines)")
+    mask = _empty(ctx)
+    mask[:, centre_lines(ctx.num_candidates, ctx.budget)] = True
+    return mask
 
 
 def check_plan(names: list[str], budgets: list[int], num_candidates: int) -> None:

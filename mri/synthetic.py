@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 import torch
 
-__all__ = ["ismrmrd_header", "make_phantom", "make_volume", "write_synthetic_dataset"]
+__all__ = ["ismrmrd_header", "make_phantom", "make_volume", "write_fastmri_volume", "write_synthetic_dataset"]
 
 _NS = "http://www.ismrm.org/ISMRMRD"
 
@@ -170,8 +170,12 @@ def ismrmrd_header(enc: tuple[int, int], recon: tuple[int, int], fov_mm: float =
     return xml.encode("utf-8")
 
 
-def _write_volume(path: Path, vol: np.ndarray, patient_id: str) -> None:
-    """Write one complex image volume ``[S, H, W]`` as a fastMRI single-coil file."""
+def write_fastmri_volume(path: Path, vol: np.ndarray, patient_id: str, acquisition: str = "CORPD_FBK",
+                         extra_attrs: dict | None = None) -> None:
+    """Write one complex image volume ``[S, H, W]`` as a fastMRI single-coil file (k-space = fft2c(vol)).
+
+    ``extra_attrs`` are stored as HDF5 attributes beside ``max``, ``norm``, ``acquisition``, ``patient_id``.
+    """
     img = torch.view_as_real(torch.from_numpy(vol))  # [S, H, W, 2]
     kspace = torch.view_as_complex(fastmri.fft2c(img).contiguous()).numpy().astype(np.complex64)
     recon = np.abs(vol).astype(np.float32)
@@ -181,8 +185,10 @@ def _write_volume(path: Path, vol: np.ndarray, patient_id: str) -> None:
         hf.create_dataset("ismrmrd_header", data=ismrmrd_header(vol.shape[1:], recon.shape[1:]))
         hf.attrs["max"] = float(recon.max())
         hf.attrs["norm"] = float(np.linalg.norm(recon))
-        hf.attrs["acquisition"] = "CORPD_FBK"
+        hf.attrs["acquisition"] = acquisition
         hf.attrs["patient_id"] = patient_id
+        for key, value in (extra_attrs or {}).items():
+            hf.attrs[key] = value
 
 
 def write_synthetic_dataset(
@@ -224,5 +230,5 @@ def write_synthetic_dataset(
         scale = 10.0 ** rng.uniform(-4.5, -3.5)  # raw scanner-like intensity scale
         vol = (make_volume(size, slices, rng) * scale).astype(np.complex64)
         pid = hashlib.sha1(f"{seed}-{v}".encode()).hexdigest()[:16]
-        _write_volume(path, vol, pid)
+        write_fastmri_volume(path, vol, pid)
     return paths

@@ -12,6 +12,9 @@ are mapped to measurement space and the candidate of maximum expected entropy is
   4. l* = argmax_l S(l); read y[l*] from the measurement oracle; add l* to the mask.
   5. The guidance (DPS on ||y - A x0_hat||_2, or the x0-space variant) pulls every particle toward
      all measurements so far, at every step.
+  (optional, not in the paper: ``line_prior_variance`` replaces Steps 2-3 by the total predictive variance of a
+     line, particle spread + the within-particle variance the Tweedie means drop, see
+     :func:`gendiff.entropy.particles.residual_line_variance`; benchmarks/ads/real/README.md)
   6. Output: the posterior mean of the particles' final x0_hat; for MRI optional hard data consistency
      x <- IFFT((1 - M) FFT(x) + y) and the reported image is the mean of the particle magnitudes.
 
@@ -30,6 +33,7 @@ from diffusers import DiffusionPipeline
 from torch import Tensor
 
 from gendiff.entropy import particle_entropy_scores, select_max_entropy
+from gendiff.entropy.particles import particle_total_variance_scores, residual_line_variance
 from gendiff.guidance import DPSGuidance, GuidanceState, HardDataConsistency, X0SpaceGuidance
 from gendiff.models import call_denoiser
 from gendiff.operators import KSpaceLineOperator, MeasurementOracle, SubsamplingOperator, make_operator
@@ -187,6 +191,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         progress: bool = False,
         record_estimates: bool = False,
         lookahead_steps: int = 1,
+        line_prior_variance: Tensor | None = None,
     ) -> ADSOutput:
         """Reconstruct ``target`` (read only through the measurement operator).
 
@@ -212,6 +217,9 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
             lookahead_steps: 1 (the paper) scores candidates on the one-step Tweedie estimates; J >= 2 on
                 the end points of unguided J-evaluation DDIM paths to t = 0 (:func:`lookahead_x0`; J - 1
                 extra network evaluations per particle and acquisition, counted in ``nfe``).
+            line_prior_variance: optional [K] variance of each candidate over the training data (summed over its
+                entries, what the data-variance mask ranks by). Given, a candidate's score is its total predictive
+                variance: particle spread + the residual variance at the current noise level (not in the paper).
         """
         if lookahead_steps < 1:
             raise ValueError(f"lookahead_steps must be >= 1 (1 = the paper's Tweedie estimate), got {lookahead_steps}")
@@ -250,7 +258,13 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
                 x0_hat = lookahead_x0(self.unet, self.scheduler, x_t, x0_hat, t, lookahead_steps)
             for _ in range(count):  # Steps 1-4
                 yhat = op.full(x0_hat)  # [B, N, K, E]
-                s = particle_entropy_scores(yhat, sigma, measured=op.mask)
+                if line_prior_variance is None:
+                    s = particle_entropy_scores(yhat, sigma, measured=op.mask)
+                else:
+                    alpha_t, sigma_t = noise_coefficients(self.scheduler, t)
+                    residual = residual_line_variance(line_prior_variance.to(yhat.device), alpha_t, sigma_t,
+                                                      op.entries_per_candidate)
+                    s = particle_total_variance_scores(yhat, residual, measured=op.mask)
                 scores.append(s.detach().cpu())
                 steps.append(step)
                 if record_estimates:

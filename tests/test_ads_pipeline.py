@@ -62,6 +62,38 @@ def test_ads_picks_the_only_line_where_particles_differ(line):
     torch.testing.assert_close(rec.estimates[0], images[None])  # the particles the line was chosen on
 
 
+def test_residual_line_variance_is_the_gaussian_posterior_variance():
+    """Var[x0 | x_t] of x0 ~ N(0, v), x_t = a x0 + s e (Monte Carlo regression), and the limits t -> 0, t -> T."""
+    from gendiff.entropy.particles import residual_line_variance
+
+    g = torch.Generator().manual_seed(0)
+    v, a, s = 2.0, 0.6, 0.8
+    x0 = v**0.5 * torch.randn(400_000, generator=g, dtype=torch.float64)
+    xt = a * x0 + s * torch.randn(400_000, generator=g, dtype=torch.float64)
+    beta = (x0 * xt).mean() / (xt * xt).mean()  # E[x0 | x_t] = beta x_t
+    mc = float((x0 - beta * xt).var())
+    r = residual_line_variance(torch.tensor([3 * v], dtype=torch.float64), a, s, entries=3)  # 3 entries of variance v
+    assert float(r) / 3 == pytest.approx(mc, rel=0.02)
+    lines = torch.tensor([1.0, 5.0])
+    torch.testing.assert_close(residual_line_variance(lines, 1.0, 0.0, 4), torch.zeros(2))
+    torch.testing.assert_close(residual_line_variance(lines, 0.0, 1.0, 4), lines)
+
+
+@pytest.mark.parametrize("line", [2, 11])
+def test_total_variance_score_adds_the_lines_prior_variance(line):
+    """Particles that agree everywhere: the spread says nothing, so the line of largest prior variance is next;
+    with a zero prior variance the total-variance score picks where the particles differ, as ADS does."""
+    images = _two_particles_differing_in_kspace_line(line)
+    kw = {"measurement": "kspace_line", "budget": 2, "num_particles": 2, "num_inference_steps": 4,
+          "guidance_scale": 0.0, "acquisition_window": (0.0, 0.5)}
+    out = _pipe(images)(images[:1], line_prior_variance=torch.zeros(H), **kw)
+    assert out.order.tolist() == [[H // 2, line]]
+    prior = torch.ones(H)
+    prior[5] = 10.0
+    same = images[:1].repeat(2, 1, 1, 1)  # the particles agree on every line
+    assert _pipe(same)(images[:1], line_prior_variance=prior, **kw).order.tolist() == [[H // 2, 5]]
+
+
 def test_ads_column_toy_and_no_line_twice():
     g = torch.Generator().manual_seed(1)
     base = torch.randn(1, 1, H, H, generator=g)

@@ -63,6 +63,52 @@ def particle_entropy_scores(
     return scores
 
 
+def residual_line_variance(prior_variance: Tensor, alpha: Tensor | float, sigma: Tensor | float,
+                           entries: int) -> Tensor:
+    """Variance of each candidate that the particles' Tweedie means x0_hat(x_t) cannot show (issue 33).
+
+    The particles' spread is the variance *between* posterior means E[x0 | x_t^i]; the uncertainty *within* each,
+    Var[x0 | x_t^i], is dropped by ADS's score (eq. 11-12), and it is largest early in the reverse process and for
+    the fine, high-frequency candidates. Under a Gaussian prior that is diagonal over candidates, with per-entry
+    variance v = prior_variance / entries and x_t = alpha x0 + sigma eps, it is (summed over a candidate's entries)
+
+        r = prior_variance * sigma^2 / (alpha^2 v + sigma^2)        (the Wiener / Kalman posterior variance)
+
+    which tends to the prior variance at high noise and to 0 at t = 0.
+
+    Args:
+        prior_variance: [K] (or broadcastable) variance of each candidate over the training data, summed over entries.
+        alpha, sigma: the noise coefficients of the current step; entries: E, real entries per candidate.
+    Returns:
+        [K] residual variances, same dtype as ``prior_variance``.
+    """
+    _check_tensor("prior_variance", prior_variance, min_dim=1)
+    v = prior_variance.clamp_min(0.0) / float(entries)
+    a2, s2 = float(alpha) ** 2, float(sigma) ** 2
+    return prior_variance.clamp_min(0.0) * s2 / (a2 * v + s2 + 1e-30)
+
+
+def particle_total_variance_scores(yhat: Tensor, residual: Tensor, measured: Tensor | None = None) -> Tensor:
+    """Total predictive variance of every candidate: particle spread plus the residual variance (law of total variance).
+
+    S(k) = mean_i ||yhat_i[k] - mean_j yhat_j[k]||^2 + residual[k]; with large sigma ADS's score (eq. 12) ranks
+    candidates like the first term alone (benchmarks/ads/RERUN.md: sigma 0.1-100 chose the same lines).
+
+    Args:
+        yhat: [..., N, K, E] particles in measurement space; residual: [K] from :func:`residual_line_variance`.
+        measured: optional bool [..., K]; measured candidates get -inf.
+    Returns:
+        [..., K] scores.
+    """
+    _check_tensor("yhat", yhat, min_dim=3)
+    _check_finite("yhat", yhat)
+    y = yhat.to(_compute_dtype(yhat.dtype))
+    scores = (y - y.mean(dim=-3, keepdim=True)).pow(2).sum(-1).mean(-2) + residual.to(y)
+    if measured is not None:
+        scores = scores.masked_fill(measured.to(scores.device), float("-inf"))
+    return scores
+
+
 def select_max_entropy(scores: Tensor) -> Tensor:
     """Index of the highest-scoring candidate.
 

@@ -41,6 +41,21 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
     # SSIM lies in [-1, 1]: a 3-step prior reconstructs noise, whose SSIM is near 0 and can be negative
     assert all(math.isfinite(r["ssim"]) and -1 <= r["ssim"] <= 1 and r["nfe_per_slice"] == 8 for r in rows)
     assert "ads_minus_ssim_ci95" in rows[1]
+    # mask x reconstructor: every mask (ADS's final ones too) reconstructed classically as well; no DPS run for
+    # a fixed mask whose DPS row is not asked for, and its masks are the very masks the DPS run draws
+    both = tmp_path / "res" / "both.json"
+    assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(both),
+                 "--acceleration", "4", "--strategies", "ads,fastmri_random,centre", "--slices", "2", "--particles",
+                 "2", "--steps", "4", "--reconstructors", "zero_filled,cs_tv", "--cs-iterations", "5",
+                 "--progress", "false"]) == 0
+    got = [(r["strategy"], r["reconstructor"]) for r in json.loads(both.read_text())["rows"]]
+    assert got == [("ads", "dps"), ("ads", "zero_filled"), ("ads", "cs_tv"), ("fastmri_random", "zero_filled"),
+                   ("fastmri_random", "cs_tv"), ("centre", "zero_filled"), ("centre", "cs_tv")]
+    zf = {r["strategy"]: r for r in json.loads(both.read_text())["rows"] if r["reconstructor"] == "zero_filled"}
+    dps_rows = {r["strategy"]: r for r in rows}
+    assert zf["fastmri_random"]["ssim"] == pytest.approx(dps_rows["fastmri_random"]["zero_filled_ssim"])
+    assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(both),
+                 "--reconstructors", "dps,sense"]) == 2  # unknown reconstructor: a clear error
     assert out.with_suffix(".md").exists() and (out.parent / "results_budget4.png").exists()
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(out),
                  "--acceleration", "0.5"]) == 2  # impossible acceleration: a clear error
@@ -89,9 +104,11 @@ def test_image_prior_and_images_benchmark(tmp_path):
 def test_demo_runs_with_the_shipped_prior(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--volumes", "1", "--slices", "2", "--particles", "2",
-                 "--steps", "4"]) == 0
+                 "--steps", "4", "--train-volumes", "1"]) == 0
     payload = json.loads((out / "results.json").read_text())
-    assert [r["strategy"] for r in payload["rows"]] == ["ads", "equispaced", "random"]
+    strategies = ["ads", "data_variance", "centre", "fixed_dps", "random"]
+    assert [(r["strategy"], r["reconstructor"]) for r in payload["rows"]] == [
+        (s, rec) for s in strategies for rec in ("dps", "cs_tv")]
     assert (out / "results_budget8.png").exists()
 
 
