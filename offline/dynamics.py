@@ -15,6 +15,7 @@ the tasks' velocity clipping in the observation). Rows that make the simulator d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,3 +78,27 @@ def dynamics_mse(env_id: str, obs: Tensor | np.ndarray, act: Tensor | np.ndarray
         env.close()
     errors = sq.mean(1)
     return DynamicsResult(errors, float(errors.mean()), float(np.median(errors)), sq, rewards, terminated)
+
+
+def check_transitions(env_id: str, tr: dict[str, Tensor], horizon: int | None = None) -> dict[str, Any]:
+    """The simulator's verdict on transitions (obs, act, next_obs, rew, done[, pos]) as a JSON-able dict.
+
+    Returns:
+        n; dynamics_mse / dynamics_median; per_dim [k] mean squared error; reward_mse against the simulator's
+        reward; done_rate (generated), sim_terminated_rate (the simulator's flag on the same steps), done_recall
+        (share of the simulator's terminations the generator flagged); per_pos [horizon] mean error by position
+        in the generated window when ``tr`` has "pos" and ``horizon`` is given.
+    """
+    dyn = dynamics_mse(env_id, tr["obs"], tr["act"], tr["next_obs"])
+    done = np.asarray(tr["done"]) > 0.5
+    out: dict[str, Any] = {
+        "n": len(dyn.errors), "dynamics_mse": dyn.mse, "dynamics_median": dyn.median,
+        "per_dim": dyn.sq_errors.mean(0).tolist(),
+        "reward_mse": float(np.mean((dyn.rewards - np.asarray(tr["rew"], dtype=np.float64)) ** 2)),
+        "done_rate": float(done.mean()), "sim_terminated_rate": float(dyn.terminated.mean()),
+        "done_recall": float((done & dyn.terminated).sum() / max(int(dyn.terminated.sum()), 1)),
+    }
+    if "pos" in tr and horizon is not None:
+        pos = np.asarray(tr["pos"])
+        out["per_pos"] = [float(dyn.errors[pos == p].mean()) if (pos == p).any() else None for p in range(horizon)]
+    return out

@@ -39,7 +39,7 @@ from gendiff.offline.diffusion import (
     edm_scheduler,
     trajectory_windows,
 )
-from gendiff.offline.dynamics import dynamics_mse
+from gendiff.offline.dynamics import check_transitions
 from gendiff.offline.synther import SynthER, SynthERConfig
 from gendiff.offline.trajectories import TrajectoryNormalizer
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
@@ -121,24 +121,6 @@ def held_out_loss(model: torch.nn.Module, sched: Any, x0: torch.Tensor, norm: Tr
     return out
 
 
-def fidelity(env_id: str, tr: dict[str, torch.Tensor], horizon: int) -> dict[str, Any]:
-    """Step 3: the simulator's verdict on transitions (obs, act, next_obs, rew, done[, pos])."""
-    n = int(tr["obs"].shape[0])
-    dyn = dynamics_mse(env_id, tr["obs"], tr["act"], tr["next_obs"])
-    done = tr["done"].numpy() > 0.5
-    out: dict[str, Any] = {
-        "n": n, "dynamics_mse": dyn.mse, "dynamics_median": dyn.median,
-        "per_dim": dyn.sq_errors.mean(0).tolist(),
-        "reward_mse": float(np.mean((dyn.rewards - tr["rew"].numpy()) ** 2)),
-        "done_rate": float(done.mean()), "sim_terminated_rate": float(dyn.terminated.mean()),
-        "done_recall": float((done & dyn.terminated).sum() / max(dyn.terminated.sum(), 1)),
-    }
-    if "pos" in tr:
-        pos = tr["pos"].numpy()
-        out["per_pos"] = [float(dyn.errors[pos == p].mean()) if (pos == p).any() else None for p in range(horizon)]
-    return out
-
-
 def _sample(pipe: PolicyGuidedTrajectoryPipeline, n: int, horizon: int, steps: int, seed: int) -> tuple[dict, float]:
     heun = pipe.with_scheduler(edm_heun_scheduler(pipe.scheduler))
     per = horizon if pipe.normalizer.residual else horizon - 1
@@ -169,7 +151,7 @@ def run_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, 
         row = {"train_steps": steps, "train_wall_s": wall, "samples_per_s": per_s,
                "train_loss": res.losses[-1][1] if res.losses else None,
                "held_out": held_out_loss(res.model, sched, val, norm, a.seed),
-               **fidelity(ds.env_id, tr, a.sample_horizon)}
+               **check_transitions(ds.env_id, tr, a.sample_horizon)}
         rows.append(row)
         unet = res.model.train()  # EMA weights are in res.model; the checkpoint keeps the raw ones for resuming
         print(f"[{name}] step {steps}: dynamics MSE {row['dynamics_mse']:.4f}, done {row['done_rate']:.4f}, "
@@ -177,7 +159,7 @@ def run_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, 
     sweep = {}
     for steps in [int(s) for s in a.sweep_steps.split(",") if s]:
         tr, per_s = _sample(pipe, a.transitions, a.sample_horizon, steps, a.seed + 1)
-        f = fidelity(ds.env_id, tr, a.sample_horizon)
+        f = check_transitions(ds.env_id, tr, a.sample_horizon)
         sweep[str(steps)] = {"dynamics_mse": f["dynamics_mse"], "samples_per_s": per_s, "done_rate": f["done_rate"]}
     params = sum(p.numel() for p in res.model.parameters())
     return {"config": dataclasses.asdict(cfg), "params": params, "rows": rows, "sampling_sweep": sweep}
@@ -188,8 +170,8 @@ def baselines(ds: Any, train_eps: list, a: argparse.Namespace) -> dict[str, Any]
     real = ds.transitions()
     idx = torch.randperm(real["obs"].shape[0], generator=torch.Generator().manual_seed(a.seed))[:a.transitions]
     sub = {k: v[idx] for k, v in real.items()}
-    out = {"real": fidelity(ds.env_id, sub, a.sample_horizon),
-           "no_change": fidelity(ds.env_id, {**sub, "next_obs": sub["obs"]}, a.sample_horizon)}
+    out = {"real": check_transitions(ds.env_id, sub, a.sample_horizon),
+           "no_change": check_transitions(ds.env_id, {**sub, "next_obs": sub["obs"]}, a.sample_horizon)}
     tr_eps = type(ds)(ds.dataset_id, ds.env_id, train_eps, ds.action_low, ds.action_high)
     t0 = time.perf_counter()
     syn = SynthER.fit(tr_eps.transitions(), ds.action_low, ds.action_high,
@@ -197,7 +179,7 @@ def baselines(ds: Any, train_eps: list, a: argparse.Namespace) -> dict[str, Any]
     wall = time.perf_counter() - t0
     t0 = time.perf_counter()
     s = syn.sample(a.transitions, 128, torch.Generator().manual_seed(a.seed))
-    out["synther"] = {**fidelity(ds.env_id, s, a.sample_horizon), "train_steps": a.synther_steps,
+    out["synther"] = {**check_transitions(ds.env_id, s, a.sample_horizon), "train_steps": a.synther_steps,
                       "train_wall_s": wall, "samples_per_s": a.transitions / (time.perf_counter() - t0)}
     return out
 

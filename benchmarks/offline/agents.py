@@ -1,0 +1,160 @@
+r"""Offline agents with and without synthetic data: none / unguided / synther / pgd for TD3+BC and IQL over seeds,
+with paired differences (the PGD issue's agent table).
+
+1. Every run is ``gendiff.offline.pgd_loop.train_agent`` with one TrainAgentConfig (the shared generators are
+   trained once per dataset beforehand: ``--pipeline`` a trajectory pipeline, ``--synther`` a SynthER folder).
+2. Runs are written to ``--work``/<tag>/<algo>_<synthetic>_s<seed>.json and skipped when present, so a study can be
+   split over processes (e.g. one per algorithm) and resumed; ``--merge`` builds one table from several works.
+3. The table: final D4RL-normalised score (mean +- std over seeds), and paired differences (same seed) of
+   pgd - none, pgd - unguided, synther - none, unguided - none with 95 % t-intervals (and the bootstrap
+   interval of the mean for comparison).
+
+  python benchmarks/offline/agents.py --tiny                       # smoke
+Full commands and results: benchmarks/offline/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
+from gendiff.stats import bootstrap_ci, t_interval
+
+PAIRS = (("pgd", "none"), ("pgd", "unguided"), ("synther", "none"), ("unguided", "none"), ("pgd", "synther"))
+
+
+def _seeds(spec: str) -> list[int]:
+    if "-" in spec:
+        lo, hi = spec.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in spec.split(",") if s]
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset-id", default="gendiff/hopper/medium-v3")
+    p.add_argument("--pipeline", default="", help="saved trajectory pipeline (train-diffusion's <out_dir>/pipeline)")
+    p.add_argument("--synther", default="", help="saved SynthER folder (SynthER.save)")
+    p.add_argument("--algos", default="td3bc,iql")
+    p.add_argument("--synthetic", default="none,unguided,synther,pgd")
+    p.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 10,11")
+    p.add_argument("--tag", default="main", help="a name for these settings (a folder under --work)")
+    p.add_argument("--work", default="runs/offline_agents")
+    p.add_argument("--merge", nargs="*", default=None, metavar="WORK/TAG",
+                   help="only build the table from these run folders")
+    p.add_argument("--out", default="benchmarks/offline/agents")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="TrainAgentConfig overrides for every run, e.g. steps=100000 real_per_batch=16")
+    p.add_argument("--tiny", action="store_true")
+    return p.parse_args()
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    fields = {f.name: f for f in dataclasses.fields(TrainAgentConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        if k not in fields:
+            raise SystemExit(f"unknown TrainAgentConfig field {k!r}")
+        default = getattr(TrainAgentConfig, k, None)
+        out[k] = (v.lower() in ("1", "true")) if isinstance(default, bool) else type(default)(v) if default is not None \
+            else v
+    return out
+
+
+def run_all(a: argparse.Namespace) -> Path:
+    """Steps 1-2: the runs of one settings tag."""
+    work = Path(a.work) / a.tag
+    work.mkdir(parents=True, exist_ok=True)
+    base = _overrides(a.set)
+    (work / "settings.json").write_text(json.dumps({"dataset_id": a.dataset_id, "pipeline": a.pipeline,
+                                                    "synther": a.synther, "overrides": base}, indent=1))
+    for seed in _seeds(a.seeds):
+        for algo in a.algos.split(","):
+            for syn in a.synthetic.split(","):
+                out = work / f"{algo}_{syn}_s{seed}.json"
+                if out.exists():
+                    continue
+                cfg = TrainAgentConfig(dataset_id=a.dataset_id, algo=algo, synthetic=syn, seed=seed, out=str(out),
+                                       diffusion_dir=a.pipeline if syn in ("unguided", "pgd") else "",
+                                       synther_dir=a.synther if syn == "synther" else "", progress=False, **base)
+                t0 = time.perf_counter()
+                res = train_agent(cfg)
+                print(f"{a.tag} {algo} {syn} seed {seed}: score {res['final'].get('score_mean'):.1f} "
+                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return work
+
+
+def _load(works: list[Path]) -> dict[tuple[str, str, str], dict[int, float]]:
+    scores: dict[tuple[str, str, str], dict[int, float]] = {}
+    for w in works:
+        for f in sorted(w.glob("*_s*.json")):
+            r = json.loads(f.read_text())
+            c = r["config"]
+            scores.setdefault((c["dataset_id"], c["algo"], c["synthetic"]), {})[int(c["seed"])] = \
+                float(r["final"]["score_mean"])
+    return scores
+
+
+def table(works: list[Path], out: Path) -> dict[str, Any]:
+    """Step 3."""
+    scores = _load(works)
+    settings = [json.loads((w / "settings.json").read_text()) for w in works if (w / "settings.json").exists()]
+    rows, diffs = [], []
+    for (ds, algo, syn), by_seed in sorted(scores.items()):
+        v = np.array(list(by_seed.values()))
+        rows.append({"dataset_id": ds, "algo": algo, "synthetic": syn, "seeds": sorted(by_seed), "mean": v.mean(),
+                     "std": v.std(ddof=1) if len(v) > 1 else 0.0})
+    for ds, algo in sorted({(k[0], k[1]) for k in scores}):
+        for x, y in PAIRS:
+            sx, sy = scores.get((ds, algo, x), {}), scores.get((ds, algo, y), {})
+            common = sorted(set(sx) & set(sy))
+            if not common:
+                continue
+            d = np.array([sx[s] - sy[s] for s in common])
+            diffs.append({"dataset_id": ds, "algo": algo, "pair": f"{x} - {y}", "seeds": common, "mean": d.mean(),
+                          "t95": t_interval(d), "boot95": bootstrap_ci(d), "wins": int((d > 0).sum())})
+    res = {"rows": rows, "paired": diffs, "settings": settings, "works": [str(w) for w in works],
+           "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread per run (2 shared cores)"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=float))
+    md = ["# Offline agents: final D4RL-normalised score (10 evaluation episodes per run)", "",
+          f"Machine: {res['machine']}. Settings per work folder: " + "; ".join(json.dumps(s["overrides"]) for s in settings),
+          "", "| dataset | algo | synthetic | score mean +- std | seeds |", "|---|---|---|---|---|"]
+    md += [f"| {r['dataset_id']} | {r['algo']} | {r['synthetic']} | {r['mean']:.1f} +- {r['std']:.1f} | "
+           f"{','.join(map(str, r['seeds']))} |" for r in rows]
+    md += ["", "Paired differences (same seed): mean, 95 % t-interval, bootstrap interval, seeds where the first is "
+           "ahead", "", "| dataset | algo | pair | mean | t 95 % | bootstrap 95 % | ahead |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {d['dataset_id']} | {d['algo']} | {d['pair']} | {d['mean']:+.1f} | [{d['t95'][0]:+.1f}, "
+           f"{d['t95'][1]:+.1f}] | [{d['boot95'][0]:+.1f}, {d['boot95'][1]:+.1f}] | {d['wins']} of {len(d['seeds'])} |"
+           for d in diffs]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return res
+
+
+def main() -> None:
+    a = _args()
+    torch.set_num_threads(1)
+    if a.merge is not None:
+        table([Path(w) for w in a.merge], Path(a.out))
+        return
+    if a.tiny:
+        a.set = ["steps=200", "eval_every=0", "eval_episodes=2", "num_synthetic=500", "regenerate_every=100",
+                 "num_inference_steps=4", *a.set]
+        a.seeds = "0-1"
+    work = run_all(a)
+    table([work], Path(a.out))
+
+
+if __name__ == "__main__":
+    main()
