@@ -43,6 +43,7 @@ class TrajectoryDiffusionConfig:
     dim: int = 32
     dim_mults: tuple[int, ...] = (1, 2, 4)
     residual: bool = False  # steps carry s_{t+1} - s_t (gendiff.offline.trajectories); False: the paper's layout
+    skips: str = "janner"  # TemporalUNet1D's up path: "janner" (first level's skip unused) or "all" (as the reference)
     train_steps: int = 2000
     batch_size: int = 64
     lr: float = 2e-4
@@ -77,10 +78,15 @@ def trajectory_windows(dataset: OfflineDataset, cfg: TrajectoryDiffusionConfig,
     return windows, norm
 
 
+def trajectory_unet(norm: TrajectoryNormalizer, cfg: TrajectoryDiffusionConfig) -> TemporalUNet1D:
+    """Step 2's network for windows laid out as ``norm``."""
+    return TemporalUNet1D(transition_dim=norm.dim, dim=cfg.dim, dim_mults=tuple(cfg.dim_mults), skips=cfg.skips)
+
+
 def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusionConfig) -> PolicyGuidedTrajectoryPipeline:
     """Steps 1-3; returns the pipeline (also saved under ``cfg.out_dir/pipeline``)."""
     windows, norm = trajectory_windows(dataset, cfg)
-    unet = TemporalUNet1D(transition_dim=norm.dim, dim=cfg.dim, dim_mults=tuple(cfg.dim_mults))
+    unet = trajectory_unet(norm, cfg)
     sched = edm_scheduler()
     tcfg = TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
                        seed=cfg.seed, checkpoint_every=max(cfg.train_steps, 1), log_every=max(cfg.train_steps // 20, 1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import time
 
 import pytest
@@ -75,6 +77,29 @@ def test_temporal_unet_two_horizons_and_bad_horizon():
         net(torch.randn(2, 16, 6), 1)
     with pytest.raises(ValueError, match="groups"):
         TemporalUNet1D(3, dim=6)
+
+
+def test_temporal_unet_with_every_skip(tmp_path):
+    """skips="all": every level's skip reaches the output (the first level's too), any valid horizon works, the
+    choice survives save/load, and a config saved before the option existed loads as Janner's up path."""
+    torch.manual_seed(0)
+    net = TemporalUNet1D(7, dim=8, dim_mults=(1, 2, 4), skips="all").eval()
+    x = torch.randn(2, 16, 7, requires_grad=True)
+    y = net(x, torch.tensor([5.0, 600.0]))
+    assert y.shape == (2, 16, 7) and torch.isfinite(y).all()
+    assert net(torch.randn(1, 32, 7), 1.0).shape == (1, 32, 7)
+    (g,) = torch.autograd.grad(y[0, 5].sum(), x)  # output step 5 depends on input step 5 and its neighbours
+    assert g[0, 5].abs().sum() > 0 and g[1].abs().sum() == 0
+    net.save_pretrained(tmp_path / "all")
+    assert TemporalUNet1D.from_pretrained(tmp_path / "all").config.skips == "all"
+    old = TemporalUNet1D(7, dim=8, dim_mults=(1, 2))
+    old.save_pretrained(tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    cfg.pop("skips")
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    assert TemporalUNet1D.from_pretrained(tmp_path / "old").config.skips == "janner"
+    with pytest.raises(ValueError, match="skips must be"):
+        TemporalUNet1D(7, dim=8, skips="some")
 
 
 def test_mlp_flattens_trailing_dims_and_checks_cond():

@@ -31,12 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from gendiff.models import TemporalUNet1D
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import (
     TrajectoryDiffusionConfig,
     edm_heun_scheduler,
     edm_scheduler,
+    trajectory_unet,
     trajectory_windows,
 )
 from gendiff.offline.dynamics import check_transitions
@@ -136,7 +136,7 @@ def run_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, 
     windows, norm = trajectory_windows(ds, cfg, train_eps)
     val = norm.normalize(trajectory_windows(ds, cfg, val_eps)[0])
     torch.manual_seed(a.seed)
-    unet = TemporalUNet1D(transition_dim=norm.dim, dim=cfg.dim, dim_mults=tuple(cfg.dim_mults))
+    unet = trajectory_unet(norm, cfg)
     sched, run_dir = edm_scheduler(), Path(a.work) / name
     rows, wall = [], 0.0
     for i, steps in enumerate(checkpoints):

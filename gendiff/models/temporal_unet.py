@@ -6,9 +6,20 @@ with the time embedding added after the first), downsampled by stride-2 convolut
 transposed convolutions with skip connections, and transposed back. It has no fully connected layer over
 time, so a model trained on windows of length 32 samples windows of any length T divisible by
 2 ** (len(dim_mults) - 1) (PGD trains on 32 and generates longer windows).
+
+Two up paths (``skips``):
+- ``"janner"`` (Janner et al.'s code, and gendiff's earlier default): the up path consumes the skips of every
+  level but the first, so the full-resolution output is a transposed convolution of half-resolution features;
+  nothing computed at full resolution reaches the output except through that bottleneck.
+- ``"all"`` (a standard U-Net, Ronneberger et al. 2015; the PGD reference's U-Net keeps every level's skip):
+  upsample (nearest neighbour + conv, no checkerboard), concatenate the same level's skip, two residual
+  blocks, at every level down to full resolution. Per-step detail (s_{t+1} against s_t and a_t) reaches the
+  output directly; benchmarks/offline/README.md measures the difference.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -45,6 +56,17 @@ class _ResidualTemporalBlock(nn.Module):
         return self.block2(h) + self.residual(x)
 
 
+class _Upsample(nn.Module):
+    """Nearest-neighbour doubling of T, then a 3-tap conv: [M, c, T] -> [M, c, 2T]."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(torch.repeat_interleave(x, 2, dim=-1))
+
+
 class TemporalUNet1D(ModelMixin, ConfigMixin):
     """1D temporal U-Net denoiser for windows [M, T, transition_dim].
 
@@ -54,6 +76,7 @@ class TemporalUNet1D(ModelMixin, ConfigMixin):
         dim_mults: channel multipliers per resolution level (len - 1 downsamplings).
         cond_dim: size of a conditioning vector added to the time embedding (0: unconditional).
         groups: GroupNorm groups; every level's channel count must be divisible by it.
+        skips: "janner" (the first level's skip unused) or "all" (every level's skip; module docstring).
     """
 
     _gendiff_denoiser = True
@@ -66,8 +89,11 @@ class TemporalUNet1D(ModelMixin, ConfigMixin):
         dim_mults: tuple[int, ...] = (1, 2, 4),
         cond_dim: int = 0,
         groups: int = 8,
+        skips: Literal["janner", "all"] = "janner",
     ) -> None:
         super().__init__()
+        if skips not in ("janner", "all"):
+            raise ValueError(f"TemporalUNet1D: skips must be 'janner' or 'all', got {skips!r}")
         channels = [dim * m for m in dim_mults]
         if transition_dim < 1 or not channels or min(channels) < 1 or cond_dim < 0:
             raise ValueError(
@@ -92,14 +118,23 @@ class TemporalUNet1D(ModelMixin, ConfigMixin):
         # 2. middle
         self.mid1 = _ResidualTemporalBlock(channels[-1], channels[-1], emb, groups)
         self.mid2 = _ResidualTemporalBlock(channels[-1], channels[-1], emb, groups)
-        # 3. up path: concatenate the skip, two residual blocks, transposed conv to double T
+        # 3. up path: concatenate the skip, two residual blocks, and double T
         self.ups = nn.ModuleList()
-        for c_in, c_out in reversed(in_out[1:]):
-            self.ups.append(nn.ModuleList([
-                _ResidualTemporalBlock(c_out * 2, c_in, emb, groups),
-                _ResidualTemporalBlock(c_in, c_in, emb, groups),
-                nn.ConvTranspose1d(c_in, c_in, 4, stride=2, padding=1),
-            ]))
+        if skips == "janner":  # transposed conv after the blocks; the first level's skip is unused
+            for c_in, c_out in reversed(in_out[1:]):
+                self.ups.append(nn.ModuleList([
+                    _ResidualTemporalBlock(c_out * 2, c_in, emb, groups),
+                    _ResidualTemporalBlock(c_in, c_in, emb, groups),
+                    nn.ConvTranspose1d(c_in, c_in, 4, stride=2, padding=1),
+                ]))
+        else:  # every level: (upsample from the level below), concatenate its skip, two blocks
+            for i in reversed(range(len(channels))):
+                below = channels[min(i + 1, len(channels) - 1)]
+                self.ups.append(nn.ModuleList([
+                    nn.Identity() if i == len(channels) - 1 else _Upsample(below),
+                    _ResidualTemporalBlock(below + channels[i], channels[i], emb, groups),
+                    _ResidualTemporalBlock(channels[i], channels[i], emb, groups),
+                ]))
         self.final = nn.Sequential(_ConvBlock(channels[0], channels[0], groups=groups),
                                    nn.Conv1d(channels[0], transition_dim, 1))
 
@@ -139,8 +174,12 @@ class TemporalUNet1D(ModelMixin, ConfigMixin):
             skips.append(h)
             h = down(h)
         h = self.mid2(self.mid1(h, emb), emb)
-        for block1, block2, up in self.ups:  # the first level's skip is unused, as in Janner et al.
-            h = block2(block1(torch.cat([h, skips.pop()], dim=1), emb), emb)
-            h = up(h)
+        if self.config.skips == "janner":
+            for block1, block2, up in self.ups:  # the first level's skip is unused, as in Janner et al.
+                h = block2(block1(torch.cat([h, skips.pop()], dim=1), emb), emb)
+                h = up(h)
+        else:
+            for up, block1, block2 in self.ups:
+                h = block2(block1(torch.cat([up(h), skips.pop()], dim=1), emb), emb)
         return self.final(h).transpose(1, 2)
 
