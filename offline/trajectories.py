@@ -8,7 +8,7 @@
    (with stride 8 alone, only the episodes with (T - horizon) % 8 == 0 would have one).
 3. Every feature is z-scored with the mean / std over all windowed steps (:class:`TrajectoryNormalizer`), the
    done flag included, as in the reference. Mapping the done flag to +-1 instead was measured and dropped
-   (benchmarks/offline_fidelity_hopper_v2{,_donepm1}.md, one seed each): it tripled the dynamics MSE of a 10,000-step
+   (benchmarks/offline/history/offline_fidelity_hopper_v2{,_donepm1}.md, one seed each): it tripled the dynamics MSE of a 10,000-step
    Hopper model (1.30 vs 0.44) and still produced no terminations; the model generates no falls at that budget.
 4. Generated windows go back to transitions (s_i, a_i, r_i, s_{i+1}, d_i) for i < H - 1, plus a last
    step that terminates; steps after a generated termination are dropped (the episode has ended).
