@@ -9,12 +9,12 @@ DDIM scheduler (ADS samples with deterministic DDIM). Output folder: ``model/`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from diffusers import DDIMScheduler
 
-from gendiff.config import save_config
+from gendiff.config import check_literal_fields, check_numbers
+from gendiff.io import seed_everything
 from gendiff.models.unet2d import make_unet2d
 from gendiff.mri.data import load_images
 from gendiff.training import TrainConfig, TrainResult, train_denoiser
@@ -47,6 +47,11 @@ class MRIPriorConfig:
     overwrite: bool = False
     train_timesteps: int = 1000
 
+    def __post_init__(self) -> None:
+        check_literal_fields(self)
+        check_numbers(self, positive=("size", "steps", "batch_size", "lr", "checkpoint_every", "max_minutes",
+                                      "max_slices", "train_timesteps"), fraction=("ema_decay",))
+
 
 def make_scheduler(train_timesteps: int = 1000, prediction: str = "epsilon") -> DDIMScheduler:
     """The DDIM scheduler ADS priors are trained and sampled with (``prediction``: what the model predicts).
@@ -66,13 +71,12 @@ def train_mri_prior(cfg: MRIPriorConfig, progress: bool = True) -> TrainResult:
     images, _ = load_images(cfg.data, crop=cfg.size, challenge=cfg.challenge, max_slices=cfg.max_slices,
                             crop_mode=cfg.crop_mode)
     in_channels = images.shape[1]
+    seed_everything(cfg.seed)  # before the U-Net's random initial weights
     model = make_unet2d(cfg.unet, sample_size=cfg.size, in_channels=in_channels)
     train_cfg = TrainConfig(
         steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
         prediction=cfg.prediction, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
         max_minutes=cfg.max_minutes, mixed_precision=cfg.mixed_precision,
     )
-    result = train_denoiser(model, images, make_scheduler(cfg.train_timesteps, cfg.prediction), train_cfg, cfg.out,
-                            progress=progress, resume=cfg.resume, overwrite=cfg.overwrite)
-    save_config(cfg, Path(cfg.out))
-    return result
+    return train_denoiser(model, images, make_scheduler(cfg.train_timesteps, cfg.prediction), train_cfg, cfg.out,
+                          progress=progress, resume=cfg.resume, overwrite=cfg.overwrite, run_config=cfg)
