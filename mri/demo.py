@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gendiff.config import check_numbers
 from gendiff.mri.cli import MRIBenchmarkConfig, mri_benchmark
 from gendiff.mri.synthetic import write_synthetic_dataset
 
@@ -45,6 +46,11 @@ class DemoConfig:
     guidance_scale: float = 1.0
     sigma: float = 1.0
     seed: int = 0
+    overwrite: bool = False  # replace the results of an earlier demo in --out
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("volumes", "slices", "acceleration", "particles", "steps", "sigma"),
+                      nonnegative=("guidance_scale",))
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -57,7 +63,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         prior=str(prior), data=str(data), out=str(out / "results.json"), acceleration=[cfg.acceleration],
         strategies=list(cfg.strategies), slices=cfg.volumes * cfg.slices, particles=cfg.particles, steps=cfg.steps,
         guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, sigma=cfg.sigma, seed=cfg.seed,
-        batch_slices=cfg.volumes * cfg.slices,
+        batch_slices=cfg.volumes * cfg.slices, overwrite=cfg.overwrite,
     )
     result = mri_benchmark(bench)
     print(f"figure: {result['figures'][0]}\nresults: {out / 'results.json'} and {out / 'results.md'}")
