@@ -15,6 +15,7 @@ never passes on a library's advice to load unsafe pickles.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -151,15 +152,33 @@ def error_cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {first}"
 
 
+class _DropErrors(logging.Filter):
+    """Drops ERROR records: the error they announce reaches the user as the one LoadError line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
 @contextmanager
 def loading(path: str | os.PathLike, what: str) -> Iterator[None]:
-    """Turn any error raised while loading ``what`` from ``path`` into one :class:`LoadError` line."""
+    """Turn any error raised while loading ``what`` from ``path`` into one :class:`LoadError` line.
+
+    While loading, the error records that diffusers / transformers log before raising are dropped (their warnings
+    still show), so that a broken file gives one line, not a log message and then the error.
+    """
+    handlers = [h for name in ("diffusers", "transformers") for h in logging.getLogger(name).handlers]
+    drop = _DropErrors()
+    for h in handlers:
+        h.addFilter(drop)
     try:
         yield
     except LoadError:
         raise
     except Exception as err:  # every way a saved file can be broken ends here, named
         raise LoadError(f"cannot load {what} from {path}: {error_cause(err)}") from None
+    finally:
+        for h in handlers:
+            h.removeFilter(drop)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -52,14 +52,14 @@ def load_prior(path: str | Path, device: str = "cpu") -> ActiveDiffusionSubsampl
     path, dev = Path(path), resolve_device(device)
     if (path / "model_index.json").exists():
         with loading(path, "the ADS pipeline"):
-            return ActiveDiffusionSubsamplingPipeline.from_pretrained(path).to(dev)
+            return ActiveDiffusionSubsamplingPipeline.from_pretrained(path, use_safetensors=True).to(dev)
     if not (path / "model").is_dir() or not (path / "scheduler").is_dir():
         unfinished = " (it holds checkpoints of a run that did not finish: resume it with --resume true)" \
             if any(path.glob("checkpoint-*")) else ""
         raise FileNotFoundError(f"{path} is neither a saved pipeline nor a training run (model/ + scheduler/)"
                                 f"{unfinished}")
     with loading(path / "model", "the prior's U-Net"):
-        unet = UNet2DModel.from_pretrained(path / "model").eval()
+        unet = UNet2DModel.from_pretrained(path / "model", use_safetensors=True).eval()
     sched_file = path / "scheduler" / "scheduler_config.json"
     with loading(sched_file, "the prior's scheduler config"):
         cls_name = json.loads(sched_file.read_text()).get("_class_name")

@@ -52,10 +52,11 @@ class TrajectoryDiffusionConfig:
     overwrite: bool = False
     progress: bool = True
     resume: bool = False  # continue the run in out_dir/train from its latest checkpoint
+    checkpoint_every: int = 1000  # steps between checkpoints of out_dir/train (what --resume continues from)
 
     def __post_init__(self) -> None:
-        check_numbers(self, positive=("horizon", "stride", "dim", "dim_mults", "train_steps", "batch_size", "lr"),
-                      fraction=("ema_decay",))
+        check_numbers(self, positive=("horizon", "stride", "dim", "dim_mults", "train_steps", "batch_size", "lr",
+                                      "checkpoint_every"), fraction=("ema_decay",))
 
 
 def edm_scheduler() -> EDMEulerScheduler:
@@ -89,7 +90,8 @@ def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusion
     unet = TemporalUNet1D(transition_dim=norm.dim, dim=cfg.dim, dim_mults=tuple(cfg.dim_mults))
     sched = edm_scheduler()
     tcfg = TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
-                       seed=cfg.seed, checkpoint_every=max(cfg.train_steps, 1), log_every=max(cfg.train_steps // 20, 1))
+                       seed=cfg.seed, checkpoint_every=min(cfg.checkpoint_every, cfg.train_steps),
+                       log_every=max(cfg.train_steps // 20, 1))
     res = train_denoiser(unet, norm.normalize(windows), sched, tcfg, Path(cfg.out_dir) / "train",
                          progress=cfg.progress, overwrite=cfg.overwrite, resume=cfg.resume, run_config=cfg)
     pipe = PolicyGuidedTrajectoryPipeline(unet=res.model, scheduler=sched, normalizer=norm.to_config())
@@ -125,7 +127,7 @@ def load_trajectory_pipeline(saved: str | Path, dataset: OfflineDataset,
         warnings.warn(f"{saved} records no training dataset ({DATASET_RECORD}); using it for "
                       f"{dataset.dataset_id!r} unchecked", stacklevel=2)
     with loading(saved, "the trajectory pipeline"):
-        pipe = PolicyGuidedTrajectoryPipeline.from_pretrained(saved)
+        pipe = PolicyGuidedTrajectoryPipeline.from_pretrained(saved, use_safetensors=True)
     norm = pipe.normalizer
     if (norm.obs_dim, norm.act_dim) != (dataset.obs_dim, dataset.act_dim):
         raise ValueError(f"the pipeline in {saved} models obs_dim={norm.obs_dim}, act_dim={norm.act_dim}, but "

@@ -108,7 +108,7 @@ def _load_lm(path: str | Path, what: str):
     if not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(f"{what} {path} is not a save_pretrained folder (no config.json)")
     with loading(path, what):
-        return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
 
 
 def run_train(args: argparse.Namespace) -> dict:
