@@ -280,6 +280,7 @@ def _run_steps(tr: _Trainer, batches: Batches, start: int, progress: bool) -> tu
             loss = denoising_loss(model, x0, tr.scheduler, cfg, c, tr.rng.noise)
         value = loss.item()
         if not math.isfinite(value):
+            bar.close()  # the message below then starts on a line of its own
             raise FloatingPointError(
                 f"training loss is {value} at step {step}; lower the learning rate, enable grad_clip or check "
                 "the data scale"
@@ -364,8 +365,13 @@ def train_denoiser(
     work = staging_dir(out) if staging_dir(out).is_dir() else out  # every process trains in the same folder
     torch.manual_seed(config.seed)
     tr = _Trainer(model, scheduler, config, work, acc)
-    start = tr.load_checkpoint(list_checkpoints(work)[-1]) if resume else 0
-    logged, last_step = _run_steps(tr, batches, start, progress)
+    try:
+        start = tr.load_checkpoint(list_checkpoints(work)[-1]) if resume else 0
+        logged, last_step = _run_steps(tr, batches, start, progress)
+    except BaseException:
+        if work != out and acc.is_main_process:  # a failed replacement never counted: the earlier run stays
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     # 4. final model = EMA weights, saved with the scheduler it was trained for; a replacement run is swapped in
     tr.ema.copy_to(tr.model)
     tr.model.eval()
