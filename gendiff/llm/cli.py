@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 from gendiff.checkpoints import check_resume_config, list_checkpoints, log_step
@@ -113,8 +114,7 @@ def _load_lm(path: str | Path, what: str):
 
 def run_train(args: argparse.Namespace) -> dict:
     """Body of ``gendiff llm train``; returns the summary dict."""
-    from .tasks import ArithmeticTask, accuracy, arithmetic_reward, build_tiny_lm
-    from .trainer import LLMTrainer, check_config
+    from .trainer import check_config
 
     cfg = config_from_args(LLMTrainConfig, args)
     check_config(cfg)  # fail before the SFT minutes
@@ -129,6 +129,26 @@ def run_train(args: argparse.Namespace) -> dict:
             saved.update(json.loads((out / RUN_ARGS).read_text()))
         check_resume_config(saved, {**to_dict(cfg), **run_args}, out)
     work = _prepare_out(out, args.overwrite, args.resume)
+    try:
+        summary = _train(args, cfg, out, work, run_args)
+    except BaseException:
+        if work != out:  # a failed replacement never counted: the earlier run stays as it was
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if work != out:  # a replacement run is complete: swap it in
+        swap_dir(work, out, _owned)
+    entropy = summary["final_entropy"]
+    print("| loss | steps | acc before | acc after | final entropy |\n|---|---|---|---|---|")
+    print(f"| {cfg.loss} | {cfg.steps} | {summary['accuracy_before']:.3f} | {summary['accuracy_after']:.3f} | "
+          f"{'-' if entropy is None else format(entropy, '.3f')} |")
+    return summary
+
+
+def _train(args: argparse.Namespace, cfg: LLMTrainConfig, out: Path, work: Path, run_args: dict) -> dict:
+    """SFT (or load) the model, train it in ``work`` (resuming from ``out``'s latest checkpoint), write the summary."""
+    from .tasks import ArithmeticTask, accuracy, arithmetic_reward, build_tiny_lm
+    from .trainer import LLMTrainer
+
     task = ArithmeticTask()
     seed_everything(cfg.seed)
     if args.model:
@@ -157,6 +177,8 @@ def run_train(args: argparse.Namespace) -> dict:
                          ref_model=ref_model)
     if args.resume:
         start = trainer.load_checkpoint(ckpt)
+        if start > cfg.steps:
+            raise ValueError(f"{ckpt} is at step {start}, past --steps {cfg.steps}")
         log = work / "log.jsonl"  # drop lines logged after the checkpoint
         if log.exists():
             lines = [ln for ln in log.read_text().splitlines() if log_step(ln) <= start]
@@ -170,12 +192,6 @@ def run_train(args: argparse.Namespace) -> dict:
                "final_reward": last.get("reward/mean"), "final_entropy": last.get("actor/entropy"),
                "empty_completions": trainer.state.empty_total}
     atomic_write_text(work / "summary.json", json.dumps(summary, indent=2))
-    if work != out:  # a replacement run is complete: swap it in
-        swap_dir(work, out, _owned)
-    print("| loss | steps | acc before | acc after | final entropy |\n|---|---|---|---|---|")
-    entropy = summary["final_entropy"]
-    print(f"| {cfg.loss} | {cfg.steps} | {before:.3f} | {after:.3f} | "
-          f"{'-' if entropy is None else format(entropy, '.3f')} |")
     return summary
 
 
