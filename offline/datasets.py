@@ -386,7 +386,6 @@ def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force
     """
     import minari
     from minari.namespace import create_namespace, list_local_namespaces
-    from minari.storage import get_dataset_path
 
     base = config or MakeDatasetConfig()
     cfg = MakeDatasetConfig(**{**base.__dict__, "env": env, "level": level, "steps": steps,
@@ -421,7 +420,7 @@ def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force
     final.parent.mkdir(parents=True, exist_ok=True)
     swap_dir(stage / "minari" / cfg.dataset_id, final)
     shutil.rmtree(stage, ignore_errors=True)
-    get_dataset_path()  # Minari's own bookkeeping: the id's namespace is registered as create_dataset would
+    # Minari's own bookkeeping: the id's namespace is registered, as create_dataset_from_buffers does
     namespace = cfg.dataset_id.rsplit("/", 1)[0] if "/" in cfg.dataset_id else None
     if namespace is not None and namespace not in list_local_namespaces():
         create_namespace(namespace)
