@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from gendiff.config import check_literal_fields, check_numbers
-from gendiff.io import loading, swap_dir
+from gendiff.io import loading, seed_everything, swap_dir
 
 STAGING = ".gendiff_staging"  # <datasets root>/<this>/<id>/: a dataset being built (moved into place when complete)
 Level = Literal["random", "medium", "expert", "medium-replay", "medium-expert"]
@@ -392,6 +392,7 @@ def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force
                                "dataset_id": dataset_id or default_dataset_id(env, level), "force": force})
     final = _dataset_dir(cfg.dataset_id)
     check_env_for_dataset(cfg.env)  # before any training, and before anything is replaced
+    seed_everything(cfg.seed)
     if dataset_exists(cfg.dataset_id) and not cfg.force:
         raise FileExistsError(f"Minari dataset {cfg.dataset_id!r} already exists under {datasets_root()}; "
                               "pass --force true to replace it")

@@ -22,7 +22,7 @@ from diffusers import EDMEulerScheduler
 
 from gendiff.checkpoints import atomic_dir
 from gendiff.config import check_numbers
-from gendiff.io import loading
+from gendiff.io import loading, seed_everything
 from gendiff.models import TemporalUNet1D
 from gendiff.offline.datasets import OfflineDataset
 from gendiff.offline.trajectories import TrajectoryNormalizer, make_windows
@@ -87,6 +87,7 @@ def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusion
     windows = make_windows(dataset.episodes, dataset.action_low, dataset.action_high, cfg.horizon, cfg.stride)
     norm = TrajectoryNormalizer.fit(windows, dataset.obs_dim, dataset.act_dim, dataset.action_low,
                                     dataset.action_high)
+    seed_everything(cfg.seed)  # before the U-Net's random initial weights
     unet = TemporalUNet1D(transition_dim=norm.dim, dim=cfg.dim, dim_mults=tuple(cfg.dim_mults))
     sched = edm_scheduler()
     tcfg = TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,

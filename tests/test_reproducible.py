@@ -1,7 +1,7 @@
 """Same seed, same weights: every training command run twice gives identical saved weights (CPU, tiny sizes).
 
-The two runs share one process, so the second starts from whatever random state the first left: a command that
-builds anything random before setting its seed (issue 32: the U-Net of train-prior) gives other weights.
+The two runs share one process and start from different global random states: a command that builds anything
+random before setting its seed (issue 32: the U-Net of train-prior) gives other weights.
 benchmarks/reliability/battery.py repeats this across processes.
 """
 
@@ -27,7 +27,7 @@ def _same(a: Path, b: Path) -> None:
 
 def _twice(tmp_path: Path, argv: list[str], weights: str, out_is_file: bool = False) -> None:
     for i in (1, 2):
-        torch.randn(7)  # the second run starts from another global random state
+        torch.manual_seed(1000 + i)  # each run starts from another global random state
         out = tmp_path / f"run{i}"
         assert main([*argv, str(out / "results.json" if out_is_file else out)]) == 0
     _same(tmp_path / "run1" / weights, tmp_path / "run2" / weights)
