@@ -385,3 +385,11 @@ def test_one_spelling_for_boolean_flags(tmp_path):
         said = getattr(parser.parse_args([*cmd, flag, "true"]), flag[2:])
         off = getattr(parser.parse_args([*cmd, flag, "false"]), flag[2:])
         assert str(bare).lower() == str(said).lower() == "true" and str(off).lower() == "false", cmd
+
+
+def test_llm_sft_of_any_length_runs():
+    """Found by the battery: --sft-steps 10 crashed (OneCycleLR divided by zero at pct_start * steps == 1)."""
+    from gendiff.llm.tasks import build_tiny_lm
+
+    for steps in (1, 2, 10):
+        assert len(build_tiny_lm(sft_steps=steps, layers=1, hidden=16, batch_size=4).sft_losses) == steps
