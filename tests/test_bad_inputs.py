@@ -306,6 +306,17 @@ def test_llm_model_with_a_broken_config_is_one_line(tmp_path, capsys):
            "cannot load --model", str(tmp_path / "lm"))
 
 
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--top-p", "0", "LLMTrainConfig.top_p (--top-p)"), ("--top-p", "1.5", "top_p"),
+    ("--temperature", "0", "LLMTrainConfig.temperature"), ("--lr", "-1", "LLMTrainConfig.lr"),
+    ("--weight-decay", "-0.1", "weight_decay"), ("--riskpo-momentum", "2", "riskpo_momentum"),
+    ("--steps", "0", "LLMTrainConfig.steps"), ("--sft-steps", "-1", "--sft-steps"),
+])
+def test_llm_numbers_fail_before_any_work_naming_the_field(tmp_path, capsys, flag, value, needle):
+    _error(capsys, ["llm", "train", "--out", str(tmp_path / "run"), flag, value], needle)
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_diverging_run_is_one_line(tmp_path, mri_data, capsys):
     _error(capsys, ["mri", "train-prior", "--data", str(mri_data / "train"), "--out", str(tmp_path / "p"), "--size",
                     "16", "--steps", "30", "--batch-size", "4", "--lr", "1e30"], "training loss is nan",
@@ -378,12 +389,14 @@ def test_one_spelling_for_boolean_flags(tmp_path):
     from gendiff.cli import build_parser
 
     parser = build_parser()
-    for cmd in (["mri", "benchmark"], ["offline", "train-agent"], ["gorl", "train"], ["llm", "train", "--out", "x"],
-                ["train-prior"], ["offline", "make-dataset"]):
-        flag = "--force" if cmd[-1] == "make-dataset" else "--overwrite"
-        bare = getattr(parser.parse_args([*cmd, flag]), flag[2:])
-        said = getattr(parser.parse_args([*cmd, flag, "true"]), flag[2:])
-        off = getattr(parser.parse_args([*cmd, flag, "false"]), flag[2:])
+    for cmd, flag in ((["mri", "benchmark"], "--overwrite"), (["offline", "train-agent"], "--overwrite"),
+                      (["gorl", "train"], "--overwrite"), (["llm", "train", "--out", "x"], "--overwrite"),
+                      (["llm", "train", "--out", "x"], "--resume"), (["llm", "train", "--out", "x"], "--partial-credit"),
+                      (["train-prior"], "--overwrite"), (["offline", "make-dataset"], "--force")):
+        dest = flag[2:].replace("-", "_")
+        bare = getattr(parser.parse_args([*cmd, flag]), dest)
+        said = getattr(parser.parse_args([*cmd, flag, "true"]), dest)
+        off = getattr(parser.parse_args([*cmd, flag, "false"]), dest)
         assert str(bare).lower() == str(said).lower() == "true" and str(off).lower() == "false", cmd
 
 

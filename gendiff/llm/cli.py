@@ -56,7 +56,7 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     train.add_argument("--out", required=True, help="run folder (config, log.jsonl, final model, summary)")
     train.add_argument("--model", default=None, help="a save_pretrained folder to start from (default: SFT anew)")
     train.add_argument("--sft-steps", type=int, default=300, help="SFT steps of the tiny LM (default: 300)")
-    train.add_argument("--partial-credit", action="store_true", help="reward partly correct digits")
+    add_bool_flag(train, "--partial-credit", "reward partly correct digits")
     add_bool_flag(train, "--overwrite", "replace an existing run in --out (after the new run completes)")
     add_bool_flag(train, "--resume", "continue the run in --out from its latest checkpoint-<step>/")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -83,12 +83,12 @@ def _owned(p: Path) -> bool:
 def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> Path:
     """The folder to run in: ``out`` (a new or resumed run) or, to replace an earlier run, a staging folder."""
     if overwrite and resume:
-        raise ValueError("pass either --resume or --overwrite, not both")
+        raise ValueError("pass either --resume true or --overwrite true, not both")
     recover_swap(out, _owned)
     discard_staging(out)
     if resume:
         if not list_checkpoints(out):
-            raise FileNotFoundError(f"--resume: {out} holds no complete checkpoint-<step>/ to resume from (a run "
+            raise FileNotFoundError(f"--resume true: {out} holds no complete checkpoint-<step>/ to resume from (a run "
                                     "writes them every --checkpoint-every steps)")
         return out
     earlier = [p.name for p in (out / "log.jsonl", out / "final", out / "sft") if p.exists()]
@@ -96,8 +96,8 @@ def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         return out
     if not overwrite:
-        raise FileExistsError(f"{out} already holds a run ({', '.join(earlier)}); pass --overwrite to replace it, "
-                              "--resume to continue it, or another --out")
+        raise FileExistsError(f"{out} already holds a run ({', '.join(earlier)}); pass --overwrite true to replace it, "
+                              "--resume true to continue it, or another --out")
     staging_dir(out).mkdir(parents=True)
     return staging_dir(out)
 

@@ -44,7 +44,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from gendiff.checkpoints import atomic_dir
-from gendiff.config import from_dict, parse_yaml_mapping
+from gendiff.config import check_numbers, from_dict, parse_yaml_mapping
 from gendiff.entropy import masked_mean, token_entropy, token_logprobs
 from gendiff.io import loading
 
@@ -100,8 +100,8 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
     for key, low in ints.items():
         if getattr(cfg, key) < low:
             raise ValueError(f"LLMTrainConfig.{key} must be >= {low}, got {getattr(cfg, key)}")
-    if cfg.temperature <= 0 or not 0 < cfg.top_p <= 1 or cfg.lr <= 0 or cfg.kl_coef < 0:
-        raise ValueError("need temperature > 0, 0 < top_p <= 1, lr > 0, kl_coef >= 0")
+    check_numbers(cfg, positive=("temperature", "top_p", "lr"), nonnegative=("kl_coef", "weight_decay", "max_grad_norm"),
+                  fraction=("top_p", "riskpo_momentum"))
     if cfg.grad_accum > cfg.group_size * cfg.prompts_per_step:
         raise ValueError(f"grad_accum {cfg.grad_accum} exceeds the batch of {cfg.group_size * cfg.prompts_per_step}")
     if cfg.advantage not in TRAINER_ADVANTAGES:
@@ -387,8 +387,8 @@ class LLMTrainer:
             every = self.config.checkpoint_every
             if self.out_dir is not None and every and self.state.step % every == 0:
                 self.save_checkpoint(self.out_dir / f"checkpoint-{self.state.step}")
-        if self.out_dir is not None:
-            self.save(self.out_dir / "final")
+        if self.out_dir is not None:  # written under a temporary name: a kill leaves no half final/
+            atomic_dir(self.out_dir / "final", self.save)
         return logs
 
     def save(self, path: str | Path) -> Path:
