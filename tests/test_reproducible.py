@@ -83,3 +83,13 @@ def test_llm_train(tmp_path):
     _twice(tmp_path, ["llm", "train", "--sft-steps", "4", "--steps", "2", "--group-size", "4", "--prompts-per-step",
                       "2", "--max-new-tokens", "4", "--lr", "1e-3", "--no-progress", "--out"],
            "final/model.safetensors")
+
+
+def test_llm_train_resumed_equals_straight(tmp_path):
+    """2 steps, then --resume true to 4, give the weights of 4 steps straight (optimizer and random states saved)."""
+    argv = ["llm", "train", "--sft-steps", "4", "--group-size", "4", "--prompts-per-step", "2", "--max-new-tokens",
+            "4", "--lr", "1e-3", "--checkpoint-every", "2", "--no-progress", "--out"]
+    assert main([*argv, str(tmp_path / "straight"), "--steps", "4"]) == 0
+    assert main([*argv, str(tmp_path / "resumed"), "--steps", "2"]) == 0
+    assert main([*argv, str(tmp_path / "resumed"), "--steps", "4", "--resume", "true"]) == 0
+    _same(tmp_path / "straight" / "final" / "model.safetensors", tmp_path / "resumed" / "final" / "model.safetensors")
