@@ -21,8 +21,9 @@ import torch
 from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from gendiff.config import to_dict
+from gendiff.config import check_literal_fields, check_numbers, to_dict
 from gendiff.guidance import DPSGuidance, GuidanceState, X0SpaceGuidance
+from gendiff.io import atomic_write_text, refuse_existing
 from gendiff.models.unet2d import make_unet2d
 from gendiff.operators import PixelOperator
 from gendiff.sampler import GuidedSampler
@@ -41,6 +42,11 @@ class SamplerBenchConfig:
     repeats: int = 5
     threads: int = 1
     seed: int = 0
+    overwrite: bool = False  # replace sampler.json / sampler.md in out_dir
+
+    def __post_init__(self) -> None:
+        check_literal_fields(self)
+        check_numbers(self, positive=("size", "channels", "batch", "steps", "repeats", "threads"))
 
 
 def _plain_loop(model, sched, shape, steps: int, seed: int) -> float:
@@ -84,6 +90,8 @@ def machine_info() -> dict:
 
 def run_sampler_bench(cfg: SamplerBenchConfig) -> dict:
     """Steps 1-3; returns the JSON payload."""
+    out = Path(cfg.out_dir)
+    refuse_existing([out / "sampler.json", out / "sampler.md"], cfg.overwrite)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = make_unet2d(cfg.unet, cfg.size, cfg.channels).eval()
@@ -113,10 +121,8 @@ def run_sampler_bench(cfg: SamplerBenchConfig) -> dict:
         "ratio_guided_over_plain": med["guided_no_guidance"] / med["plain_diffusers"],
         "ratio_dps_over_x0_space": med["guided_dps"] / med["guided_x0_space"],
     }
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sampler.json").write_text(json.dumps(payload, indent=2))
-    (out / "sampler.md").write_text(_table(payload))
+    atomic_write_text(out / "sampler.json", json.dumps(payload, indent=2))
+    atomic_write_text(out / "sampler.md", _table(payload))
     print(_table(payload))
     return payload
 

@@ -16,6 +16,7 @@ gendiff.offline, and only inside the functions that build their groups.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -79,8 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = run(args)
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ModuleNotFoundError) as err:
-        # bad input, or a missing optional package (gendiff's own messages say what to pip install)
+    except (ValueError, KeyError, OSError, FloatingPointError, ModuleNotFoundError) as err:
+        # bad input (files, numbers, names), a diverging run, or a missing optional package (gendiff's own messages
+        # say what to pip install): one line. GENDIFF_DEBUG=1 shows the traceback instead.
+        if os.environ.get("GENDIFF_DEBUG"):
+            raise
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"gendiff: error: {msg}", file=sys.stderr)
         return 2

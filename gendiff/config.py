@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -71,9 +72,12 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             raise ValueError(f"config field {name!r}: expected an integer, got {value!r}") from None
     if tp is float:
         try:
-            return float(value)
+            out = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"config field {name!r}: expected a number, got {value!r}") from None
+        if not math.isfinite(out):
+            raise ValueError(f"config field {name!r}: expected a finite number, got {value!r}")
+        return out
     if tp is str:
         return str(value)
     if tp is Any:
@@ -91,6 +95,29 @@ def check_literal_fields(cfg: Any) -> None:
         if typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
             choices = ", ".join(repr(a) for a in typing.get_args(tp))
             raise ValueError(f"{type(cfg).__name__}.{name} must be one of {choices}, got {value!r}")
+
+
+def check_numbers(cfg: Any, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = (),
+                  fraction: tuple[str, ...] = ()) -> None:
+    """Raise ValueError naming the first field of the dataclass ``cfg`` outside its range (None is skipped).
+
+    Args:
+        positive: fields that must be > 0 (counts, sizes, rates).
+        nonnegative: fields that must be >= 0.
+        fraction: fields that must lie in [0, 1].
+    For ``__post_init__``, so that a bad value fails when the config is loaded, before any work.
+    """
+    name = type(cfg).__name__
+    for fields, ok, want in ((positive, lambda v: v > 0, "positive"), (nonnegative, lambda v: v >= 0, ">= 0"),
+                             (fraction, lambda v: 0 <= v <= 1, "in [0, 1]")):
+        for f in fields:
+            value = getattr(cfg, f)
+            values = value if isinstance(value, list | tuple) else [value]
+            for v in values:
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not ok(v)
+                                      or not math.isfinite(v)):
+                    flag = "--" + f.replace("_", "-")
+                    raise ValueError(f"{name}.{f} ({flag}) must be {want}, got {value!r}")
 
 
 def from_dict(cls: type[C], data: dict[str, Any], base: C | None = None) -> C:
@@ -122,6 +149,8 @@ def parse_yaml_mapping(text: str, what: str) -> dict[str, Any]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``yaml.safe_load``; a missing file, bad YAML or a non-mapping raises clearly."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder, not a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     return parse_yaml_mapping(path.read_text(), f"config file {path}")
@@ -130,11 +159,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add ``--config FILE`` and one ``--field-name`` flag per dataclass field (default: unset)."""
     parser.add_argument("--config", type=str, default=None, help="YAML file with field: value pairs")
+    types_ = _field_types(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         help_ = (f.metadata.get("help", "") + f" (default: {default!r})").strip()
-        parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"))
+        bare = {"nargs": "?", "const": "true"} if types_[f.name] is bool else {}  # a bare --overwrite means true
+        parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"), **bare)
+
+
+def add_bool_flag(parser: argparse.ArgumentParser, flag: str, help_: str) -> None:
+    """A boolean option spelled as the config fields are: ``--flag``, ``--flag true`` or ``--flag false``."""
+    parser.add_argument(flag, nargs="?", const=True, default=False, help=help_,
+                        type=lambda v: _coerce(flag.lstrip("-"), bool, v))
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
@@ -153,10 +190,12 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml") -> Path:
     """Write the resolved config beside an experiment's outputs and return its path."""
+    from gendiff.io import atomic_write_text
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / name
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return path
 
 

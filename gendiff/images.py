@@ -21,7 +21,8 @@ from skimage import io, transform
 from skimage.color import rgb2gray
 from torch import Tensor
 
-from gendiff.config import save_config
+from gendiff.config import check_literal_fields, check_numbers
+from gendiff.io import seed_everything
 from gendiff.models.unet2d import make_unet2d
 from gendiff.training import TrainConfig, TrainResult, train_denoiser
 
@@ -118,6 +119,11 @@ class ImagePriorConfig:
     resume: bool = False
     overwrite: bool = False
 
+    def __post_init__(self) -> None:
+        check_literal_fields(self)
+        check_numbers(self, positive=("size", "steps", "batch_size", "lr", "checkpoint_every", "max_minutes"),
+                      nonnegative=("test",), fraction=("ema_decay",))
+
 
 def train_image_prior(cfg: ImagePriorConfig, progress: bool = True) -> TrainResult:
     """Train a U-Net prior (epsilon, DDIM) on all but the last ``cfg.test`` images of ``cfg.data``."""
@@ -125,12 +131,11 @@ def train_image_prior(cfg: ImagePriorConfig, progress: bool = True) -> TrainResu
         raise ValueError("train-prior needs --out DIR")
     images = load_image_dataset(cfg.data, cfg.size, seed=cfg.seed)
     train, _ = train_test_split(images, cfg.test) if cfg.test else (images, None)
+    seed_everything(cfg.seed)  # before the U-Net's random initial weights
     model = make_unet2d(cfg.unet, sample_size=cfg.size, in_channels=1)
     sched = DDIMScheduler(num_train_timesteps=1000, prediction_type="epsilon", clip_sample=True)  # data in [-1, 1]
     tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
                        prediction="epsilon", checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
                        max_minutes=cfg.max_minutes)
-    result = train_denoiser(model, train, sched, tcfg, cfg.out, progress=progress, resume=cfg.resume,
-                            overwrite=cfg.overwrite)
-    save_config(cfg, cfg.out)
-    return result
+    return train_denoiser(model, train, sched, tcfg, cfg.out, progress=progress, resume=cfg.resume,
+                          overwrite=cfg.overwrite, run_config=cfg)

@@ -43,10 +43,14 @@ from gendiff.checkpoints import (
     TMP_PREFIX,
     CheckpointError,
     atomic_dir,
+    check_resume_config,
+    finish_run,
     list_checkpoints,
     log_step,
     prepare_out_dir,
 )
+from gendiff.config import load_yaml, save_config, to_dict
+from gendiff.io import error_cause, staging_dir
 from gendiff.models import call_denoiser
 from gendiff.parameterization import check_prediction, noise_family
 from gendiff.train_state import EMA, Batches, RngState
@@ -225,7 +229,8 @@ class _Trainer:
     def load_checkpoint(self, path: Path) -> int:
         """Restore everything :meth:`save_checkpoint` wrote; returns the checkpoint's step."""
         try:
-            step = int(json.loads((path / "state.json").read_text())["step"])
+            state = json.loads((path / "state.json").read_text())
+            step = int(state["step"])
             self.model.load_state_dict(load_file(path / "model" / SAFETENSORS_WEIGHTS_NAME))
             self.ema.load_state_dict(load_file(path / "ema.safetensors"))
             self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
@@ -233,9 +238,10 @@ class _Trainer:
             self.rng.load_state_dict(torch.load(path / f"rng_{self.acc.process_index}.pt", weights_only=True))
         except Exception as e:  # every way a folder can be broken ends here, with its name
             raise CheckpointError(
-                f"cannot resume from {path}: {type(e).__name__}: {e}. Delete this folder to resume from an "
-                "earlier checkpoint, or start over with overwrite=True"
-            ) from e
+                f"cannot resume from {path}: {error_cause(e)}. Delete this folder to resume from an "
+                "earlier checkpoint, or start over with --overwrite true (overwrite=True)"
+            ) from None
+        check_resume_config(state.get("config", {}), dataclasses.asdict(self.config), path)
         if step > self.config.steps:
             raise ValueError(f"{path} is at step {step}, past TrainConfig.steps={self.config.steps}")
         if self.acc.is_main_process and self.log_path.exists():  # drop log lines written after the save
@@ -274,6 +280,7 @@ def _run_steps(tr: _Trainer, batches: Batches, start: int, progress: bool) -> tu
             loss = denoising_loss(model, x0, tr.scheduler, cfg, c, tr.rng.noise)
         value = loss.item()
         if not math.isfinite(value):
+            bar.close()  # the message below then starts on a line of its own
             raise FloatingPointError(
                 f"training loss is {value} at step {step}; lower the learning rate, enable grad_clip or check "
                 "the data scale"
@@ -315,6 +322,7 @@ def train_denoiser(
     *,
     resume: bool = False,
     overwrite: bool = False,
+    run_config: Any = None,
 ) -> TrainResult:
     """Train a denoiser for ``scheduler``'s noise family and save it diffusers-style.
 
@@ -327,11 +335,15 @@ def train_denoiser(
         cond: [N, D] conditioning rows for tensor ``data``, or None.
         progress: show a tqdm progress bar.
         resume: continue from the latest complete checkpoint in ``out_dir``.
-        overwrite: delete an earlier run in ``out_dir`` first (otherwise an earlier run is an error).
+        overwrite: replace an earlier run in ``out_dir`` (otherwise an earlier run is an error). The new run is
+            built in a staging folder beside it and swapped in only when complete: a failed or killed run leaves
+            the earlier one as it was.
+        run_config: the application's config dataclass: written to ``out_dir/config.yaml`` when the run starts;
+            a resumed run must match the saved one (:func:`gendiff.checkpoints.check_resume_config`).
     Returns:
         :class:`TrainResult` whose ``model`` holds the EMA weights.
     Raises:
-        ValueError: bad config/data or a prediction type the scheduler does not use.
+        ValueError: bad config/data, a prediction type the scheduler does not use, or a resume with other settings.
         FileExistsError / FileNotFoundError: an earlier run without resume/overwrite; nothing to resume.
         CheckpointError: the latest checkpoint is corrupt or does not fit the model.
         FloatingPointError: a non-finite loss (the message names the step).
@@ -343,18 +355,29 @@ def train_denoiser(
     check_prediction(scheduler, config.prediction)  # fail (unknown family or mismatch) before touching out_dir
     acc, out = Accelerator(mixed_precision=config.mixed_precision), Path(out_dir)
     batches = Batches(data, cond, acc.device)
+    if resume and run_config is not None and (out / "config.yaml").is_file():
+        check_resume_config(load_yaml(out / "config.yaml"), to_dict(run_config), out)
     if acc.is_main_process:
-        prepare_out_dir(out, resume, overwrite)
+        work = prepare_out_dir(out, resume, overwrite)
+        if run_config is not None:
+            save_config(run_config, work)
     acc.wait_for_everyone()
+    work = staging_dir(out) if staging_dir(out).is_dir() else out  # every process trains in the same folder
     torch.manual_seed(config.seed)
-    tr = _Trainer(model, scheduler, config, out, acc)
-    start = tr.load_checkpoint(list_checkpoints(out)[-1]) if resume else 0
-    logged, last_step = _run_steps(tr, batches, start, progress)
-    # 4. final model = EMA weights, saved with the scheduler it was trained for
+    tr = _Trainer(model, scheduler, config, work, acc)
+    try:
+        start = tr.load_checkpoint(list_checkpoints(work)[-1]) if resume else 0
+        logged, last_step = _run_steps(tr, batches, start, progress)
+    except BaseException:
+        if work != out and acc.is_main_process:  # a failed replacement never counted: the earlier run stays
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    # 4. final model = EMA weights, saved with the scheduler it was trained for; a replacement run is swapped in
     tr.ema.copy_to(tr.model)
     tr.model.eval()
     if acc.is_main_process:
-        atomic_dir(out / "model", lambda d: tr.model.save_pretrained(d))
-        atomic_dir(out / "scheduler", lambda d: scheduler.save_pretrained(d))
+        atomic_dir(work / "model", lambda d: tr.model.save_pretrained(d))
+        atomic_dir(work / "scheduler", lambda d: scheduler.save_pretrained(d))
+        finish_run(work, out)
     acc.wait_for_everyone()
-    return TrainResult(tr.model, last_step, logged, out, out / "model", tr.log_path, start)
+    return TrainResult(tr.model, last_step, logged, out, out / "model", out / "train_log.jsonl", start)

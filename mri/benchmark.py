@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from gendiff.io import atomic_write_text
 from gendiff.mri.metrics import slice_metrics
 from gendiff.mri.reconstruction import RECONSTRUCTORS, ReconSettings, reconstruct
 from gendiff.mri.strategies import ACTIVE, StrategyContext, line_variance, make_mask
@@ -245,7 +246,6 @@ def markdown_table(rows: list[dict], header: str) -> str:
 
 
 def write_results(out_json: Path, payload: dict, table: str) -> None:
-    """Write results JSON and the markdown table beside it (never over a different file type)."""
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(payload, indent=2))
-    out_json.with_suffix(".md").write_text(table)
+    """Write results JSON and the markdown table beside it, each atomically (the old file or the new, never half)."""
+    atomic_write_text(out_json, json.dumps(payload, indent=2))
+    atomic_write_text(out_json.with_suffix(".md"), table)

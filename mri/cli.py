@@ -14,10 +14,12 @@ from typing import Literal
 
 import diffusers
 import torch
-from diffusers import DDIMScheduler, SchedulerMixin, UNet2DModel
+from diffusers import SchedulerMixin, UNet2DModel
 
 from gendiff.bench import machine_info
-from gendiff.config import save_config, to_dict
+from gendiff.config import check_literal_fields, check_numbers, save_config, to_dict
+from gendiff.io import LoadError, atomic_path, loading, refuse_existing
+from gendiff.io import resolve_device as _resolve_device
 from gendiff.mri.benchmark import (
     RunSettings,
     check_reconstructors,
@@ -41,26 +43,38 @@ from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" -> CUDA when available, else CPU; anything else as torch reads it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """"auto" -> CUDA when available, else CPU; anything else must be a torch device that exists here."""
+    return _resolve_device(device)
 
 
 def load_prior(path: str | Path, device: str = "cpu") -> ActiveDiffusionSubsamplingPipeline:
-    """An ADS pipeline from a saved pipeline folder or a training run folder (model/ + scheduler/)."""
-    path = Path(path)
+    """An ADS pipeline from a saved pipeline folder or a training run folder (model/ + scheduler/).
+
+    Raises:
+        FileNotFoundError: ``path`` is neither (a run killed before its end says so: resume it).
+        LoadError: a broken or foreign file (weights, config.json, scheduler); one line naming it and the cause.
+    """
+    path, dev = Path(path), resolve_device(device)
     if (path / "model_index.json").exists():
-        return ActiveDiffusionSubsamplingPipeline.from_pretrained(path).to(resolve_device(device))
+        with loading(path, "the ADS pipeline"):
+            return ActiveDiffusionSubsamplingPipeline.from_pretrained(path, use_safetensors=True).to(dev)
     if not (path / "model").is_dir() or not (path / "scheduler").is_dir():
-        raise FileNotFoundError(f"{path} is neither a saved pipeline nor a training run (model/ + scheduler/)")
-    unet = UNet2DModel.from_pretrained(path / "model").eval()
-    cls_name = json.loads((path / "scheduler" / "scheduler_config.json").read_text()).get("_class_name", "")
-    sched_cls = getattr(diffusers, cls_name, DDIMScheduler)
+        unfinished = " (it holds checkpoints of a run that did not finish: resume it with --resume true)" \
+            if any(path.glob("checkpoint-*")) else ""
+        raise FileNotFoundError(f"{path} is neither a saved pipeline nor a training run (model/ + scheduler/)"
+                                f"{unfinished}")
+    with loading(path / "model", "the prior's U-Net"):
+        unet = UNet2DModel.from_pretrained(path / "model", use_safetensors=True).eval()
+    sched_file = path / "scheduler" / "scheduler_config.json"
+    with loading(sched_file, "the prior's scheduler config"):
+        cls_name = json.loads(sched_file.read_text()).get("_class_name")
+    sched_cls = getattr(diffusers, cls_name, None) if isinstance(cls_name, str) else None
     if not (isinstance(sched_cls, type) and issubclass(sched_cls, SchedulerMixin)):
-        raise ValueError(f"{path}/scheduler names {cls_name!r}, not a diffusers scheduler")
-    pipe = ActiveDiffusionSubsamplingPipeline(unet, sched_cls.from_pretrained(path / "scheduler"))
-    return pipe.to(resolve_device(device))
+        raise LoadError(f"cannot load the prior's scheduler from {sched_file}: _class_name {cls_name!r} is not a "
+                        "diffusers scheduler (e.g. DDIMScheduler)")
+    with loading(path / "scheduler", "the prior's scheduler"):
+        sched = sched_cls.from_pretrained(path / "scheduler")
+    return ActiveDiffusionSubsamplingPipeline(unet, sched).to(dev)
 
 
 @dataclass
@@ -73,6 +87,9 @@ class SyntheticConfig:
     size: int = 128
     seed: int = 0
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("volumes", "slices", "size"))
 
 
 @dataclass
@@ -93,6 +110,19 @@ class ReconstructionConfig:
     progress: bool = True
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        check_literal_fields(self)
+        check_numbers(self, positive=("particles", "steps", "sigma", "lookahead", "batch_slices", "bootstrap"),
+                      nonnegative=("guidance_scale",), fraction=("window",))
+        if len(self.window) != 2 or not self.window[0] < self.window[1]:
+            raise ValueError(f"{type(self).__name__}.window (--window) must be two fractions start < stop, "
+                             f"got {self.window}")
+        resolve_device(self.device)  # a device that does not exist fails here, not after loading the prior
+
+    def _check_strategies(self, strategies: list[str]) -> None:
+        if not strategies:
+            raise ValueError(f"{type(self).__name__}.strategies (--strategies) is empty: name at least one strategy")
+
 
 @dataclass
 class MRIBenchmarkConfig(ReconstructionConfig):
@@ -112,6 +142,14 @@ class MRIBenchmarkConfig(ReconstructionConfig):
     cs_tv_weight: float = 1e-3  # chosen on validation slices: benchmarks/ads/real/README.md
     cs_wavelet_weight: float = 1e-3
     cs_iterations: int = 100
+    challenge: Literal["singlecoil", "multicoil"] = "singlecoil"  # multicoil: coil-combined RSS images (mri/data.py)
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_numbers(self, positive=("acceleration", "slices", "cs_iterations"),
+                      nonnegative=("cs_tv_weight", "cs_wavelet_weight"))
+        self._check_strategies(self.strategies)
 
 
 @dataclass
@@ -128,6 +166,12 @@ class ImagesBenchmarkConfig(ReconstructionConfig):
     slices: int = 16
     window: list[float] = field(default_factory=lambda: [0.0, 0.8])  # images: acquisitions over more of the run
     batch_slices: int = 16
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_numbers(self, positive=("budgets", "test", "slices"))
+        self._check_strategies(self.strategies)
 
 
 def make_synthetic(cfg: SyntheticConfig) -> list[Path]:
@@ -183,12 +227,19 @@ def load_study(args: argparse.Namespace) -> tuple[ActiveDiffusionSubsamplingPipe
     return pipe, targets, train, round(size / args.acceleration), window
 
 
+def _outputs(out: Path, budgets: list[int]) -> list[Path]:
+    """Every file a benchmark writes: results JSON, markdown, config and one figure per budget."""
+    return [out, out.with_suffix(".md"), out.with_name(f"{out.stem}_config.yaml"),
+            *(out.with_name(f"{out.stem}_budget{b}.png") for b in budgets)]
+
+
 def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Path, header: str, kind: str,
              cfg, reconstructors: tuple[str, ...] = ("dps",), recon: ReconSettings | None = None) -> dict:
     num_candidates = make_operator(settings.measurement, tuple(targets.shape[1:]), 1).num_candidates
     check_plan(strategies, budgets, num_candidates)  # a typo fails now, not after an hour of reconstructions
     check_reconstructors(reconstructors, kind)
-    results, figures = [], []
+    refuse_existing(_outputs(out, budgets), cfg.overwrite)  # before the first reconstruction
+    results, per_budgets = [], []
     for budget in budgets:
         per_budget = []
         for s in strategies:  # the DPS run gives ADS its masks, so it runs for ads even without "dps"
@@ -197,8 +248,12 @@ def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Pa
             per_budget += [base] if base.recon is not None else []
             per_budget += [run_reconstructor(targets, base, r, recon) for r in reconstructors if r != "dps"]
         results += per_budget
+        per_budgets.append(per_budget)
+    figures = []  # written with the results, when everything is done (an interrupted run changes nothing)
+    for budget, per_budget in zip(budgets, per_budgets, strict=True):
         fig = out.with_name(f"{out.stem}_budget{budget}.png")
-        benchmark_figure(fig, magnitude_image(targets.cpu()), figure_rows(per_budget), kind)
+        with atomic_path(fig) as tmp:
+            benchmark_figure(tmp, magnitude_image(targets.cpu()), figure_rows(per_budget), kind)
         figures.append(str(fig))
     rows = summarise(results, settings.bootstrap)
     table = markdown_table(rows, header)
@@ -219,14 +274,16 @@ def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Pa
 def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
     pipe = load_prior(cfg.prior, cfg.device)
     size = int(pipe.unet.config.sample_size)
-    images, _ = load_images(cfg.data, crop=size, crop_mode=cfg.crop_mode)
+    images, _ = load_images(cfg.data, crop=size, crop_mode=cfg.crop_mode, challenge=cfg.challenge)
     targets = _pick(images, cfg.slices)
-    train = load_images(cfg.train_data, crop=size, crop_mode=cfg.crop_mode)[0] if cfg.train_data else None
+    train = load_images(cfg.train_data, crop=size, crop_mode=cfg.crop_mode, challenge=cfg.challenge)[0] \
+        if cfg.train_data else None
     for needs_train in ("data_variance", "ads_total_variance"):
         if needs_train in cfg.strategies and train is None:
             raise ValueError(f"the {needs_train} strategy needs --train-data DIR (the prior's training files)")
     budgets = [ActiveDiffusionSubsamplingPipeline.budget_from(size, None, a) for a in cfg.acceleration]
-    header = (f"# ADS vs fixed masks, k-space lines, {size}x{size}, {targets.shape[0]} slices of {cfg.data}\n\n"
+    header = (f"# ADS vs fixed masks, k-space lines, {size}x{size}, {targets.shape[0]} {cfg.challenge} slices of "
+              f"{cfg.data}\n\n"
               f"Accelerations {cfg.acceleration} (budgets {budgets} of {size} lines); {cfg.particles} particles, "
               f"{cfg.steps} DDIM steps, guidance {cfg.guidance} (scale {cfg.guidance_scale}), window {cfg.window}, "
               f"sigma {cfg.sigma}, look-ahead {cfg.lookahead}, seed {cfg.seed}, {cfg.precision}. Paired differences: the same slices and noise for every strategy.")

@@ -216,7 +216,11 @@ class MRISliceDataset(torch.utils.data.Dataset):
         return len(self._slices)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self._slices[i]
+        try:
+            return self._slices[i]
+        except ValueError as err:  # the transform knows only the file's base name: give the whole path
+            fname = self._slices.raw_samples[i].fname
+            raise ValueError(f"{fname}: {str(err).removeprefix(fname.name).lstrip(': ')}") from None
 
 
 def load_images(root: str | Path, crop: int = 128, challenge: Challenge = "singlecoil",

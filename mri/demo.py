@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from gendiff.config import check_numbers
 from gendiff.mri.cli import MRIBenchmarkConfig, mri_benchmark
 from gendiff.mri.synthetic import write_synthetic_dataset
 
@@ -51,6 +52,11 @@ class DemoConfig:
     guidance_scale: float = 1.0
     sigma: float = 1.0
     seed: int = 0
+    overwrite: bool = False  # replace the results of an earlier demo in --out
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("volumes", "slices", "acceleration", "particles", "steps", "sigma"),
+                      nonnegative=("guidance_scale",))
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -67,7 +73,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         strategies=list(cfg.strategies), slices=cfg.volumes * cfg.slices, particles=cfg.particles, steps=cfg.steps,
         guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, sigma=cfg.sigma, seed=cfg.seed,
         batch_slices=cfg.volumes * cfg.slices, reconstructors=list(cfg.reconstructors), cs_tv_weight=cfg.cs_tv_weight,
-        train_data=str(train) if "data_variance" in cfg.strategies else None,
+        train_data=str(train) if "data_variance" in cfg.strategies else None, overwrite=cfg.overwrite,
     )
     result = mri_benchmark(bench)
     print(f"figure: {result['figures'][0]}\nresults: {out / 'results.json'} and {out / 'results.md'}")

@@ -35,6 +35,7 @@ from typing import Literal
 
 import numpy as np
 
+from gendiff.io import atomic_path
 from gendiff.mri.synthetic import write_fastmri_volume
 
 __all__ = ["ImportConfig", "fit_square", "import_images", "read_volume", "smooth_phase", "split_volumes"]
@@ -314,8 +315,8 @@ def import_images(cfg: ImportConfig) -> list[Path]:
             image = vol * np.exp(1j * phi)
             attrs.update(phase_model=PHASE_MODEL, phase_seed=json.dumps([cfg.seed, v]), phase_coefficients=coef)
         pid = hashlib.sha1(str(src.resolve()).encode()).hexdigest()[:16]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_fastmri_volume(path, image.astype(np.complex64), pid, acquisition="IMPORTED", extra_attrs=attrs)  # Step 4
+        with atomic_path(path) as tmp:  # Step 4; an interrupted write leaves the old file (or none), never half a file
+            write_fastmri_volume(tmp, image.astype(np.complex64), pid, acquisition="IMPORTED", extra_attrs=attrs)
     if cfg.split:
         listing = {sp: [{"file": str(p.relative_to(out)), "source": str(s), "slices": int(v.shape[0])}
                         for s, v, p, x in zip(sources, vols, paths, splits) if x == sp] for sp in SPLITS}

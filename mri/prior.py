@@ -16,7 +16,8 @@ import torch
 from diffusers import DDIMScheduler, UNet2DModel
 from torch import Tensor
 
-from gendiff.config import save_config
+from gendiff.config import check_literal_fields, check_numbers
+from gendiff.io import seed_everything
 from gendiff.models.unet2d import make_unet2d
 from gendiff.mri.data import load_images
 from gendiff.training import TrainConfig, TrainResult, train_denoiser
@@ -55,6 +56,11 @@ class MRIPriorConfig:
     overwrite: bool = False
     train_timesteps: int = 1000
 
+    def __post_init__(self) -> None:
+        check_literal_fields(self)
+        check_numbers(self, positive=("size", "steps", "batch_size", "lr", "checkpoint_every", "max_minutes",
+                                      "max_slices", "train_timesteps"), fraction=("ema_decay",))
+
 
 def make_scheduler(train_timesteps: int = 1000, prediction: str = "epsilon") -> DDIMScheduler:
     """The DDIM scheduler ADS priors are trained and sampled with (``prediction``: what the model predicts).
@@ -72,7 +78,7 @@ def _init_from(model: UNet2DModel, path: Path) -> UNet2DModel:
     folder = path / "model" if (path / "model").is_dir() else path
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"--init {path}: no trained model (model/config.json) there")
-    init = UNet2DModel.from_pretrained(folder)
+    init = UNet2DModel.from_pretrained(folder, use_safetensors=True)
     def norm(v):
         return list(v) if isinstance(v, tuple | list) else v
 
@@ -102,6 +108,7 @@ def train_mri_prior(cfg: MRIPriorConfig, progress: bool = True) -> TrainResult:
                             crop_mode=cfg.crop_mode)
     images = augment_images(images, cfg.augment)
     in_channels = images.shape[1]
+    seed_everything(cfg.seed)  # before the U-Net's random initial weights
     model = make_unet2d(cfg.unet, sample_size=cfg.size, in_channels=in_channels)
     if cfg.init:
         model = _init_from(model, Path(cfg.init))
@@ -110,7 +117,5 @@ def train_mri_prior(cfg: MRIPriorConfig, progress: bool = True) -> TrainResult:
         prediction=cfg.prediction, checkpoint_every=cfg.checkpoint_every, seed=cfg.seed,
         max_minutes=cfg.max_minutes, mixed_precision=cfg.mixed_precision,
     )
-    result = train_denoiser(model, images, make_scheduler(cfg.train_timesteps, cfg.prediction), train_cfg, cfg.out,
-                            progress=progress, resume=cfg.resume, overwrite=cfg.overwrite)
-    save_config(cfg, Path(cfg.out))
-    return result
+    return train_denoiser(model, images, make_scheduler(cfg.train_timesteps, cfg.prediction), train_cfg, cfg.out,
+                          progress=progress, resume=cfg.resume, overwrite=cfg.overwrite, run_config=cfg)

@@ -28,6 +28,8 @@ import h5py
 import numpy as np
 import torch
 
+from gendiff.io import atomic_path
+
 __all__ = ["ismrmrd_header", "make_phantom", "make_volume", "write_fastmri_volume", "write_synthetic_dataset"]
 
 _NS = "http://www.ismrm.org/ISMRMRD"
@@ -223,12 +225,14 @@ def write_synthetic_dataset(
     paths = [out / f"synthetic_{v:04d}.h5" for v in range(volumes)]
     existing = [p.name for p in paths if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{out} already holds {existing}; pass overwrite=True to replace them")
+        raise FileExistsError(f"{out} already holds {existing}; pass --overwrite true (overwrite=True) to replace "
+                              "them")
     out.mkdir(parents=True, exist_ok=True)
     for v, path in enumerate(paths):
         rng = np.random.default_rng([seed, v])
         scale = 10.0 ** rng.uniform(-4.5, -3.5)  # raw scanner-like intensity scale
         vol = (make_volume(size, slices, rng) * scale).astype(np.complex64)
         pid = hashlib.sha1(f"{seed}-{v}".encode()).hexdigest()[:16]
-        write_fastmri_volume(path, vol, pid)
+        with atomic_path(path) as tmp:  # an interrupted write leaves the old file (or none), never half a file
+            write_fastmri_volume(tmp, vol, pid)
     return paths

@@ -23,6 +23,12 @@ class DatasetStatsConfig:
     reference_id: str = ""  # a dataset whose statistics define the discretisation grid ("" -> itself)
     bin_width: float = 0.1
     out: str = ""
+    overwrite: bool = False  # replace an existing --out file
+
+    def __post_init__(self) -> None:
+        from gendiff.config import check_numbers
+
+        check_numbers(self, positive=("bin_width",))
 
 
 def run_make_dataset(cfg: Any) -> dict[str, Any]:
@@ -39,9 +45,12 @@ def run_make_dataset(cfg: Any) -> dict[str, Any]:
 
 
 def run_dataset_stats(cfg: DatasetStatsConfig) -> dict[str, Any]:
+    from gendiff.io import atomic_write_text, refuse_existing
     from gendiff.offline.dataset_stats import dataset_stats
     from gendiff.offline.datasets import load_dataset
 
+    if cfg.out:
+        refuse_existing([cfg.out], cfg.overwrite)
     ds = load_dataset(cfg.dataset_id)
     ref = load_dataset(cfg.reference_id).transitions() if cfg.reference_id else None
     if ds.ref_min_score is None or ds.ref_max_score is None:
@@ -51,8 +60,7 @@ def run_dataset_stats(cfg: DatasetStatsConfig) -> dict[str, Any]:
     info = {"dataset_id": cfg.dataset_id, **asdict(st)}
     print(json.dumps(info, indent=2))
     if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(json.dumps(info, indent=2))
+        atomic_write_text(cfg.out, json.dumps(info, indent=2))
     return info
 
 
@@ -68,7 +76,9 @@ def run_train_diffusion(cfg: Any) -> str:
     from gendiff.offline.datasets import load_dataset
     from gendiff.offline.diffusion import train_trajectory_diffusion
 
-    train_trajectory_diffusion(load_dataset(cfg.dataset_id), cfg)
+    ds = load_dataset(cfg.dataset_id)
+    ds.require_continuous("the trajectory diffusion model")
+    train_trajectory_diffusion(ds, cfg)
     path = str(Path(cfg.out_dir) / "pipeline")
     print(json.dumps({"pipeline": path}))
     return path
@@ -82,12 +92,9 @@ def add_offline_commands(subparsers: argparse._SubParsersAction) -> None:
 
     group = subparsers.add_parser("offline", help="offline RL: Minari datasets, learners, policy-guided diffusion")
     sub = group.add_subparsers(dest="offline_command", required=True)
-    make = add_experiment(sub, "make-dataset", MakeDatasetConfig, run_make_dataset,
-                          "build a D4RL-style Minari dataset with SAC behaviour policies (never overwrites without "
-                          "--force)")
-    for action in make._actions:  # a bare --force means --force true
-        if action.dest in ("force", "progress"):
-            action.nargs, action.const = "?", "true"
+    add_experiment(sub, "make-dataset", MakeDatasetConfig, run_make_dataset,
+                   "build a D4RL-style Minari dataset with SAC behaviour policies (never overwrites without --force; "
+                   "replaces only after success)")
     add_experiment(sub, "train-agent", TrainAgentConfig, run_train_agent,
                    "train TD3+BC / IQL / PRDC on real + synthetic (none, unguided, pgd, synther) data")
     add_experiment(sub, "dataset-stats", DatasetStatsConfig, run_dataset_stats,

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gendiff.config import check_literal_fields, check_numbers
+from gendiff.io import loading, seed_everything, swap_dir
+
+STAGING = ".gendiff_staging"  # <datasets root>/<this>/<id>/: a dataset being built (moved into place when complete)
 Level = Literal["random", "medium", "expert", "medium-replay", "medium-expert"]
 LEVELS: tuple[str, ...] = ("random", "medium", "expert", "medium-replay", "medium-expert")
 
@@ -76,6 +83,13 @@ class OfflineDataset:
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    action_space: str = "Box"  # the Minari action space's class name
+
+    def require_continuous(self, what: str) -> None:
+        """Raise ValueError unless the actions are continuous (a Box): ``what`` names the user of the data."""
+        if self.action_space != "Box":
+            raise ValueError(f"dataset {self.dataset_id!r} has {self.action_space} actions; {what} needs continuous "
+                             "(Box) actions")
 
     @property
     def obs_dim(self) -> int:
@@ -137,10 +151,32 @@ def local_dataset_ids() -> list[str]:
     return sorted(minari.list_local_datasets())
 
 
-def dataset_exists(dataset_id: str) -> bool:
-    from minari.storage import get_dataset_path
+_ID = re.compile(r"[\w.-]+(/[\w.-]+)*-v\d+")
 
-    return (Path(get_dataset_path(dataset_id)) / "data").exists()
+
+def check_dataset_id(dataset_id: str) -> str:
+    """``dataset_id`` if it is a plain Minari id ``(namespace/)name-v<version>``, else ValueError.
+
+    Parts that are empty, ``.``, ``..`` or hidden (``.x``) are refused: an id names a folder under the Minari
+    datasets path and must never reach outside it (``../outside-v0``) or into gendiff's own hidden folders.
+    """
+    parts = str(dataset_id).split("/")
+    if not _ID.fullmatch(str(dataset_id)) or any(p.startswith(".") for p in parts):
+        raise ValueError(f"dataset id {dataset_id!r} must look like (namespace/)name-v<version> with plain names "
+                         "(letters, digits, _ . -; no '..' or parts starting with '.'), e.g. gendiff/hopper/medium-v0")
+    return dataset_id
+
+
+def _dataset_dir(dataset_id: str) -> Path:
+    return datasets_root() / check_dataset_id(dataset_id)
+
+
+def dataset_exists(dataset_id: str) -> bool:
+    """Whether a complete local dataset has this id: Minari's own metadata (data/metadata.json) is there.
+
+    A folder that an interrupted write left without it (an empty data/) does not count.
+    """
+    return (_dataset_dir(dataset_id) / "data" / "metadata.json").is_file()
 
 
 def _check_spaces(ds: Any, dataset_id: str, env_id: str) -> None:
@@ -193,9 +229,12 @@ def load_dataset(dataset_id: str, env_id: str | None = None, check_env: bool = T
 
     if not dataset_exists(dataset_id):
         ids = local_dataset_ids()
-        raise KeyError(f"no local Minari dataset {dataset_id!r} under {datasets_root()}; local ids: "
+        half = _dataset_dir(dataset_id).exists()
+        raise KeyError(f"no local Minari dataset {dataset_id!r} under {datasets_root()}"
+                       f"{' (its folder holds no complete dataset: an interrupted write?)' if half else ''}; local ids: "
                        f"{', '.join(ids) if ids else '(none)'}. Create one with `gendiff offline make-dataset`")
-    ds = minari.load_dataset(dataset_id)
+    with loading(_dataset_dir(dataset_id), f"Minari dataset {dataset_id!r}"):
+        ds = minari.load_dataset(dataset_id)
     meta = dict(ds.storage.metadata)
     spec_env = ds.env_spec.id if ds.env_spec is not None else None
     env_id = env_id or spec_env
@@ -210,7 +249,7 @@ def load_dataset(dataset_id: str, env_id: str | None = None, check_env: bool = T
     ref = (meta.get("ref_min_score"), meta.get("ref_max_score"))
     if ref[0] is None and env_id is not None and d4rl_reference(env_id) is not None:
         ref = d4rl_reference(env_id)
-    return OfflineDataset(dataset_id, env_id, episodes, low, high, ref[0], ref[1], meta)
+    return OfflineDataset(dataset_id, env_id, episodes, low, high, ref[0], ref[1], meta, type(space).__name__)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,8 +286,11 @@ class MakeDatasetConfig:
                              f"got {self.rollout_noise}")
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}")
-        if self.steps < 1 or self.sac_steps < 1 or self.check_every < 1:
-            raise ValueError("steps, sac_steps and check_every must be >= 1")
+        check_literal_fields(self)
+        check_numbers(self, positive=("steps", "sac_steps", "check_every", "eval_episodes", "ref_episodes"),
+                      nonnegative=("learning_starts",))
+        if self.dataset_id:
+            check_dataset_id(self.dataset_id)
 
 
 def default_dataset_id(env: str, level: str) -> str:
@@ -304,9 +346,34 @@ def _behaviour_buffers(cfg: MakeDatasetConfig, ref: tuple[float, float], out: Pa
     return bufs, meta
 
 
+def check_env_for_dataset(env_id: str) -> None:
+    """The environment exists and has flat Box observations and continuous (Box) actions, else ValueError."""
+    from gendiff.rl.common import require_box_spaces
+
+    require_box_spaces(env_id, "make-dataset (SAC behaviour policies, offline learners)")
+
+
+@contextmanager
+def _minari_root(path: Path) -> Iterator[None]:
+    """Point Minari (which reads MINARI_DATASETS_PATH at every call) at ``path`` for the block."""
+    before = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MINARI_DATASETS_PATH", None)
+        else:
+            os.environ["MINARI_DATASETS_PATH"] = before
+
+
 def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force: bool = False,
                  config: MakeDatasetConfig | None = None) -> OfflineDataset:
     """Build a D4RL-style Minari dataset locally and return it loaded.
+
+    Build-then-swap: the behaviour policies and the Minari dataset are written under
+    ``<datasets root>/.gendiff_staging/<id>/`` and moved into place only when complete, so an existing dataset
+    (with ``force``) is replaced only after success, and a kill at any point leaves it as it was.
 
     Args:
         env: gymnasium id (``Hopper-v5``, ``HalfCheetah-v5``, ...); level: one of LEVELS.
@@ -315,35 +382,49 @@ def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force
         config: the remaining settings (SAC budget, band targets, seed); its env/level/steps/id are replaced.
     Raises:
         FileExistsError: the id exists and ``force`` is False.
+        ValueError: a bad id, an unknown env or one without continuous actions (before any work).
     """
     import minari
+    from minari.namespace import create_namespace, list_local_namespaces
 
     base = config or MakeDatasetConfig()
     cfg = MakeDatasetConfig(**{**base.__dict__, "env": env, "level": level, "steps": steps,
                                "dataset_id": dataset_id or default_dataset_id(env, level), "force": force})
-    if not re.fullmatch(r"([\w.-]+/)*[\w.-]+-v\d+", cfg.dataset_id):
-        raise ValueError(f"dataset id {cfg.dataset_id!r} must look like (namespace/)name-v<version>, e.g. "
-                         "gendiff/hopper/medium-v0")
-    if dataset_exists(cfg.dataset_id):
-        if not cfg.force:
-            raise FileExistsError(f"Minari dataset {cfg.dataset_id!r} already exists under {datasets_root()}; "
-                                  "pass --force to replace it")
-        minari.delete_dataset(cfg.dataset_id)
-    from gendiff.rl.common import make_env
-
-    make_env(cfg.env).close()  # unknown env: ValueError before any training
+    final = _dataset_dir(cfg.dataset_id)
+    check_env_for_dataset(cfg.env)  # before any training, and before anything is replaced
+    seed_everything(cfg.seed)
+    if dataset_exists(cfg.dataset_id) and not cfg.force:
+        raise FileExistsError(f"Minari dataset {cfg.dataset_id!r} already exists under {datasets_root()}; "
+                              "pass --force true to replace it")
+    stage = datasets_root() / STAGING / cfg.dataset_id  # what an interrupted earlier attempt left goes
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
     ref_min, ref_max, source = _references(cfg)
     policy_dir = datasets_root() / ".gendiff_behaviour" / cfg.dataset_id
-    buffers, meta = _behaviour_buffers(cfg, (ref_min, ref_max), policy_dir)
+    buffers, meta = _behaviour_buffers(cfg, (ref_min, ref_max), stage / "behaviour")
     if not np.isfinite(ref_max):  # no D4RL reference: the best behaviour policy's return stands for expert
         ref_max = max(meta.get("expert_return", meta.get("behaviour_return", ref_min + 1.0)), ref_min + 1.0)
-    ds = minari.create_dataset_from_buffers(
-        cfg.dataset_id, buffers, env=cfg.env, eval_env=cfg.env, algorithm_name=f"gendiff SAC ({cfg.level})", author="gendiff",
-        author_email="gendiff@localhost", code_permalink="gendiff.offline.datasets", ref_min_score=float(ref_min),
-        ref_max_score=float(ref_max), description=f"D4RL-style {cfg.level} data for {cfg.env} made by gendiff")
-    extra = {f"gendiff_{k}": v for k, v in meta.items()}
-    ds.storage.update_metadata({**extra, "gendiff_level": cfg.level, "gendiff_reference": source,
-                                "gendiff_policy_dir": str(policy_dir)})
+    with _minari_root(stage / "minari"):
+        ds = minari.create_dataset_from_buffers(
+            cfg.dataset_id, buffers, env=cfg.env, eval_env=cfg.env, algorithm_name=f"gendiff SAC ({cfg.level})",
+            author="gendiff", author_email="gendiff@localhost", code_permalink="gendiff.offline.datasets",
+            ref_min_score=float(ref_min), ref_max_score=float(ref_max),
+            description=f"D4RL-style {cfg.level} data for {cfg.env} made by gendiff")
+        extra = {f"gendiff_{k}": v for k, v in meta.items()}
+        ds.storage.update_metadata({**extra, "gendiff_level": cfg.level, "gendiff_reference": source,
+                                    "gendiff_policy_dir": str(policy_dir)})
+        del ds
+    # complete: swap the new dataset (and its behaviour policies) in place of the old
+    if (stage / "behaviour").exists():
+        policy_dir.parent.mkdir(parents=True, exist_ok=True)
+        swap_dir(stage / "behaviour", policy_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    swap_dir(stage / "minari" / cfg.dataset_id, final)
+    shutil.rmtree(stage, ignore_errors=True)
+    # Minari's own bookkeeping: the id's namespace is registered, as create_dataset_from_buffers does
+    namespace = cfg.dataset_id.rsplit("/", 1)[0] if "/" in cfg.dataset_id else None
+    if namespace is not None and namespace not in list_local_namespaces():
+        create_namespace(namespace)
     return load_dataset(cfg.dataset_id)
 
 

@@ -21,6 +21,9 @@ from pathlib import Path
 from diffusers import EDMEulerScheduler
 from torch import Tensor
 
+from gendiff.checkpoints import atomic_dir
+from gendiff.config import check_numbers
+from gendiff.io import loading, seed_everything
 from gendiff.models import TemporalUNet1D
 from gendiff.offline.datasets import OfflineDataset
 from gendiff.offline.trajectories import TrajectoryNormalizer, make_windows
@@ -51,6 +54,12 @@ class TrajectoryDiffusionConfig:
     seed: int = 0
     overwrite: bool = False
     progress: bool = True
+    resume: bool = False  # continue the run in out_dir/train from its latest checkpoint
+    checkpoint_every: int = 1000  # steps between checkpoints of out_dir/train (what --resume continues from)
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("horizon", "stride", "dim", "dim_mults", "train_steps", "batch_size", "lr",
+                                      "checkpoint_every"), fraction=("ema_decay",))
 
 
 def edm_scheduler() -> EDMEulerScheduler:
@@ -84,18 +93,32 @@ def trajectory_unet(norm: TrajectoryNormalizer, cfg: TrajectoryDiffusionConfig) 
 
 
 def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusionConfig) -> PolicyGuidedTrajectoryPipeline:
-    """Steps 1-3; returns the pipeline (also saved under ``cfg.out_dir/pipeline``)."""
+    """Steps 1-3; returns the pipeline (also saved under ``cfg.out_dir/pipeline``).
+
+    An existing ``out_dir`` is replaced only with ``overwrite`` and only when the new run is complete (the run folder
+    is built beside the old one, the pipeline folder written under a temporary name); ``resume`` continues it.
+    """
+    pipe_dir = Path(cfg.out_dir) / "pipeline"
+    if pipe_dir.exists() and not (cfg.overwrite or cfg.resume):
+        raise FileExistsError(f"{pipe_dir} exists; pass --overwrite true to replace it (after the new run completes) "
+                              "or --resume true to continue its run")
     windows, norm = trajectory_windows(dataset, cfg)
+    seed_everything(cfg.seed)  # before the U-Net's random initial weights
     unet = trajectory_unet(norm, cfg)
     sched = edm_scheduler()
     tcfg = TrainConfig(steps=cfg.train_steps, batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay,
-                       seed=cfg.seed, checkpoint_every=max(cfg.train_steps, 1), log_every=max(cfg.train_steps // 20, 1))
+                       seed=cfg.seed, checkpoint_every=min(cfg.checkpoint_every, cfg.train_steps),
+                       log_every=max(cfg.train_steps // 20, 1))
     res = train_denoiser(unet, norm.normalize(windows), sched, tcfg, Path(cfg.out_dir) / "train",
-                         progress=cfg.progress, overwrite=cfg.overwrite)
+                         progress=cfg.progress, overwrite=cfg.overwrite, resume=cfg.resume, run_config=cfg)
     pipe = PolicyGuidedTrajectoryPipeline(unet=res.model, scheduler=sched, normalizer=norm.to_config())
-    pipe.save_pretrained(Path(cfg.out_dir) / "pipeline")
-    (Path(cfg.out_dir) / "pipeline" / DATASET_RECORD).write_text(
-        json.dumps({"dataset_id": dataset.dataset_id, "transitions": dataset.num_transitions}, indent=2))
+    record = json.dumps({"dataset_id": dataset.dataset_id, "transitions": dataset.num_transitions}, indent=2)
+
+    def write(folder: Path) -> None:
+        pipe.save_pretrained(folder)
+        (folder / DATASET_RECORD).write_text(record)
+
+    atomic_dir(pipe_dir, write)
     return pipe
 
 
@@ -110,7 +133,8 @@ def load_trajectory_pipeline(saved: str | Path, dataset: OfflineDataset,
     saved = Path(saved)
     record = saved / DATASET_RECORD
     if record.exists():
-        trained_on = json.loads(record.read_text()).get("dataset_id")
+        with loading(record, "the pipeline's dataset record"):
+            trained_on = json.loads(record.read_text()).get("dataset_id")
         if trained_on != dataset.dataset_id:
             msg = f"the pipeline in {saved} was trained on dataset {trained_on!r}, not {dataset.dataset_id!r}"
             if strict:
@@ -119,7 +143,8 @@ def load_trajectory_pipeline(saved: str | Path, dataset: OfflineDataset,
     else:
         warnings.warn(f"{saved} records no training dataset ({DATASET_RECORD}); using it for "
                       f"{dataset.dataset_id!r} unchecked", stacklevel=2)
-    pipe = PolicyGuidedTrajectoryPipeline.from_pretrained(saved)
+    with loading(saved, "the trajectory pipeline"):
+        pipe = PolicyGuidedTrajectoryPipeline.from_pretrained(saved, use_safetensors=True)
     norm = pipe.normalizer
     if (norm.obs_dim, norm.act_dim) != (dataset.obs_dim, dataset.act_dim):
         raise ValueError(f"the pipeline in {saved} models obs_dim={norm.obs_dim}, act_dim={norm.act_dim}, but "

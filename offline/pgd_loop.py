@@ -25,7 +25,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from gendiff.offline.datasets import OfflineDataset, load_dataset
+from gendiff.config import check_literal_fields, check_numbers
+from gendiff.io import atomic_path, atomic_write_text, refuse_existing, seed_everything
+from gendiff.offline.datasets import OfflineDataset, check_dataset_id, load_dataset
 from gendiff.offline.learners import OFFLINE_LEARNERS, OfflineLearner, build_learner
 
 Synthetic = Literal["none", "unguided", "pgd", "synther"]
@@ -59,12 +61,19 @@ class TrainAgentConfig:
     eval_every: int = 5000
     eval_episodes: int = 10
     progress: bool = True
+    overwrite: bool = False  # replace the results of an earlier run at `out`
 
     def __post_init__(self) -> None:
         if not 0 <= self.real_per_batch <= self.batch_size:
             raise ValueError(f"real_per_batch must lie in [0, batch_size={self.batch_size}], got {self.real_per_batch}")
         if self.steps < 1 or self.regenerate_every < 1 or self.num_synthetic < 1 or self.eval_episodes < 1:
             raise ValueError("steps, regenerate_every, num_synthetic and eval_episodes must be >= 1")
+        check_literal_fields(self)
+        check_numbers(self, positive=("batch_size", "diffusion_train_steps", "horizon", "sample_horizon",
+                                      "num_inference_steps", "synther_train_steps"),
+                      nonnegative=("eval_every", "guidance_coeff", "cosine_coeff"))
+        if self.dataset_id:
+            check_dataset_id(self.dataset_id)
 
 
 def _sample(data: dict[str, Tensor], n: int, gen: torch.Generator) -> dict[str, Tensor]:
@@ -147,10 +156,13 @@ def _evaluate(learner: OfflineLearner, ds: OfflineDataset, episodes: int, seed: 
 def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     """Steps 1-4; returns the results dict (also written to ``cfg.out``)."""
     OFFLINE_LEARNERS.get(cfg.algo)  # unknown algo: KeyError listing the valid ones
-    t0 = time.perf_counter()
-    ds = load_dataset(cfg.dataset_id)
-    real = ds.transitions()
     out = Path(cfg.out)
+    refuse_existing(result_paths(out), cfg.overwrite)  # before any work
+    t0 = time.perf_counter()
+    seed_everything(cfg.seed)
+    ds = load_dataset(cfg.dataset_id)
+    ds.require_continuous(f"offline learner {cfg.algo!r}")
+    real = ds.transitions()
     run_dir = out.with_suffix("") if out.suffix else out / "run"
     learner = build_learner(cfg.algo, real, ds.action_low, ds.action_high, _learner_config(cfg), cfg.seed)
     source = SyntheticSource(cfg, ds, run_dir) if cfg.synthetic != "none" else None
@@ -172,7 +184,8 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     result = {"config": asdict(cfg), "final": final, "curve": curve, "last_metrics": metrics,
               "synthetic_per_s": source.throughput if source is not None else [],
               "wall_s": time.perf_counter() - t0}
-    write_results(result, out)
+    write_results(result, out, learner)
+    result["learner"] = learner  # in memory only (not in the JSON); the weights are in out.with_suffix(".safetensors")
     return result
 
 
@@ -183,10 +196,25 @@ def _learner_config(cfg: TrainAgentConfig) -> Any:
     return lc
 
 
-def write_results(result: dict[str, Any], out: Path) -> None:
-    """JSON, markdown table and learning-curve PNG beside each other."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=str))
+def result_paths(out: Path) -> list[Path]:
+    """What a run writes: results JSON, markdown table, learning-curve PNG and the agent's weights (safetensors)."""
+    return [out, out.with_suffix(".md"), out.with_suffix(".png"), out.with_suffix(".safetensors")]
+
+
+def learner_weights(learner: OfflineLearner) -> dict[str, Tensor]:
+    """Every parameter and buffer of the learner's networks, keyed ``<attribute>.<name>``."""
+    return {f"{attr}.{k}": v.detach().contiguous() for attr, mod in sorted(vars(learner).items())
+            if isinstance(mod, torch.nn.Module) for k, v in mod.state_dict().items()}
+
+
+def write_results(result: dict[str, Any], out: Path, learner: OfflineLearner | None = None) -> None:
+    """JSON, markdown table, learning-curve PNG and (with ``learner``) its weights, each written atomically."""
+    from safetensors.torch import save_file
+
+    if learner is not None:
+        with atomic_path(out.with_suffix(".safetensors")) as tmp:
+            save_file(learner_weights(learner), str(tmp))
+    atomic_write_text(out, json.dumps(result, indent=2, default=str))
     cfg, fin = result["config"], result["final"]
     lines = [f"# {cfg['algo']} on {cfg['dataset_id']} (synthetic: {cfg['synthetic']}, seed {cfg['seed']})", "",
              "| step | return | normalised score |", "|---|---|---|"]
@@ -195,7 +223,7 @@ def write_results(result: dict[str, Any], out: Path) -> None:
                      f"{row.get('score_mean', float('nan')):.1f} |")
     lines += ["", f"Final: {fin.get('score_mean', float('nan')):.1f} normalised over {fin['episodes']} episodes; "
               f"wall {result['wall_s']:.0f} s."]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,5 +237,6 @@ def write_results(result: dict[str, Any], out: Path) -> None:
     ax.set_ylabel("normalised score" if "score_mean" in fin else "return")
     ax.set_title(f"{cfg['algo']} / {cfg['synthetic']}")
     fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=80)
+    with atomic_path(out.with_suffix(".png")) as tmp:
+        fig.savefig(tmp, dpi=80)
     plt.close(fig)

@@ -131,7 +131,9 @@ def _sample(pipe: PolicyGuidedTrajectoryPipeline, n: int, horizon: int, steps: i
 
 
 def run_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, val_eps: list, a: argparse.Namespace,
-                checkpoints: list[int]) -> dict[str, Any]:
+                checkpoints: list[int], save: Any = None) -> dict[str, Any]:
+    """Steps 2-4 for one variant; ``save(partial)`` is called after every checkpoint (an interrupted study keeps
+    the checkpoints it measured)."""
     cfg = TrajectoryDiffusionConfig(dataset_id=ds.dataset_id, seed=a.seed, progress=False, **overrides)
     windows, norm = trajectory_windows(ds, cfg, train_eps)
     val = norm.normalize(trajectory_windows(ds, cfg, val_eps)[0])
@@ -156,6 +158,9 @@ def run_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, 
         unet = res.model.train()  # EMA weights are in res.model; the checkpoint keeps the raw ones for resuming
         print(f"[{name}] step {steps}: dynamics MSE {row['dynamics_mse']:.4f}, done {row['done_rate']:.4f}, "
               f"train loss {row['train_loss']}", flush=True)
+        if save is not None:
+            save({"config": dataclasses.asdict(cfg), "params": sum(p.numel() for p in res.model.parameters()),
+                  "rows": rows, "sampling_sweep": {}, "partial": True})
     sweep = {}
     for steps in [int(s) for s in a.sweep_steps.split(",") if s]:
         tr, per_s = _sample(pipe, a.transitions, a.sample_horizon, steps, a.seed + 1)
@@ -255,12 +260,16 @@ def main() -> None:
                            "baselines": baselines(ds, train_eps, a), "variants": {}}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for spec in a.variants:
-        name, overrides = _variant(spec)
-        res["variants"][name] = run_variant(name, overrides, ds, train_eps, val_eps, a, checkpoints)
+
+    def save(name: str, variant: dict[str, Any]) -> None:
+        res["variants"][name] = variant
         res["wall_s"] = time.perf_counter() - t0
         out.with_suffix(".json").write_text(json.dumps(res, indent=1))
         write_markdown(res, out)
+
+    for spec in a.variants:
+        name, overrides = _variant(spec)
+        save(name, run_variant(name, overrides, ds, train_eps, val_eps, a, checkpoints, lambda v, n=name: save(n, v)))
     print(out.with_suffix(".md").read_text())
 
 

@@ -6,8 +6,10 @@
 ``llm train`` builds the tiny LM (tokenizer + Llama + SFT, saved to DIR/sft) unless ``--model PATH``
 names a saved one, trains it with ``LLMTrainer`` (every ``LLMTrainConfig`` field is a flag; YAML via
 ``--config``, e.g. configs/llm_train.yaml), and writes DIR/config.yaml, DIR/log.jsonl, DIR/final/ and
-DIR/summary.json (greedy accuracy before / after). An existing DIR/log.jsonl is never overwritten
-unless ``--overwrite`` is given.
+DIR/summary.json (greedy accuracy before / after). An earlier run in DIR is replaced only with
+``--overwrite`` (``--overwrite true``), and only when the new run is complete (it is built in a staging folder
+beside DIR); ``--resume`` continues it from its latest DIR/checkpoint-<step>/ (written every
+``--checkpoint-every`` steps) to ``--steps``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,26 @@ import json
 import shutil
 from pathlib import Path
 
-from gendiff.config import add_config_arguments, config_from_args, save_config
+from gendiff.checkpoints import check_resume_config, list_checkpoints, log_step
+from gendiff.config import (
+    add_bool_flag,
+    add_config_arguments,
+    config_from_args,
+    load_yaml,
+    save_config,
+    to_dict,
+)
+from gendiff.io import (
+    atomic_path,
+    atomic_write_text,
+    discard_staging,
+    loading,
+    recover_swap,
+    refuse_existing,
+    seed_everything,
+    staging_dir,
+    swap_dir,
+)
 
 from .trainer import LLMTrainConfig
 
@@ -35,8 +56,9 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     train.add_argument("--out", required=True, help="run folder (config, log.jsonl, final model, summary)")
     train.add_argument("--model", default=None, help="a save_pretrained folder to start from (default: SFT anew)")
     train.add_argument("--sft-steps", type=int, default=300, help="SFT steps of the tiny LM (default: 300)")
-    train.add_argument("--partial-credit", action="store_true", help="reward partly correct digits")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    add_bool_flag(train, "--partial-credit", "reward partly correct digits")
+    add_bool_flag(train, "--overwrite", "replace an existing run in --out (after the new run completes)")
+    add_bool_flag(train, "--resume", "continue the run in --out from its latest checkpoint-<step>/")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_config_arguments(train, LLMTrainConfig)
     train.set_defaults(_run=run_train)
@@ -44,57 +66,132 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
                          description="fit R = -a exp(H) + b to the (entropy, reward) pairs of run logs")
     law.add_argument("--runs", nargs="+", required=True, help="run folders holding log.jsonl")
     law.add_argument("--out", required=True, help="PNG path (a JSON with a, b, R^2 is written beside it)")
+    add_bool_flag(law, "--overwrite", "replace an existing PNG / JSON")
     law.set_defaults(_run=run_entropy_law)
     return llm
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
-    if (out / "log.jsonl").exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} already holds a run (log.jsonl); pass --overwrite or another --out")
-        (out / "log.jsonl").unlink()
-        for name in ("final", "sft"):
-            shutil.rmtree(out / name, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
+RUN_ARGS = "run_args.json"  # the run's options outside LLMTrainConfig (checked on resume)
+
+
+def _owned(p: Path) -> bool:
+    """What a run writes into --out (replaced by a new run; other files there are kept)."""
+    return p.name in ("log.jsonl", "final", "sft", "summary.json", "config.yaml", RUN_ARGS) or \
+        p.name.startswith(("checkpoint-", ".tmp-"))
+
+
+def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> Path:
+    """The folder to run in: ``out`` (a new or resumed run) or, to replace an earlier run, a staging folder."""
+    if overwrite and resume:
+        raise ValueError("pass either --resume true or --overwrite true, not both")
+    recover_swap(out, _owned)
+    discard_staging(out)
+    if resume:
+        if not list_checkpoints(out):
+            raise FileNotFoundError(f"--resume true: {out} holds no complete checkpoint-<step>/ to resume from (a run "
+                                    "writes them every --checkpoint-every steps)")
+        return out
+    earlier = [p.name for p in (out / "log.jsonl", out / "final", out / "sft") if p.exists()]
+    if not earlier:
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    if not overwrite:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(earlier)}); pass --overwrite true to replace it, "
+                              "--resume true to continue it, or another --out")
+    staging_dir(out).mkdir(parents=True)
+    return staging_dir(out)
+
+
+def _load_lm(path: str | Path, what: str):
+    """A save_pretrained causal LM and its tokenizer, or one LoadError line naming the folder and the cause."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(f"{what} {path} is not a save_pretrained folder (no config.json)")
+    with loading(path, what):
+        return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
 
 
 def run_train(args: argparse.Namespace) -> dict:
     """Body of ``gendiff llm train``; returns the summary dict."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .tasks import ArithmeticTask, accuracy, arithmetic_reward, build_tiny_lm
-    from .trainer import LLMTrainer, check_config
+    from .trainer import check_config
 
     cfg = config_from_args(LLMTrainConfig, args)
     check_config(cfg)  # fail before the SFT minutes
+    if args.sft_steps < 0:
+        raise ValueError(f"--sft-steps must be >= 0, got {args.sft_steps}")
     out = Path(args.out)
-    _prepare_out(out, args.overwrite)
+    run_args = {"task": args.task, "model": args.model, "sft_steps": args.sft_steps,
+                "partial_credit": args.partial_credit}
+    if args.resume and (out / "config.yaml").is_file():  # the resumed run must be the same run
+        saved = load_yaml(out / "config.yaml")
+        if (out / RUN_ARGS).is_file():
+            saved.update(json.loads((out / RUN_ARGS).read_text()))
+        check_resume_config(saved, {**to_dict(cfg), **run_args}, out)
+    work = _prepare_out(out, args.overwrite, args.resume)
+    try:
+        summary = _train(args, cfg, out, work, run_args)
+    except BaseException:
+        if work != out:  # a failed replacement never counted: the earlier run stays as it was
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if work != out:  # a replacement run is complete: swap it in
+        swap_dir(work, out, _owned)
+    entropy = summary["final_entropy"]
+    print("| loss | steps | acc before | acc after | final entropy |\n|---|---|---|---|---|")
+    print(f"| {cfg.loss} | {cfg.steps} | {summary['accuracy_before']:.3f} | {summary['accuracy_after']:.3f} | "
+          f"{'-' if entropy is None else format(entropy, '.3f')} |")
+    return summary
+
+
+def _train(args: argparse.Namespace, cfg: LLMTrainConfig, out: Path, work: Path, run_args: dict) -> dict:
+    """SFT (or load) the model, train it in ``work`` (resuming from ``out``'s latest checkpoint), write the summary."""
+    from .tasks import ArithmeticTask, accuracy, arithmetic_reward, build_tiny_lm
+    from .trainer import LLMTrainer
+
     task = ArithmeticTask()
+    seed_everything(cfg.seed)
     if args.model:
-        if not (Path(args.model) / "config.json").is_file():
-            raise FileNotFoundError(f"--model {args.model} is not a save_pretrained folder (no config.json)")
-        model = AutoModelForCausalLM.from_pretrained(args.model)
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        model, tokenizer = _load_lm(args.model, "--model")
+    elif args.resume:
+        model, tokenizer = _load_lm(out / "sft", "the run's SFT model")
     else:
-        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=args.sft_steps, out_dir=out / "sft")
+        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=args.sft_steps, out_dir=work / "sft")
         model, tokenizer = tiny.model, tiny.tokenizer
     model.eval()
     before = accuracy(model, tokenizer, task)
-    save_config(cfg, out)
+    ref_model, start = None, 0
+    if args.resume:  # the policy continues from the checkpoint; the KL reference stays the initial model
+        ckpt = list_checkpoints(out)[-1]
+        ref_model = model if cfg.kl_coef > 0 else None
+        model, _ = _load_lm(ckpt, "the checkpoint")
+        model.eval()
+    else:
+        save_config(cfg, work)
+        atomic_write_text(work / RUN_ARGS, json.dumps(run_args, indent=2))
 
     def reward(prompts, completions, **_):
         return arithmetic_reward(prompts, completions, partial_credit=args.partial_credit)
 
-    trainer = LLMTrainer(model, tokenizer, reward, lambda n, rng: task.sample(n, rng)[0], cfg, out_dir=out)
+    trainer = LLMTrainer(model, tokenizer, reward, lambda n, rng: task.sample(n, rng)[0], cfg, out_dir=work,
+                         ref_model=ref_model)
+    if args.resume:
+        start = trainer.load_checkpoint(ckpt)
+        if start > cfg.steps:
+            raise ValueError(f"{ckpt} is at step {start}, past --steps {cfg.steps}")
+        log = work / "log.jsonl"  # drop lines logged after the checkpoint
+        if log.exists():
+            lines = [ln for ln in log.read_text().splitlines() if log_step(ln) <= start]
+            atomic_write_text(log, "".join(ln + "\n" for ln in lines))
+        save_config(cfg, work)  # the resumed run's steps
     logs = trainer.train(progress=not args.no_progress)
     after = accuracy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, task)
-    summary = {"task": args.task, "loss": cfg.loss, "steps": cfg.steps, "seed": cfg.seed,
+    last = logs[-1] if logs else {}
+    summary = {"task": args.task, "loss": cfg.loss, "steps": cfg.steps, "seed": cfg.seed, "resumed_from": start,
                "accuracy_before": before, "accuracy_after": after,
-               "final_reward": logs[-1]["reward/mean"], "final_entropy": logs[-1].get("actor/entropy"),
+               "final_reward": last.get("reward/mean"), "final_entropy": last.get("actor/entropy"),
                "empty_completions": trainer.state.empty_total}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("| loss | steps | acc before | acc after | final entropy |\n|---|---|---|---|---|")
-    print(f"| {cfg.loss} | {cfg.steps} | {before:.3f} | {after:.3f} | {summary['final_entropy']:.3f} |")
+    atomic_write_text(work / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -103,8 +200,10 @@ def run_entropy_law(args: argparse.Namespace) -> dict:
     from .entropy_law import entropy_law_from_runs
 
     png = Path(args.out)
-    fit = entropy_law_from_runs(args.runs, png)
+    refuse_existing([png, png.with_suffix(".json")], args.overwrite)
+    with atomic_path(png) as tmp:
+        fit = entropy_law_from_runs(args.runs, tmp)
     res = {"a": fit.a, "b": fit.b, "r2": fit.r2, "n": fit.n, "runs": list(args.runs)}
-    png.with_suffix(".json").write_text(json.dumps(res, indent=2))
+    atomic_write_text(png.with_suffix(".json"), json.dumps(res, indent=2))
     print(f"R = -{fit.a:.4g} exp(H) + {fit.b:.4g}   R^2 = {fit.r2:.3f}   ({fit.n} points)   -> {png}")
     return res

@@ -172,7 +172,10 @@ def sft(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, task: Arith
     """Supervised fine-tuning on fresh task samples each step (AdamW, cosine decay). Returns the losses."""
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    if steps >= 3:  # a warm-up of >= 2 steps: OneCycleLR divides by zero when pct_start * steps == 1 (10 steps)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     model.train()
     losses = []
     for _ in range(steps):

@@ -43,8 +43,10 @@ from accelerate import Accelerator
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from gendiff.config import from_dict, parse_yaml_mapping
+from gendiff.checkpoints import atomic_dir
+from gendiff.config import check_numbers, from_dict, parse_yaml_mapping
 from gendiff.entropy import masked_mean, token_entropy, token_logprobs
+from gendiff.io import loading
 
 from .advantages import ADVANTAGES
 from .fast_decode import FastDecoder, supports_fast_decode
@@ -98,8 +100,8 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
     for key, low in ints.items():
         if getattr(cfg, key) < low:
             raise ValueError(f"LLMTrainConfig.{key} must be >= {low}, got {getattr(cfg, key)}")
-    if cfg.temperature <= 0 or not 0 < cfg.top_p <= 1 or cfg.lr <= 0 or cfg.kl_coef < 0:
-        raise ValueError("need temperature > 0, 0 < top_p <= 1, lr > 0, kl_coef >= 0")
+    check_numbers(cfg, positive=("temperature", "top_p", "lr"), nonnegative=("kl_coef", "weight_decay", "max_grad_norm"),
+                  fraction=("top_p", "riskpo_momentum"))
     if cfg.grad_accum > cfg.group_size * cfg.prompts_per_step:
         raise ValueError(f"grad_accum {cfg.grad_accum} exceeds the batch of {cfg.group_size * cfg.prompts_per_step}")
     if cfg.advantage not in TRAINER_ADVANTAGES:
@@ -366,8 +368,9 @@ class LLMTrainer:
         return metrics
 
     def train(self, steps: int | None = None, progress: bool = True) -> list[dict[str, float]]:
-        """Run ``steps`` (default ``config.steps``) steps; log, checkpoint, save the final model."""
-        steps = self.config.steps if steps is None else steps
+        """Run ``steps`` steps (default: up to ``config.steps``, counting those a resumed state has done); log,
+        checkpoint, save the final model."""
+        steps = self.config.steps - self.state.step if steps is None else steps
         logs = []
         log_path = None
         if self.out_dir is not None:
@@ -383,9 +386,9 @@ class LLMTrainer:
                     f.write(json.dumps(m) + "\n")
             every = self.config.checkpoint_every
             if self.out_dir is not None and every and self.state.step % every == 0:
-                self.save(self.out_dir / f"checkpoint-{self.state.step}")
-        if self.out_dir is not None:
-            self.save(self.out_dir / "final")
+                self.save_checkpoint(self.out_dir / f"checkpoint-{self.state.step}")
+        if self.out_dir is not None:  # written under a temporary name: a kill leaves no half final/
+            atomic_dir(self.out_dir / "final", self.save)
         return logs
 
     def save(self, path: str | Path) -> Path:
@@ -396,3 +399,32 @@ class LLMTrainer:
         self.tokenizer.save_pretrained(path)
         (path / "trainer_state.json").write_text(json.dumps(asdict(self.state), indent=2))
         return path
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """:meth:`save` plus what an exact resume needs (optimizer, random states), written atomically."""
+        path = Path(path)
+
+        def write(folder: Path) -> None:
+            self.save(folder)
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save({"generator": self.generator.get_state(), "torch": torch.get_rng_state()}, folder / "rng.pt")
+            (folder / "python_rng.json").write_text(json.dumps(self.rng.getstate()))
+
+        atomic_dir(path, write)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> int:
+        """Restore the state :meth:`save_checkpoint` wrote (the model's weights are loaded by the caller, e.g.
+        ``from_pretrained(path)``); returns the checkpoint's step."""
+        path = Path(path)
+        with loading(path, "the trainer checkpoint"):
+            state = json.loads((path / "trainer_state.json").read_text())
+            q = state.get("riskpo_quantiles")
+            self.state = TrainerState(**{**state, "riskpo_quantiles": tuple(q) if q is not None else None})
+            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+            rng = torch.load(path / "rng.pt", weights_only=True)
+            self.generator.set_state(rng["generator"])
+            torch.set_rng_state(rng["torch"])
+            version, internal, gauss = json.loads((path / "python_rng.json").read_text())
+            self.rng.setstate((version, tuple(internal), gauss))
+        return self.state.step

@@ -18,9 +18,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
-from gendiff.config import add_config_arguments, config_from_args, from_dict, load_yaml, save_config
+from gendiff.config import (
+    add_config_arguments,
+    check_literal_fields,
+    check_numbers,
+    config_from_args,
+    from_dict,
+    load_yaml,
+    save_config,
+)
+from gendiff.io import (
+    atomic_path,
+    atomic_write_text,
+    discard_staging,
+    recover_swap,
+    refuse_existing,
+    seed_everything,
+    staging_dir,
+    swap_dir,
+)
 
 __all__ = ["ALGOS", "GorlBenchmarkConfig", "GorlTrainConfig", "add_gorl_commands", "build_agent", "run_benchmark",
            "train_run"]
@@ -47,6 +64,10 @@ class GorlTrainConfig:
     progress: bool = True
     overwrite: bool = False
 
+    def __post_init__(self) -> None:
+        check_literal_fields(self)
+        check_numbers(self, positive=("steps", "eval_episodes", "final_eval_episodes"), nonnegative=("eval_every",))
+
 
 @dataclass
 class GorlBenchmarkConfig:
@@ -64,6 +85,13 @@ class GorlBenchmarkConfig:
     gorl_config: str | None = None
     progress: bool = False
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("steps", "eval_episodes"), nonnegative=("eval_every", "seeds"))
+        unknown = [a for a in self.algos if a not in ALGOS]
+        if not self.algos or not self.seeds or unknown:
+            raise ValueError(f"GorlBenchmarkConfig: --algos and --seeds must be non-empty lists, algos from {list(ALGOS)}"
+                             f" (got algos {list(self.algos)}, seeds {list(self.seeds)})")
 
 
 def _sub(cls: type, path: str | None, **overrides: Any) -> Any:
@@ -97,6 +125,11 @@ def _act_fn(agent: Any, deterministic: bool):
     if hasattr(agent, "policy") and not hasattr(agent, "decoder"):  # SAC / PMOESAC
         return lambda o: agent.policy.act(o, deterministic)
     return lambda o: agent.act(o, deterministic)
+
+
+def _owned(p: Path) -> bool:
+    """What a run writes into its --out folder (replaced by a new run; other files there are kept)."""
+    return p.name in ("metrics.json", "curve.png", "config.yaml", "model")
 
 
 FINAL_EVAL_SEED = 50_000  # episode seeds FINAL_EVAL_SEED, +1, ... of every run's final evaluation
@@ -137,11 +170,15 @@ def plot_curves(curves: dict[str, list[tuple[list[int], list[float]]]], path: Pa
 
 
 def train_run(cfg: GorlTrainConfig) -> dict[str, Any]:
-    """Train, evaluate (stochastic and deterministic), write metrics.json + curve.png + weights."""
+    """Train, evaluate (stochastic and deterministic), write metrics.json + curve.png + weights.
+
+    Everything is written to a staging folder beside ``cfg.out`` and swapped in when complete: an earlier run there
+    is replaced (``--overwrite true``) only after success, and a kill leaves it as it was.
+    """
     out = Path(cfg.out)
-    if (out / "metrics.json").exists() and not cfg.overwrite:
-        raise FileExistsError(f"{out / 'metrics.json'} exists; pass --overwrite true or choose another --out")
-    torch.manual_seed(cfg.seed)
+    recover_swap(out, _owned)
+    refuse_existing([out / "metrics.json"], cfg.overwrite)
+    seed_everything(cfg.seed)
     agent = build_agent(cfg)
     log = agent.learn(cfg.steps, progress=cfg.progress) if hasattr(agent, "decoder") else agent.learn(
         cfg.env, cfg.steps, cfg.seed, cfg.progress)
@@ -155,11 +192,14 @@ def train_run(cfg: GorlTrainConfig) -> dict[str, Any]:
         "last_metrics": log.metrics,
         "stages": [dataclasses.asdict(s) for s in getattr(agent, "stages", [])],
     }
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
-    agent.save(out / "model")  # load with <Algo>.load(out / "model")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_curves({cfg.algo: [(log.steps, log.eval_mean)]}, out / "curve.png", f"{cfg.algo} on {cfg.env}")
+    discard_staging(out)
+    stage = staging_dir(out)
+    stage.mkdir(parents=True)
+    save_config(cfg, stage)
+    agent.save(stage / "model")  # load with <Algo>.load(out / "model")
+    (stage / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_curves({cfg.algo: [(log.steps, log.eval_mean)]}, stage / "curve.png", f"{cfg.algo} on {cfg.env}")
+    swap_dir(stage, out, _owned)
     metrics["agent"] = agent
     return metrics
 
@@ -167,6 +207,7 @@ def train_run(cfg: GorlTrainConfig) -> dict[str, Any]:
 def run_benchmark(cfg: GorlBenchmarkConfig) -> dict[str, Any]:
     """Every algo x seed via :func:`train_run`; writes summary.json, summary.md and curves.png."""
     out, rows, curves, agents = Path(cfg.out), {}, {}, {}
+    refuse_existing([out / "summary.json", out / "summary.md", out / "curves.png"], cfg.overwrite)
     for algo in cfg.algos:
         for seed in cfg.seeds:
             run = GorlTrainConfig(env=cfg.env, algo=algo, steps=cfg.steps, seed=seed, out=str(out / f"{algo}_s{seed}"),
@@ -181,17 +222,17 @@ def run_benchmark(cfg: GorlBenchmarkConfig) -> dict[str, Any]:
                           "per_seed": [r[k] for r in rs]}
                       for k in ("final_return_stochastic", "final_return_deterministic", "wall_s")}
                for algo, rs in rows.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({"env": cfg.env, "steps": cfg.steps, "seeds": list(cfg.seeds),
-                                                  "results": summary}, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps({"env": cfg.env, "steps": cfg.steps, "seeds": list(cfg.seeds),
+                                                        "results": summary}, indent=2))
     lines = [f"# {cfg.env}, {cfg.steps} env steps, seeds {list(cfg.seeds)}", "",
              "| algo | return (stochastic) | return (deterministic) | wall s / run |", "|---|---|---|---|"]
     for algo, s in summary.items():
         st, de, w = s["final_return_stochastic"], s["final_return_deterministic"], s["wall_s"]
         lines.append(f"| {algo} | {st['mean']:.2f} +- {st['std']:.2f} | {de['mean']:.2f} +- {de['std']:.2f} "
                      f"| {w['mean']:.0f} |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    plot_curves(curves, out / "curves.png", f"{cfg.env} ({len(cfg.seeds)} seeds, mean +- std)")
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    with atomic_path(out / "curves.png") as tmp:
+        plot_curves(curves, tmp, f"{cfg.env} ({len(cfg.seeds)} seeds, mean +- std)")
     return {"summary": summary, "agents": agents, "rows": rows}
 
 

@@ -209,6 +209,23 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: object) -> gym.Env:
     return env
 
 
+def require_box_spaces(env_id: str, what: str) -> None:
+    """Raise unless ``env_id`` exists with flat Box observations and continuous (Box) actions.
+
+    Args:
+        what: who needs them, for the message (e.g. "make-dataset").
+    Raises:
+        ValueError: unknown env, or observations that are not a flat Box; ActionSpaceError (also a ValueError):
+            actions that are not a Box (e.g. ``Discrete``).
+    """
+    env = make_env(env_id)  # unknown env: ValueError
+    obs, act = env.observation_space, env.action_space
+    env.close()
+    check_action_space(act, unbounded_action_bound=1.0)
+    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
+        raise ValueError(f"environment {env_id!r} has {obs} observations; {what} needs flat Box observations")
+
+
 def make_vec_env(env_id: str, num_envs: int, seed: int, **kwargs: object) -> SyncVectorEnv:
     """``num_envs`` copies in a SyncVectorEnv (same-step autoreset), seeded seed, seed+1, ..."""
     if num_envs < 1:

@@ -119,7 +119,7 @@ def main() -> None:
                         regenerate_every=a.regenerate_every, num_synthetic=a.num_synthetic,
                         diffusion_dir=str(pipe_dir / "pipeline"), horizon=horizon,
                         sample_horizon=16 if a.tiny else 64, num_inference_steps=8 if a.tiny else 64,
-                        eval_every=0, eval_episodes=10, progress=False)
+                        eval_every=0, eval_episodes=10, progress=False, overwrite=True)
                     r = train_agent(cfg)
                     runs.append({"env": env, "algo": algo, "synthetic": syn, "seed": seed,
                                  "score": r["final"]["score_mean"], "wall_s": r["wall_s"]})
