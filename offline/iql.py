@@ -14,6 +14,7 @@ The twin critics are one :class:`~gendiff.offline.ensemble.EnsembleQ` (both netw
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,9 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from gendiff.entropy import gaussian_log_prob
-from gendiff.offline.ensemble import MLP, EnsembleQ
+from gendiff.offline.ensemble import EnsembleQ
 from gendiff.offline.learners import LearnerConfig, OfflineLearner, expectile_loss, make_adam
-from gendiff.rl.common import soft_update
+from gendiff.rl.common import mlp, soft_update
 
 
 @dataclass
@@ -39,7 +40,7 @@ class GaussianActor(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int]) -> None:
         super().__init__()
-        self.net = MLP(obs_dim, act_dim, hidden)
+        self.net = mlp(obs_dim, act_dim, hidden)
         self.log_std = nn.Parameter(torch.zeros(act_dim))
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
@@ -58,13 +59,17 @@ class IQL(OfflineLearner):
         super().__init__(obs_dim, act_dim, low, high, states, config, seed, device)
         cfg = self.config
         self.actor = GaussianActor(obs_dim, act_dim, cfg.hidden).to(self.device)
-        self.value = MLP(obs_dim, 1, cfg.hidden).to(self.device)
+        self.value = mlp(obs_dim, 1, cfg.hidden).to(self.device)
         self.critic = EnsembleQ(obs_dim, act_dim, cfg.hidden, members=2).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = make_adam(self.actor.parameters(), cfg.lr)
         self.value_opt = make_adam(self.value.parameters(), cfg.lr)
         self.critic_opt = make_adam(self.critic.parameters(), cfg.lr)
-        self.actor_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, max(cfg.total_steps, 1))
+        self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
+
+    def actor_lr(self, step: int) -> float:
+        """CORL's cosine decay (``CosineAnnealingLR(T_max=total_steps)``, eta_min 0) after ``step`` updates."""
+        return 0.5 * self.config.lr * (1.0 + math.cos(math.pi * step / max(self.config.total_steps, 1)))
 
     def actor_mean(self, obs_n: Tensor) -> Tensor:
         return self.actor(obs_n)[0]
@@ -98,7 +103,7 @@ class IQL(OfflineLearner):
         logp = gaussian_log_prob(b.act, mean, log_std.expand_as(mean), check_finite=False)
         actor_loss = -(weights * logp).mean()
         self._step(self.actor_opt, actor_loss)
-        self.actor_sched.step()
-        soft_update(self.critic_target, self.critic, cfg.tau)  # 4.
+        self.actor_opt.param_groups[0]["lr"] = self.actor_lr(self.steps)  # (a float: no scheduler object per step)
+        soft_update(*self._polyak, cfg.tau)  # 4.
         return {"loss/value": v_loss.detach(), "loss/critic": q_loss.detach(), "loss/actor": actor_loss.detach(),
                 "critic/q": q.detach().mean(), "actor/adv": adv.detach().mean()}

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from gendiff.offline.ensemble import MLP, EnsembleQ
+from gendiff.offline.ensemble import EnsembleQ
 from gendiff.offline.learners import LearnerConfig, OfflineLearner, PackedBatch, make_adam
-from gendiff.rl.common import soft_update
+from gendiff.rl.common import mlp, soft_update
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Actor(nn.Module):
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int]) -> None:
         super().__init__()
-        self.net = MLP(obs_dim, act_dim, hidden)
+        self.net = mlp(obs_dim, act_dim, hidden)
 
     def forward(self, obs: Tensor) -> Tensor:
         return torch.tanh(self.net(obs))
@@ -73,6 +73,8 @@ class TD3BC(OfflineLearner):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_opt = make_adam(self.actor.parameters(), cfg.lr)
         self.critic_opt = make_adam(self.critic.parameters(), cfg.lr)
+        self._polyak = ([*self.actor_target.parameters(), *self.critic_target.parameters()],
+                        [*self.actor.parameters(), *self.critic.parameters()])
 
     def actor_mean(self, obs_n: Tensor) -> Tensor:
         return self.actor(obs_n)
@@ -103,8 +105,7 @@ class TD3BC(OfflineLearner):
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_opt.step()
-        soft_update(self.actor_target, self.actor, self.config.tau)  # 3.
-        soft_update(self.critic_target, self.critic, self.config.tau)
+        soft_update(*self._polyak, self.config.tau)  # 3. actor and critics in one call
         return metrics
 
     def learn(self, rows: Tensor) -> dict[str, Tensor]:

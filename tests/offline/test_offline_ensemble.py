@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gendiff.offline.ensemble import MLP, EnsembleMLP, EnsembleQ
+from gendiff.offline.ensemble import EnsembleMLP, EnsembleQ
 from gendiff.offline.learners import build_learner
 from gendiff.offline.prdc import PRDCConfig
-from gendiff.rl.common import mlp
 from gendiff.rl.sac import TwinQ
 
 
@@ -54,26 +53,6 @@ def test_single_frozen_member_gives_the_input_gradient_of_q1_only():
     q.sum().backward()
     torch.testing.assert_close(a2.grad, a1.grad, rtol=1e-10, atol=1e-12)
     assert all(p.grad is None for p in ens.parameters())
-
-
-def test_mlp_of_one_equals_torch_mlp_values_and_all_gradients():
-    """Actors and value networks: the fast path equals gendiff.rl.common.mlp, input gradient included."""
-    torch.manual_seed(0)
-    ref = mlp(6, 3, (32, 32)).double()
-    fast = MLP(6, 3, (32, 32)).double()
-    fast.net.load_members([ref])
-    x1 = torch.randn(40, 6, dtype=torch.float64, requires_grad=True)
-    x2 = x1.detach().clone().requires_grad_(True)
-    w = torch.randn(40, 3, dtype=torch.float64)
-    y1, y2 = ref(x1), fast(x2)
-    torch.testing.assert_close(y2, y1, rtol=1e-12, atol=1e-12)
-    (torch.tanh(y1) * w).sum().backward()
-    (torch.tanh(y2) * w).sum().backward()
-    torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-10, atol=1e-12)
-    linears = [m for m in ref if isinstance(m, torch.nn.Linear)]
-    for wt, b, lin in zip(fast.net.weights, fast.net.biases, linears):
-        torch.testing.assert_close(wt.grad[0], lin.weight.grad, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(b.grad[0, 0], lin.bias.grad, rtol=1e-10, atol=1e-12)
 
 
 def test_per_member_inputs_and_accumulated_gradients():
