@@ -122,14 +122,11 @@ class OfflineLearner:
         self.state_norm = StateNormalizer.fit(states.float(), self.config.normalize_states).to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
-    @property
-    def row_dim(self) -> int:
-        """Width D of a packed row: 2 obs_dim + act_dim + 2."""
-        return 2 * self.obs_dim + self.act_dim + 2
-
     @torch.no_grad()
     def pack(self, batch: dict[str, Tensor]) -> Tensor:
-        """Check, normalise and pack transitions into rows [N, D] on the learner's device (see :class:`PackedBatch`).
+        """Check, normalise and pack transitions into rows [N, D = 2 obs_dim + act_dim + 2] on the learner's device.
+
+        The row layout is :class:`PackedBatch`'s: [s | a | s' | r | d].
 
         Args:
             batch: obs / next_obs [N, obs_dim], act [N, act_dim] (environment units), rew / done [N].
