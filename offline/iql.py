@@ -2,7 +2,8 @@
 
 One update on a batch (states z-scored, actions in [-1, 1]):
   1. Value (eq. 5): L_V = E L_2^tau(min_k Q'_k(s, a) - V(s)), L_2^tau(u) = |tau - 1(u < 0)| u^2, tau = 0.7.
-  2. Critic (eq. 6): L_Q = sum_k E (r + gamma (1 - d) V(s') - Q_k(s, a))^2.
+  2. Critic (eq. 6): L_Q = 1/2 sum_k E (r + gamma (1 - d) V(s') - Q_k(s, a))^2, the mean of the two critics'
+     losses (CORL), with V(s') taken before step 1 changes V (CORL's order).
   3. Actor, advantage-weighted regression (eq. 7):
      L_pi = -E exp(beta (min_k Q'_k(s, a) - V(s))) log pi(a | s), weights clipped at 100, beta = 3.
      pi(a|s) = N(tanh(mu(s)), diag exp(log_std)) with a state-independent log_std (CORL's GaussianPolicy);
@@ -88,15 +89,15 @@ class IQL(OfflineLearner):
         cfg, b = self.config, self.split(rows)
         self.steps += 1
         with torch.no_grad():
+            next_v = self.value(b.next_obs).squeeze(-1)  # for step 2, from V before its update (CORL)
             q_t = self.critic_target(b.obs_act).amin(0)
         v = self.value(b.obs).squeeze(-1)
         adv = q_t - v
         v_loss = expectile_loss(adv, cfg.expectile)  # 1.
         self._step(self.value_opt, v_loss)
-        with torch.no_grad():  # 2.
-            y = b.rew + cfg.gamma * (1.0 - b.done) * self.value(b.next_obs).squeeze(-1)
+        y = b.rew + cfg.gamma * (1.0 - b.done) * next_v  # 2.
         q = self.critic(b.obs_act)
-        q_loss = (q - y).square().mean(1).sum()
+        q_loss = (q - y).square().mean()  # [E, B]: the mean over both critics of their MSEs
         self._step(self.critic_opt, q_loss)
         weights = torch.exp(cfg.beta * adv.detach()).clamp_(max=cfg.exp_adv_max)  # 3.
         mean, log_std = self.actor(b.obs)
