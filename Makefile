@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.gendiff-installed
 REQS := pyproject.toml requirements/base.txt requirements/test.txt requirements/constraints.txt
 
-.PHONY: demo test setup lint bench clean-venv
+.PHONY: demo test setup lint bench bench-setup clean-venv
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Benchmark-only peers (d3rlpy for benchmarks/offline/learner_speed.py); never needed to run or test gendiff.
+bench-setup: $(STAMP)
+	$(BIN)/pip install -q -c requirements/constraints.txt -r requirements/bench.txt
+	$(BIN)/pip install -q --no-deps "d3rlpy==2.8.1"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,17 +2,20 @@
 
 One update on a batch (states z-scored, actions in [-1, 1]):
   1. Value (eq. 5): L_V = E L_2^tau(min_k Q'_k(s, a) - V(s)), L_2^tau(u) = |tau - 1(u < 0)| u^2, tau = 0.7.
-  2. Critic (eq. 6): L_Q = sum_k E (r + gamma (1 - d) V(s') - Q_k(s, a))^2.
+  2. Critic (eq. 6): L_Q = 1/2 sum_k E (r + gamma (1 - d) V(s') - Q_k(s, a))^2, the mean of the two critics'
+     losses (CORL), with V(s') taken before step 1 changes V (CORL's order).
   3. Actor, advantage-weighted regression (eq. 7):
      L_pi = -E exp(beta (min_k Q'_k(s, a) - V(s))) log pi(a | s), weights clipped at 100, beta = 3.
      pi(a|s) = N(tanh(mu(s)), diag exp(log_std)) with a state-independent log_std (CORL's GaussianPolicy);
      the actor's learning rate follows a cosine decay over ``total_steps`` (CORL).
   4. Q targets: theta' <- (1 - tau) theta' + tau theta.
+The twin critics are one :class:`~gendiff.offline.ensemble.EnsembleQ` (both networks in batched matrix products).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,9 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from gendiff.entropy import gaussian_log_prob
-from gendiff.offline.learners import LearnerConfig, OfflineLearner, expectile_loss
+from gendiff.offline.ensemble import EnsembleQ
+from gendiff.offline.learners import LearnerConfig, OfflineLearner, expectile_loss, make_adam
 from gendiff.rl.common import mlp, soft_update
-from gendiff.rl.sac import TwinQ
 
 
 @dataclass
@@ -53,17 +56,21 @@ class IQL(OfflineLearner):
     deterministic = False
 
     def __init__(self, obs_dim: int, act_dim: int, low: Sequence[float], high: Sequence[float], states: Tensor,
-                 config: IQLConfig | None = None, seed: int = 0) -> None:
-        super().__init__(obs_dim, act_dim, low, high, states, config, seed)
+                 config: IQLConfig | None = None, seed: int = 0, device: str | torch.device | None = None) -> None:
+        super().__init__(obs_dim, act_dim, low, high, states, config, seed, device)
         cfg = self.config
-        self.actor = GaussianActor(obs_dim, act_dim, cfg.hidden)
-        self.value = mlp(obs_dim, 1, cfg.hidden)
-        self.critic = TwinQ(obs_dim, act_dim, cfg.hidden)
+        self.actor = GaussianActor(obs_dim, act_dim, cfg.hidden).to(self.device)
+        self.value = mlp(obs_dim, 1, cfg.hidden).to(self.device)
+        self.critic = EnsembleQ(obs_dim, act_dim, cfg.hidden, members=2).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=cfg.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
-        self.actor_sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_opt, max(cfg.total_steps, 1))
+        self.actor_opt = make_adam(self.actor.parameters(), cfg.lr)
+        self.value_opt = make_adam(self.value.parameters(), cfg.lr)
+        self.critic_opt = make_adam(self.critic.parameters(), cfg.lr)
+        self._polyak = (list(self.critic_target.parameters()), list(self.critic.parameters()))
+
+    def actor_lr(self, step: int) -> float:
+        """CORL's cosine decay (``CosineAnnealingLR(T_max=total_steps)``, eta_min 0) after ``step`` updates."""
+        return 0.5 * self.config.lr * (1.0 + math.cos(math.pi * step / max(self.config.total_steps, 1)))
 
     def actor_mean(self, obs_n: Tensor) -> Tensor:
         return self.actor(obs_n)[0]
@@ -78,26 +85,26 @@ class IQL(OfflineLearner):
         loss.backward()
         opt.step()
 
-    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
-        cfg, b = self.config, self.prepare(batch)
+    def learn(self, rows: Tensor) -> dict[str, Tensor]:
+        cfg, b = self.config, self.split(rows)
         self.steps += 1
         with torch.no_grad():
-            q_t = self.critic_target(b["obs"], b["act"]).min(0).values
-        v = self.value(b["obs"]).squeeze(-1)
+            next_v = self.value(b.next_obs).squeeze(-1)  # for step 2, from V before its update (CORL)
+            q_t = self.critic_target(b.obs_act).amin(0)
+        v = self.value(b.obs).squeeze(-1)
         adv = q_t - v
         v_loss = expectile_loss(adv, cfg.expectile)  # 1.
         self._step(self.value_opt, v_loss)
-        with torch.no_grad():  # 2.
-            y = b["rew"] + cfg.gamma * (1.0 - b["done"]) * self.value(b["next_obs"]).squeeze(-1)
-        q = self.critic(b["obs"], b["act"])
-        q_loss = (q - y).square().mean(1).sum()
+        y = b.rew + cfg.gamma * (1.0 - b.done) * next_v  # 2.
+        q = self.critic(b.obs_act)
+        q_loss = (q - y).square().mean()  # [E, B]: the mean over both critics of their MSEs
         self._step(self.critic_opt, q_loss)
-        weights = torch.exp(cfg.beta * adv.detach()).clamp(max=cfg.exp_adv_max)  # 3.
-        mean, log_std = self.actor(b["obs"])
-        logp = gaussian_log_prob(b["act"], mean, log_std.expand_as(mean))
+        weights = torch.exp(cfg.beta * adv.detach()).clamp_(max=cfg.exp_adv_max)  # 3.
+        mean, log_std = self.actor(b.obs)
+        logp = gaussian_log_prob(b.act, mean, log_std.expand_as(mean), check_finite=False)
         actor_loss = -(weights * logp).mean()
         self._step(self.actor_opt, actor_loss)
-        self.actor_sched.step()
-        soft_update(self.critic_target, self.critic, cfg.tau)  # 4.
-        return {"loss/value": v_loss.item(), "loss/critic": q_loss.item(), "loss/actor": actor_loss.item(),
-                "critic/q": q.mean().item(), "actor/adv": adv.mean().item()}
+        self.actor_opt.param_groups[0]["lr"] = self.actor_lr(self.steps)  # (a float: no scheduler object per step)
+        soft_update(*self._polyak, cfg.tau)  # 4.
+        return {"loss/value": v_loss.detach(), "loss/critic": q_loss.detach(), "loss/actor": actor_loss.detach(),
+                "critic/q": q.detach().mean(), "actor/adv": adv.detach().mean()}

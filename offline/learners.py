@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -65,44 +65,102 @@ class LearnerConfig:
         self.hidden = tuple(int(h) for h in self.hidden)
 
 
-class OfflineLearner:
-    """Base class: sizes, action scaling, state normalisation and evaluation.
+class PackedBatch(NamedTuple):
+    """Views into packed rows [B, D] = [s | a | s' | r | d] (states z-scored, actions in [-1, 1]).
 
-    Subclasses implement ``update(batch) -> metrics`` and ``actor_mean(obs_n) -> [B, act_dim]`` in [-1, 1].
+    Attributes:
+        obs, next_obs: [B, obs_dim]; act: [B, act_dim]; obs_act: [B, obs_dim + act_dim] the critics' input
+        [s, a] (no concatenation needed); rew, done: [B].
+    """
+
+    obs: Tensor
+    act: Tensor
+    obs_act: Tensor
+    next_obs: Tensor
+    rew: Tensor
+    done: Tensor
+
+
+def make_adam(params: Any, lr: float) -> torch.optim.Adam:
+    """Adam with the fused kernel (one kernel for all tensors; CPU and CUDA), same update rule as the default."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+class OfflineLearner:
+    """Base class: sizes, action scaling, state normalisation, packed batches and evaluation.
+
+    Data enters an update in one of two ways:
+
+    - ``update(batch)``: a dict of environment-unit tensors (obs, act, rew, next_obs, done), checked for
+      NaN/inf and normalised on every call (one host sync for the check);
+    - ``learn(rows)``: rows of a tensor made once by :meth:`pack` (checked and normalised there) and
+      indexed by the training loop. Subclasses implement ``learn``; it never synchronises with the host
+      and returns its metrics as 0-dim tensors (read them only when logging).
+
+    Subclasses also implement ``actor_mean(obs_n) -> [B, act_dim]`` in [-1, 1].
 
     Args:
         obs_dim, act_dim: sizes; low, high: [act_dim] environment action bounds.
         states: [N, obs_dim] dataset states for the normaliser; config: hyper-parameters; seed: RNG seed.
+        device: where the networks live and updates run (``"cpu"``, ``"cuda"``, ...); default CPU.
     """
 
     config_class: type[LearnerConfig] = LearnerConfig
     deterministic: bool = True  # PGD treats a deterministic actor as N(pi(s), I)
 
     def __init__(self, obs_dim: int, act_dim: int, low: Sequence[float], high: Sequence[float], states: Tensor,
-                 config: LearnerConfig | None = None, seed: int = 0) -> None:
+                 config: LearnerConfig | None = None, seed: int = 0, device: str | torch.device | None = None) -> None:
         self.config = config or self.config_class()
         if not isinstance(self.config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(self.config).__name__}")
         if states.dim() != 2 or states.shape[1] != obs_dim or not torch.isfinite(states).all():
             raise ValueError(f"states must be finite [N, {obs_dim}], got {tuple(states.shape)}")
         torch.manual_seed(seed)
+        self.device = torch.device(device or "cpu")
         self.obs_dim, self.act_dim, self.steps = obs_dim, act_dim, 0
-        self.scaler = ActionScaler(low, high)
-        self.state_norm = StateNormalizer.fit(states, self.config.normalize_states)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.scaler = ActionScaler(low, high).to(self.device)
+        self.state_norm = StateNormalizer.fit(states.float(), self.config.normalize_states).to(self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
-    def prepare(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Normalise states and map actions to [-1, 1]; checks keys and finiteness."""
+    @torch.no_grad()
+    def pack(self, batch: dict[str, Tensor]) -> Tensor:
+        """Check, normalise and pack transitions into rows [N, D = 2 obs_dim + act_dim + 2] on the learner's device.
+
+        The row layout is :class:`PackedBatch`'s: [s | a | s' | r | d].
+
+        Args:
+            batch: obs / next_obs [N, obs_dim], act [N, act_dim] (environment units), rew / done [N].
+        Raises:
+            KeyError: a key is missing. ValueError: wrong shapes or NaN/inf.
+        """
         missing = {"obs", "act", "rew", "next_obs", "done"} - set(batch)
         if missing:
             raise KeyError(f"batch lacks {sorted(missing)}")
-        for k in ("obs", "act", "rew", "next_obs", "done"):
-            if not torch.isfinite(batch[k]).all():
-                raise ValueError(f"batch[{k!r}] contains NaN/inf")
-        return {"obs": self.state_norm(batch["obs"]), "next_obs": self.state_norm(batch["next_obs"]),
-                "act": self.scaler.from_env(batch["act"]).clamp(-1, 1), "rew": batch["rew"], "done": batch["done"]}
+        n = batch["obs"].shape[0]
+        want = {"obs": (n, self.obs_dim), "next_obs": (n, self.obs_dim), "act": (n, self.act_dim), "rew": (n,),
+                "done": (n,)}
+        for k, shape in want.items():
+            if tuple(batch[k].shape) != shape:
+                raise ValueError(f"batch[{k!r}] must have shape {shape}, got {tuple(batch[k].shape)}")
+        t = {k: batch[k].to(self.device, torch.float32) for k in want}
+        bad = [k for k, v in t.items() if not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"batch[{bad[0]!r}] contains NaN/inf")
+        return torch.cat([self.state_norm(t["obs"]), self.scaler.from_env(t["act"]).clamp(-1, 1),
+                          self.state_norm(t["next_obs"]), t["rew"][:, None], t["done"][:, None]], dim=1)
 
-    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
+    def split(self, rows: Tensor) -> PackedBatch:
+        """Views of packed rows [B, D] (no copies)."""
+        o, a = self.obs_dim, self.act_dim
+        return PackedBatch(rows[:, :o], rows[:, o:o + a], rows[:, :o + a], rows[:, o + a:2 * o + a],
+                           rows[:, 2 * o + a], rows[:, 2 * o + a + 1])
+
+    def update(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """One update on a dict of environment-unit transitions (checked and normalised here)."""
+        return self.learn(self.pack(batch))
+
+    def learn(self, rows: Tensor) -> dict[str, Tensor]:
+        """One update on packed rows [B, D]; metrics as detached 0-dim tensors."""
         raise NotImplementedError
 
     def actor_mean(self, obs_n: Tensor) -> Tensor:
@@ -115,7 +173,7 @@ class OfflineLearner:
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic environment actions for raw obs [B, obs_dim] (numpy)."""
-        return self(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+        return self(torch.as_tensor(obs, dtype=torch.float32, device=self.device)).cpu().numpy()
 
     def evaluate(self, env_id: str, episodes: int = 10, ref: tuple[float | None, float | None] = (None, None),
                  seed: int = 10_000) -> dict[str, Any]:
@@ -130,12 +188,13 @@ class OfflineLearner:
 
 
 def build_learner(name: str, dataset_transitions: dict[str, Tensor], low: Sequence[float], high: Sequence[float],
-                  config: LearnerConfig | None = None, seed: int = 0) -> OfflineLearner:
+                  config: LearnerConfig | None = None, seed: int = 0,
+                  device: str | torch.device | None = None) -> OfflineLearner:
     """Build a registered learner for a dataset's transitions (obs [N, obs_dim], act [N, act_dim], ...)."""
     cls = OFFLINE_LEARNERS.get(name)
     obs, act = dataset_transitions["obs"], dataset_transitions["act"]
-    kwargs = {"dataset": dataset_transitions} if getattr(cls, "needs_dataset", False) else {}
-    return cls(obs.shape[1], act.shape[1], low, high, obs, config, seed, **kwargs)
+    kwargs: dict[str, Any] = {"dataset": dataset_transitions} if getattr(cls, "needs_dataset", False) else {}
+    return cls(obs.shape[1], act.shape[1], low, high, obs, config, seed, device=device, **kwargs)
 
 
 OFFLINE_LEARNERS: Registry[type[OfflineLearner]] = Registry("offline learner")

@@ -76,9 +76,33 @@ class TrainAgentConfig:
             check_dataset_id(self.dataset_id)
 
 
-def _sample(data: dict[str, Tensor], n: int, gen: torch.Generator) -> dict[str, Tensor]:
-    idx = torch.randint(0, data["obs"].shape[0], (n,), generator=gen)
-    return {k: data[k][idx] for k in ("obs", "act", "rew", "next_obs", "done")}
+class BatchSampler:
+    """Step 3: batches of packed rows (:meth:`OfflineLearner.pack`) drawn on the learner's device, no host sync.
+
+    Each batch holds ``n_real`` real rows and, once a synthetic set is given, ``batch_size - n_real`` synthetic
+    ones (uniform with replacement within each set); without a synthetic set all ``batch_size`` rows are real.
+    """
+
+    def __init__(self, learner: OfflineLearner, real: dict[str, Tensor], batch_size: int, n_real: int,
+                 seed: int) -> None:
+        self.learner, self.batch_size, self.n_real = learner, batch_size, n_real
+        self.real = learner.pack(real)  # checked and normalised once, not per batch
+        self.synthetic: Tensor | None = None
+        self.gen = torch.Generator(device=learner.device).manual_seed(seed)
+
+    def set_synthetic(self, transitions: dict[str, Tensor]) -> None:
+        self.synthetic = self.learner.pack(transitions)
+
+    def sample(self) -> Tensor:
+        """[batch_size, D] packed rows: real first, then synthetic."""
+        dev = self.learner.device
+        if self.synthetic is None or self.n_real == self.batch_size:
+            idx = torch.randint(0, self.real.shape[0], (self.batch_size,), generator=self.gen, device=dev)
+            return self.real[idx]
+        i_real = torch.randint(0, self.real.shape[0], (self.n_real,), generator=self.gen, device=dev)
+        i_syn = torch.randint(0, self.synthetic.shape[0], (self.batch_size - self.n_real,), generator=self.gen,
+                              device=dev)
+        return torch.cat([self.real[i_real], self.synthetic[i_syn]])
 
 
 def _finite(tr: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -166,22 +190,21 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     run_dir = out.with_suffix("") if out.suffix else out / "run"
     learner = build_learner(cfg.algo, real, ds.action_low, ds.action_high, _learner_config(cfg), cfg.seed)
     source = SyntheticSource(cfg, ds, run_dir) if cfg.synthetic != "none" else None
-    syn = source.generate(None) if source is not None else None
-    n_real = cfg.real_per_batch if syn is not None else cfg.batch_size
-    gen, curve, metrics = torch.Generator().manual_seed(cfg.seed), [], {}
+    sampler = BatchSampler(learner, real, cfg.batch_size, cfg.real_per_batch, cfg.seed)
+    if source is not None:
+        sampler.set_synthetic(source.generate(None))
+    curve: list[dict[str, Any]] = []
+    metrics: dict[str, Tensor] = {}
     for step in tqdm(range(1, cfg.steps + 1), disable=not cfg.progress, desc=f"{cfg.algo}/{cfg.synthetic}"):
-        batch = _sample(real, n_real, gen)
-        if syn is not None and cfg.batch_size > n_real:  # 3.
-            s = _sample(syn, cfg.batch_size - n_real, gen)
-            batch = {k: torch.cat([batch[k], s[k]]) for k in batch}
-        metrics = learner.update(batch)
+        metrics = learner.learn(sampler.sample())  # 3. (metrics stay on the device until the end)
         if cfg.synthetic == "pgd" and step % cfg.regenerate_every == 0 and step < cfg.steps:
-            syn = source.generate(learner)  # 2. guided by the current policy
+            sampler.set_synthetic(source.generate(learner))  # 2. guided by the current policy
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             curve.append({"step": step, **_evaluate(learner, ds, min(cfg.eval_episodes, 5), cfg.seed)})
     final = _evaluate(learner, ds, cfg.eval_episodes, cfg.seed)  # 4.
     curve.append({"step": cfg.steps, **final})
-    result = {"config": asdict(cfg), "final": final, "curve": curve, "last_metrics": metrics,
+    result = {"config": asdict(cfg), "final": final, "curve": curve,
+              "last_metrics": {k: float(v) for k, v in metrics.items()},
               "synthetic_per_s": source.throughput if source is not None else [],
               "wall_s": time.perf_counter() - t0}
     write_results(result, out, learner)

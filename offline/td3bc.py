@@ -6,6 +6,8 @@ One update on a batch (states z-scored, actions in [-1, 1]):
   2. Every ``policy_freq`` (2) updates, the actor (eq. 3):
      lambda = alpha / mean |Q_1(s, pi(s))| (no gradient), L_pi = -lambda E Q_1(s, pi(s)) + E (pi(s) - a)^2.
   3. Targets: theta' <- (1 - tau) theta' + tau theta, for actor and critics.
+The twin critics are one :class:`~gendiff.offline.ensemble.EnsembleQ` (both networks in batched matrix
+products); the actor's loss evaluates Q_1 alone with frozen weights, so no critic gradient is computed there.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from gendiff.offline.learners import LearnerConfig, OfflineLearner
+from gendiff.offline.ensemble import EnsembleQ
+from gendiff.offline.learners import LearnerConfig, OfflineLearner, PackedBatch, make_adam
 from gendiff.rl.common import mlp, soft_update
-from gendiff.rl.sac import TwinQ
 
 
 @dataclass
@@ -30,16 +32,18 @@ class TD3BCConfig(LearnerConfig):
     policy_freq: int = 2
 
 
-def td3bc_actor_loss(q: Tensor, pi: Tensor, act: Tensor, alpha: float) -> tuple[Tensor, dict[str, float]]:
+def td3bc_actor_loss(q: Tensor, pi: Tensor, act: Tensor, alpha: float) -> tuple[Tensor, dict[str, Tensor]]:
     """Step 2: -lambda mean Q + mean (pi - a)^2 with lambda = alpha / mean |Q| (held constant).
 
     Args:
         q: [B] Q_1(s, pi(s)); pi: [B, act_dim] actor actions; act: [B, act_dim] dataset actions.
+    Returns:
+        (loss, metrics as detached 0-dim tensors).
     """
     lmbda = alpha / q.abs().mean().detach().clamp_min(1e-8)
     bc = (pi - act).square().mean()
     loss = -lmbda * q.mean() + bc
-    return loss, {"loss/actor": loss.item(), "actor/bc_mse": bc.item(), "actor/lambda": lmbda.item()}
+    return loss, {"loss/actor": loss.detach(), "actor/bc_mse": bc.detach(), "actor/lambda": lmbda}
 
 
 class Actor(nn.Module):
@@ -60,15 +64,17 @@ class TD3BC(OfflineLearner):
     config: TD3BCConfig
 
     def __init__(self, obs_dim: int, act_dim: int, low: Sequence[float], high: Sequence[float], states: Tensor,
-                 config: TD3BCConfig | None = None, seed: int = 0) -> None:
-        super().__init__(obs_dim, act_dim, low, high, states, config, seed)
+                 config: TD3BCConfig | None = None, seed: int = 0, device: str | torch.device | None = None) -> None:
+        super().__init__(obs_dim, act_dim, low, high, states, config, seed, device)
         cfg = self.config
-        self.actor = Actor(obs_dim, act_dim, cfg.hidden)
+        self.actor = Actor(obs_dim, act_dim, cfg.hidden).to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic = TwinQ(obs_dim, act_dim, cfg.hidden)
+        self.critic = EnsembleQ(obs_dim, act_dim, cfg.hidden, members=2).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr)
+        self.actor_opt = make_adam(self.actor.parameters(), cfg.lr)
+        self.critic_opt = make_adam(self.critic.parameters(), cfg.lr)
+        self._polyak = ([*self.actor_target.parameters(), *self.critic_target.parameters()],
+                        [*self.actor.parameters(), *self.critic.parameters()])
 
     def actor_mean(self, obs_n: Tensor) -> Tensor:
         return self.actor(obs_n)
@@ -77,36 +83,33 @@ class TD3BC(OfflineLearner):
         """PRDC replaces the dataset action here; None keeps TD3+BC's (pi - a)^2."""
         return None
 
-    def critic_update(self, b: dict[str, Tensor]) -> dict[str, float]:
+    def critic_update(self, b: PackedBatch) -> dict[str, Tensor]:
         cfg = self.config
         with torch.no_grad():  # 1.
-            noise = (torch.randn(b["act"].shape, generator=self.generator) * cfg.policy_noise)
-            noise = noise.clamp(-cfg.noise_clip, cfg.noise_clip)
-            next_a = (self.actor_target(b["next_obs"]) + noise).clamp(-1.0, 1.0)
-            y = b["rew"] + cfg.gamma * (1.0 - b["done"]) * self.critic_target(b["next_obs"], next_a).min(0).values
-        q = self.critic(b["obs"], b["act"])
+            noise = torch.randn(b.act.shape, generator=self.generator, device=self.device) * cfg.policy_noise
+            noise = noise.clamp_(-cfg.noise_clip, cfg.noise_clip)
+            next_a = (self.actor_target(b.next_obs) + noise).clamp_(-1.0, 1.0)
+            y = b.rew + cfg.gamma * (1.0 - b.done) * self.critic_target(b.next_obs, next_a).amin(0)
+        q = self.critic(b.obs_act)
         loss = (q - y).square().mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.critic_opt.step()
-        return {"loss/critic": loss.item(), "critic/q": q.mean().item()}
+        return {"loss/critic": loss.detach(), "critic/q": q.detach().mean()}
 
-    def actor_update(self, b: dict[str, Tensor]) -> dict[str, float]:
-        pi = self.actor(b["obs"])  # 2.
-        self.critic.requires_grad_(False)
-        q = self.critic(b["obs"], pi)[0]
-        self.critic.requires_grad_(True)
-        target_a = self.bc_regulariser(b["obs"], pi, b["act"])
-        loss, metrics = td3bc_actor_loss(q, pi, b["act"] if target_a is None else target_a, self.config.alpha)
+    def actor_update(self, b: PackedBatch) -> dict[str, Tensor]:
+        pi = self.actor(b.obs)  # 2.
+        q = self.critic(b.obs, pi, member=0, frozen=True)  # Q_1; gradients reach pi only
+        target_a = self.bc_regulariser(b.obs, pi, b.act)
+        loss, metrics = td3bc_actor_loss(q, pi, b.act if target_a is None else target_a, self.config.alpha)
         self.actor_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_opt.step()
-        soft_update(self.actor_target, self.actor, self.config.tau)  # 3.
-        soft_update(self.critic_target, self.critic, self.config.tau)
+        soft_update(*self._polyak, self.config.tau)  # 3. actor and critics in one call
         return metrics
 
-    def update(self, batch: dict[str, Tensor]) -> dict[str, float]:
-        b = self.prepare(batch)
+    def learn(self, rows: Tensor) -> dict[str, Tensor]:
+        b = self.split(rows)
         self.steps += 1
         metrics = self.critic_update(b)
         if self.steps % self.config.policy_freq == 0:

@@ -14,12 +14,16 @@ _LOG2 = math.log(2.0)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
-    """log N(x; mean, diag(exp(log_std)^2)), summed over the last dim; inputs broadcast: [..., D] -> [...]."""
+def gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor, check_finite: bool = True) -> Tensor:
+    """log N(x; mean, diag(exp(log_std)^2)), summed over the last dim; inputs broadcast: [..., D] -> [...].
+
+    ``check_finite=False`` skips the NaN/inf check of log_std (a host sync), for training loops that must not wait.
+    """
     for name, t in (("x", x), ("mean", mean), ("log_std", log_std)):
         _check_tensor(name, t, min_dim=1)
     _broadcast(("x", "mean", "log_std"), x, mean, log_std)
-    _check_finite("log_std", log_std)
+    if check_finite:
+        _check_finite("log_std", log_std)
     z = (x - mean) * torch.exp(-log_std)
     return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(-1)
 

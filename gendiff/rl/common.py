@@ -118,11 +118,17 @@ def mlp(in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256), act: type
 
 
 @torch.no_grad()
-def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
-    """Polyak averaging theta_target <- (1 - tau) theta_target + tau theta_source (in place)."""
+def soft_update(target: nn.Module | Sequence[Tensor], source: nn.Module | Sequence[Tensor], tau: float) -> None:
+    """Polyak averaging theta_target <- (1 - tau) theta_target + tau theta_source (in place).
+
+    ``target`` / ``source``: modules, or matching lists of their parameters (lists made once save the
+    per-call module traversal in tight update loops).
+    """
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must lie in [0, 1], got {tau}")
-    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
+    targets = list(target.parameters()) if isinstance(target, nn.Module) else list(target)
+    sources = list(source.parameters()) if isinstance(source, nn.Module) else list(source)
+    torch._foreach_lerp_(targets, sources, tau)
 
 
 class ReplayBuffer:

@@ -111,3 +111,26 @@ def test_learners_reach_expert_on_known_answer_data(algo):
     res = agent.evaluate(ds.env_id, episodes=10, ref=(ds.ref_min_score, ds.ref_max_score))
     assert res["episodes"] == 10
     assert res["score_mean"] > 90.0, res  # random policy = 0, expert = 100
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("algo", ["td3bc", "iql", "prdc"])
+def test_learn_on_cuda_never_synchronises_with_the_host(algo):
+    """The training loop's path (BatchSampler.sample + learn) runs on the GPU with no host sync at all."""
+    from gendiff.offline.pgd_loop import BatchSampler
+
+    tr = _transitions(512)
+    agent = build_learner(algo, tr, [-1, -1], [1, 1], OFFLINE_LEARNERS.get(algo).config_class(hidden=(32, 32)),
+                          device="cuda")
+    sampler = BatchSampler(agent, tr, 64, 16, seed=0)
+    sampler.set_synthetic(_transitions(256))
+    agent.learn(sampler.sample())  # first call: lazy CUDA / cuBLAS initialisation may synchronise
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(4):  # covers the actor's every-2nd-update branch
+            metrics = agent.learn(sampler.sample())
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(v.device.type == "cuda" and torch.isfinite(v) for v in metrics.values())
+    assert agent.act(tr["obs"][:3].numpy()).shape == (3, 2)
