@@ -58,6 +58,7 @@ class TrainAgentConfig:
     cosine_coeff: float = 0.3
     normalize_grad: bool = False
     synther_train_steps: int = 2000
+    synther_dir: str = ""  # a saved SynthER model (SynthER.save); "" trains one (synther_train_steps) beside `out`
     eval_every: int = 5000
     eval_episodes: int = 10
     progress: bool = True
@@ -129,9 +130,16 @@ class SyntheticSource:
         elif cfg.synthetic == "synther":
             from gendiff.offline.synther import SynthER, SynthERConfig
 
-            self.synther = SynthER.fit(ds.transitions(), ds.action_low, ds.action_high,
-                                       SynthERConfig(train_steps=cfg.synther_train_steps, seed=cfg.seed),
-                                       run_dir / "synther")
+            if cfg.synther_dir:  # trained once per dataset and shared by every seed's run
+                self.synther = SynthER.load(cfg.synther_dir)
+                if (self.synther.obs_dim, self.synther.act_dim) != (ds.obs_dim, ds.act_dim):
+                    raise ValueError(f"synther_dir {cfg.synther_dir}: a model of obs/act dims "
+                                     f"{self.synther.obs_dim}/{self.synther.act_dim}, the dataset has "
+                                     f"{ds.obs_dim}/{ds.act_dim}")
+            else:
+                self.synther = SynthER.fit(ds.transitions(), ds.action_low, ds.action_high,
+                                           SynthERConfig(train_steps=cfg.synther_train_steps, seed=cfg.seed),
+                                           run_dir / "synther")
 
     def _pipeline(self, ds: OfflineDataset, run_dir: Path) -> Any:
         from gendiff.offline.diffusion import (

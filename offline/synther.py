@@ -98,6 +98,6 @@ class SynthER:
         if not (path / "synther.json").is_file():
             raise FileNotFoundError(f"{path} holds no SynthER model (synther.json missing)")
         meta = json.loads((path / "synther.json").read_text())
-        model = ResidualMLPDenoiser.from_pretrained(path / "synther_model")
+        model = ResidualMLPDenoiser.from_pretrained(path / "synther_model", use_safetensors=True)
         return cls(model, meta["obs_dim"], meta["act_dim"], torch.tensor(meta["mean"]), torch.tensor(meta["std"]),
                    np.asarray(meta["low"]), np.asarray(meta["high"]))

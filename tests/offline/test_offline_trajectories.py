@@ -176,6 +176,27 @@ def test_synther_samples_transitions(tmp_path):
     assert gen.obs_dim == 1
 
 
+def test_synther_dir_reuses_a_saved_model_and_rejects_a_mismatch(tmp_path):
+    from gendiff.offline.pgd_loop import SyntheticSource, TrainAgentConfig
+
+    ds = line_dataset(episodes=20)
+    gen = SynthER.fit(ds.transitions(), ds.action_low, ds.action_high, SynthERConfig(width=32, depth=1,
+                      train_steps=5, batch_size=64), tmp_path / "s")
+    cfg = TrainAgentConfig(dataset_id=ds.dataset_id, synthetic="synther", synther_dir=str(tmp_path / "s"),
+                           num_synthetic=30, num_inference_steps=4, progress=False)
+    source = SyntheticSource(cfg, ds, tmp_path / "run")
+    assert not (tmp_path / "run" / "synther").exists()  # loaded, not retrained
+    for p, q in zip(gen.model.parameters(), source.synther.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert source.generate(None)["obs"].shape[1] == 1
+    wide = OfflineDataset("wide/v0", None, [Episode(np.zeros((11, 2), np.float32), np.zeros((10, 1), np.float32),
+                                                     np.zeros(10, np.float32), np.zeros(10, np.float32),
+                                                     np.eye(10, dtype=np.float32)[-1])],
+                          np.array([-1.0], np.float32), np.array([1.0], np.float32))
+    with pytest.raises(ValueError, match="obs/act dims 1/1, the dataset has 2/1"):
+        SyntheticSource(cfg, wide, tmp_path / "run2")
+
+
 def test_load_or_train_reuses_a_saved_pipeline_and_rejects_a_mismatch(tmp_path):
     ds = line_dataset(episodes=8)
     cfg = TrajectoryDiffusionConfig(dataset_id=ds.dataset_id, out_dir=str(tmp_path / "d"), horizon=8, stride=2,
