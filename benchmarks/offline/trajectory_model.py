@@ -33,6 +33,7 @@ import torch
 
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import (
+    DATASET_RECORD,
     TrajectoryDiffusionConfig,
     edm_heun_scheduler,
     edm_scheduler,
@@ -63,6 +64,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="runs/trajectory_model", help="training runs (resumable)")
     p.add_argument("--out", default="benchmarks/offline/trajectory_model")
+    p.add_argument("--export", action="store_true",
+                   help="only save each variant's trained run (--work/NAME) as a pipeline in --work/NAME/pipeline")
     p.add_argument("--tiny", action="store_true")
     a = p.parse_args()
     if a.tiny:
@@ -149,6 +152,7 @@ def run_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, 
                              resume=i > 0, overwrite=i == 0)
         wall += time.perf_counter() - t0
         pipe = PolicyGuidedTrajectoryPipeline(unet=res.model, scheduler=sched, normalizer=norm.to_config())
+        save_pipeline(pipe, ds, run_dir / "pipeline")
         tr, per_s = _sample(pipe, a.transitions, a.sample_horizon, a.inference_steps, a.seed)
         row = {"train_steps": steps, "train_wall_s": wall, "samples_per_s": per_s,
                "train_loss": res.losses[-1][1] if res.losses else None,
@@ -168,6 +172,27 @@ def run_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, 
         sweep[str(steps)] = {"dynamics_mse": f["dynamics_mse"], "samples_per_s": per_s, "done_rate": f["done_rate"]}
     params = sum(p.numel() for p in res.model.parameters())
     return {"config": dataclasses.asdict(cfg), "params": params, "rows": rows, "sampling_sweep": sweep}
+
+
+def save_pipeline(pipe: PolicyGuidedTrajectoryPipeline, ds: Any, folder: Path) -> None:
+    """The variant's model as a pipeline that fidelity.py / agents.py / train-agent --diffusion-dir load."""
+    pipe.save_pretrained(folder)
+    (folder / DATASET_RECORD).write_text(json.dumps({"dataset_id": ds.dataset_id, "transitions": ds.num_transitions,
+                                                     "held_out_episodes_excluded": True}, indent=2))
+
+
+def export_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, a: argparse.Namespace) -> Path:
+    """``--export``: the EMA model a finished run left in --work/NAME/model, with its normaliser (the same training
+    episodes), saved as --work/NAME/pipeline."""
+    from gendiff.models import TemporalUNet1D
+
+    cfg = TrajectoryDiffusionConfig(dataset_id=ds.dataset_id, seed=a.seed, progress=False, **overrides)
+    norm = trajectory_windows(ds, cfg, train_eps)[1]
+    run_dir = Path(a.work) / name
+    unet = TemporalUNet1D.from_pretrained(run_dir / "model", use_safetensors=True)
+    pipe = PolicyGuidedTrajectoryPipeline(unet=unet, scheduler=edm_scheduler(), normalizer=norm.to_config())
+    save_pipeline(pipe, ds, run_dir / "pipeline")
+    return run_dir / "pipeline"
 
 
 def baselines(ds: Any, train_eps: list, a: argparse.Namespace) -> dict[str, Any]:
@@ -253,6 +278,10 @@ def main() -> None:
         ds = type(ds)(ds.dataset_id, ds.env_id, ds.episodes[:20], ds.action_low, ds.action_high)
     train_eps, val_eps = _split(ds.episodes, a.seed)
     checkpoints = [int(s) for s in a.checkpoints.split(",")]
+    if a.export:
+        for spec in a.variants:
+            print(export_variant(*_variant(spec), ds, train_eps, a))
+        return
     res: dict[str, Any] = {"settings": vars(a), "env_id": ds.env_id, "episodes": len(ds.episodes),
                            "held_out_episodes": len(val_eps),
                            "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
