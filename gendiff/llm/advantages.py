@@ -236,12 +236,16 @@ def empg_advantage(rewards: Tensor, group_ids: Tensor, config: EMPGConfig, mask=
 
 @dataclass
 class AEPOConfig:
-    """Attributes: coef (1.0, REINFORCE weight), temp_low (0.8), temp_high (1.2), eps (1e-6)."""
+    """Attributes: coef (1.0, REINFORCE weight), temp_low (0.8), temp_high (1.2), eps (1e-6);
+    for the trainer: target_entropy (None: the first rollout's entropy) and regularizer_size (rollouts
+    per prompt drawn at the target temperature, besides the group, 2)."""
 
     coef: float = 1.0
     temp_low: float = 0.8
     temp_high: float = 1.2
     eps: float = 1e-6
+    target_entropy: float | None = None
+    regularizer_size: int = 2
 
 
 def target_temperature(entropy: float, target_entropy: float, temp_low: float = 0.8, temp_high: float = 1.2) -> float:
@@ -270,10 +274,15 @@ def aepo_advantage(rewards: Tensor, group_ids: Tensor, config: AEPOConfig, is_re
 
 @dataclass
 class DCPOConfig:
-    """Attributes: lam (weight of the temperature-ratio term, 0.1), eps (1e-6, GRPO std)."""
+    """Attributes: lam (weight of the temperature-ratio term, 0.1), eps (1e-6, GRPO std); for the
+    trainer: target_entropy (None: the first rollout's entropy), temp_low / temp_high (0.8 / 1.2) of
+    ``target_temperature``, which picks the target T of pi_T each step."""
 
     lam: float = 0.1
     eps: float = 1e-6
+    target_entropy: float | None = None
+    temp_low: float = 0.8
+    temp_high: float = 1.2
 
 
 @_register("dcpo", DCPOConfig)

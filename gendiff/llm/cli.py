@@ -6,7 +6,8 @@
 ``llm train`` builds the tiny LM (tokenizer + Llama + SFT, saved to DIR/sft) unless ``--model PATH``
 names a saved one, trains it with ``LLMTrainer`` (every ``LLMTrainConfig`` field is a flag; YAML via
 ``--config``, e.g. configs/llm_train.yaml), and writes DIR/config.yaml, DIR/log.jsonl, DIR/final/ and
-DIR/summary.json (greedy accuracy before / after). An existing DIR/log.jsonl is never overwritten
+DIR/summary.json (greedy accuracy, pass@1/4/16 and entropy on ``--eval-prompts`` held-out problems
+that neither SFT nor RL sees, before and after). An existing DIR/log.jsonl is never overwritten
 unless ``--overwrite`` is given.
 """
 
@@ -36,6 +37,8 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     train.add_argument("--model", default=None, help="a save_pretrained folder to start from (default: SFT anew)")
     train.add_argument("--sft-steps", type=int, default=300, help="SFT steps of the tiny LM (default: 300)")
     train.add_argument("--partial-credit", action="store_true", help="reward partly correct digits")
+    train.add_argument("--eval-prompts", type=int, default=200,
+                       help="held-out problems (never trained on) for greedy accuracy and pass@k (default: 200)")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_config_arguments(train, LLMTrainConfig)
@@ -62,7 +65,8 @@ def run_train(args: argparse.Namespace) -> dict:
     """Body of ``gendiff llm train``; returns the summary dict."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .tasks import ArithmeticTask, accuracy, arithmetic_reward, build_tiny_lm
+    from .evaluation import evaluate
+    from .tasks import ArithmeticTask, arithmetic_answer_key, arithmetic_reward, build_tiny_lm
     from .trainer import LLMTrainer, check_config
 
     cfg = config_from_args(LLMTrainConfig, args)
@@ -70,31 +74,40 @@ def run_train(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     _prepare_out(out, args.overwrite)
     task = ArithmeticTask()
+    held = task.heldout(args.eval_prompts)  # never trained on, by SFT or RL
     if args.model:
         if not (Path(args.model) / "config.json").is_file():
             raise FileNotFoundError(f"--model {args.model} is not a save_pretrained folder (no config.json)")
         model = AutoModelForCausalLM.from_pretrained(args.model)
         tokenizer = AutoTokenizer.from_pretrained(args.model)
     else:
-        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=args.sft_steps, out_dir=out / "sft")
+        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=args.sft_steps, out_dir=out / "sft", exclude=held)
         model, tokenizer = tiny.model, tiny.tokenizer
-    model.eval()
-    before = accuracy(model, tokenizer, task)
+
+    def held_out_eval(m) -> dict[str, float]:
+        ev = evaluate(m, tokenizer, held, arithmetic_reward, n_samples=16, ks=(1, 4, 16),
+                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+        return {"greedy": ev.greedy_accuracy, **{f"pass@{k}": v for k, v in ev.pass_at.items()}, "entropy": ev.entropy}
+
+    before = held_out_eval(model.eval())
     save_config(cfg, out)
 
     def reward(prompts, completions, **_):
         return arithmetic_reward(prompts, completions, partial_credit=args.partial_credit)
 
-    trainer = LLMTrainer(model, tokenizer, reward, lambda n, rng: task.sample(n, rng)[0], cfg, out_dir=out)
+    trainer = LLMTrainer(model, tokenizer, reward, task.prompt_source(held), cfg, out_dir=out,
+                         cluster_fn=arithmetic_answer_key)
     logs = trainer.train(progress=not args.no_progress)
-    after = accuracy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, task)
-    summary = {"task": args.task, "loss": cfg.loss, "steps": cfg.steps, "seed": cfg.seed,
-               "accuracy_before": before, "accuracy_after": after,
+    after = held_out_eval(trainer.accelerator.unwrap_model(trainer.model))
+    summary = {"task": args.task, "loss": cfg.loss, "advantage": cfg.advantage, "steps": cfg.steps, "seed": cfg.seed,
+               "eval_prompts": len(held), "before": before, "after": after,
+               "accuracy_before": before["greedy"], "accuracy_after": after["greedy"],
                "final_reward": logs[-1]["reward/mean"], "final_entropy": logs[-1].get("actor/entropy"),
                "empty_completions": trainer.state.empty_total}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print("| loss | steps | acc before | acc after | final entropy |\n|---|---|---|---|---|")
-    print(f"| {cfg.loss} | {cfg.steps} | {before:.3f} | {after:.3f} | {summary['final_entropy']:.3f} |")
+    print(f"held-out ({len(held)} problems) | greedy | pass@1 | pass@16 | entropy\n---|---|---|---|---")
+    for name, ev in (("before", before), ("after", after)):
+        print(f"{name} | {ev['greedy']:.3f} | {ev['pass@1']:.3f} | {ev['pass@16']:.3f} | {ev['entropy']:.3f}")
     return summary
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -54,15 +55,41 @@ class ArithmeticTask:
     def _operand(self, rng: random.Random, digits: int) -> int:
         return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
 
-    def sample(self, n: int, rng: random.Random) -> tuple[list[str], list[str]]:
-        """``n`` prompts like "12+34=" and their answers like "46"."""
+    def sample(self, n: int, rng: random.Random, exclude: Collection[str] = ()) -> tuple[list[str], list[str]]:
+        """``n`` prompts like "12+34=" and their answers like "46"; a prompt in ``exclude`` (held-out
+        problems) is drawn again."""
         prompts, answers = [], []
-        for _ in range(n):
+        while len(prompts) < n:
             a, b = self._operand(rng, self.digits_a), self._operand(rng, self.digits_b)
-            op = rng.choice(self.ops)
-            prompts.append(f"{a}{op}{b}=")
-            answers.append(solve(prompts[-1]))
+            prompt = f"{a}{rng.choice(self.ops)}{b}="
+            if prompt in exclude:
+                continue
+            prompts.append(prompt)
+            answers.append(solve(prompt))
         return prompts, answers
+
+    def n_problems(self) -> int:
+        """How many distinct prompts the task can draw."""
+        def count(d: int) -> int:
+            return 10**d - (10 ** (d - 1) if d > 1 else 0)
+
+        return count(self.digits_a) * count(self.digits_b) * len(set(self.ops))
+
+    def heldout(self, n: int, seed: int = 1234) -> list[str]:
+        """``n`` distinct prompts (in draw order) from ``random.Random(seed)``: the evaluation problems
+        that SFT and RL exclude with ``sample(..., exclude=...)``."""
+        if not 0 < n <= self.n_problems() // 2:
+            raise ValueError(f"held-out size must be in [1, {self.n_problems() // 2}] (half the "
+                             f"{self.n_problems()} problems), got {n}")
+        rng, seen = random.Random(seed), {}
+        while len(seen) < n:
+            seen.setdefault(self.sample(1, rng)[0][0], None)
+        return list(seen)
+
+    def prompt_source(self, exclude: Collection[str] = ()) -> Callable[[int, random.Random], list[str]]:
+        """``fn(n, rng) -> prompts`` for ``LLMTrainer``, never drawing a prompt in ``exclude``."""
+        held = frozenset(exclude)
+        return lambda n, rng: self.sample(n, rng, held)[0]
 
     def corpus(self, n: int = 2000, seed: int = 0) -> list[str]:
         """Text for the tokenizer: ``n`` full "a+b=c" lines."""
@@ -113,6 +140,16 @@ def arithmetic_reward(
         else:
             out.append(0.5 * digit_credit(pred, ans) if partial_credit else 0.0)
     return out
+
+
+def arithmetic_answer_key(prompts: list[str], completions: list[str]) -> list[str]:
+    """Answer-equivalence classes (EMPO's semantic clusters): the integer a completion spells
+    ("046" and "46" agree), or its stripped text when it is not an integer."""
+    keys = []
+    for c in completions:
+        text = c.strip()
+        keys.append(str(int(text)) if re.fullmatch(r"-?\d+", text) else text)
+    return keys
 
 
 def train_tokenizer(corpus: list[str], vocab_size: int | None = None) -> PreTrainedTokenizerFast:
@@ -168,15 +205,16 @@ def sft_batch(tokenizer: PreTrainedTokenizerFast, prompts: list[str], answers: l
 
 
 def sft(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, task: ArithmeticTask, steps: int,
-        batch_size: int = 64, lr: float = 3e-3, seed: int = 0) -> list[float]:
-    """Supervised fine-tuning on fresh task samples each step (AdamW, cosine decay). Returns the losses."""
-    rng = random.Random(seed)
+        batch_size: int = 64, lr: float = 3e-3, seed: int = 0, exclude: Collection[str] = ()) -> list[float]:
+    """Supervised fine-tuning on fresh task samples each step (AdamW, cosine decay), never on a prompt in
+    ``exclude``. Returns the losses."""
+    rng, exclude = random.Random(seed), frozenset(exclude)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     model.train()
     losses = []
     for _ in range(steps):
-        batch = sft_batch(tokenizer, *task.sample(batch_size, rng))
+        batch = sft_batch(tokenizer, *task.sample(batch_size, rng, exclude))
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -213,7 +251,8 @@ class TinyLM:
 
 def build_tiny_lm(task: Literal["arithmetic"] | ArithmeticTask = "arithmetic", seed: int = 0, sft_steps: int = 300,
                   out_dir: str | Path | None = None, layers: int = 4, hidden: int = 128,
-                  vocab_size: int | None = None, batch_size: int = 112, lr: float = 3e-3) -> TinyLM:
+                  vocab_size: int | None = None, batch_size: int = 112, lr: float = 3e-3,
+                  exclude: Collection[str] = ()) -> TinyLM:
     """Train the tokenizer, build the Llama, SFT it, measure greedy accuracy, save with save_pretrained.
 
     Args:
@@ -224,6 +263,7 @@ def build_tiny_lm(task: Literal["arithmetic"] | ArithmeticTask = "arithmetic", s
         layers, hidden: model size.
         vocab_size: tokenizer size (None: char-level); the model uses the tokenizer's size.
         batch_size, lr: SFT settings.
+        exclude: prompts SFT never trains on (held-out problems, ``ArithmeticTask.heldout``).
     """
     if isinstance(task, str):
         if task != "arithmetic":
@@ -231,7 +271,8 @@ def build_tiny_lm(task: Literal["arithmetic"] | ArithmeticTask = "arithmetic", s
         task = ArithmeticTask()
     tokenizer = train_tokenizer(task.corpus(seed=seed), vocab_size)
     model = build_model(tokenizer, layers=layers, hidden=hidden, seed=seed)
-    losses = sft(model, tokenizer, task, sft_steps, batch_size=batch_size, lr=lr, seed=seed) if sft_steps else []
+    losses = (sft(model, tokenizer, task, sft_steps, batch_size=batch_size, lr=lr, seed=seed, exclude=exclude)
+              if sft_steps else [])
     model.eval()
     acc = accuracy(model, tokenizer, task)
     path = None
