@@ -4,7 +4,8 @@
    the alphabet plus the specials it learns no merges, i.e. it is char-level (the default); larger sizes
    (e.g. 300) add BPE merges. Wrapped in ``PreTrainedTokenizerFast(padding_side="left")`` with our own
    ``<bos>`` / ``<eos>`` / ``<pad>`` ids; encoding prepends ``<bos>``.
-2. Model: a small ``LlamaForCausalLM`` (default 4 layers, hidden 128).
+2. Model: a small ``LlamaForCausalLM`` (default 4 layers, hidden 128), or a ``Qwen2ForCausalLM`` /
+   ``GPT2LMHeadModel`` of the same size (``arch``).
 3. SFT: next-token cross-entropy on ``<bos>prompt answer<eos>``, loss on the answer and ``<eos>`` only,
    left-padded batches with position ids counted from the first real token (as the sampler does).
 4. Task: multi-digit arithmetic, "12+345=" -> "357", with an exact-match reward (optional partial credit).
@@ -23,7 +24,16 @@ from typing import Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from .sampling import sample_completions
 
@@ -174,17 +184,31 @@ def train_tokenizer(corpus: list[str], vocab_size: int | None = None) -> PreTrai
                                    pad_token="<pad>", padding_side="left")
 
 
+ARCHITECTURES = ("llama", "qwen2", "gpt2")
+
+
 def build_model(tokenizer: PreTrainedTokenizerFast, layers: int = 4, hidden: int = 128, heads: int = 4,
-                context: int = 64, vocab_size: int | None = None, seed: int = 0) -> LlamaForCausalLM:
-    """A small Llama with the tokenizer's special ids; ``vocab_size`` defaults to ``len(tokenizer)``."""
+                context: int = 64, vocab_size: int | None = None, seed: int = 0,
+                arch: Literal["llama", "qwen2", "gpt2"] = "llama") -> PreTrainedModel:
+    """A small causal LM with the tokenizer's special ids; ``vocab_size`` defaults to ``len(tokenizer)``.
+
+    ``arch``: "llama" (``LlamaForCausalLM``) and "qwen2" (``Qwen2ForCausalLM``, q/k/v biases, 2 kv heads)
+    run on ``FastDecoder``; "gpt2" (``GPT2LMHeadModel``, learned positions, LayerNorm, GELU) runs on the
+    generic Hugging Face path.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}; valid: {list(ARCHITECTURES)}")
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-        max_position_embeddings=context, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id, "vocab_size": vocab_size or len(tokenizer)}
+    if arch == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=context,
+                                          n_inner=2 * hidden, tie_word_embeddings=False, **ids))
+    config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    kv_heads = heads if arch == "llama" else max(1, heads // 2)
+    return model_cls(config_cls(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                                num_attention_heads=heads, num_key_value_heads=kv_heads,
+                                max_position_embeddings=context, tie_word_embeddings=False, **ids))
 
 
 def sft_batch(tokenizer: PreTrainedTokenizerFast, prompts: list[str], answers: list[str]) -> dict[str, torch.Tensor]:
@@ -204,7 +228,7 @@ def sft_batch(tokenizer: PreTrainedTokenizerFast, prompts: list[str], answers: l
             "labels": lab}
 
 
-def sft(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, task: ArithmeticTask, steps: int,
+def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, task: ArithmeticTask, steps: int,
         batch_size: int = 64, lr: float = 3e-3, seed: int = 0, exclude: Collection[str] = ()) -> list[float]:
     """Supervised fine-tuning on fresh task samples each step (AdamW, cosine decay), never on a prompt in
     ``exclude``. Returns the losses."""
@@ -242,7 +266,7 @@ def accuracy(model, tokenizer, task: ArithmeticTask, n: int = 200, seed: int = 1
 class TinyLM:
     """Output of ``build_tiny_lm``: the model, its tokenizer, the save folder and greedy accuracy."""
 
-    model: LlamaForCausalLM
+    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerFast
     path: Path | None
     accuracy: float
@@ -252,7 +276,7 @@ class TinyLM:
 def build_tiny_lm(task: Literal["arithmetic"] | ArithmeticTask = "arithmetic", seed: int = 0, sft_steps: int = 300,
                   out_dir: str | Path | None = None, layers: int = 4, hidden: int = 128,
                   vocab_size: int | None = None, batch_size: int = 112, lr: float = 3e-3,
-                  exclude: Collection[str] = ()) -> TinyLM:
+                  exclude: Collection[str] = (), arch: Literal["llama", "qwen2", "gpt2"] = "llama") -> TinyLM:
     """Train the tokenizer, build the Llama, SFT it, measure greedy accuracy, save with save_pretrained.
 
     Args:
@@ -264,13 +288,14 @@ def build_tiny_lm(task: Literal["arithmetic"] | ArithmeticTask = "arithmetic", s
         vocab_size: tokenizer size (None: char-level); the model uses the tokenizer's size.
         batch_size, lr: SFT settings.
         exclude: prompts SFT never trains on (held-out problems, ``ArithmeticTask.heldout``).
+        arch: the architecture (``build_model``).
     """
     if isinstance(task, str):
         if task != "arithmetic":
             raise ValueError(f"unknown task {task!r}; valid: ['arithmetic']")
         task = ArithmeticTask()
     tokenizer = train_tokenizer(task.corpus(seed=seed), vocab_size)
-    model = build_model(tokenizer, layers=layers, hidden=hidden, seed=seed)
+    model = build_model(tokenizer, layers=layers, hidden=hidden, seed=seed, arch=arch)
     losses = (sft(model, tokenizer, task, sft_steps, batch_size=batch_size, lr=lr, seed=seed, exclude=exclude)
               if sft_steps else [])
     model.eval()
