@@ -3,10 +3,15 @@
 One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken from the registries):
 
 1. Rollout: ``prompts_per_step`` prompts, ``group_size`` completions each, from the fast KV-cached
-   sampler (``gendiff.llm.sampling``) at ``temperature`` / ``top_p``.
+   sampler (``gendiff.llm.sampling``) at ``temperature`` / ``top_p``. Loss ``hapo``: each token is drawn
+   at T (1 + tau h), h from the last update's entropy map. Advantage ``aepo``: ``regularizer_size``
+   more per prompt at T x ``target_temperature(H, H*)``.
 2. Reward: ``reward_fn(prompts, completions, **meta) -> list[float]`` on the decoded completions; NaN,
    inf or a wrong count raise ``ValueError``.
-3. Advantage: ``ADVANTAGES[config.advantage]`` over the groups (riskpo quantiles tracked online).
+3. Advantage: ``ADVANTAGES[config.advantage]`` over the groups, with what each estimator needs: token
+   mask and entropy (empg, hapo), online riskpo quantiles, the regulariser flags (aepo), log pi_T at
+   the target temperature from one no-grad forward (dcpo), answer-equivalence clusters from
+   ``cluster_fn`` (empo_reward). Loss ``d3s_tokens``: each group keeps its max-Var(A) rollouts.
 4. Update, ``updates_per_rollout`` times, each an optimizer step over ``grad_accum`` micro-batches: one
    forward of the policy over prompt + completion gives log pi_T and the token entropy H(pi_T) at the
    completion positions only (``gendiff.entropy`` chunked functions, pi_T = softmax(logits / T)).
@@ -15,7 +20,9 @@ One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken 
    Loss = ``POLICY_LOSSES[config.loss]`` + kl_coef * agg(k3), k3 = exp(ref - logp) - (ref - logp) - 1
    (Schulman's estimator of KL(pi || ref), to a frozen copy of the initial policy; kl_coef = 0: no copy).
 5. Carried states: ``actor/entropy_coef_next`` -> next step's ``entropy_coef`` (adaptive entropy bonus),
-   running mean entropy -> ``entropy_history_mean`` (EPO), step / steps -> ``progress`` (EPO, D3S).
+   running mean entropy -> ``entropy_history_mean`` (EPO), step / steps -> ``progress`` (EPO, D3S),
+   HAPO's entropy map -> the next rollout's temperatures, the first rollout's entropy -> AEPO / DCPO's
+   default target. The learning rate warms up linearly over ``warmup_steps``.
 
 Empty completions (EOS as the first token: zero tokens) get their reward and count in their group's
 advantage, but carry no loss (mask 0); ``rollout/empty_count`` counts them and a warning is issued.
@@ -118,6 +125,14 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
         raise ValueError(f"grad_accum {cfg.grad_accum} exceeds the batch of {cfg.group_size * cfg.prompts_per_step}")
     loss_cfg = from_dict(POLICY_LOSSES.get(cfg.loss).config_class, _as_dict("loss_config", cfg.loss_config))
     adv_cfg = from_dict(ADVANTAGES.get(cfg.advantage).config_class, _as_dict("advantage_config", cfg.advantage_config))
+    if cfg.loss == "hapo" and not 0.0 <= loss_cfg.temperature_tau < 1.0:
+        raise ValueError(f"hapo temperature_tau must be in [0, 1), got {loss_cfg.temperature_tau}")
+    if cfg.loss == "d3s_tokens" and not 0.0 < loss_cfg.sample_keep <= 1.0:
+        raise ValueError(f"d3s_tokens sample_keep must be in (0, 1], got {loss_cfg.sample_keep}")
+    if cfg.advantage == "aepo" and adv_cfg.regularizer_size < 1:
+        raise ValueError(f"aepo regularizer_size must be >= 1, got {adv_cfg.regularizer_size}")
+    if cfg.advantage in ("aepo", "dcpo") and not 0.0 < adv_cfg.temp_low <= adv_cfg.temp_high:
+        raise ValueError(f"{cfg.advantage} needs 0 < temp_low <= temp_high, got {adv_cfg.temp_low}, {adv_cfg.temp_high}")
     return loss_cfg, adv_cfg
 
 
