@@ -236,12 +236,16 @@ def empg_advantage(rewards: Tensor, group_ids: Tensor, config: EMPGConfig, mask=
 
 @dataclass
 class AEPOConfig:
-    """Attributes: coef (1.0, REINFORCE weight), temp_low (0.8), temp_high (1.2), eps (1e-6)."""
+    """Attributes: coef (1.0, REINFORCE weight), temp_low (0.8), temp_high (1.2), eps (1e-6);
+    for the trainer: target_entropy (None: the first rollout's entropy) and regularizer_size (rollouts
+    per prompt drawn at the target temperature, besides the group, 2)."""
 
     coef: float = 1.0
     temp_low: float = 0.8
     temp_high: float = 1.2
     eps: float = 1e-6
+    target_entropy: float | None = None
+    regularizer_size: int = 2
 
 
 def target_temperature(entropy: float, target_entropy: float, temp_low: float = 0.8, temp_high: float = 1.2) -> float:
@@ -270,10 +274,15 @@ def aepo_advantage(rewards: Tensor, group_ids: Tensor, config: AEPOConfig, is_re
 
 @dataclass
 class DCPOConfig:
-    """Attributes: lam (weight of the temperature-ratio term, 0.1), eps (1e-6, GRPO std)."""
+    """Attributes: lam (weight of the temperature-ratio term, 0.1), eps (1e-6, GRPO std); for the
+    trainer: target_entropy (None: the first rollout's entropy), temp_low / temp_high (0.8 / 1.2) of
+    ``target_temperature``, which picks the target T of pi_T each step."""
 
     lam: float = 0.1
     eps: float = 1e-6
+    target_entropy: float | None = None
+    temp_low: float = 0.8
+    temp_high: float = 1.2
 
 
 @_register("dcpo", DCPOConfig)
@@ -293,11 +302,22 @@ def dcpo_advantage(rewards: Tensor, group_ids: Tensor, config: DCPOConfig, mask=
     return out, metrics
 
 
-@_register("hapo", GRPOAdvConfig)
-def hapo_advantage(rewards: Tensor, group_ids: Tensor, config: GRPOAdvConfig, mask=None, **_: object):
-    """HAPO token-level group average: each rollout's reward counts once per valid token, so
-    mu_g = sum_i L_i r_i / sum_i L_i, sigma_g^2 = sum_i L_i (r_i - mu_g)^2 / sum_i L_i and
-    A_i = (r_i - mu_g) / (sigma_g + eps). Returns [B]."""
+@dataclass
+class HAPOAdvConfig:
+    """Attributes: eps (1e-6) added to the std; fallback (5.0): a group with any |A| >= fallback takes
+    its GRPO advantages instead (the authors' "smooth score"; inf: never)."""
+
+    eps: float = 1e-6
+    fallback: float = 5.0
+
+
+@_register("hapo", HAPOAdvConfig)
+def hapo_advantage(rewards: Tensor, group_ids: Tensor, config: HAPOAdvConfig, mask=None, **_: object):
+    """HAPO token-level group average (the authors' ``compute_hapo_outcome_advantage``):
+
+    1. Each rollout's reward counts once per valid token: mu_g = sum_i L_i r_i / sum_i L_i,
+       sigma_g^2 = sum_i L_i (r_i - mu_g)^2 / sum_i L_i, A_i = (r_i - mu_g) / (sigma_g + eps).
+    2. A group holding any |A_i| >= ``fallback`` uses its GRPO advantages instead. Returns [B]."""
     m = _token_inputs("hapo", rewards, mask=mask)
     rewards, index = check_rewards(rewards, group_ids)
     lengths = m.sum(-1).to(rewards.dtype)
@@ -305,8 +325,14 @@ def hapo_advantage(rewards: Tensor, group_ids: Tensor, config: GRPOAdvConfig, ma
     tot = torch.zeros(n, dtype=rewards.dtype, device=rewards.device).index_add_(0, index, lengths).clamp_min(1)
     mu = (torch.zeros_like(tot).index_add_(0, index, lengths * rewards) / tot)[index]
     var = (torch.zeros_like(tot).index_add_(0, index, lengths * (rewards - mu) ** 2) / tot)[index]
-    adv = (rewards - mu) / (var.sqrt() + config.eps)
-    return adv, _summary(adv, rewards)
+    adv = (rewards - mu) / (var.sqrt() + config.eps)  # 1.
+    big = torch.zeros(n, dtype=torch.bool, device=adv.device).index_put_((index,), adv.abs() >= config.fallback,
+                                                                          accumulate=True)
+    grpo, _ = grpo_advantage(rewards, group_ids, GRPOAdvConfig(config.eps))
+    adv = torch.where(big[index], grpo, adv)  # 2.
+    metrics = _summary(adv, rewards)
+    metrics["hapo/fallback_groups"] = float(big.sum())
+    return adv, metrics
 
 
 def empo_rewards(cluster_ids: Tensor, group_ids: Tensor) -> Tensor:

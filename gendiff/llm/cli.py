@@ -6,7 +6,8 @@
 ``llm train`` builds the tiny LM (tokenizer + Llama + SFT, saved to DIR/sft) unless ``--model PATH``
 names a saved one, trains it with ``LLMTrainer`` (every ``LLMTrainConfig`` field is a flag; YAML via
 ``--config``, e.g. configs/llm_train.yaml), and writes DIR/config.yaml, DIR/log.jsonl, DIR/final/ and
-DIR/summary.json (greedy accuracy before / after). An earlier run in DIR is replaced only with
+DIR/summary.json (greedy accuracy, pass@1/4/16 and entropy on ``--eval-prompts`` held-out problems
+that neither SFT nor RL sees, before and after). An earlier run in DIR is replaced only with
 ``--overwrite`` (``--overwrite true``), and only when the new run is complete (it is built in a staging folder
 beside DIR); ``--resume`` continues it from its latest DIR/checkpoint-<step>/ (written every
 ``--checkpoint-every`` steps) to ``--steps``.
@@ -57,6 +58,8 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     train.add_argument("--model", default=None, help="a save_pretrained folder to start from (default: SFT anew)")
     train.add_argument("--sft-steps", type=int, default=300, help="SFT steps of the tiny LM (default: 300)")
     add_bool_flag(train, "--partial-credit", "reward partly correct digits")
+    train.add_argument("--eval-prompts", type=int, default=200,
+                       help="held-out problems (never trained on) for greedy accuracy and pass@k (default: 200)")
     add_bool_flag(train, "--overwrite", "replace an existing run in --out (after the new run completes)")
     add_bool_flag(train, "--resume", "continue the run in --out from its latest checkpoint-<step>/")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -120,9 +123,11 @@ def run_train(args: argparse.Namespace) -> dict:
     check_config(cfg)  # fail before the SFT minutes
     if args.sft_steps < 0:
         raise ValueError(f"--sft-steps must be >= 0, got {args.sft_steps}")
+    if args.eval_prompts < 1:
+        raise ValueError(f"--eval-prompts must be >= 1, got {args.eval_prompts}")
     out = Path(args.out)
     run_args = {"task": args.task, "model": args.model, "sft_steps": args.sft_steps,
-                "partial_credit": args.partial_credit}
+                "partial_credit": args.partial_credit, "eval_prompts": args.eval_prompts}
     if args.resume and (out / "config.yaml").is_file():  # the resumed run must be the same run
         saved = load_yaml(out / "config.yaml")
         if (out / RUN_ARGS).is_file():
@@ -137,29 +142,37 @@ def run_train(args: argparse.Namespace) -> dict:
         raise
     if work != out:  # a replacement run is complete: swap it in
         swap_dir(work, out, _owned)
-    entropy = summary["final_entropy"]
-    print("| loss | steps | acc before | acc after | final entropy |\n|---|---|---|---|---|")
-    print(f"| {cfg.loss} | {cfg.steps} | {summary['accuracy_before']:.3f} | {summary['accuracy_after']:.3f} | "
-          f"{'-' if entropy is None else format(entropy, '.3f')} |")
+    print(f"held-out ({summary['eval_prompts']} problems) | greedy | pass@1 | pass@16 | entropy\n---|---|---|---|---")
+    for name in ("before", "after"):
+        ev = summary[name]
+        print(f"{name} | {ev['greedy']:.3f} | {ev['pass@1']:.3f} | {ev['pass@16']:.3f} | {ev['entropy']:.3f}")
     return summary
 
 
 def _train(args: argparse.Namespace, cfg: LLMTrainConfig, out: Path, work: Path, run_args: dict) -> dict:
     """SFT (or load) the model, train it in ``work`` (resuming from ``out``'s latest checkpoint), write the summary."""
-    from .tasks import ArithmeticTask, accuracy, arithmetic_reward, build_tiny_lm
+    from .evaluation import evaluate
+    from .tasks import ArithmeticTask, arithmetic_answer_key, arithmetic_reward, build_tiny_lm
     from .trainer import LLMTrainer
 
     task = ArithmeticTask()
+    held = task.heldout(args.eval_prompts)  # never trained on, by SFT or RL
     seed_everything(cfg.seed)
     if args.model:
         model, tokenizer = _load_lm(args.model, "--model")
     elif args.resume:
         model, tokenizer = _load_lm(out / "sft", "the run's SFT model")
     else:
-        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=args.sft_steps, out_dir=work / "sft")
+        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=args.sft_steps, out_dir=work / "sft", exclude=held)
         model, tokenizer = tiny.model, tiny.tokenizer
+
+    def held_out_eval(m) -> dict[str, float]:
+        ev = evaluate(m, tokenizer, held, arithmetic_reward, n_samples=16, ks=(1, 4, 16),
+                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+        return {"greedy": ev.greedy_accuracy, **{f"pass@{k}": v for k, v in ev.pass_at.items()}, "entropy": ev.entropy}
+
     model.eval()
-    before = accuracy(model, tokenizer, task)
+    before = held_out_eval(model)
     ref_model, start = None, 0
     if args.resume:  # the policy continues from the checkpoint; the KL reference stays the initial model
         ckpt = list_checkpoints(out)[-1]
@@ -173,8 +186,8 @@ def _train(args: argparse.Namespace, cfg: LLMTrainConfig, out: Path, work: Path,
     def reward(prompts, completions, **_):
         return arithmetic_reward(prompts, completions, partial_credit=args.partial_credit)
 
-    trainer = LLMTrainer(model, tokenizer, reward, lambda n, rng: task.sample(n, rng)[0], cfg, out_dir=work,
-                         ref_model=ref_model)
+    trainer = LLMTrainer(model, tokenizer, reward, task.prompt_source(held), cfg, out_dir=work,
+                         ref_model=ref_model, cluster_fn=arithmetic_answer_key)
     if args.resume:
         start = trainer.load_checkpoint(ckpt)
         if start > cfg.steps:
@@ -185,10 +198,11 @@ def _train(args: argparse.Namespace, cfg: LLMTrainConfig, out: Path, work: Path,
             atomic_write_text(log, "".join(ln + "\n" for ln in lines))
         save_config(cfg, work)  # the resumed run's steps
     logs = trainer.train(progress=not args.no_progress)
-    after = accuracy(trainer.accelerator.unwrap_model(trainer.model), tokenizer, task)
+    after = held_out_eval(trainer.accelerator.unwrap_model(trainer.model))
     last = logs[-1] if logs else {}
-    summary = {"task": args.task, "loss": cfg.loss, "steps": cfg.steps, "seed": cfg.seed, "resumed_from": start,
-               "accuracy_before": before, "accuracy_after": after,
+    summary = {"task": args.task, "loss": cfg.loss, "advantage": cfg.advantage, "steps": cfg.steps, "seed": cfg.seed,
+               "resumed_from": start, "eval_prompts": len(held), "before": before, "after": after,
+               "accuracy_before": before["greedy"], "accuracy_after": after["greedy"],
                "final_reward": last.get("reward/mean"), "final_entropy": last.get("actor/entropy"),
                "empty_completions": trainer.state.empty_total}
     atomic_write_text(work / "summary.json", json.dumps(summary, indent=2))

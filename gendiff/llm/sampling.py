@@ -13,6 +13,8 @@ Hugging Face ``AutoModelForCausalLM`` that accepts ``past_key_values`` / ``use_c
    top-p keeps the smallest set of tokens whose mass reaches ``top_p``.
 4. Per token it records log pi_T(y_t) and H(pi_T) (``gendiff.entropy``) of the tempered distribution
    pi_T = softmax(logits / T) (top-p is a sampling device, not part of the policy, as in TRL and verl).
+   An optional ``token_temperature(scaled [B, V]) -> [B]`` factor (HAPO's adaptive temperature) changes
+   only the draw: the token is chosen from softmax(scaled / factor); log-prob and entropy stay of pi_T.
 5. A row stops at its first EOS (kept, mask 1); later positions hold ``pad`` with mask 0; the loop ends
    when every row has stopped or after ``max_new_tokens``.
 """
@@ -20,6 +22,7 @@ Hugging Face ``AutoModelForCausalLM`` that accepts ``past_key_values`` / ``use_c
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +54,29 @@ class Completions:
     logp: Tensor
     entropy: Tensor
     finished: Tensor
+
+    def select(self, rows: slice | Tensor) -> Completions:
+        """The completions at ``rows`` (a slice, [B] bool mask or index tensor)."""
+        return Completions(*(getattr(self, f)[rows] for f in Completions.__dataclass_fields__))
+
+
+def concat_completions(a: Completions, b: Completions, pad_token_id: int) -> Completions:
+    """Rows of ``a`` then rows of ``b``; the shorter completions are right-padded (``pad``, mask 0).
+    Both must share the prompt width (prompts encoded together)."""
+    if a.prompt_ids.shape[1] != b.prompt_ids.shape[1]:
+        raise ValueError(f"prompt widths differ: {a.prompt_ids.shape[1]} vs {b.prompt_ids.shape[1]}")
+    t = max(a.completion_ids.shape[1], b.completion_ids.shape[1])
+
+    def pad(x: Tensor, value: float | int) -> Tensor:
+        return torch.nn.functional.pad(x, (0, t - x.shape[1]), value=value)
+
+    return Completions(
+        prompt_ids=torch.cat([a.prompt_ids, b.prompt_ids]), prompt_mask=torch.cat([a.prompt_mask, b.prompt_mask]),
+        completion_ids=torch.cat([pad(a.completion_ids, pad_token_id), pad(b.completion_ids, pad_token_id)]),
+        completion_mask=torch.cat([pad(a.completion_mask, 0), pad(b.completion_mask, 0)]),
+        logp=torch.cat([pad(a.logp, 0.0), pad(b.logp, 0.0)]), entropy=torch.cat([pad(a.entropy, 0.0), pad(b.entropy, 0.0)]),
+        finished=torch.cat([a.finished, b.finished]),
+    )
 
 
 def position_ids_from_mask(mask: Tensor) -> Tensor:
@@ -109,6 +135,7 @@ def sample_completions(
     greedy: bool = False,
     generator: torch.Generator | None = None,
     fast: bool | None = None,
+    token_temperature: Callable[[Tensor], Tensor] | None = None,
 ) -> Completions:
     """Sample ``group_size`` completions per prompt (see the module docstring for the steps).
 
@@ -123,6 +150,8 @@ def sample_completions(
         group_size: rollouts per prompt (rows are prompt-major: row i answers prompt i // group_size).
         generator: torch.Generator on the model's device, for reproducible draws.
         fast: use ``FastDecoder`` (None: whenever ``supports_fast_decode(model)``; False: the HF forward).
+        token_temperature: optional per-row factor of the temperature at each step, from the [B, V]
+            tempered logits (step 4); ignored when greedy.
 
     Returns:
         ``Completions`` with B = P * group_size rows (ordinary tensors, usable in autograd).
@@ -135,7 +164,8 @@ def sample_completions(
                          f"and {tuple(prompt_mask.shape)}")
     with torch.inference_mode():
         ids, keep, scaled, done = _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids,
-                                          pad_token_id, temperature, top_p, group_size, greedy, generator, fast)
+                                          pad_token_id, temperature, top_p, group_size, greedy, generator, fast,
+                                          token_temperature)
         zero = torch.zeros((), device=ids.device)
         logp = torch.where(keep, token_logprobs(scaled, ids), zero)  # 4. once, over all steps
         ent = torch.where(keep, token_entropy(scaled), zero)
@@ -171,7 +201,7 @@ class _HFStepper:
 
 
 def _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids, pad_token_id, temperature, top_p,
-            group_size, greedy, generator, fast):
+            group_size, greedy, generator, fast, token_temperature=None):
     """Steps 1-3 and 5; returns ids [B, T], keep [B, T], tempered logits [B, T, V], finished [B]."""
     device = prompt_ids.device
     eos = torch.tensor(sorted(set(eos_token_ids)), device=device)
@@ -192,7 +222,8 @@ def _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids, pad_t
     for t in range(max_new_tokens):  # 2. decode
         scaled = scaled_all[:, t]
         scaled.copy_(logits) if temperature == 1.0 else torch.div(logits, temperature, out=scaled)
-        tok = _choose(scaled, top_p, None if u is None else u[:, t])  # 3.
+        draw = scaled if token_temperature is None or u is None else scaled / token_temperature(scaled)[:, None]
+        tok = _choose(draw, top_p, None if u is None else u[:, t])  # 3.
         keep[:, t] = ~done
         ids[:, t] = torch.where(done, pad_token_id, tok)
         done = done | torch.isin(tok, eos)  # 5.

@@ -4,7 +4,8 @@
    the alphabet plus the specials it learns no merges, i.e. it is char-level (the default); larger sizes
    (e.g. 300) add BPE merges. Wrapped in ``PreTrainedTokenizerFast(padding_side="left")`` with our own
    ``<bos>`` / ``<eos>`` / ``<pad>`` ids; encoding prepends ``<bos>``.
-2. Model: a small ``LlamaForCausalLM`` (default 4 layers, hidden 128).
+2. Model: a small ``LlamaForCausalLM`` (default 4 layers, hidden 128), or a ``Qwen2ForCausalLM`` /
+   ``GPT2LMHeadModel`` of the same size (``arch``).
 3. SFT: next-token cross-entropy on ``<bos>prompt answer<eos>``, loss on the answer and ``<eos>`` only,
    left-padded batches with position ids counted from the first real token (as the sampler does).
 4. Task: multi-digit arithmetic, "12+345=" -> "357", with an exact-match reward (optional partial credit).
@@ -16,13 +17,23 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from .sampling import sample_completions
 
@@ -54,15 +65,41 @@ class ArithmeticTask:
     def _operand(self, rng: random.Random, digits: int) -> int:
         return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
 
-    def sample(self, n: int, rng: random.Random) -> tuple[list[str], list[str]]:
-        """``n`` prompts like "12+34=" and their answers like "46"."""
+    def sample(self, n: int, rng: random.Random, exclude: Collection[str] = ()) -> tuple[list[str], list[str]]:
+        """``n`` prompts like "12+34=" and their answers like "46"; a prompt in ``exclude`` (held-out
+        problems) is drawn again."""
         prompts, answers = [], []
-        for _ in range(n):
+        while len(prompts) < n:
             a, b = self._operand(rng, self.digits_a), self._operand(rng, self.digits_b)
-            op = rng.choice(self.ops)
-            prompts.append(f"{a}{op}{b}=")
-            answers.append(solve(prompts[-1]))
+            prompt = f"{a}{rng.choice(self.ops)}{b}="
+            if prompt in exclude:
+                continue
+            prompts.append(prompt)
+            answers.append(solve(prompt))
         return prompts, answers
+
+    def n_problems(self) -> int:
+        """How many distinct prompts the task can draw."""
+        def count(d: int) -> int:
+            return 10**d - (10 ** (d - 1) if d > 1 else 0)
+
+        return count(self.digits_a) * count(self.digits_b) * len(set(self.ops))
+
+    def heldout(self, n: int, seed: int = 1234) -> list[str]:
+        """``n`` distinct prompts (in draw order) from ``random.Random(seed)``: the evaluation problems
+        that SFT and RL exclude with ``sample(..., exclude=...)``."""
+        if not 0 < n <= self.n_problems() // 2:
+            raise ValueError(f"held-out size must be in [1, {self.n_problems() // 2}] (half the "
+                             f"{self.n_problems()} problems), got {n}")
+        rng, seen = random.Random(seed), {}
+        while len(seen) < n:
+            seen.setdefault(self.sample(1, rng)[0][0], None)
+        return list(seen)
+
+    def prompt_source(self, exclude: Collection[str] = ()) -> Callable[[int, random.Random], list[str]]:
+        """``fn(n, rng) -> prompts`` for ``LLMTrainer``, never drawing a prompt in ``exclude``."""
+        held = frozenset(exclude)
+        return lambda n, rng: self.sample(n, rng, held)[0]
 
     def corpus(self, n: int = 2000, seed: int = 0) -> list[str]:
         """Text for the tokenizer: ``n`` full "a+b=c" lines."""
@@ -115,6 +152,16 @@ def arithmetic_reward(
     return out
 
 
+def arithmetic_answer_key(prompts: list[str], completions: list[str]) -> list[str]:
+    """Answer-equivalence classes (EMPO's semantic clusters): the integer a completion spells
+    ("046" and "46" agree), or its stripped text when it is not an integer."""
+    keys = []
+    for c in completions:
+        text = c.strip()
+        keys.append(str(int(text)) if re.fullmatch(r"-?\d+", text) else text)
+    return keys
+
+
 def train_tokenizer(corpus: list[str], vocab_size: int | None = None) -> PreTrainedTokenizerFast:
     """A BPE tokenizer trained on ``corpus`` (char-level when ``vocab_size`` is None).
 
@@ -137,17 +184,31 @@ def train_tokenizer(corpus: list[str], vocab_size: int | None = None) -> PreTrai
                                    pad_token="<pad>", padding_side="left")
 
 
+ARCHITECTURES = ("llama", "qwen2", "gpt2")
+
+
 def build_model(tokenizer: PreTrainedTokenizerFast, layers: int = 4, hidden: int = 128, heads: int = 4,
-                context: int = 64, vocab_size: int | None = None, seed: int = 0) -> LlamaForCausalLM:
-    """A small Llama with the tokenizer's special ids; ``vocab_size`` defaults to ``len(tokenizer)``."""
+                context: int = 64, vocab_size: int | None = None, seed: int = 0,
+                arch: Literal["llama", "qwen2", "gpt2"] = "llama") -> PreTrainedModel:
+    """A small causal LM with the tokenizer's special ids; ``vocab_size`` defaults to ``len(tokenizer)``.
+
+    ``arch``: "llama" (``LlamaForCausalLM``) and "qwen2" (``Qwen2ForCausalLM``, q/k/v biases, 2 kv heads)
+    run on ``FastDecoder``; "gpt2" (``GPT2LMHeadModel``, learned positions, LayerNorm, GELU) runs on the
+    generic Hugging Face path.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {arch!r}; valid: {list(ARCHITECTURES)}")
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size or len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
-        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-        max_position_embeddings=context, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config)
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+           "pad_token_id": tokenizer.pad_token_id, "vocab_size": vocab_size or len(tokenizer)}
+    if arch == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=context,
+                                          n_inner=2 * hidden, tie_word_embeddings=False, **ids))
+    config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+    kv_heads = heads if arch == "llama" else max(1, heads // 2)
+    return model_cls(config_cls(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                                num_attention_heads=heads, num_key_value_heads=kv_heads,
+                                max_position_embeddings=context, tie_word_embeddings=False, **ids))
 
 
 def sft_batch(tokenizer: PreTrainedTokenizerFast, prompts: list[str], answers: list[str]) -> dict[str, torch.Tensor]:
@@ -167,10 +228,11 @@ def sft_batch(tokenizer: PreTrainedTokenizerFast, prompts: list[str], answers: l
             "labels": lab}
 
 
-def sft(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, task: ArithmeticTask, steps: int,
-        batch_size: int = 64, lr: float = 3e-3, seed: int = 0) -> list[float]:
-    """Supervised fine-tuning on fresh task samples each step (AdamW, cosine decay). Returns the losses."""
-    rng = random.Random(seed)
+def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, task: ArithmeticTask, steps: int,
+        batch_size: int = 64, lr: float = 3e-3, seed: int = 0, exclude: Collection[str] = ()) -> list[float]:
+    """Supervised fine-tuning on fresh task samples each step (AdamW, cosine decay), never on a prompt in
+    ``exclude``. Returns the losses."""
+    rng, exclude = random.Random(seed), frozenset(exclude)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     if steps >= 3:  # a warm-up of >= 2 steps: OneCycleLR divides by zero when pct_start * steps == 1 (10 steps)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.1, 2 / steps))
@@ -179,7 +241,7 @@ def sft(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, task: Arith
     model.train()
     losses = []
     for _ in range(steps):
-        batch = sft_batch(tokenizer, *task.sample(batch_size, rng))
+        batch = sft_batch(tokenizer, *task.sample(batch_size, rng, exclude))
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -207,7 +269,7 @@ def accuracy(model, tokenizer, task: ArithmeticTask, n: int = 200, seed: int = 1
 class TinyLM:
     """Output of ``build_tiny_lm``: the model, its tokenizer, the save folder and greedy accuracy."""
 
-    model: LlamaForCausalLM
+    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerFast
     path: Path | None
     accuracy: float
@@ -216,7 +278,8 @@ class TinyLM:
 
 def build_tiny_lm(task: Literal["arithmetic"] | ArithmeticTask = "arithmetic", seed: int = 0, sft_steps: int = 300,
                   out_dir: str | Path | None = None, layers: int = 4, hidden: int = 128,
-                  vocab_size: int | None = None, batch_size: int = 112, lr: float = 3e-3) -> TinyLM:
+                  vocab_size: int | None = None, batch_size: int = 112, lr: float = 3e-3,
+                  exclude: Collection[str] = (), arch: Literal["llama", "qwen2", "gpt2"] = "llama") -> TinyLM:
     """Train the tokenizer, build the Llama, SFT it, measure greedy accuracy, save with save_pretrained.
 
     Args:
@@ -227,14 +290,17 @@ def build_tiny_lm(task: Literal["arithmetic"] | ArithmeticTask = "arithmetic", s
         layers, hidden: model size.
         vocab_size: tokenizer size (None: char-level); the model uses the tokenizer's size.
         batch_size, lr: SFT settings.
+        exclude: prompts SFT never trains on (held-out problems, ``ArithmeticTask.heldout``).
+        arch: the architecture (``build_model``).
     """
     if isinstance(task, str):
         if task != "arithmetic":
             raise ValueError(f"unknown task {task!r}; valid: ['arithmetic']")
         task = ArithmeticTask()
     tokenizer = train_tokenizer(task.corpus(seed=seed), vocab_size)
-    model = build_model(tokenizer, layers=layers, hidden=hidden, seed=seed)
-    losses = sft(model, tokenizer, task, sft_steps, batch_size=batch_size, lr=lr, seed=seed) if sft_steps else []
+    model = build_model(tokenizer, layers=layers, hidden=hidden, seed=seed, arch=arch)
+    losses = (sft(model, tokenizer, task, sft_steps, batch_size=batch_size, lr=lr, seed=seed, exclude=exclude)
+              if sft_steps else [])
     model.eval()
     acc = accuracy(model, tokenizer, task)
     path = None

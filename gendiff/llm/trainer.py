@@ -3,10 +3,15 @@
 One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken from the registries):
 
 1. Rollout: ``prompts_per_step`` prompts, ``group_size`` completions each, from the fast KV-cached
-   sampler (``gendiff.llm.sampling``) at ``temperature`` / ``top_p``.
+   sampler (``gendiff.llm.sampling``) at ``temperature`` / ``top_p``. Loss ``hapo``: each token is drawn
+   at T (1 + tau h), h from the last update's entropy map. Advantage ``aepo``: ``regularizer_size``
+   more per prompt at T x ``target_temperature(H, H*)``.
 2. Reward: ``reward_fn(prompts, completions, **meta) -> list[float]`` on the decoded completions; NaN,
    inf or a wrong count raise ``ValueError``.
-3. Advantage: ``ADVANTAGES[config.advantage]`` over the groups (riskpo quantiles tracked online).
+3. Advantage: ``ADVANTAGES[config.advantage]`` over the groups, with what each estimator needs: token
+   mask and entropy (empg, hapo), online riskpo quantiles, the regulariser flags (aepo), log pi_T at
+   the target temperature from one no-grad forward (dcpo), answer-equivalence clusters from
+   ``cluster_fn`` (empo_reward). Loss ``d3s_tokens``: each group keeps its max-Var(A) rollouts.
 4. Update, ``updates_per_rollout`` times, each an optimizer step over ``grad_accum`` micro-batches: one
    forward of the policy over prompt + completion gives log pi_T and the token entropy H(pi_T) at the
    completion positions only (``gendiff.entropy`` chunked functions, pi_T = softmax(logits / T)).
@@ -15,7 +20,9 @@ One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken 
    Loss = ``POLICY_LOSSES[config.loss]`` + kl_coef * agg(k3), k3 = exp(ref - logp) - (ref - logp) - 1
    (Schulman's estimator of KL(pi || ref), to a frozen copy of the initial policy; kl_coef = 0: no copy).
 5. Carried states: ``actor/entropy_coef_next`` -> next step's ``entropy_coef`` (adaptive entropy bonus),
-   running mean entropy -> ``entropy_history_mean`` (EPO), step / steps -> ``progress`` (EPO, D3S).
+   running mean entropy -> ``entropy_history_mean`` (EPO), step / steps -> ``progress`` (EPO, D3S),
+   HAPO's entropy map -> the next rollout's temperatures, the first rollout's entropy -> AEPO / DCPO's
+   default target. The learning rate warms up linearly over ``warmup_steps``.
 
 Empty completions (EOS as the first token: zero tokens) get their reward and count in their group's
 advantage, but carry no loss (mask 0); ``rollout/empty_count`` counts them and a warning is issued.
@@ -48,14 +55,27 @@ from gendiff.config import check_numbers, from_dict, parse_yaml_mapping
 from gendiff.entropy import masked_mean, token_entropy, token_logprobs
 from gendiff.io import loading
 
-from .advantages import ADVANTAGES
+from .advantages import ADVANTAGES, target_temperature
 from .fast_decode import FastDecoder, supports_fast_decode
-from .losses import POLICY_LOSSES, agg_loss
-from .sampling import Completions, position_ids_from_mask, sample_completions
+from .losses import (
+    POLICY_LOSSES,
+    HAPOStats,
+    agg_loss,
+    d3s_select_samples,
+    hapo_apply_stats,
+    hapo_temperature,
+    hapo_token_temperature,
+)
+from .sampling import Completions, concat_completions, position_ids_from_mask, sample_completions
 
 RewardFn = Callable[..., Sequence[float]]
 PromptSource = Sequence[str] | Callable[[int, random.Random], list[str]]
-TRAINER_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "riskpo", "empg", "hapo")
+ClusterFn = Callable[[list[str], list[str]], Sequence[Any]]
+
+
+def answer_clusters(prompts: list[str], completions: list[str]) -> list[str]:
+    """Default EMPO semantic classes: completions are equivalent when their stripped texts are equal."""
+    return [c.strip() for c in completions]
 
 
 @dataclass
@@ -75,6 +95,7 @@ class LLMTrainConfig:
     updates_per_rollout: int = 1
     grad_accum: int = 1
     lr: float = 2e-5
+    warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     kl_coef: float = 0.0
@@ -96,7 +117,7 @@ def _as_dict(name: str, value: Any) -> dict[str, Any]:
 def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
     """Validate ``cfg``; return the typed (loss config, advantage config)."""
     ints = {"steps": 1, "group_size": 1, "prompts_per_step": 1, "max_new_tokens": 1, "updates_per_rollout": 1,
-            "grad_accum": 1, "log_every": 1, "checkpoint_every": 0}
+            "grad_accum": 1, "log_every": 1, "checkpoint_every": 0, "warmup_steps": 0}
     for key, low in ints.items():
         if getattr(cfg, key) < low:
             raise ValueError(f"LLMTrainConfig.{key} must be >= {low}, got {getattr(cfg, key)}")
@@ -104,12 +125,16 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
                   fraction=("top_p", "riskpo_momentum"))
     if cfg.grad_accum > cfg.group_size * cfg.prompts_per_step:
         raise ValueError(f"grad_accum {cfg.grad_accum} exceeds the batch of {cfg.group_size * cfg.prompts_per_step}")
-    if cfg.advantage not in TRAINER_ADVANTAGES:
-        ADVANTAGES.get(cfg.advantage)  # unknown name: KeyError listing the valid ones
-        raise ValueError(f"advantage {cfg.advantage!r} needs inputs the trainer does not make; "
-                         f"trainer-supported: {list(TRAINER_ADVANTAGES)}")
     loss_cfg = from_dict(POLICY_LOSSES.get(cfg.loss).config_class, _as_dict("loss_config", cfg.loss_config))
     adv_cfg = from_dict(ADVANTAGES.get(cfg.advantage).config_class, _as_dict("advantage_config", cfg.advantage_config))
+    if cfg.loss == "hapo" and not 0.0 <= loss_cfg.temperature_tau < 1.0:
+        raise ValueError(f"hapo temperature_tau must be in [0, 1), got {loss_cfg.temperature_tau}")
+    if cfg.loss == "d3s_tokens" and not 0.0 < loss_cfg.sample_keep <= 1.0:
+        raise ValueError(f"d3s_tokens sample_keep must be in (0, 1], got {loss_cfg.sample_keep}")
+    if cfg.advantage == "aepo" and adv_cfg.regularizer_size < 1:
+        raise ValueError(f"aepo regularizer_size must be >= 1, got {adv_cfg.regularizer_size}")
+    if cfg.advantage in ("aepo", "dcpo") and not 0.0 < adv_cfg.temp_low <= adv_cfg.temp_high:
+        raise ValueError(f"{cfg.advantage} needs 0 < temp_low <= temp_high, got {adv_cfg.temp_low}, {adv_cfg.temp_high}")
     return loss_cfg, adv_cfg
 
 
@@ -165,6 +190,8 @@ class TrainerState:
     entropy_sum: float = 0.0
     entropy_count: int = 0
     empty_total: int = 0
+    hapo_stats: HAPOStats | None = None
+    target_entropy: float | None = None
 
 
 class LLMTrainer:
@@ -179,10 +206,13 @@ class LLMTrainer:
         config: ``LLMTrainConfig``.
         out_dir: where log.jsonl, checkpoints and the final model go (None: nothing is written).
         ref_model: the KL reference (default: a frozen copy of ``model`` when kl_coef > 0).
+        cluster_fn: ``fn(prompts, completions) -> [B] hashable keys``, the semantic classes of EMPO
+            (advantage ``empo_reward``); default ``answer_clusters`` (equal stripped text).
     """
 
     def __init__(self, model, tokenizer, reward_fn: RewardFn, prompts: PromptSource,
-                 config: LLMTrainConfig | None = None, out_dir: str | Path | None = None, ref_model=None) -> None:
+                 config: LLMTrainConfig | None = None, out_dir: str | Path | None = None, ref_model=None,
+                 cluster_fn: ClusterFn | None = None) -> None:
         self.config = cfg = config or LLMTrainConfig()
         self.loss_cfg, self.adv_cfg = check_config(cfg)
         self.loss_fn, self.adv_fn = POLICY_LOSSES.get(cfg.loss), ADVANTAGES.get(cfg.advantage)
@@ -193,6 +223,7 @@ class LLMTrainer:
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token_id: completions could never end")
         self.tokenizer, self.reward_fn, self.prompts = tokenizer, reward_fn, prompts
+        self.cluster_fn = cluster_fn or answer_clusters
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         self.eos_ids = sorted({tokenizer.eos_token_id, *([gen_eos] if isinstance(gen_eos, int) else gen_eos or [])})
@@ -242,58 +273,113 @@ class LLMTrainer:
         kwargs = {k: v for k, v in meta.items() if takes_all or k in self._reward_params}
         return check_rewards(self.reward_fn(prompts, completions, **kwargs), len(completions))
 
+    def _sample(self, ids: Tensor, mask: Tensor, temperature: float, group_size: int,
+                token_temperature=None) -> Completions:
+        batch = sample_completions(self.accelerator.unwrap_model(self.model), ids, mask, self.config.max_new_tokens,
+                                   self.eos_ids, self.pad_id, temperature, self.config.top_p, group_size,
+                                   generator=self.generator, token_temperature=token_temperature)
+        empty = batch.finished & (batch.completion_mask.sum(-1) == 1)  # EOS first: zero real tokens
+        batch.completion_mask = batch.completion_mask * (~empty)[:, None]
+        return batch
+
+    def _target_temperature(self, entropy: float) -> float:
+        """AEPO / DCPO: the temperature factor toward the target entropy (first rollout's by default)."""
+        st, c = self.state, self.adv_cfg
+        if st.target_entropy is None:
+            st.target_entropy = entropy if c.target_entropy is None else float(c.target_entropy)
+        return target_temperature(entropy, st.target_entropy, c.temp_low, c.temp_high)
+
     @torch.no_grad()
     def rollout(self, prompts: list[str]) -> dict[str, Any]:
         """Steps 1-3: sample, score, compute advantages. Returns the batch and its rollout metrics."""
-        cfg = self.config
+        cfg, name, st = self.config, self.config.advantage, self.state
         ids, mask = self.encode_prompts(prompts)
         t0 = time.perf_counter()
-        batch = sample_completions(self.accelerator.unwrap_model(self.model), ids, mask, cfg.max_new_tokens,
-                                   self.eos_ids, self.pad_id, cfg.temperature, cfg.top_p, cfg.group_size,
-                                   generator=self.generator)
+        hapo_tau = getattr(self.loss_cfg, "temperature_tau", 0.0) if cfg.loss == "hapo" else 0.0
+        token_temp = hapo_token_temperature(st.hapo_stats, hapo_tau) if hapo_tau and st.hapo_stats else None
+        batch = self._sample(ids, mask, cfg.temperature, cfg.group_size, token_temp)  # 1.
+        n_main = batch.completion_ids.shape[0]
+        group_ids = torch.arange(n_main, device=ids.device) // cfg.group_size
+        rep_prompts = [p for p in prompts for _ in range(cfg.group_size)]
+        entropy = float(masked_mean(batch.entropy, batch.completion_mask)) if bool(batch.completion_mask.any()) else 0.0
+        metrics: dict[str, float] = {"rollout/entropy": entropy}
+        if token_temp is not None:  # the factors the draw used (from the same entropies of pi_T)
+            metrics["hapo/temperature_factor_mean"] = float(masked_mean(hapo_temperature(
+                hapo_apply_stats(batch.entropy, st.hapo_stats), 1.0, hapo_tau), batch.completion_mask))
+        if name == "aepo":  # 1b. AEPO: regulariser rollouts at the target temperature
+            t_reg = cfg.temperature * self._target_temperature(entropy)
+            k = self.adv_cfg.regularizer_size
+            batch = concat_completions(batch, self._sample(ids, mask, t_reg, k), self.pad_id)
+            group_ids = torch.cat([group_ids, torch.arange(len(prompts) * k, device=ids.device) // k])
+            rep_prompts += [p for p in prompts for _ in range(k)]
+            metrics["aepo/temperature"] = t_reg
         t_gen = time.perf_counter() - t0
-        lengths = batch.completion_mask.sum(-1)
-        empty = batch.finished & (lengths == 1)  # EOS first: zero real tokens
-        batch.completion_mask = batch.completion_mask * (~empty)[:, None]
-        n_empty = int(empty.sum())
+        lengths = batch.completion_mask.sum(-1) + (batch.finished & (batch.completion_mask.sum(-1) == 0))
+        n_empty = int((batch.completion_mask.sum(-1) == 0).sum())
         if n_empty and not self._warned_empty:
             warnings.warn(f"{n_empty} empty completion(s) (EOS first): they are scored but carry no loss; "
                           "see the metric rollout/empty_count", stacklevel=3)
             self._warned_empty = True
-        rep_prompts = [p for p in prompts for _ in range(cfg.group_size)]
         texts = self.tokenizer.batch_decode(batch.completion_ids, skip_special_tokens=True)
-        group_ids = torch.arange(len(texts), device=ids.device) // cfg.group_size
         comp_lists = [row[: int(n)].tolist() for row, n in zip(batch.completion_ids.cpu(), lengths.cpu(), strict=True)]
-        meta = {"group_ids": group_ids.tolist(), "completion_ids": comp_lists, "step": self.state.step}
-        rewards = self._call_reward(rep_prompts, texts, meta).to(ids.device, torch.float32)
-        adv, adv_metrics = self._advantages(rewards, group_ids, batch)
+        meta = {"group_ids": group_ids.tolist(), "completion_ids": comp_lists, "step": st.step}
+        rewards = self._call_reward(rep_prompts, texts, meta).to(ids.device, torch.float32)  # 2.
+        is_reg = torch.arange(len(texts), device=ids.device) >= n_main
+        adv, adv_metrics = self._advantages(rewards, group_ids, batch, rep_prompts, texts, is_reg, entropy)  # 3.
+        metrics.update({**adv_metrics, "reward/mean": float(rewards[~is_reg].mean()),
+                        "reward/std": float(rewards[~is_reg].std(unbiased=False)),
+                        "response_length/mean": float(lengths[:n_main].float().mean()), "rollout/empty_count": n_empty,
+                        "rollout/truncated_frac": float((~batch.finished).float().mean()), "time/generate": t_gen})
+        keep = self._d3s_rows(adv, group_ids, batch.completion_mask)
+        if keep is not None:  # 3b. D3S sample level: only the max-variance rollouts of each group
+            batch, adv, is_reg = batch.select(keep), adv[keep], is_reg[keep]
+            metrics["d3s/kept_rollouts"] = float(keep.sum())
         ref = None
         if self.ref_model is not None:
             with self.accelerator.autocast():
                 ref, _ = policy_logp_entropy(self.ref_model, batch, cfg.temperature)
-        metrics = {"reward/mean": float(rewards.mean()), "reward/std": float(rewards.std(unbiased=False)),
-                   "response_length/mean": float(lengths.float().mean()), "rollout/empty_count": n_empty,
-                   "rollout/truncated_frac": float((~batch.finished).float().mean()), "time/generate": t_gen,
-                   "rollout/entropy": float(masked_mean(batch.entropy, batch.completion_mask)), **adv_metrics}
+        # the sampler's log pi_T of rows drawn at T (HAPO's adaptive temperature changes only the draw)
         return {"batch": batch, "advantages": adv, "ref_logp": ref, "texts": texts, "rewards": rewards,
-                "metrics": metrics}
+                "on_policy": ~is_reg, "metrics": metrics}
 
-    def _advantages(self, rewards: Tensor, group_ids: Tensor, batch: Completions) -> tuple[Tensor, dict]:
-        name, extras = self.config.advantage, {}
-        if name in ("empg", "hapo"):
+    def _advantages(self, rewards: Tensor, group_ids: Tensor, batch: Completions, prompts: list[str],
+                    texts: list[str], is_reg: Tensor, entropy: float) -> tuple[Tensor, dict]:
+        name, extras, own, st = self.config.advantage, {}, {}, self.state
+        if name in ("empg", "hapo", "dcpo"):
             extras["mask"] = batch.completion_mask.bool() if bool(batch.completion_mask.any()) else \
                 torch.ones_like(batch.completion_mask, dtype=torch.bool)
         if name == "empg":
             extras["entropy"] = batch.entropy
+        if name == "dcpo":  # log pi_T(y) at the target temperature; the samples came from pi at T
+            t_target = self.config.temperature * self._target_temperature(entropy)
+            extras["logp"], extras["logp_target"] = batch.logp, policy_logp_entropy(
+                self.accelerator.unwrap_model(self.model), batch, t_target)[0]
+            own["dcpo/temperature"] = t_target
+        if name == "aepo":
+            extras["is_regularizer"] = is_reg
+        if name == "empo_reward":  # semantic classes: answer-equivalence clusters
+            keys = list(self.cluster_fn(prompts, texts))
+            index: dict[Any, int] = {}
+            extras["cluster_ids"] = torch.tensor([index.setdefault(k, len(index)) for k in keys], device=rewards.device)
         if name == "riskpo":
             _, m = self.adv_fn(rewards, group_ids, self.adv_cfg)  # this batch's quantiles
             q = (m["riskpo/q_alpha"], m["riskpo/q_beta"])
-            old, mom = self.state.riskpo_quantiles, self.config.riskpo_momentum
-            self.state.riskpo_quantiles = q if old is None else tuple(
-                (1 - mom) * o + mom * n for o, n in zip(old, q, strict=True))
-            extras["quantiles"] = self.state.riskpo_quantiles
-        adv, metrics = self.adv_fn(rewards, group_ids, self.adv_cfg, **extras)
-        return adv.to(torch.float32), metrics
+            old, mom = st.riskpo_quantiles, self.config.riskpo_momentum
+            st.riskpo_quantiles = q if old is None else tuple((1 - mom) * o + mom * n for o, n in zip(old, q, strict=True))
+            extras["quantiles"] = st.riskpo_quantiles
+        adv, metrics = self.adv_fn(None if name == "empo_reward" else rewards, group_ids, self.adv_cfg, **extras)
+        if name == "empo_reward":
+            metrics["empo/semantic_reward_mean"] = metrics.pop("reward/mean")
+        return adv.to(torch.float32), {**metrics, **own}
+
+    def _d3s_rows(self, adv: Tensor, group_ids: Tensor, mask: Tensor) -> Tensor | None:
+        """D3S sample level (loss d3s_tokens): [B] bool of the kept rollouts, or None."""
+        share = getattr(self.loss_cfg, "sample_keep", 1.0) if self.config.loss == "d3s_tokens" else 1.0
+        if share >= 1.0:
+            return None
+        row_adv = adv if adv.dim() == 1 else masked_mean(adv, mask.bool(), dim=-1)
+        size = int(torch.bincount(group_ids).max())
+        return d3s_select_samples(row_adv, group_ids, max(1, round(share * size)))
 
     # ------------------------------------------------------------------ update
     def _loss_extras(self) -> dict[str, Any]:
@@ -303,8 +389,7 @@ class LLMTrainer:
                 "progress": min(1.0, st.step / self.config.steps)}
 
     def _micro_loss(self, roll: dict[str, Any], rows: slice, old: Tensor | None) -> tuple[Tensor | None, dict, Tensor]:
-        b: Completions = roll["batch"]
-        sub = Completions(*(getattr(b, f)[rows] for f in Completions.__dataclass_fields__))
+        sub: Completions = roll["batch"].select(rows)
         mask = sub.completion_mask
         bare = self.accelerator.unwrap_model(self.model)
         with self.accelerator.autocast():  # a DDP-wrapped model must run its own forward (gradient sync)
@@ -322,8 +407,9 @@ class LLMTrainer:
             kl = agg_loss(k3, mask, self.loss_cfg.loss_agg_mode, self.loss_cfg.norm_len)
             loss = loss + self.config.kl_coef * kl
             metrics["kl/k3"] = float(kl.detach())
-        if first:  # sampler (KV cache) vs training forward, same parameters: should be ~1e-6
-            metrics["rollout/logp_mismatch"] = float((logp.detach() - sub.logp).abs().mul(mask).max())
+        on = roll["on_policy"][rows]
+        if first and bool(on.any()):  # sampler (KV cache) vs training forward, same parameters: ~1e-6
+            metrics["rollout/logp_mismatch"] = float((logp.detach() - sub.logp).abs().mul(mask)[on].max())
         return loss, metrics, old
 
     def update(self, roll: dict[str, Any]) -> dict[str, float]:
@@ -352,11 +438,16 @@ class LLMTrainer:
     def step(self) -> dict[str, float]:
         """One full step (rollout, reward, advantages, updates); returns its metrics."""
         t0 = time.perf_counter()
+        st, cfg = self.state, self.config
+        lr = cfg.lr * min(1.0, (st.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        for group in self.optimizer.param_groups:  # linear warm-up over the first warmup_steps steps
+            group["lr"] = lr
         roll = self.rollout(self._next_prompts())
-        metrics = {**roll["metrics"], **self.update(roll)}
-        st = self.state
+        metrics = {**roll["metrics"], **self.update(roll), "actor/lr": lr}
         if "actor/entropy_coef_next" in metrics:
             st.entropy_coef = metrics["actor/entropy_coef_next"]
+        if "actor/hapo_pivot" in metrics:  # HAPO: the last update's entropy map sets the next temperatures
+            st.hapo_stats = HAPOStats(*(metrics[f"actor/hapo_{k}"] for k in HAPOStats._fields))
         if "actor/entropy" in metrics:
             st.entropy_sum, st.entropy_count = st.entropy_sum + metrics["actor/entropy"], st.entropy_count + 1
         st.empty_total += metrics["rollout/empty_count"]

@@ -142,6 +142,17 @@ def test_hapo_token_level_group_average_matches_reference():
         assert float(adv[i]) == pytest.approx((float(r[i]) - mu) / (sd + 1e-6))
 
 
+def test_hapo_falls_back_to_grpo_on_extreme_groups():
+    """The authors' smooth score: one correct answer in 32 gives |A| = 5.6 >= 5 -> GRPO advantages."""
+    r = torch.tensor([1.0] + [0.0] * 31 + [1.0, 0.0] * 16)
+    gid, mask = torch.arange(64) // 32, torch.ones(64, 3, dtype=torch.bool)
+    adv, m = ADVANTAGES.get("hapo")(r, gid, mask=mask)
+    grpo = ref_grpo(r, gid)
+    assert m["hapo/fallback_groups"] == 1.0
+    assert [float(x) for x in adv[:32]] == pytest.approx(grpo[:32])
+    assert [float(x) for x in adv[32:]] == pytest.approx([1.0, -1.0] * 16, abs=1e-5)  # biased std, no fallback
+
+
 def test_empo_reward_matches_reference():
     gid = torch.tensor([0, 0, 0, 0, 1, 1, 1])
     clusters = torch.tensor([5, 5, 6, 5, 5, 7, 7])

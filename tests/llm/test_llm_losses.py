@@ -242,21 +242,73 @@ def test_steer_matches_reference():
     assert m["actor/steer_weight_min"] == pytest.approx(0.8)  # the largest |Omega| gets w_min
 
 
-def test_hapo_matches_reference():
-    logp, old, adv, mask, ent = batch(70, B=6, T=10)
-    cfg = HAPOConfig(adv_scale=0.3, eps_low=0.2, eps_high=0.28)
-    loss, _ = POLICY_LOSSES.get("hapo")(logp, old, adv, mask, cfg, entropy=ent)
+def ref_ada_clip(eps_low: float, eps_high: float, h: float) -> tuple[float, float]:
+    """A literal per-token transcription of the HAPO authors' ``ada_clip`` (clip_alpha = 1): the
+    eps ranges of one token with normalised entropy h."""
+    low, high = eps_low, eps_high
+    low_ent, high_ent = eps_low * (1 - h), eps_high * (1 + h)
+    if h <= 0:  # low_entropy_mask
+        low = low_ent
+    if h > 0:  # high_entropy_mask
+        high = high_ent
+    return low, high
+
+
+def ref_ada_advantage(a: float, h: float, r: float, eps_low: float, eps_high: float, beta: float) -> float:
+    """Literal per-token ``ada_advantage`` of the HAPO authors (eps_* are this token's ranges)."""
+    a_ent = a * (1 + beta * h)
+    neutral = 1.0 - eps_low / 2 < r < 1.0 + eps_high / 2
+    if h > 0:
+        return a if neutral else a_ent
+    return a_ent if neutral else a
+
+
+def ref_hapo_h(ent, mask, q=0.8, eps=1e-8):
+    """h of every valid cell: log H about the nearest-rank q quantile, over the RMS about it, each side
+    scaled to [-1, 1]."""
     c = cells(mask)
-    lh = {k: math.log(float(ent[k]) + 1e-8) for k in c}
-    pivot = ref_quantile(list(lh.values()), 0.8)
-    mu = sum(lh.values()) / len(c)
-    sd = math.sqrt(sum((v - mu) ** 2 for v in lh.values()) / len(c))
-    z = {k: (lh[k] - pivot) / (sd + 1e-8) for k in c}
+    lh = {k: math.log(max(float(ent[k]), eps)) for k in c}
+    v = sorted(lh.values())
+    pivot = v[round(q * (len(v) - 1))]
+    spread = math.sqrt(sum((x - pivot) ** 2 for x in v) / len(v))
+    z = {k: (lh[k] - pivot) / spread for k in c}
     zmax, zmin = max(z.values()), min(z.values())
-    h = {k: z[k] / zmax if z[k] > 0 else z[k] / abs(zmin) for k in c}
-    vals = {k: ref_ppo(ratio(logp, old, *k), A(adv, *k) * (1 + 0.3 * h[k]), 1 - 0.2 * (1 - h[k]),
-                       1 + 0.28 * (1 + h[k])) for k in c}
+    return {k: z[k] / zmax if z[k] > 0 else z[k] / abs(zmin) for k in c}
+
+
+@pytest.mark.parametrize("adv_scale", [0.0, 1.0])
+def test_hapo_matches_reference(adv_scale):
+    logp, old, adv, mask, ent = batch(70, B=6, T=10)
+    cfg = HAPOConfig(adv_scale=adv_scale, eps_low=0.2, eps_high=0.28)
+    loss, m = POLICY_LOSSES.get("hapo")(logp, old, adv, mask, cfg, entropy=ent)
+    c = cells(mask)
+    h = ref_hapo_h(ent, mask)
+    vals = {}
+    for k in c:
+        lo, hi = ref_ada_clip(0.2, 0.28, h[k])
+        r = ratio(logp, old, *k)
+        a = ref_ada_advantage(A(adv, *k), h[k], r, lo, hi, adv_scale) if adv_scale else A(adv, *k)
+        vals[k] = ref_ppo(r, a, 1 - lo, 1 + hi)
     close(loss, ref_agg(vals, mask, "token-mean"))
+    assert m["actor/hapo_h_mean"] == pytest.approx(sum(h.values()) / len(c))
+
+
+def test_hapo_clip_bounds_follow_the_reference_rule():
+    """Per token, as the authors' ada_clip: h <= 0 widens only the lower bound to eps_low (1 - h), h > 0
+    only the upper bound to eps_high (1 + h); the other bound keeps its eps."""
+    from gendiff.llm.losses import hapo_clip_bounds
+
+    hs = [-1.0, -0.7, -0.2, 0.0, 1e-9, 0.3, 0.8, 1.0]
+    low, high = hapo_clip_bounds(torch.tensor([hs], dtype=torch.float64), 0.2, 0.28)
+    for j, h in enumerate(hs):
+        lo, hi = ref_ada_clip(0.2, 0.28, h)
+        assert float(low[0, j]) == pytest.approx(1 - lo) and float(high[0, j]) == pytest.approx(1 + hi)
+        if h <= 0:
+            assert float(high[0, j]) == pytest.approx(1.28)  # the upper bound stays
+        else:
+            assert float(low[0, j]) == pytest.approx(0.8)  # the lower bound stays
+    assert float(low[0, 0]) == pytest.approx(0.6) and float(high[0, -1]) == pytest.approx(1.56)  # widest
+    assert bool((high - low > 0.47).all())  # never narrowed: both ranges keep at least their eps
 
 
 def test_bapo_matches_reference():

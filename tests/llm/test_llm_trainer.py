@@ -130,8 +130,14 @@ def test_adaptive_entropy_coef_and_riskpo_quantiles_are_carried(saved):
 def test_config_errors_are_clear():
     with pytest.raises(KeyError, match="valid names"):
         check_config(LLMTrainConfig(loss="nope"))
-    with pytest.raises(ValueError, match="trainer-supported"):
-        check_config(LLMTrainConfig(advantage="aepo"))
+    with pytest.raises(KeyError, match="valid names"):
+        check_config(LLMTrainConfig(advantage="nope"))
+    with pytest.raises(ValueError, match="temperature_tau must be in"):
+        check_config(LLMTrainConfig(loss="hapo", loss_config={"temperature_tau": 1.0}))
+    with pytest.raises(ValueError, match="regularizer_size must be >= 1"):
+        check_config(LLMTrainConfig(advantage="aepo", advantage_config={"regularizer_size": 0}))
+    with pytest.raises(ValueError, match="sample_keep must be in"):
+        check_config(LLMTrainConfig(loss="d3s_tokens", loss_config={"sample_keep": 0.0}))
     with pytest.raises(KeyError, match="unknown ClipCovConfig field"):
         check_config(LLMTrainConfig(loss="clip_cov", loss_config={"clip_ration": 1.0}))
     loss_cfg, _ = check_config(LLMTrainConfig(loss="clip_cov", loss_config="{clip_ratio: 0.01}"))

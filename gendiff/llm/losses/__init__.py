@@ -24,7 +24,18 @@ from .d3s import D3SConfig, d3s_keep_ratio, d3s_select_samples, d3s_token_select
 from .entropy_bonus import EntropyBonusConfig, entropy_bonus_loss
 from .epo import EPOConfig, epo_loss, epo_phase_weight
 from .grpo import GRPOLossConfig, grpo_loss
-from .hapo import HAPOConfig, hapo_loss, hapo_normalized_entropy, hapo_temperature
+from .hapo import (
+    HAPOConfig,
+    HAPOStats,
+    hapo_apply_stats,
+    hapo_clip_bounds,
+    hapo_entropy_stats,
+    hapo_loss,
+    hapo_normalized_entropy,
+    hapo_redistribute,
+    hapo_temperature,
+    hapo_token_temperature,
+)
 from .kl_cov import KLCovConfig, kl_cov_loss, kl_cov_select
 from .steer import SteerConfig, steer_loss, steer_weights
 from .top_entropy import TopEntropyConfig, top_entropy_loss, top_entropy_select
@@ -41,7 +52,8 @@ __all__ = [
     "SteerConfig", "TopEntropyConfig", "agg_loss", "bapo_bounds", "bapo_loss", "check_policy_inputs",
     "clip_cov_loss", "clip_cov_select", "config_defaults", "d3s_keep_ratio", "d3s_select_samples",
     "d3s_token_select", "d3s_tokens_loss", "default_config", "entropy_bonus_loss", "epo_loss",
-    "epo_phase_weight", "get_policy_loss", "grpo_loss", "hapo_loss", "hapo_normalized_entropy",
-    "hapo_temperature", "kl_cov_loss", "kl_cov_select", "positive_share", "ppo_clip_token_loss",
+    "epo_phase_weight", "get_policy_loss", "grpo_loss", "HAPOStats", "hapo_apply_stats", "hapo_clip_bounds",
+    "hapo_entropy_stats", "hapo_loss", "hapo_normalized_entropy", "hapo_redistribute", "hapo_temperature",
+    "hapo_token_temperature", "kl_cov_loss", "kl_cov_select", "positive_share", "ppo_clip_token_loss",
     "steer_loss", "steer_weights", "top_entropy_loss", "top_entropy_select",
 ]

@@ -34,10 +34,13 @@ from .common import (
 
 @dataclass
 class D3SConfig(PPOClipConfig):
-    """Attributes: keep_start (0.5), keep_end (1.0): token keep-ratio at progress 0 and 1."""
+    """Attributes: keep_start (0.5), keep_end (1.0): token keep-ratio at progress 0 and 1;
+    sample_keep (0.5): share of each group's rollouts the trainer keeps (``d3s_select_samples``,
+    m = max(1, round(sample_keep * group size)); 1.0: no sample-level selection)."""
 
     keep_start: float = 0.5
     keep_end: float = 1.0
+    sample_keep: float = 0.5
 
 
 def d3s_keep_ratio(progress: float, config: D3SConfig) -> float:
