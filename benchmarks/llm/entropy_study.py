@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
@@ -31,6 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from gendiff import stats  # noqa: E402
 from gendiff.bench import cpu_name  # noqa: E402
 from gendiff.llm.entropy_law import fit_entropy_law  # noqa: E402
 from gendiff.llm.evaluation import evaluate  # noqa: E402
@@ -46,7 +46,6 @@ METHODS: dict[str, tuple[str, dict]] = {
     "kl_cov_x5": ("kl_cov", {"kl_ratio": 1e-1}),
 }
 KS = (1, 4, 16, 64)
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
 
 
 def eval_dict(model, tok, held: list[str], args) -> dict:
@@ -86,12 +85,8 @@ def settings(args) -> dict:
 
 
 def t_interval(xs: list[float]) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval of paired differences over seeds."""
-    m = statistics.mean(xs)
-    if len(xs) < 2:
-        return m, math.nan, math.nan
-    half = T95.get(len(xs) - 1, 1.96) * statistics.stdev(xs) / math.sqrt(len(xs))
-    return m, m - half, m + half
+    """Mean and 95 % t-interval (gendiff.stats) of paired differences over seeds."""
+    return (statistics.mean(xs), *stats.t_interval(xs))
 
 
 def summarise(results: list[dict], start: dict) -> dict:
