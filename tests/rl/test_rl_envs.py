@@ -183,7 +183,7 @@ def test_shipped_recipes_load_as_their_configs():
     recipes = Path(__file__).resolve().parents[2] / "configs" / "recipes"
     gorl = from_dict(GoRLConfig, load_yaml(recipes / "gorl_mujoco.yaml"))
     assert gorl.decoder_data == "final_policy" and gorl.final_policy_draws == 8
-    # 4 refits at 50k-200k, then the 100k last stage of benchmarks/gorl_hopper_last_stage_10seeds.md
+    # 4 refits at 50k-200k, then the 100k last stage of benchmarks/gorl/gorl_hopper_last_stage_10seeds.md
     assert [gorl.stage_length(k) for k in range(6)] == [50_000] * 4 + [100_000] * 2
     assert from_dict(PPOConfig, load_yaml(recipes / "ppo_const_lr.yaml")).anneal_lr is False
     latent_ppo = from_dict(PPOConfig, load_yaml(recipes / "gorl_mujoco_ppo.yaml"))

@@ -1,11 +1,11 @@
 """GoRL (flow and diffusion decoders) vs Gaussian PPO vs SAC on gendiff/TwoModes-v0 or TwoModesNoRepeat-v0.
 
-Same env-step budget for every algorithm, >= 3 seeds. Writes benchmarks/gorl_bimodal.{json,md}, the
+Same env-step budget for every algorithm, >= 3 seeds. Writes benchmarks/gorl/gorl_bimodal.{json,md}, the
 learning curves (gorl_bimodal_curves.png) and action histograms at fixed contexts (gorl_bimodal_actions.png),
 plus the decoders' cost per action on this CPU (network evaluations, microseconds).
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/gorl_bimodal.py [--env gendiff/TwoModesNoRepeat-v0 --out
-benchmarks/gorl_norepeat] [--steps 20000] [--seeds 0,1,2]
+Usage: OMP_NUM_THREADS=1 python benchmarks/gorl/gorl_bimodal.py [--env gendiff/TwoModesNoRepeat-v0 --out
+benchmarks/gorl/gorl_norepeat] [--steps 20000] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def main() -> None:
     p.add_argument("--seeds", type=str, default="0,1,2")
     p.add_argument("--algos", type=str, default="gorl_fm,gorl_diffusion,ppo,sac")
     p.add_argument("--latent-kl", type=float, default=GORL["latent_kl_coef"],
-                   help="GoRL's latent KL toward N(0, I) (1.0 on TwoModesNoRepeat-v0: benchmarks/gorl_norepeat_kl1.md)")
+                   help="GoRL's latent KL toward N(0, I) (1.0 on TwoModesNoRepeat-v0: benchmarks/gorl/gorl_norepeat_kl1.md)")
     p.add_argument("--runs-dir", type=str, default="/tmp/gorl_bimodal_runs")
     p.add_argument("--out", type=str, default=str(HERE / "gorl_bimodal"))
     args = p.parse_args()

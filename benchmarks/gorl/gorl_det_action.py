@@ -10,7 +10,7 @@ evaluates both on the runs' final-evaluation episodes (``--episodes``, seeds 50,
   2. the mean action: tanh of E[u | s] over ``--draws`` latent draws per state, u = g(s, z), z ~ pi_theta(z | s),
      i.e. PPO's definition applied to GoRL's action distribution.
 
-    OMP_NUM_THREADS=1 python benchmarks/gorl_det_action.py --runs runs/gorl_hopper/k8_lr4 --out benchmarks/gorl_det_action
+    OMP_NUM_THREADS=1 python benchmarks/gorl/gorl_det_action.py --runs runs/gorl_hopper/k8_lr4 --out benchmarks/gorl/gorl_det_action
 
 Writes <out>.json and <out>.md (machine, folder, draws, episodes).
 """
@@ -48,7 +48,7 @@ def main() -> None:
     p.add_argument("--runs", type=str, required=True, help="folder of <algo>_s<seed>/ runs (metrics.json, model/)")
     p.add_argument("--draws", type=int, default=64, help="latent draws per state for the mean action")
     p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--out", type=str, default="benchmarks/gorl_det_action")
+    p.add_argument("--out", type=str, default="benchmarks/gorl/gorl_det_action")
     args = p.parse_args()
     if args.draws < 1 or args.episodes < 1:
         p.error("--draws and --episodes must be >= 1")

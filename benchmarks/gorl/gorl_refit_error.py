@@ -22,9 +22,9 @@ stage-0 agent is the same); such runs are tabulated as their own settings ("...,
 the stage-0 agent and its recent window from ``<out>_work`` of an earlier run with the same --steps and --seed
 (or ``--work DIR``) instead of training them again (training is deterministic for a seed, so the result is the same).
 
-    OMP_NUM_THREADS=1 python benchmarks/gorl_refit_error.py --steps 150000 --out benchmarks/gorl_refit_error
-    OMP_NUM_THREADS=1 python benchmarks/gorl_refit_error.py --steps 150000 --settings 0:0,8:2000 \
-        --continue-steps 50000 --seed S --out benchmarks/gorl_refit_continue_sS
+    OMP_NUM_THREADS=1 python benchmarks/gorl/gorl_refit_error.py --steps 150000 --out benchmarks/gorl/gorl_refit_error
+    OMP_NUM_THREADS=1 python benchmarks/gorl/gorl_refit_error.py --steps 150000 --settings 0:0,8:2000 \
+        --continue-steps 50000 --seed S --out benchmarks/gorl/gorl_refit_continue_sS
 
 Writes <out>.json and <out>.md (machine, settings, seed).
 """
@@ -121,7 +121,7 @@ def main() -> None:
     p.add_argument("--reuse", action="store_true", help="load stage 0 from --work of a run with the same steps/seed")
     p.add_argument("--work", default=None, help="folder of the stage-0 agent and its recent window (<out>_work)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="benchmarks/gorl_refit_error")
+    p.add_argument("--out", default="benchmarks/gorl/gorl_refit_error")
     p.add_argument("--merge", default=None, help="comma-separated JSONs of --continue-steps runs: tabulate (step 5)")
     a = p.parse_args()
     if a.merge:

@@ -2,12 +2,12 @@ r"""Hopper-v5 at a 2-core budget: GoRL (flow decoder, PPO base) vs Gaussian PPO,
 
 The parts run as separate single-thread processes (one per core) and the report reads their run folders:
 
-    OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --steps 300000 --seeds 0,1,2 &
-    OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part sac --sac-steps 300000 --sac-seeds 0 &
-    wait; python benchmarks/gorl_hopper.py --part report
+    OMP_NUM_THREADS=1 python benchmarks/gorl/gorl_hopper.py --part onpolicy --steps 300000 --seeds 0,1,2 &
+    OMP_NUM_THREADS=1 python benchmarks/gorl/gorl_hopper.py --part sac --sac-steps 300000 --sac-seeds 0 &
+    wait; python benchmarks/gorl/gorl_hopper.py --part report
 
-Another budget goes in its own runs folder and report stem, e.g. the 1M-step runs (benchmarks/gorl_hopper_1m.md):
-``--steps 1000000 --eval-every 50000 --runs-dir runs/gorl_hopper_1m`` and ``--part report --out benchmarks/gorl_hopper_1m``.
+Another budget goes in its own runs folder and report stem, e.g. the 1M-step runs (benchmarks/gorl/gorl_hopper_1m.md):
+``--steps 1000000 --eval-every 50000 --runs-dir runs/gorl_hopper_1m`` and ``--part report --out benchmarks/gorl/gorl_hopper_1m``.
 
 GoRL variants (a GoRLConfig YAML each; the report labels their rows with the group name):
 
@@ -34,15 +34,15 @@ GoRL variants (a GoRLConfig YAML each; the report labels their rows with the gro
     # (groups stage50k_const_final_k8 and ..._k8_fit6k, with --ppo-config configs/recipes/ppo_const_lr.yaml)
     printf "anneal_lr: false\nactor_lr_scale: 2.0\n" > ppo_const_lr2.yaml  # the actor's rate x2, critic's unchanged:
     # groups ppo_const_lr2 (--algos ppo) and k8_lr2 (--algos gorl_fm --gorl-config stage50k_final_k8.yaml),
-    # both --ppo-config ppo_const_lr2.yaml; the same at x4 (ppo_const_lr4, k8_lr4); benchmarks/gorl_hopper_actor_lr.md
+    # both --ppo-config ppo_const_lr2.yaml; the same at x4 (ppo_const_lr4, k8_lr4); benchmarks/gorl/gorl_hopper_actor_lr.md
     printf "anneal_lr: false\nactor_lr_scale: 8.0\n" > ppo_const_lr8.yaml  # group k8_lr8: the latent actor's rate x8
     cp stage50k_final_k8.yaml k8_decay.yaml; printf "actor_lr_decay: true\n" >> k8_decay.yaml  # group
     # k8_decay4 (--ppo-config ppo_const_lr4.yaml): x4 right after each refit, falling to x1 by the next
-    # report with --compare k8_decay4:k8_lr4,... for GoRL-vs-GoRL pairs; benchmarks/gorl_hopper_actor_decay.md
+    # report with --compare k8_decay4:k8_lr4,... for GoRL-vs-GoRL pairs; benchmarks/gorl/gorl_hopper_actor_decay.md
     sed 's/^stage_steps: 50000/stage_steps: [50000, 50000, 50000, 50000, 100000]/' stage50k_final_k8.yaml > k8_last100k.yaml
     # group k8_lr4_last100k (--ppo-config configs/recipes/gorl_mujoco_ppo.yaml): the last stage 100k long, = the
-    # recipe configs/recipes/gorl_mujoco.yaml since session 18; benchmarks/gorl_hopper_last_stage_10seeds.md
-    OMP_NUM_THREADS=1 python benchmarks/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
+    # recipe configs/recipes/gorl_mujoco.yaml since session 18; benchmarks/gorl/gorl_hopper_last_stage_10seeds.md
+    OMP_NUM_THREADS=1 python benchmarks/gorl/gorl_hopper.py --part onpolicy --algos gorl_fm --gorl-config heun5.yaml \
         --group heun5 --seeds 0
 
 Each run is ``gendiff gorl train`` with the library defaults (configs/gorl_ppo.yaml, gorl_sac.yaml,
@@ -52,7 +52,7 @@ evaluations: 5 episodes every ``--eval-every`` steps (deterministic: the mean ac
 latent through the decoder for GoRL); final returns: 20 episodes, stochastic and deterministic.
 
 Cost on the AMD EPYC here (1 thread): SAC ~57 env steps/s (300k: ~90 min per seed); PPO ~1,100 env steps/s;
-GoRL-fm ~500 env steps/s plus ~20 s per decoder refit. Writes benchmarks/gorl_hopper.{json,md},
+GoRL-fm ~500 env steps/s plus ~20 s per decoder refit. Writes benchmarks/gorl/gorl_hopper.{json,md},
 gorl_hopper_curves.png (GoRL vs PPO) and gorl_hopper_sac_curve.png.
 """
 
@@ -136,7 +136,7 @@ def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper", compare: tuple[tup
                for algo, rs in rows.items()}
     lines = ["# Hopper-v5 at a 2-core budget", "",
              f"Machine: {machine_info()['cpu']}, 1 thread per run, the parts in parallel processes. "
-             "Library defaults unless the row names a variant (see benchmarks/gorl_hopper.py). Final returns: "
+             "Library defaults unless the row names a variant (see benchmarks/gorl/gorl_hopper.py). Final returns: "
              "20 episodes per seed.", "",
              "| algo | env steps | seeds | return (stochastic), mean +- std | per seed | return (deterministic) "
              "| per seed | wall min / run |", "|---|---:|---|---|---|---|---|---:|"]

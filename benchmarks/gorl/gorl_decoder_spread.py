@@ -2,7 +2,7 @@
 
 GoRL refits its decoder on the executed actions and then feeds it latents near N(0, I). If the refit decoder
 maps N(0, I) to a narrower distribution than its data, every stage narrows the policy by that factor and the
-policy turns deterministic after enough stages (seen on Hopper-v5: benchmarks/gorl_hopper.md).
+policy turns deterministic after enough stages (seen on Hopper-v5: benchmarks/gorl/gorl_hopper.md).
 
 Synthetic data with a known answer: states s ~ N(0, I_11), actions u = 2 tanh(s W) + sd * eps, eps ~ N(0, I_3)
 (Hopper's sizes). Fit each decoder on 10,240 pairs (the library's refit: batch 256, 8 noise draws, lr 1e-3),
@@ -10,8 +10,8 @@ then decode 32 latents z ~ N(0, I) at each of 512 states and compare the std ove
 the refit keeps the spread; GoRL's default is 500 fit steps and 10 sampling steps. The flow decoder is also
 sampled with 50 Euler steps and with diffusers' FlowMatchHeunDiscreteScheduler (5 steps = 9 network calls).
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/gorl_decoder_spread.py   (about 4 min on one core)
-Writes benchmarks/gorl_decoder_spread.{json,md}.
+Usage: OMP_NUM_THREADS=1 python benchmarks/gorl/gorl_decoder_spread.py   (about 4 min on one core)
+Writes benchmarks/gorl/gorl_decoder_spread.{json,md}.
 """
 
 from __future__ import annotations
