@@ -33,7 +33,7 @@ from gendiff.sampler import GuidedSampler
 class SamplerBenchConfig:
     """Settings of ``gendiff bench sampler`` (defaults mirrored in configs/bench_sampler.yaml)."""
 
-    out_dir: str = "benchmarks"
+    out_dir: str = "benchmarks/sampler"
     unet: Literal["tiny", "small", "base"] = "small"
     size: int = 32
     channels: int = 1

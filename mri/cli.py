@@ -198,7 +198,7 @@ def _pick(images: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def add_study_arguments(ap: argparse.ArgumentParser) -> None:
-    """The options the ADS study scripts (benchmarks/ads_mask_*.py) share: prior, slices and settings."""
+    """The options the ADS study scripts (benchmarks/ads/ads_mask_*.py) share: prior, slices and settings."""
     ap.add_argument("--prior", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--train-data", required=True, help="training files, for the data-variance mask")

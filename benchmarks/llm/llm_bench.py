@@ -143,7 +143,7 @@ def write_md(res: dict, path: Path) -> None:
         "the KV-cached FastDecoder (fused q/k/v and gate/up projections, one prefill per prompt, inverse-CDF sampling "
         "without host syncs), the same fused forward with autograd for the update, and old log-probs taken from the "
         "first update.", "",
-        "Entropy memory (chunked vs full softmax): see benchmarks/entropy_memory.json / .md.", "",
+        "Entropy memory (chunked vs full softmax): see benchmarks/llm/entropy_memory.json / .md.", "",
     ]
     path.write_text("\n".join(lines))
 

@@ -11,7 +11,7 @@ all at each guidance scale in ``--scales`` (the fixed masks may prefer a weaker 
 rather than assumed). If (2) ~ (1), the gain is the mask; if (2) ~ (3), it is the progressive measurement.
 Writes JSON + markdown (mean SSIM x100 and PSNR per row, paired differences to ``ads`` at the same scale).
 
-    python benchmarks/ads_mask_vs_timing.py --prior priors/mri64v --data data/val --train-data data/train \
+    python benchmarks/ads/ads_mask_vs_timing.py --prior priors/mri64v --data data/val --train-data data/train \
         --slices 8 --window 0.1,0.4 --scales 1.0,0.5 --out benchmarks/ads/mask_vs_timing64v.json
 """
 

@@ -11,7 +11,7 @@ Variants:
     full_backward      the full formula, forward + backward of H.sum() (includes the [.., V] gradient)
     chunked_backward   token_entropy, forward + backward (includes the [.., V] gradient)
 
-Usage: ``python benchmarks/entropy_memory.py --out benchmarks`` writes entropy_memory.json and
+Usage: ``python benchmarks/llm/entropy_memory.py --out benchmarks/llm`` writes entropy_memory.json and
 entropy_memory.md into ``--out``.
 """
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     from gendiff.bench import cpu_name
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks"), help="folder for the JSON + markdown")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/llm"), help="folder for the JSON + markdown")
     parser.add_argument("--shape", type=int, nargs="+", default=[8, 512, 32000], help="logits shape [..., V]")
     parser.add_argument("--chunk-rows", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")

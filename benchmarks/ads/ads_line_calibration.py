@@ -15,7 +15,7 @@ of which lines are uncertain. For one prior this script measures, per line offse
 
 Writes JSON + markdown.
 
-    python benchmarks/ads_line_calibration.py --prior priors/mri64v6k --data data/val --train-data data/train \
+    python benchmarks/ads/ads_line_calibration.py --prior priors/mri64v6k --data data/val --train-data data/train \
         --slices 8 --threads 1 --out benchmarks/ads/line_calibration64v6k.json --sweep 50:0,50:1,200:0,200:1
 """
 

@@ -17,7 +17,7 @@ This script maps the trade-off on the same slices, noise, particles and steps:
 
 Writes JSON + markdown (``--render-only`` rewrites the markdown from the JSON).
 
-    python benchmarks/ads_mask_tradeoff.py --prior priors/mri64v6k --data data/val --train-data data/train \
+    python benchmarks/ads/ads_mask_tradeoff.py --prior priors/mri64v6k --data data/val --train-data data/train \
         --slices 8 --window 0.1,0.4 --threads 1 --out benchmarks/ads/mask_tradeoff64v6k.json
 """
 

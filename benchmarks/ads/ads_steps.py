@@ -3,12 +3,12 @@ r"""How few reverse steps can ADS take? ADS alone on held-out slices at several 
 Finds the fewest steps whose mean SSIM is within ``--tolerance`` SSIM points (x100) of the largest step
 count's result, on the same slices, particles and seeds. Writes ads_steps.json / ads_steps.md.
 
-    python benchmarks/ads_steps.py --prior gendiff/assets/mri_prior_32 --data DIR --steps 25,50,100,200,1000
+    python benchmarks/ads/ads_steps.py --prior gendiff/assets/mri_prior_32 --data DIR --steps 25,50,100,200,1000
 
 Long runs can be split over processes by slices and merged (the per-slice values are kept in the JSON):
 
-    python benchmarks/ads_steps.py ... --shard 0/2 --out a.json & python benchmarks/ads_steps.py ... --shard 1/2 \
-        --out b.json; wait; python benchmarks/ads_steps.py --merge a.json,b.json --out ads_steps.json
+    python benchmarks/ads/ads_steps.py ... --shard 0/2 --out a.json & python benchmarks/ads/ads_steps.py ... --shard 1/2 \
+        --out b.json; wait; python benchmarks/ads/ads_steps.py --merge a.json,b.json --out ads_steps.json
 
 (each shard draws its own noise, so a sharded run is paired across step counts but not identical to an
 unsharded one).
@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--shard", default="0/1", help="I/N: run the I-th of N contiguous slice shards")
     ap.add_argument("--merge", default="", help="comma-separated shard JSONs to merge (no reconstruction)")
-    ap.add_argument("--out", default="benchmarks/ads_steps.json")
+    ap.add_argument("--out", default="benchmarks/ads/ads_steps.json")
     args = ap.parse_args()
     out = Path(args.out)
     if args.merge:

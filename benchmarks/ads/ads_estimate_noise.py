@@ -14,7 +14,7 @@ and seed, this script runs ADS with ``record_estimates=True`` and, at every acqu
 
 Writes JSON + markdown (early = first half of the acquisitions, late = second half).
 
-    python benchmarks/ads_estimate_noise.py --priors priors/mri64,priors/mri64v --data data/val --slices 4
+    python benchmarks/ads/ads_estimate_noise.py --priors priors/mri64,priors/mri64v --data data/val --slices 4
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ slices, particles, steps, window, sigma, seed and budget), and writes one table:
      (gendiff.stats.bootstrap_ci, as the benchmark command's own tables);
   3. seconds and network evaluations per slice.
 
-    python benchmarks/ads_prior_size.py --out benchmarks/ads/prior_size64.json \\
+    python benchmarks/ads/ads_prior_size.py --out benchmarks/ads/prior_size64.json \\
         --run "tiny 6k:4:val4_t6k_ads.json:val4_t6k_data_variance.json" \\
         --run "small 4k:4:val4_s4k_ads.json:val4_s4k_data_variance.json"
 
