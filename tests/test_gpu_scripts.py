@@ -1,4 +1,4 @@
-"""The prepared GPU scripts (benchmarks/gpu_*.sh) run end to end on the CPU in their smoke mode.
+"""The prepared GPU scripts (tools/gpu/gpu_*.sh) run end to end on the CPU in their smoke mode.
 
 A GPU is lent to few sessions and for 15 minutes, so a script that fails on a typo, a changed CLI flag or an import
 wastes it; these tests run the same code paths at toy sizes (GPU_*_SMOKE=1) and check what each script writes.
@@ -48,7 +48,7 @@ def _run_smoke(script: str, flag: str, out: Path, gpu_like_env: dict[str, str]) 
     """Run benchmarks/<script> with ``flag``=1 and OUT=out in ``gpu_like_env``; it must succeed."""
     env = dict(os.environ, OUT=str(out), OMP_NUM_THREADS="1", MPLBACKEND="Agg", HF_HUB_OFFLINE="1", **gpu_like_env)
     env[flag] = "1"
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / script)], env=env, capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(ROOT / "tools" / "gpu" / script)], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, f"{script} smoke failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert (out / "gpu_card.txt").read_text().strip(), "gpu_env.sh wrote no card line"
@@ -91,7 +91,7 @@ def test_gpu_script_without_gpu_or_smoke_flag_says_why(tmp_path: Path) -> None:
     env = dict(os.environ, OUT=str(tmp_path), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                GPU_WHEELS=str(tmp_path / "no_wheels"))  # not a checkout's .gpu_wheels (Python 3.12 wheels)
     env.pop("GPU_GORL_SMOKE", None)
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_gorl.sh")], env=env, capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(ROOT / "tools" / "gpu" / "gpu_gorl.sh")], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode != 0
     assert "needs a CUDA GPU (or GPU_GORL_SMOKE=1" in proc.stderr

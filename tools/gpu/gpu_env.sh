@@ -1,10 +1,10 @@
-# Sourced by benchmarks/gpu_*.sh: installs the carried wheels (.gpu_wheels/, filled by
-# benchmarks/gpu_prepare_wheels.sh, including a wheel of gendiff itself) into a private folder and puts
+# Sourced by tools/gpu/gpu_*.sh: installs the carried wheels (.gpu_wheels/, filled by
+# tools/gpu/gpu_prepare_wheels.sh, including a wheel of gendiff itself) into a private folder and puts
 # only that folder on PYTHONPATH. The source tree must NOT be on the path: pipelines/, mri/ and offline/
 # become gendiff.pipelines / .mri / .offline only through the installed wheel, and `python -m ...` / `python -`
 # would put the working directory (the repo root, whose gendiff/ lacks them) first: PYTHONSAFEPATH=1 stops that.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 OUT_DIR="${OUT:-benchmarks}"
 SITE="$(mktemp -d)/site"
 WHEELS="${GPU_WHEELS:-.gpu_wheels}"  # tests/test_gpu_scripts.py points this at a freshly built gendiff wheel

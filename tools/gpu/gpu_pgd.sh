@@ -6,11 +6,11 @@
 # gymnasium: their Python 3.12 wheels travel in the git-ignored folder .gpu_wheels/ (e.g. `pip download
 # --python-version 3.12 --only-binary :all: --no-deps -d .gpu_wheels diffusers huggingface-hub gymnasium
 # farama-notifications cloudpickle`) and are installed without network into a private target folder.
-# gendiff itself comes from its carried wheel (benchmarks/gpu_prepare_wheels.sh), with gendiff.offline and
+# gendiff itself comes from its carried wheel (tools/gpu/gpu_prepare_wheels.sh), with gendiff.offline and
 # gendiff.pipelines in it.
 # Measures: synthetic transitions per second, unguided and PGD-guided (TD3+BC actor as N(pi(s), 1)), for
 # 128 EDM steps, plus 500 denoiser training steps/s. Output: $OUT/gpu_pgd.json (with the card's name).
-# CPU smoke of the same code: GPU_PGD_SMOKE=1 bash benchmarks/gpu_pgd.sh
+# CPU smoke of the same code: GPU_PGD_SMOKE=1 bash tools/gpu/gpu_pgd.sh
 source "$(dirname "$0")/gpu_env.sh"
 timeout 280 python - "$OUT_DIR" <<'PY'
 import json, sys, tempfile, time
@@ -22,7 +22,7 @@ from gendiff.offline.trajectories import TrajectoryNormalizer
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.training import TrainConfig, train_denoiser
 
-sys.path.insert(0, "benchmarks")  # gpu_device.py (the working directory is the repo root: gpu_env.sh)
+sys.path.insert(0, "tools/gpu")  # gpu_device.py (the working directory is the repo root: gpu_env.sh)
 from gpu_device import pick_device
 
 smoke, dev, card, sync = pick_device("GPU_PGD_SMOKE")

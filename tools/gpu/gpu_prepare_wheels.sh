@@ -3,7 +3,7 @@
 # manylinux wheels that the GPU machine lacks (it has torch, accelerate, transformers, einops, h5py,
 # scikit-image, safetensors, tqdm) plus a wheel of gendiff itself. 64 MiB carry limit: check `du -sh`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 rm -rf .gpu_wheels && mkdir -p .gpu_wheels
 .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
     --platform manylinux_2_28_x86_64 -d .gpu_wheels diffusers huggingface-hub fastmri==0.3.0 runstats scikit-learn \

@@ -7,14 +7,14 @@
 # --only-binary :all: --no-deps -d .gpu_wheels diffusers gymnasium farama-notifications cloudpickle
 # huggingface-hub`) and are installed here without network into a private target folder.
 # Output: $OUT/gpu_gorl.json (+ the card's name); stdout shows a table.
-# CPU smoke of the same code at small batches: GPU_GORL_SMOKE=1 bash benchmarks/gpu_gorl.sh
+# CPU smoke of the same code at small batches: GPU_GORL_SMOKE=1 bash tools/gpu/gpu_gorl.sh
 source "$(dirname "$0")/gpu_env.sh"
 timeout 280 python - "$OUT_DIR" <<'PY'
 import json, sys, time
 import torch
 from gendiff.rl.decoders import DiffusionDecoder, FlowDecoder
 
-sys.path.insert(0, "benchmarks")  # gpu_device.py (the working directory is the repo root: gpu_env.sh)
+sys.path.insert(0, "tools/gpu")  # gpu_device.py (the working directory is the repo root: gpu_env.sh)
 from gpu_device import pick_device
 
 smoke, dev, card, sync = pick_device("GPU_GORL_SMOKE")

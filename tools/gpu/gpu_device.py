@@ -1,4 +1,4 @@
-"""Device choice shared by the inline Python of benchmarks/gpu_gorl.sh and gpu_pgd.sh (run from the repo root).
+"""Device choice shared by the inline Python of tools/gpu/gpu_gorl.sh and gpu_pgd.sh (run from the repo root).
 
 ``pick_device("GPU_PGD_SMOKE")`` returns (smoke, device, card name, synchronise): the CUDA GPU, or the CPU when the
 environment sets the smoke flag to 1 (toy sizes, to check the script end to end without a GPU).
