@@ -27,7 +27,8 @@ fi
 if [[ " $STEPS " == *" 3 "* ]]; then
   test -d "$PH/test" || $G mri make-synthetic --out "$PH/test" --volumes 8 --slices 8 --size 128 --seed 1000
   test -d "$PH/val" || $G mri make-synthetic --out "$PH/val" --volumes 4 --slices 4 --size 128 --seed 2000
-  $PY $OUT/tune_cs.py --data "$PH/val" --size 64 --slices 8 --reconstructors cs_tv --out $OUT/tune_cs_phantom64.json
+  test -f $OUT/tune_cs_phantom64.json || \
+    $PY $OUT/tune_cs.py --data "$PH/val" --size 64 --slices 8 --reconstructors cs_tv --out $OUT/tune_cs_phantom64.json
   test -f $OUT/tune_cs_phantom32.json || \
     $PY $OUT/tune_cs.py --data "$PH/val" --size 32 --slices 8 --reconstructors cs_tv --out $OUT/tune_cs_phantom32.json  # the demo's
   W=$(chosen $OUT/tune_cs_phantom64.json cs_tv)
