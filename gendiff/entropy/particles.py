@@ -92,7 +92,7 @@ def particle_total_variance_scores(yhat: Tensor, residual: Tensor, measured: Ten
     """Total predictive variance of every candidate: particle spread plus the residual variance (law of total variance).
 
     S(k) = mean_i ||yhat_i[k] - mean_j yhat_j[k]||^2 + residual[k]; with large sigma ADS's score (eq. 12) ranks
-    candidates like the first term alone (benchmarks/ads/RERUN.md: sigma 0.1-100 chose the same lines).
+    candidates like the first term alone (benchmarks/ads/README.md: sigma 0.1-100 chose the same lines).
 
     Args:
         yhat: [..., N, K, E] particles in measurement space; residual: [K] from :func:`residual_line_variance`.

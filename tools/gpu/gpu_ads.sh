@@ -5,7 +5,7 @@
 # Steps: 1. install the carried wheels into a private folder; 2. synthetic fastMRI-format data (128 x 128);
 # 3. a 'base' U-Net prior trained for 2 minutes (--max-minutes) in bf16; 4. ADS vs every fixed mask at 4x on
 # 32 slices with 16 particles, 50 steps, batched over slices, the ADS window (0.1, 0.4) of the 64 x 64 study
-# (chosen on validation slices for a v-prediction prior, benchmarks/ads/RERUN.md); 5. ADS and fixed_dps again under bf16 autocast;
+# (chosen on validation slices for a v-prediction prior, benchmarks/ads/README.md); 5. ADS and fixed_dps again under bf16 autocast;
 # 6. slices per second.
 # CPU smoke of the same commands at toy sizes (32 x 32, 2 slices, 2 particles; ~1 min): GPU_ADS_SMOKE=1 bash tools/gpu/gpu_ads.sh
 # Real images instead of phantoms: GPU_ADS_REAL=DIR (the train/ and test/ folders benchmarks/ads/real/make_data.sh

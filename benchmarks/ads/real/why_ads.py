@@ -3,7 +3,7 @@
 On validation slices (never the test slices), one ADS run with ``record_estimates=True``. At each acquisition a,
 over the lines not yet measured:
   1. spread(l) = mean_i ||yhat_i[l] - mean_j yhat_j[l]||^2: the particles' disagreement, what ADS's score ranks
-     (eq. 11-12; with sigma = 1 the score orders lines like this spread, benchmarks/ads/RERUN.md);
+     (eq. 11-12; with sigma = 1 the score orders lines like this spread, benchmarks/ads/README.md);
   2. error(l) = ||mean_i yhat_i[l] - y_true[l]||^2: the actual error of the particles' estimate of line l (the
      script reads the target; the pipeline never does);
   3. for ADS's chosen line, the data-variance mask's next line (the unmeasured line of highest training-set
