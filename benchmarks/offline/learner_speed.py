@@ -49,6 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from gendiff.bench import cpu_name  # noqa: E402
 from gendiff.offline.datasets import OfflineDataset, load_dataset, load_or_make_dataset  # noqa: E402
 from gendiff.offline.learners import build_learner  # noqa: E402
 from gendiff.offline.pgd_loop import BatchSampler  # noqa: E402
@@ -56,16 +57,6 @@ from gendiff.offline.pgd_loop import BatchSampler  # noqa: E402
 HERE = Path(__file__).resolve().parent
 BATCH = 256
 TOTAL_STEPS = 1_000_000  # IQL's cosine horizon (CORL), the same in both libraries
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def d3rlpy_dataset(ds: OfflineDataset) -> Any:
