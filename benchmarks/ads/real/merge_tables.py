@@ -32,7 +32,8 @@ def main() -> None:
     args = ap.parse_args()
     files = sorted(glob.glob(args.inputs), key=lambda f: Path(f).stat().st_mtime)
     payloads = [json.loads(Path(f).read_text()) for f in files]
-    rows = [r for p in payloads for r in p["rows"]]
+    latest = {(r["strategy"], r.get("reconstructor", "dps")): r for p in payloads for r in p["rows"]}
+    rows = list(latest.values())  # a (strategy, reconstructor) measured twice (same slices and noise): the later file
     ref = next(r for r in rows if r["strategy"] == "ads" and r.get("reconstructor", "dps") == "dps")["per_slice"]
     merged = []
     for r in rows:
