@@ -46,7 +46,8 @@ class TrajectoryDiffusionConfig:
     dim: int = 32
     dim_mults: tuple[int, ...] = (1, 2, 4)
     residual: bool = False  # steps carry s_{t+1} - s_t (gendiff.offline.trajectories); False: the paper's layout
-    skips: str = "janner"  # TemporalUNet1D's up path: "janner" (first level's skip unused) or "all" (as the reference)
+    skips: str = "all"  # TemporalUNet1D's up path: "all" (every skip, as the reference; 2-4x lower dynamics error,
+    # benchmarks/offline/README.md) or "janner" (first level's skip unused; pipelines saved before 2026-12-04)
     train_steps: int = 2000
     batch_size: int = 64
     lr: float = 2e-4
