@@ -37,9 +37,9 @@ class DynamicsResult:
     errors: np.ndarray
     mse: float
     median: float
-    sq_errors: np.ndarray | None = None
-    rewards: np.ndarray | None = None
-    terminated: np.ndarray | None = None
+    sq_errors: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
 
 
 def _layout(env: object) -> tuple[int, int, int]:
