@@ -18,20 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from gendiff.config import add_config_arguments, config_from_args
-
-
-def add_experiment(
-    subparsers: argparse._SubParsersAction, name: str, cls: type, run: Callable[[Any], Any], help_: str,
-) -> argparse.ArgumentParser:
-    """A sub-command that takes one typed config (``--config FILE`` + ``--field value`` overrides)."""
-    parser = subparsers.add_parser(name, help=help_, description=help_.replace("%%", "%"))
-    add_config_arguments(parser, cls)
-    parser.set_defaults(_run=lambda args: run(config_from_args(cls, args)))
-    return parser
+from gendiff.commands import add_experiment, add_group
 
 
 def _core_commands(sub: argparse._SubParsersAction) -> None:
@@ -40,8 +29,7 @@ def _core_commands(sub: argparse._SubParsersAction) -> None:
 
     add_experiment(sub, "train-prior", ImagePriorConfig, train_image_prior,
                    "train an image prior on digits, faces, phantoms or a folder of images")
-    bench = sub.add_parser("bench", help="benchmarks that write JSON + markdown under benchmarks/")
-    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    bsub = add_group(sub, "bench", "benchmarks that write JSON + markdown under benchmarks/")
     add_experiment(bsub, "sampler", SamplerBenchConfig, run_sampler_bench,
                    "time per step: GuidedSampler vs the plain diffusers loop; DPS vs x0-space guidance")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from gendiff.config import check_numbers
-from gendiff.mri.cli import MRIBenchmarkConfig, mri_benchmark
+from gendiff.mri.study import MRIBenchmarkConfig, mri_benchmark
 from gendiff.mri.synthetic import write_synthetic_dataset
 
 SHIPPED_PRIOR = Path(__file__).resolve().parent.parent / "gendiff" / "assets" / "mri_prior_32"

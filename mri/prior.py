@@ -8,18 +8,21 @@ DDIM scheduler (ADS samples with deterministic DDIM). Output folder: ``model/`` 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import diffusers
 import torch
-from diffusers import DDIMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, SchedulerMixin, UNet2DModel
 from torch import Tensor
 
 from gendiff.config import check_literal_fields, check_numbers
-from gendiff.io import seed_everything
+from gendiff.io import LoadError, loading, resolve_device, seed_everything
 from gendiff.models.unet2d import make_unet2d
 from gendiff.mri.data import load_images
+from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
 from gendiff.training import TrainConfig, TrainResult, train_denoiser
 
 
@@ -119,3 +122,33 @@ def train_mri_prior(cfg: MRIPriorConfig, progress: bool = True) -> TrainResult:
     )
     return train_denoiser(model, images, make_scheduler(cfg.train_timesteps, cfg.prediction), train_cfg, cfg.out,
                           progress=progress, resume=cfg.resume, overwrite=cfg.overwrite, run_config=cfg)
+
+
+def load_prior(path: str | Path, device: str = "cpu") -> ActiveDiffusionSubsamplingPipeline:
+    """An ADS pipeline from a saved pipeline folder or a training run folder (model/ + scheduler/).
+
+    Raises:
+        FileNotFoundError: ``path`` is neither (a run killed before its end says so: resume it).
+        LoadError: a broken or foreign file (weights, config.json, scheduler); one line naming it and the cause.
+    """
+    path, dev = Path(path), resolve_device(device)
+    if (path / "model_index.json").exists():
+        with loading(path, "the ADS pipeline"):
+            return ActiveDiffusionSubsamplingPipeline.from_pretrained(path, use_safetensors=True).to(dev)
+    if not (path / "model").is_dir() or not (path / "scheduler").is_dir():
+        unfinished = " (it holds checkpoints of a run that did not finish: resume it with --resume true)" \
+            if any(path.glob("checkpoint-*")) else ""
+        raise FileNotFoundError(f"{path} is neither a saved pipeline nor a training run (model/ + scheduler/)"
+                                f"{unfinished}")
+    with loading(path / "model", "the prior's U-Net"):
+        unet = UNet2DModel.from_pretrained(path / "model", use_safetensors=True).eval()
+    sched_file = path / "scheduler" / "scheduler_config.json"
+    with loading(sched_file, "the prior's scheduler config"):
+        cls_name = json.loads(sched_file.read_text()).get("_class_name")
+    sched_cls = getattr(diffusers, cls_name, None) if isinstance(cls_name, str) else None
+    if not (isinstance(sched_cls, type) and issubclass(sched_cls, SchedulerMixin)):
+        raise LoadError(f"cannot load the prior's scheduler from {sched_file}: _class_name {cls_name!r} is not a "
+                        "diffusers scheduler (e.g. DDIMScheduler)")
+    with loading(path / "scheduler", "the prior's scheduler"):
+        sched = sched_cls.from_pretrained(path / "scheduler")
+    return ActiveDiffusionSubsamplingPipeline(unet, sched).to(dev)

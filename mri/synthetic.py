@@ -20,6 +20,7 @@ volume has its own raw intensity scale (around 1e-4), so loaders must normalise.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,7 @@ import h5py
 import numpy as np
 import torch
 
+from gendiff.config import check_numbers
 from gendiff.io import atomic_path
 
 __all__ = ["ismrmrd_header", "make_phantom", "make_volume", "write_fastmri_volume", "write_synthetic_dataset"]
@@ -235,4 +237,28 @@ def write_synthetic_dataset(
         pid = hashlib.sha1(f"{seed}-{v}".encode()).hexdigest()[:16]
         with atomic_path(path) as tmp:  # an interrupted write leaves the old file (or none), never half a file
             write_fastmri_volume(tmp, vol, pid)
+    return paths
+
+
+@dataclass
+class SyntheticConfig:
+    """``gendiff mri make-synthetic`` (configs/mri_make_synthetic.yaml)."""
+
+    out: str = ""
+    volumes: int = 4
+    slices: int = 8
+    size: int = 128
+    seed: int = 0
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_numbers(self, positive=("volumes", "slices", "size"))
+
+
+def make_synthetic(cfg: SyntheticConfig) -> list[Path]:
+    if not cfg.out:
+        raise ValueError("make-synthetic needs --out DIR")
+    paths = write_synthetic_dataset(cfg.out, volumes=cfg.volumes, slices=cfg.slices, size=cfg.size, seed=cfg.seed,
+                                    overwrite=cfg.overwrite)
+    print(f"wrote {len(paths)} fastMRI-format single-coil files to {cfg.out}")
     return paths

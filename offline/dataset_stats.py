@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -71,3 +72,39 @@ def dataset_stats(transitions: dict[str, Tensor], ref_min: float, ref_max: float
     unique = unique_state_actions(transitions["obs"], transitions["act"], bin_width, stats)
     return DatasetStats(trajectory_quality(mean_ret, ref_min, ref_max), unique / float(reference_count or n),
                         mean_ret, unique, n)
+
+
+@dataclass
+class DatasetStatsConfig:
+    """``gendiff offline dataset-stats``: TQ and SACo of a Minari dataset (configs/offline_dataset_stats.yaml)."""
+
+    dataset_id: str = "gendiff/hopper/medium-v0"  # the Minari dataset to describe
+    reference_id: str = ""  # a dataset whose statistics define the discretisation grid ("" -> itself)
+    bin_width: float = 0.1  # grid cell width for SACo, in z-scored units
+    out: str = ""  # write the statistics as JSON here ("" -> print only)
+    overwrite: bool = False  # replace an existing --out file
+
+    def __post_init__(self) -> None:
+        from gendiff.config import check_numbers
+
+        check_numbers(self, positive=("bin_width",))
+
+
+def run_dataset_stats(cfg: DatasetStatsConfig) -> dict:
+    """``gendiff offline dataset-stats``: print (and with ``cfg.out`` write) TQ and SACo of ``cfg.dataset_id``."""
+    from gendiff.io import atomic_write_text, refuse_existing
+    from gendiff.offline.datasets import load_dataset
+
+    if cfg.out:
+        refuse_existing([cfg.out], cfg.overwrite)
+    ds = load_dataset(cfg.dataset_id)
+    ref = load_dataset(cfg.reference_id).transitions() if cfg.reference_id else None
+    if ds.ref_min_score is None or ds.ref_max_score is None:
+        raise ValueError(f"dataset {cfg.dataset_id!r} has no reference returns (ref_min_score/ref_max_score)")
+    st = dataset_stats(ds.transitions(), ds.ref_min_score, ds.ref_max_score, ds.returns(), bin_width=cfg.bin_width,
+                       reference=ref)
+    info = {"dataset_id": cfg.dataset_id, **asdict(st)}
+    print(json.dumps(info, indent=2))
+    if cfg.out:
+        atomic_write_text(cfg.out, json.dumps(info, indent=2))
+    return info

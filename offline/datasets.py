@@ -19,6 +19,7 @@ tasks it covers, else measured) are stored as ``ref_min_score`` / ``ref_max_scor
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -435,3 +436,15 @@ def load_or_make_dataset(env: str, level: Level, steps: int, dataset_id: str = "
     if dataset_exists(dataset_id):
         return load_dataset(dataset_id)
     return make_dataset(env, level, steps, dataset_id, config=config)
+
+
+def run_make_dataset(cfg: MakeDatasetConfig) -> dict[str, Any]:
+    """``gendiff offline make-dataset``: build (or reuse) the dataset and print its summary as JSON."""
+    ds = make_dataset(cfg.env, cfg.level, cfg.steps, cfg.dataset_id, cfg.force, cfg)
+    rets = ds.returns()
+    info = {"dataset_id": ds.dataset_id, "episodes": len(ds.episodes), "transitions": ds.num_transitions,
+            "mean_return": float(rets.mean()), "normalised_score": float(ds.normalized_score(rets).mean()),
+            "ref_min_score": ds.ref_min_score, "ref_max_score": ds.ref_max_score,
+            **{k: v for k, v in ds.metadata.items() if k.startswith("gendiff_")}}
+    print(json.dumps(info, indent=2, default=str))
+    return info

@@ -25,7 +25,7 @@ from gendiff.checkpoints import atomic_dir
 from gendiff.config import check_numbers
 from gendiff.io import loading, seed_everything
 from gendiff.models import TemporalUNet1D
-from gendiff.offline.datasets import OfflineDataset
+from gendiff.offline.datasets import OfflineDataset, load_dataset
 from gendiff.offline.trajectories import TrajectoryNormalizer, make_windows
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.schedulers import EDMHeunScheduler
@@ -164,3 +164,13 @@ def load_or_train_trajectory_diffusion(dataset: OfflineDataset,
     if not (saved / "model_index.json").exists():
         return train_trajectory_diffusion(dataset, cfg)
     return load_trajectory_pipeline(saved, dataset, strict=True)
+
+
+def run_train_diffusion(cfg: TrajectoryDiffusionConfig) -> str:
+    """``gendiff offline train-diffusion``: train on ``cfg.dataset_id`` and print the saved pipeline's folder."""
+    ds = load_dataset(cfg.dataset_id)
+    ds.require_continuous("the trajectory diffusion model")
+    train_trajectory_diffusion(ds, cfg)
+    path = str(Path(cfg.out_dir) / "pipeline")
+    print(json.dumps({"pipeline": path}))
+    return path

@@ -220,6 +220,13 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     return result
 
 
+def run_train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
+    """``gendiff offline train-agent``: :func:`train_agent`, printing the final evaluation as JSON."""
+    res = train_agent(cfg)
+    print(json.dumps(res["final"], indent=2))
+    return res
+
+
 def _learner_config(cfg: TrainAgentConfig) -> Any:
     lc = OFFLINE_LEARNERS.get(cfg.algo).config_class()
     if hasattr(lc, "total_steps"):

@@ -13,9 +13,10 @@ from gendiff.bench import SamplerBenchConfig
 from gendiff.cli import build_parser, main
 from gendiff.config import from_dict, load_yaml
 from gendiff.images import ImagePriorConfig
-from gendiff.mri.cli import ImagesBenchmarkConfig, MRIBenchmarkConfig, SyntheticConfig
 from gendiff.mri.demo import DemoConfig
 from gendiff.mri.prior import MRIPriorConfig
+from gendiff.mri.study import ImagesBenchmarkConfig, MRIBenchmarkConfig
+from gendiff.mri.synthetic import SyntheticConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRRORS = {

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
-from gendiff.mri.cli import _pick, load_prior
 from gendiff.mri.data import load_images
+from gendiff.mri.prior import load_prior
+from gendiff.mri.study import pick_slices
 from gendiff.operators import make_operator
 
 
@@ -85,7 +86,7 @@ def main() -> None:
     for path in args.priors.split(","):
         pipe = load_prior(path)
         size = pipe.unet.config.sample_size
-        targets = _pick(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
+        targets = pick_slices(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
         out = pipe(targets, measurement="kspace_line", acceleration=args.acceleration,
                    num_particles=args.particles, num_inference_steps=args.steps, acquisition_window=window,
                    generator=torch.Generator().manual_seed(args.seed), record_estimates=True)

@@ -29,8 +29,9 @@ from pathlib import Path
 import torch
 
 from gendiff.bench import machine_info
-from gendiff.mri.cli import _pick, load_prior
 from gendiff.mri.data import load_images
+from gendiff.mri.prior import load_prior
+from gendiff.mri.study import pick_slices
 from gendiff.operators import MeasurementOracle, make_operator
 from gendiff.sampler import GuidedSampler
 
@@ -89,7 +90,7 @@ def main() -> None:
     pipe = load_prior(args.prior)
     size = int(pipe.unet.config.sample_size)
     train = load_images(args.train_data, crop=size, crop_mode="kspace")[0]
-    targets = _pick(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
+    targets = pick_slices(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
     if not 0 < args.reach < size // 2 or not 0 <= args.centre < args.reach:
         raise ValueError(f"need 0 <= centre < reach < {size // 2}, got centre {args.centre}, reach {args.reach}")
     full = make_operator("kspace_line", tuple(train.shape[1:]), 1)

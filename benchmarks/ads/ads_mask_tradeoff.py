@@ -33,7 +33,7 @@ import torch
 
 from gendiff.bench import machine_info
 from gendiff.mri.benchmark import RunSettings, run_strategy
-from gendiff.mri.cli import add_study_arguments, load_study
+from gendiff.mri.study import add_study_arguments, load_study
 
 DEFAULT_MASKS = (
     "-8..7",  # ADS's usual 4x mask with the 6,000-step prior (29 of 32 test slices)

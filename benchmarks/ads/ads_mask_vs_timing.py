@@ -24,7 +24,7 @@ from pathlib import Path
 
 from gendiff.bench import machine_info
 from gendiff.mri.benchmark import RunSettings, run_strategy
-from gendiff.mri.cli import add_study_arguments, load_study
+from gendiff.mri.study import add_study_arguments, load_study
 
 
 def main() -> None:

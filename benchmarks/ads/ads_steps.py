@@ -25,8 +25,9 @@ import torch
 
 from gendiff.bench import machine_info
 from gendiff.mri.benchmark import RunSettings, run_strategy
-from gendiff.mri.cli import _pick, load_prior
 from gendiff.mri.data import load_images
+from gendiff.mri.prior import load_prior
+from gendiff.mri.study import pick_slices
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -36,12 +37,12 @@ def run(args: argparse.Namespace) -> dict:
     window = tuple(float(w) for w in args.window.split(","))
     pipe = load_prior(args.prior, "auto")
     size = int(pipe.unet.config.sample_size)
-    targets = _pick(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
+    targets = pick_slices(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
     shard, shards = (int(v) for v in args.shard.split("/"))
     if not 0 <= shard < shards:
         raise SystemExit(f"--shard must be I/N with 0 <= I < N, got {args.shard}")
     targets = torch.tensor_split(targets, shards)[shard]
-    budget = round(size / args.acceleration)
+    budget = pipe.budget_from(size, None, args.acceleration)
     rows = []
     for steps in sorted(int(s) for s in args.steps.split(",")):
         cfg = RunSettings(particles=args.particles, steps=steps, guidance=args.guidance,

@@ -72,10 +72,10 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
 
 def test_benchmarks_refuse_a_bad_strategy_or_budget_before_reconstructing(tmp_path, capsys, monkeypatch):
     """A typo in the last strategy, or one impossible budget among good ones, fails before the first run."""
-    import gendiff.mri.cli as mri_cli
+    import gendiff.mri.study as mri_study
 
     runs = []
-    monkeypatch.setattr(mri_cli, "run_strategy", lambda *a, **k: runs.append(a) or pytest.fail("ran a strategy"))
+    monkeypatch.setattr(mri_study, "run_strategy", lambda *a, **k: runs.append(a) or pytest.fail("ran a strategy"))
     prior = Path(__file__).resolve().parents[2] / "gendiff" / "assets" / "mri_prior_32"
     test = tmp_path / "test"
     assert main(["mri", "make-synthetic", "--out", str(test), "--volumes", "1", "--slices", "2", "--size", "32"]) == 0

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from gendiff.mri.benchmark import METRICS, magnitude_image, mask_adaptivity
-from gendiff.mri.cli import _pick
 from gendiff.mri.data import load_images
 from gendiff.mri.metrics import slice_metrics
 from gendiff.mri.reconstruction import ReconSettings, reconstruct
+from gendiff.mri.study import pick_slices
 from gendiff.stats import bootstrap_ci
 
 
@@ -62,7 +62,7 @@ def main() -> None:
     budget = next(iter(stored["ads_order"]))
     orders = torch.tensor(stored["ads_order"][budget])
     size = 64
-    targets = _pick(load_images(args.data, crop=size, crop_mode=cfg["crop_mode"])[0], cfg["slices"])
+    targets = pick_slices(load_images(args.data, crop=size, crop_mode=cfg["crop_mode"])[0], cfg["slices"])
     ads = next(r for r in stored["rows"] if r["strategy"] == "ads")["per_slice"]
     masks = torch.zeros(orders.shape[0], size, dtype=torch.bool)
     masks[torch.arange(orders.shape[0])[:, None], orders] = True

@@ -30,7 +30,7 @@ import torch
 
 from gendiff.bench import machine_info
 from gendiff.entropy.particles import residual_line_variance
-from gendiff.mri.cli import add_study_arguments, load_study
+from gendiff.mri.study import add_study_arguments, load_study
 from gendiff.operators import make_operator
 from gendiff.parameterization import noise_coefficients
 
