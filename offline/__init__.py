@@ -8,6 +8,7 @@ baseline), ``pgd_loop`` (train an agent on real + synthetic data), ``dataset_sta
 
 from __future__ import annotations
 
+from gendiff.offline import iql, prdc, td3bc  # noqa: F401  (each registers itself in OFFLINE_LEARNERS)
 from gendiff.offline.datasets import (
     LEVELS,
     Episode,
@@ -17,7 +18,7 @@ from gendiff.offline.datasets import (
     make_dataset,
     normalized_score,
 )
-from gendiff.offline.learners import OFFLINE_LEARNERS, build_learner  # registers td3bc, iql, prdc
+from gendiff.offline.learners import OFFLINE_LEARNERS, build_learner
 
 __all__ = ["LEVELS", "OFFLINE_LEARNERS", "Episode", "MakeDatasetConfig", "OfflineDataset", "load_dataset", "make_dataset",
            "build_learner", "normalized_score"]

@@ -26,10 +26,11 @@ from gendiff.config import check_numbers
 from gendiff.io import loading, seed_everything
 from gendiff.models import TemporalUNet1D
 from gendiff.offline.datasets import OfflineDataset, load_dataset
-from gendiff.offline.trajectories import TrajectoryNormalizer, make_windows
+from gendiff.offline.trajectories import make_windows
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.schedulers import EDMHeunScheduler
 from gendiff.training import TrainConfig, train_denoiser
+from gendiff.trajectory_layout import TrajectoryNormalizer
 
 DATASET_RECORD = "gendiff_dataset.json"  # pipeline/<this>: the id of the dataset the pipeline was trained on
 

@@ -24,7 +24,13 @@ from torch import Tensor, nn
 
 from gendiff.entropy import gaussian_log_prob
 from gendiff.offline.ensemble import EnsembleQ
-from gendiff.offline.learners import LearnerConfig, OfflineLearner, expectile_loss, make_adam
+from gendiff.offline.learners import (
+    OFFLINE_LEARNERS,
+    LearnerConfig,
+    OfflineLearner,
+    expectile_loss,
+    make_adam,
+)
 from gendiff.rl.common import mlp, soft_update
 
 
@@ -48,6 +54,7 @@ class GaussianActor(nn.Module):
         return torch.tanh(self.net(obs)), self.log_std.clamp(-5.0, 2.0)
 
 
+@OFFLINE_LEARNERS.register("iql")
 class IQL(OfflineLearner):
     """IQL agent (see the module docstring). Stochastic: ``log_prob`` guides PGD."""
 

@@ -198,11 +198,3 @@ def build_learner(name: str, dataset_transitions: dict[str, Tensor], low: Sequen
 
 
 OFFLINE_LEARNERS: Registry[type[OfflineLearner]] = Registry("offline learner")
-
-from gendiff.offline.iql import IQL  # noqa: E402  (the algorithms import the base above)
-from gendiff.offline.prdc import PRDC  # noqa: E402
-from gendiff.offline.td3bc import TD3BC  # noqa: E402
-
-OFFLINE_LEARNERS.register("td3bc")(TD3BC)
-OFFLINE_LEARNERS.register("iql")(IQL)
-OFFLINE_LEARNERS.register("prdc")(PRDC)

@@ -21,6 +21,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from gendiff.offline.learners import OFFLINE_LEARNERS
 from gendiff.offline.td3bc import TD3BC, TD3BCConfig
 
 
@@ -37,6 +38,7 @@ class PRDCConfig(TD3BCConfig):
                              f"got {self.nn_backend!r}, {self.brute_block}")
 
 
+@OFFLINE_LEARNERS.register("prdc")
 class PRDC(TD3BC):
     """PRDC agent; needs the dataset (``dataset={"obs": [N, obs_dim], "act": [N, act_dim]}``) for its KD-tree."""
 

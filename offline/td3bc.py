@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from gendiff.offline.ensemble import EnsembleQ
-from gendiff.offline.learners import LearnerConfig, OfflineLearner, PackedBatch, make_adam
+from gendiff.offline.learners import OFFLINE_LEARNERS, LearnerConfig, OfflineLearner, PackedBatch, make_adam
 from gendiff.rl.common import mlp, soft_update
 
 
@@ -57,6 +57,7 @@ class Actor(nn.Module):
         return torch.tanh(self.net(obs))
 
 
+@OFFLINE_LEARNERS.register("td3bc")
 class TD3BC(OfflineLearner):
     """TD3+BC agent (see the module docstring)."""
 

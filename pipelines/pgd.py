@@ -44,6 +44,7 @@ from gendiff.entropy import gaussian_log_prob
 from gendiff.guidance import GuidanceState, LogProbGuidance, PGDSchedule
 from gendiff.models import TemporalUNet1D
 from gendiff.sampler import GuidedSampler
+from gendiff.trajectory_layout import TrajectoryNormalizer, windows_to_transitions
 
 PolicyType = Literal["auto", "stochastic", "deterministic"]
 GuidanceKind = Literal["shift", "direction"]
@@ -85,7 +86,7 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
     Args:
         unet: :class:`gendiff.models.TemporalUNet1D` trained on z-scored windows.
         scheduler: a diffusers-contract scheduler (EDMEulerScheduler as trained; see :meth:`with_scheduler`).
-        normalizer: :meth:`gendiff.offline.trajectories.TrajectoryNormalizer.to_config` of the training data.
+        normalizer: :meth:`gendiff.trajectory_layout.TrajectoryNormalizer.to_config` of the training data.
     """
 
     model_cpu_offload_seq = "unet"
@@ -96,9 +97,7 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         self.register_to_config(normalizer=normalizer)
 
     @property
-    def normalizer(self) -> Any:
-        from gendiff.offline.trajectories import TrajectoryNormalizer
-
+    def normalizer(self) -> TrajectoryNormalizer:
         if self.config.normalizer is None:
             raise ValueError("this pipeline has no normalizer (build it with normalizer=TrajectoryNormalizer.to_config())")
         return TrajectoryNormalizer.from_config(self.config.normalizer)
@@ -181,8 +180,6 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         sampler = GuidedSampler(self.unet, self.scheduler, guidance, step_kwargs=step_kwargs)
         out = sampler((horizon, norm.dim), batch_size, 1, num_inference_steps, generator=generator,
                       latents=latents, progress=progress)
-        from gendiff.offline.trajectories import windows_to_transitions
-
         windows = norm.unnormalize(out.sample[:, 0])
         trans = windows_to_transitions(windows, norm)
         lp = None

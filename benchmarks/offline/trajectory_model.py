@@ -42,9 +42,9 @@ from gendiff.offline.diffusion import (
 )
 from gendiff.offline.dynamics import check_transitions
 from gendiff.offline.synther import SynthER, SynthERConfig
-from gendiff.offline.trajectories import TrajectoryNormalizer
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.training import TrainConfig, train_denoiser
+from gendiff.trajectory_layout import TrajectoryNormalizer
 
 SIGMAS = (0.002, 0.01, 0.05, 0.2, 0.5, 1.0, 2.0, 5.0, 20.0, 80.0)
 

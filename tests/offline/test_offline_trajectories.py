@@ -21,9 +21,10 @@ from gendiff.offline.diffusion import (
 )
 from gendiff.offline.dynamics import dynamics_mse
 from gendiff.offline.synther import SynthER, SynthERConfig
-from gendiff.offline.trajectories import TrajectoryNormalizer, make_windows, windows_to_transitions
+from gendiff.offline.trajectories import make_windows
 from gendiff.pipelines import PolicyGuidedTrajectoryPipeline
 from gendiff.training import TrainConfig, train_denoiser
+from gendiff.trajectory_layout import TrajectoryNormalizer, windows_to_transitions
 
 
 def _episode(t: int, terminated: bool) -> Episode:

@@ -11,10 +11,11 @@ from diffusers import EDMEulerScheduler
 from gendiff.entropy import gaussian_log_prob
 from gendiff.models import TemporalUNet1D
 from gendiff.offline.diffusion import edm_heun_scheduler, edm_scheduler
-from gendiff.offline.trajectories import TrajectoryNormalizer, make_windows
+from gendiff.offline.trajectories import make_windows
 from gendiff.pipelines import PolicyGuidedTrajectoryPipeline
 from gendiff.schedulers import EDMHeunScheduler
 from gendiff.training import TrainConfig, train_denoiser
+from gendiff.trajectory_layout import TrajectoryNormalizer
 
 
 class _Target:

@@ -1,0 +1,142 @@
+"""The step layout of PGD's trajectory windows, its z-scoring, and windows -> transitions (Jackson et al. 2024).
+
+A window is [H, D] steps; each step is [s_t, arctanh(clip(a~_t, +-0.999)), r_t, d_t] (a~_t: the action mapped from
+the environment's box to [-1, 1]; d_t: the termination flag), D = obs_dim + act_dim + 2. Every feature is z-scored
+with the mean / std over the training windows, the done flag included, as in the reference
+(:class:`TrajectoryNormalizer`). Generated windows go back to transitions (s_i, a_i, r_i, s_{i+1}, d_i) for
+i < H - 1, plus a last step that terminates; steps after a generated termination are dropped
+(:func:`windows_to_transitions`).
+
+Residual layout (``residual=True``, a departure from the paper): each step also carries delta_t = s_{t+1} - s_t,
+z-scored on its own, so every step is a whole transition with s'_t = s_t + delta_t.
+
+This module is the contract between the data side (gendiff.offline.trajectories builds the windows) and the
+pipeline (gendiff.pipelines.pgd generates them); it imports neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gendiff.entropy import atanh_clipped
+
+ACTION_CLIP_EPS = 1e-3  # arctanh(clip(a, +-0.999))
+
+
+@dataclass
+class TrajectoryNormalizer:
+    """Feature layout and z-scoring of windows [..., D], D = obs_dim + act_dim + 2 (+ obs_dim if residual).
+
+    Attributes:
+        obs_dim, act_dim: sizes; mean, std: [D] per-feature statistics.
+        action_low, action_high: [act_dim] environment action bounds.
+        residual: steps end with delta_t = s_{t+1} - s_t (module docstring).
+    """
+
+    obs_dim: int
+    act_dim: int
+    mean: Tensor
+    std: Tensor
+    action_low: Tensor
+    action_high: Tensor
+    residual: bool = False
+
+    @property
+    def dim(self) -> int:
+        return self.obs_dim + self.act_dim + 2 + (self.obs_dim if self.residual else 0)
+
+    @property
+    def reward_index(self) -> int:
+        return self.obs_dim + self.act_dim
+
+    @property
+    def done_index(self) -> int:
+        return self.obs_dim + self.act_dim + 1
+
+    @property
+    def delta_slice(self) -> slice:
+        """The state change's features (residual layout only)."""
+        if not self.residual:
+            raise ValueError("this layout has no state-change features (residual=False)")
+        return slice(self.obs_dim + self.act_dim + 2, self.dim)
+
+    @property
+    def obs_slice(self) -> slice:
+        return slice(0, self.obs_dim)
+
+    @property
+    def act_slice(self) -> slice:
+        return slice(self.obs_dim, self.obs_dim + self.act_dim)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x)) / self.std.to(x)
+
+    def unnormalize(self, x: Tensor) -> Tensor:
+        return x * self.std.to(x) + self.mean.to(x)
+
+    def to_env_action(self, pre_tanh: Tensor) -> Tensor:
+        """Pre-tanh actions [..., act_dim] -> environment actions low + (tanh(u) + 1) / 2 (high - low)."""
+        lo, hi = self.action_low.to(pre_tanh), self.action_high.to(pre_tanh)
+        return lo + (torch.tanh(pre_tanh) + 1) / 2 * (hi - lo)
+
+    def from_env_action(self, action: Tensor) -> Tensor:
+        lo, hi = self.action_low.to(action), self.action_high.to(action)
+        return atanh_clipped((action - lo) / (hi - lo) * 2 - 1, ACTION_CLIP_EPS)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "mean": self.mean.tolist(),
+                "std": self.std.tolist(), "action_low": self.action_low.tolist(),
+                "action_high": self.action_high.tolist(), "residual": self.residual}
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> TrajectoryNormalizer:
+        t = lambda k: torch.tensor(cfg[k], dtype=torch.float32)  # noqa: E731
+        return cls(int(cfg["obs_dim"]), int(cfg["act_dim"]), t("mean"), t("std"), t("action_low"),
+                   t("action_high"), bool(cfg.get("residual", False)))
+
+    @classmethod
+    def fit(cls, windows: Tensor, obs_dim: int, act_dim: int, low: Sequence[float], high: Sequence[float],
+            min_std: float = 1e-6, residual: bool = False) -> TrajectoryNormalizer:
+        """Step 3: statistics over windows [W, H, D] (constant features keep std ``min_std``)."""
+        expected = obs_dim + act_dim + 2 + (obs_dim if residual else 0)
+        if windows.shape[-1] != expected:
+            layout = "obs+act+2+obs (residual)" if residual else "obs+act+2"
+            hint = "; residual windows (made with residual=True) need residual=True here too" if (
+                not residual and windows.shape[-1] == expected + obs_dim) else ""
+            raise ValueError(f"windows have {windows.shape[-1]} features, expected {layout} = {expected}{hint}")
+        flat = windows.reshape(-1, windows.shape[-1]).double()
+        mean, std = flat.mean(0).float(), flat.std(0, unbiased=False).clamp_min(min_std).float()
+        return cls(obs_dim, act_dim, mean, std, torch.as_tensor(np.asarray(low), dtype=torch.float32),
+                   torch.as_tensor(np.asarray(high), dtype=torch.float32), residual)
+
+
+def windows_to_transitions(x: Tensor, norm: TrajectoryNormalizer, done_threshold: float = 0.5) -> dict[str, Tensor]:
+    """Un-normalised windows [M, H, D] -> transitions (obs, act in env units, rew, next_obs, done).
+
+    With the residual layout every step is a transition, s' = s + delta; otherwise s' is the next step's state.
+
+    Returns:
+        dict of obs / next_obs [K, obs_dim], act [K, act_dim], rew / done [K] and pos [K] (each transition's
+        step index in its window; K <= M * H).
+    """
+    if x.dim() != 3 or x.shape[-1] != norm.dim:
+        raise ValueError(f"windows must be [M, H, {norm.dim}], got {tuple(x.shape)}")
+    obs, pre = x[..., norm.obs_slice], x[..., norm.act_slice]
+    rew, done = x[..., norm.reward_index], (x[..., norm.done_index] > done_threshold).float()
+    ended_before = torch.cumsum(done, dim=1) - done > 0  # a termination earlier in the window
+    has_next = torch.ones_like(done, dtype=torch.bool)
+    if norm.residual:
+        next_obs = obs + x[..., norm.delta_slice]
+    else:
+        has_next[:, -1] = False
+        next_obs = torch.cat([obs[:, 1:], obs[:, -1:]], dim=1)
+    keep = ~ended_before & (has_next | (done > 0))
+    pos = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+    return {"obs": obs[keep], "act": norm.to_env_action(pre[keep]), "rew": rew[keep],
+            "next_obs": next_obs[keep], "done": done[keep], "pos": pos[keep]}
