@@ -107,6 +107,29 @@ def test_ads_column_toy_and_no_line_twice():
     assert len(set(order)) == len(order) == 6 and out.mask.sum() == 6
 
 
+def test_guidance_is_a_registry_name_or_a_list_of_terms():
+    """"dps" is the GUIDANCE registry's DPS term with the step-count-scaled step size: passing that term gives the
+    same reconstruction; an unknown name lists the registered ones; a term that needs more than a scale says so."""
+    from gendiff.guidance import DPSGuidance, StepCountScaled
+    from gendiff.pipelines.ads import DPS_REFERENCE_STEPS
+
+    torch.manual_seed(0)
+    unet = make_unet2d("tiny", 8, 2)
+    pipe = ActiveDiffusionSubsamplingPipeline(unet, DDIMScheduler(num_train_timesteps=100, clip_sample=False))
+    target = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    kw = {"measurement": "kspace_line", "budget": 3, "num_particles": 2, "num_inference_steps": 60}
+    by_name = pipe(target, guidance="dps", guidance_scale=0.7, generator=torch.Generator().manual_seed(2), **kw)
+    term = DPSGuidance(scale=StepCountScaled(0.7, DPS_REFERENCE_STEPS), loss="norm")
+    by_term = pipe(target, guidance=[term], generator=torch.Generator().manual_seed(2), **kw)
+    assert torch.equal(by_name.reconstruction, by_term.reconstruction) and torch.equal(by_name.order, by_term.order)
+    with pytest.raises(KeyError, match="unknown guidance term 'dpss'; valid names: dps"):
+        pipe(target, guidance="dpss", **kw)
+    with pytest.raises(ValueError, match="needs arguments beyond a scale"):
+        pipe(target, guidance="log_prob", **kw)
+    with pytest.raises(TypeError, match="list of GuidanceTerm"):
+        pipe(target, guidance=["dps"], **kw)
+
+
 def test_target_is_read_only_through_the_oracle():
     torch.manual_seed(0)
     unet = make_unet2d("tiny", 16, 2)

@@ -7,7 +7,18 @@ import math
 import pytest
 import torch
 
-from gendiff.guidance import Constant, Cosine, DPSGuidance, Linear, PGDSchedule, as_schedule, safe_normalize
+from gendiff.guidance import (
+    SCHEDULES,
+    Constant,
+    Cosine,
+    DPSGuidance,
+    Linear,
+    PGDSchedule,
+    StepCountScaled,
+    as_schedule,
+    build_guidance,
+    safe_normalize,
+)
 
 
 def test_pgd_schedule_matches_the_reference_formula():
@@ -26,6 +37,15 @@ def test_linear_cosine_constant_endpoints():
         as_schedule(float("nan"))
     with pytest.raises(TypeError, match="number or a schedule"):
         as_schedule("big")
+
+
+def test_step_count_scaled_keeps_the_total_push_beyond_its_reference():
+    sched = StepCountScaled(0.8, reference_steps=50)
+    assert [sched(0, n) for n in (10, 50)] == [0.8, 0.8]  # never enlarged below the reference
+    assert sched(3, 200) == pytest.approx(0.2) and sched(199, 200) == pytest.approx(0.2)
+    assert sum(sched(i, 400) for i in range(400)) == pytest.approx(0.8 * 50)  # total = value x reference steps
+    term = build_guidance("dps", scale={"schedule": "step_count_scaled", "value": 1.0})
+    assert SCHEDULES["step_count_scaled"] is StepCountScaled and term.scale_at(0, 100) == pytest.approx(0.5)
 
 
 def test_start_stop_window():

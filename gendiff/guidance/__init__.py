@@ -8,7 +8,15 @@ from gendiff.guidance.base import GuidanceState, GuidanceTerm, measurement_resid
 from gendiff.guidance.data_consistency import HardDataConsistency
 from gendiff.guidance.dps import DPSGuidance
 from gendiff.guidance.logprob import LogProbGuidance
-from gendiff.guidance.schedules import SCHEDULES, Constant, Cosine, Linear, PGDSchedule, as_schedule
+from gendiff.guidance.schedules import (
+    SCHEDULES,
+    Constant,
+    Cosine,
+    Linear,
+    PGDSchedule,
+    StepCountScaled,
+    as_schedule,
+)
 from gendiff.guidance.x0_space import X0SpaceGuidance
 from gendiff.registry import Registry
 
@@ -36,6 +44,6 @@ def build_guidance(name: str, **kwargs: Any) -> GuidanceTerm:
 
 __all__ = [
     "GUIDANCE", "SCHEDULES", "Constant", "Cosine", "DPSGuidance", "GuidanceState", "GuidanceTerm",
-    "HardDataConsistency", "Linear", "LogProbGuidance", "PGDSchedule", "X0SpaceGuidance", "as_schedule",
+    "HardDataConsistency", "Linear", "LogProbGuidance", "PGDSchedule", "StepCountScaled", "X0SpaceGuidance", "as_schedule",
     "build_guidance", "measurement_residual", "safe_normalize",
 ]
