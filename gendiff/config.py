@@ -1,8 +1,9 @@
 """Typed experiment configs: one ``@dataclass`` per entry point, mirrored by a YAML file in configs/.
 
 Each default lives in the dataclass. A YAML file (read with ``yaml.safe_load``) overrides some
-fields, and command-line flags (``--field-name value``) override both. Unknown keys and values of
-the wrong type raise errors that name the field. The resolved config is written beside the outputs.
+fields, and command-line flags (``--field-name value``; a boolean is ``--field-name`` or ``--no-field-name``)
+override both. Unknown keys and values of the wrong type raise errors that name the field. The resolved config
+is written beside the outputs. ``--help`` shows each field's documentation from the dataclass source.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import inspect
 import io
 import json
 import math
+import sys
 import textwrap
 import tokenize
 import types
@@ -295,24 +297,81 @@ def field_help(cls: type, f: dataclasses.Field, tp: Any) -> str:
     return f"{text} (default: {_default(f)!r})".strip()
 
 
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+class BoolFlagAction(argparse.Action):
+    """``--flag`` sets True, ``--no-flag`` sets False.
+
+    The old spelling ``--flag VALUE`` (true/false, 1/0, yes/no, on/off) still parses, with one deprecation line
+    on stderr; it goes in the next release.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, default: Any = None, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs="?", default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        flag, no_flag = self.option_strings
+        if values is None:
+            setattr(namespace, self.dest, option_string != no_flag)
+            return
+        value = _BOOL_WORDS.get(str(values).lower())
+        if option_string == no_flag or value is None:
+            parser.error(f"argument {option_string}: takes no value (use {flag} or {no_flag}), got {values!r}")
+        print(f"gendiff: {flag} {values} is deprecated; use {flag} or {no_flag}", file=sys.stderr)
+        setattr(namespace, self.dest, value)
+
+
+class _BoolFlagHelp(argparse.HelpFormatter):
+    """Shows a :class:`BoolFlagAction` as ``--flag, --no-flag`` (no value) in help and usage."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, BoolFlagAction):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if isinstance(action, BoolFlagAction):
+            return ""
+        return super()._format_args(action, default_metavar)
+
+
+def _use_bool_flag_help(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` format its boolean flags with :class:`_BoolFlagHelp`, keeping its own formatter's style."""
+    base = parser.formatter_class
+    if isinstance(base, type) and issubclass(base, argparse.HelpFormatter) and not issubclass(base, _BoolFlagHelp):
+        parser.formatter_class = type(f"BoolFlag{base.__name__}", (_BoolFlagHelp, base), {})
+
+
+def add_bool_flag(parser: argparse.ArgumentParser, flag: str, help_: str, dest: str | None = None,
+                  default: bool | None = False) -> None:
+    """A boolean option spelled as the config fields are: ``--flag`` (True) and ``--no-flag`` (False).
+
+    ``--flag true|false`` still works for one release, with a deprecation line on stderr (:class:`BoolFlagAction`).
+    """
+    _use_bool_flag_help(parser)
+    no_flag = "--no-" + flag.removeprefix("--")
+    dest = dest or flag.removeprefix("--").replace("-", "_")
+    parser.add_argument(flag, no_flag, dest=dest, default=default, help=help_.replace("%", "%%"),
+                        action=BoolFlagAction)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add ``--config FILE`` and one ``--field-name`` flag per dataclass field (default: unset).
 
-    Each flag's help shows the field's documentation, its allowed values and its default (:func:`field_help`).
+    A boolean field gets ``--field-name`` / ``--no-field-name`` (:func:`add_bool_flag`). Each flag's help shows the
+    field's documentation, its allowed values and its default (:func:`field_help`).
     """
     parser.add_argument("--config", type=str, default=None, help="YAML file with field: value pairs")
     types_ = _field_types(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_ = field_help(cls, f, types_[f.name])
-        bare = {"nargs": "?", "const": "true"} if types_[f.name] is bool else {}  # a bare --overwrite means true
-        parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"), **bare)
-
-
-def add_bool_flag(parser: argparse.ArgumentParser, flag: str, help_: str) -> None:
-    """A boolean option spelled as the config fields are: ``--flag``, ``--flag true`` or ``--flag false``."""
-    parser.add_argument(flag, nargs="?", const=True, default=False, help=help_,
-                        type=lambda v: _coerce(flag.lstrip("-"), bool, v))
+        if types_[f.name] is bool:
+            add_bool_flag(parser, flag, help_, dest=f.name, default=None)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"))
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:

@@ -384,8 +384,8 @@ def test_mri_benchmark_reads_multicoil_files(tmp_path, capsys):
     assert payload["config"]["challenge"] == "multicoil" and "multicoil slices" in out.with_suffix(".md").read_text()
 
 
-def test_one_spelling_for_boolean_flags(tmp_path):
-    """--overwrite, --overwrite true and --overwrite false parse the same way on every command."""
+def test_one_spelling_for_boolean_flags(tmp_path, capsys):
+    """--overwrite / --no-overwrite parse the same way on every command; the old --overwrite true|false still does."""
     from gendiff.cli import build_parser
 
     parser = build_parser()
@@ -394,10 +394,16 @@ def test_one_spelling_for_boolean_flags(tmp_path):
                       (["llm", "train", "--out", "x"], "--resume"), (["llm", "train", "--out", "x"], "--partial-credit"),
                       (["train-prior"], "--overwrite"), (["offline", "make-dataset"], "--force")):
         dest = flag[2:].replace("-", "_")
+        no_flag = "--no-" + flag[2:]
+        capsys.readouterr()
         bare = getattr(parser.parse_args([*cmd, flag]), dest)
+        off = getattr(parser.parse_args([*cmd, no_flag]), dest)
+        assert bare is True and off is False and capsys.readouterr().err == "", cmd
         said = getattr(parser.parse_args([*cmd, flag, "true"]), dest)
-        off = getattr(parser.parse_args([*cmd, flag, "false"]), dest)
-        assert str(bare).lower() == str(said).lower() == "true" and str(off).lower() == "false", cmd
+        said_off = getattr(parser.parse_args([*cmd, flag, "false"]), dest)
+        assert said is True and said_off is False, cmd
+        lines = capsys.readouterr().err.splitlines()
+        assert [ln.split(" is deprecated")[0] for ln in lines] == [f"gendiff: {flag} true", f"gendiff: {flag} false"]
 
 
 def test_llm_sft_of_any_length_runs():

@@ -1,4 +1,4 @@
-"""``--help`` of config flags: field docs, allowed values, defaults."""
+"""``--help`` of config flags (field docs, allowed values, defaults) and the ``--flag`` / ``--no-flag`` booleans."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gendiff.config import add_config_arguments, field_docs
+import pytest
+
+from gendiff.config import add_bool_flag, add_config_arguments, config_from_args, field_docs
 
 
 @dataclass
@@ -89,3 +91,51 @@ def test_mri_benchmark_help_shows_inherited_docs_and_choices():
 
     assert _help("lookahead", MRIBenchmarkConfig).startswith("ADS scores on Tweedie estimates (1, the paper)")
     assert "one of: dps, x0_space" in _help("guidance", MRIBenchmarkConfig)
+
+
+def test_bool_fields_are_flag_and_no_flag():
+    parser = _parser()
+    assert config_from_args(_Child, parser.parse_args(["--overwrite"])).overwrite is True
+    assert config_from_args(_Child, parser.parse_args(["--no-progress"])).progress is False
+    cfg = config_from_args(_Child, parser.parse_args([]))
+    assert (cfg.overwrite, cfg.progress) == (False, True)
+    assert "--overwrite, --no-overwrite" in parser.format_help() and "[--overwrite]" in parser.format_usage()
+
+
+def test_bool_flags_do_not_override_the_yaml_file_unless_given(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("overwrite: true\nprogress: false\n")
+    parser = _parser()
+    cfg = config_from_args(_Child, parser.parse_args(["--config", str(cfg_file)]))
+    assert (cfg.overwrite, cfg.progress) == (True, False)
+    cfg = config_from_args(_Child, parser.parse_args(["--config", str(cfg_file), "--no-overwrite", "--progress"]))
+    assert (cfg.overwrite, cfg.progress) == (False, True)
+
+
+def test_the_old_spelling_still_works_and_warns(capsys):
+    parser = _parser()
+    capsys.readouterr()
+    assert config_from_args(_Child, parser.parse_args(["--progress", "false"])).progress is False
+    assert capsys.readouterr().err == "gendiff: --progress false is deprecated; use --progress or --no-progress\n"
+    assert config_from_args(_Child, parser.parse_args(["--overwrite", "yes"])).overwrite is True
+    assert "--overwrite yes is deprecated" in capsys.readouterr().err
+
+
+def test_a_value_that_is_no_boolean_or_after_no_flag_is_an_error(capsys):
+    parser = _parser()
+    for argv in (["--overwrite", "maybe"], ["--no-overwrite", "true"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert "--overwrite or --no-overwrite" in capsys.readouterr().err
+
+
+def test_add_bool_flag_follows_the_same_convention(capsys):
+    parser = argparse.ArgumentParser(prog="t")
+    add_bool_flag(parser, "--partial-credit", "reward partly correct digits")
+    assert parser.parse_args([]).partial_credit is False
+    assert parser.parse_args(["--partial-credit"]).partial_credit is True
+    assert parser.parse_args(["--no-partial-credit"]).partial_credit is False
+    capsys.readouterr()
+    assert parser.parse_args(["--partial-credit", "true"]).partial_credit is True
+    assert "--partial-credit true is deprecated" in capsys.readouterr().err
+    assert "--partial-credit, --no-partial-credit" in parser.format_help()
