@@ -70,7 +70,7 @@ def mri_data(tmp_path_factory) -> Path:
 
 
 BENCH = ["--slices", "2", "--particles", "2", "--steps", "2", "--strategies", "ads,equispaced", "--bootstrap", "20",
-         "--progress", "false"]
+         "--no-progress"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_an_empty_data_folder_is_not_a_dataset(minari_dir, capsys):
     assert not dataset_exists("t/half/random-v0")
     _error(capsys, ["offline", "dataset-stats", "--dataset-id", "t/half/random-v0"], "interrupted write")
     assert main(["offline", "make-dataset", "--env", "Hopper-v5", "--level", "random", "--steps", "40",
-                 "--dataset-id", "t/half/random-v0", "--progress", "false"]) == 0
+                 "--dataset-id", "t/half/random-v0", "--no-progress"]) == 0
     assert dataset_exists("t/half/random-v0")
 
 
@@ -161,7 +161,7 @@ def test_resume_with_other_settings_is_refused_and_names_them(tmp_path, mri_data
     _error(capsys, [*train, "--size", "24", "--batch-size", "2", "--steps", "4", "--resume"],
            "size (saved 16, now 24)", "batch_size (saved 4, now 2)")
     assert (run / "config.yaml").read_text() == config
-    assert main([*train, "--steps", "4", "--resume", "true"]) == 0  # more steps is a resume
+    assert main([*train, "--steps", "4", "--resume"]) == 0  # more steps is a resume
     assert json.loads((run / "train_log.jsonl").read_text().splitlines()[-1])["step"] == 4
 
 
@@ -336,7 +336,7 @@ def test_resume_hints_name_options_the_command_has(tmp_path, minari_dir, capsys)
     make_dataset("Hopper-v5", "random", 200, "t/hint/random-v0")
     argv = ["offline", "train-diffusion", "--dataset-id", "t/hint/random-v0", "--out-dir", str(tmp_path / "d"),
             "--horizon", "8", "--stride", "4", "--dim", "8", "--dim-mults", "1,2", "--train-steps", "2",
-            "--batch-size", "8", "--progress", "false"]
+            "--batch-size", "8", "--no-progress"]
     assert main(argv) == 0
     line = _error(capsys, argv, "--overwrite true", "--resume true")
     assert "resume=True" not in line
