@@ -190,11 +190,12 @@ def _unfinished(text: str) -> bool:
 def _trailing_comment(stmt: ast.stmt, comments: _Comments) -> tuple[str, list[int]]:
     """The trailing ``#`` comment of ``stmt`` with the comment-only lines that continue it, and their line numbers.
 
-    A comment-only line continues the trailing comment when it is indented deeper than ``stmt`` or the text so far
-    is unfinished (:func:`_unfinished`); otherwise it is left to the next field as its leading comment.
+    The comment is the one after its last line, else after its first (a field written over several lines).
+    A comment-only line continues it when it is indented deeper than ``stmt`` or the text so far is unfinished
+    (:func:`_unfinished`); otherwise it is left to the next field as its leading comment.
     """
-    line = stmt.end_lineno or stmt.lineno
-    if comments.get(line, (0, ""))[0] != -1:
+    line = next((n for n in (stmt.end_lineno or stmt.lineno, stmt.lineno) if comments.get(n, (0, ""))[0] == -1), 0)
+    if not line:
         return "", []
     parts, used = [comments[line][1]], [line]
     while (col_text := comments.get(used[-1] + 1)) and col_text[0] >= 0:
