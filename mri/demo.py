@@ -18,6 +18,8 @@ from typing import Literal
 
 from gendiff.config import check_numbers
 from gendiff.mri.cli import MRIBenchmarkConfig, mri_benchmark
+from gendiff.mri.reconstruction import RECONSTRUCTORS
+from gendiff.mri.strategies import ACQUISITION
 from gendiff.mri.synthetic import write_synthetic_dataset
 
 SHIPPED_PRIOR = Path(__file__).resolve().parent.parent / "gendiff" / "assets" / "mri_prior_32"
@@ -43,8 +45,10 @@ class DemoConfig:
     slices: int = 4  # slices per test volume
     acceleration: float = 4.0  # undersampling factor (4: a quarter of the k-space lines)
     # acquisition strategies compared (gendiff.mri.strategies)
-    strategies: list[str] = field(default_factory=lambda: ["ads", "data_variance", "centre", "fixed_dps", "random"])
-    reconstructors: list[str] = field(default_factory=lambda: ["dps", "cs_tv"])  # dps: the prior; cs_*: baselines
+    strategies: list[str] = field(default_factory=lambda: ["ads", "data_variance", "centre", "fixed_dps", "random"],
+                                  metadata={"choices": ACQUISITION.names})
+    reconstructors: list[str] = field(default_factory=lambda: ["dps", "cs_tv"],  # dps: the prior; cs_*: baselines
+                                      metadata={"choices": RECONSTRUCTORS})
     cs_tv_weight: float = 1e-3  # chosen on validation phantoms (benchmarks/ads/real/README.md), not the demo's
     train_volumes: int = 8  # volumes of the prior's training seed, for the data-variance mask
     particles: int = 8  # posterior samples per slice

@@ -27,7 +27,8 @@ class _Child(_Parent):
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast
     device: Literal["cpu", "cuda"] | None = None
     kinds: list[Literal["a", "b"]] = field(default_factory=lambda: ["a"])
-    strategy: str = field(default="ads", metadata={"choices": lambda: {"ads": 1, "random": 2}})
+    strategy: str = field(default="ads",  # a field over two lines
+                          metadata={"choices": lambda: {"ads": 1, "random": 2}})
     losses: list[str] = field(default_factory=list, metadata={"choices": ("grpo", "clip_cov")})
     told: int = field(default=1, metadata={"help": "from the metadata"})  # not this comment
     documented: int = 2  # not this comment either
@@ -73,7 +74,8 @@ def test_literal_choices_are_listed():
 
 
 def test_metadata_choices_are_listed():
-    assert _help("strategy") == "one of: ads, random (default: 'ads')"  # a callable returning a registry-like mapping
+    # a callable returning a registry-like mapping
+    assert _help("strategy") == "a field over two lines; one of: ads, random (default: 'ads')"
     assert _help("losses") == "one of: grpo, clip_cov (default: [])"
 
 
@@ -139,3 +141,11 @@ def test_add_bool_flag_follows_the_same_convention(capsys):
     assert parser.parse_args(["--partial-credit", "true"]).partial_credit is True
     assert "--partial-credit true is deprecated" in capsys.readouterr().err
     assert "--partial-credit, --no-partial-credit" in parser.format_help()
+
+
+def test_registry_backed_fields_list_the_registrys_names():
+    from gendiff.mri.demo import DemoConfig
+    from gendiff.mri.strategies import ACQUISITION
+
+    assert f"one of: {', '.join(ACQUISITION.names())}" in _help("strategies", DemoConfig)
+    assert "one of: dps, zero_filled, cs_tv, cs_wavelet" in _help("reconstructors", DemoConfig)

@@ -82,9 +82,9 @@ def answer_clusters(prompts: list[str], completions: list[str]) -> list[str]:
 class LLMTrainConfig:
     """Settings of ``LLMTrainer`` (mirrored by configs/llm_train.yaml)."""
 
-    loss: str = "grpo"  # policy loss (POLICY_LOSSES)
+    loss: str = field(default="grpo", metadata={"choices": POLICY_LOSSES.names})  # policy loss
     loss_config: dict[str, Any] = field(default_factory=dict)  # the loss's settings (YAML mapping)
-    advantage: str = "grpo"  # advantage estimator (ADVANTAGES)
+    advantage: str = field(default="grpo", metadata={"choices": ADVANTAGES.names})  # advantage estimator
     advantage_config: dict[str, Any] = field(default_factory=dict)  # the estimator's settings (YAML mapping)
     steps: int = 100  # RL steps (one rollout and its updates each)
     group_size: int = 8  # completions sampled per prompt
