@@ -21,7 +21,7 @@ $(STAMP): $(REQS)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/gendiff demo --out demo_out --overwrite true
+	$(BIN)/gendiff demo --out demo_out --overwrite
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(BIN)/python -m pytest -q -m "not gpu" --timeout=900

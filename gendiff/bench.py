@@ -33,15 +33,15 @@ from gendiff.sampler import GuidedSampler
 class SamplerBenchConfig:
     """Settings of ``gendiff bench sampler`` (defaults mirrored in configs/bench_sampler.yaml)."""
 
-    out_dir: str = "benchmarks/sampler"
-    unet: Literal["tiny", "small", "base"] = "small"
-    size: int = 32
-    channels: int = 1
-    batch: int = 16
-    steps: int = 10
-    repeats: int = 5
-    threads: int = 1
-    seed: int = 0
+    out_dir: str = "benchmarks/sampler"  # folder for sampler.json and sampler.md
+    unet: Literal["tiny", "small", "base"] = "small"  # U-Net size (untrained: only time is measured)
+    size: int = 32  # image side in pixels
+    channels: int = 1  # image channels
+    batch: int = 16  # images per sampling run
+    steps: int = 10  # sampling steps per run
+    repeats: int = 5  # timed runs of each variant (interleaved)
+    threads: int = 1  # torch CPU threads
+    seed: int = 0  # random seed
     overwrite: bool = False  # replace sampler.json / sampler.md in out_dir
 
     def __post_init__(self) -> None:

@@ -1,16 +1,24 @@
 """Typed experiment configs: one ``@dataclass`` per entry point, mirrored by a YAML file in configs/.
 
 Each default lives in the dataclass. A YAML file (read with ``yaml.safe_load``) overrides some
-fields, and command-line flags (``--field-name value``) override both. Unknown keys and values of
-the wrong type raise errors that name the field. The resolved config is written beside the outputs.
+fields, and command-line flags (``--field-name value``; a boolean is ``--field-name`` or ``--no-field-name``)
+override both. Unknown keys and values of the wrong type raise errors that name the field. The resolved config
+is written beside the outputs. ``--help`` shows each field's documentation from the dataclass source.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import io
 import json
 import math
+import sys
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -156,22 +164,215 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return parse_yaml_mapping(path.read_text(), f"config file {path}")
 
 
+_Comments = dict[int, tuple[int, str]]  # line number -> (column of its "#" or -1 after code, text without "#")
+
+
+def _comments_by_line(source: str) -> _Comments:
+    """The ``#`` comments of ``source`` by line; the column is -1 for a comment that follows code on its line."""
+    lines = source.splitlines()
+    out: _Comments = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                row, col = tok.start
+                own_line = not lines[row - 1][:col].strip()
+                out[row] = (col if own_line else -1, tok.string.lstrip("#").strip())
+    except (tokenize.TokenError, IndentationError):
+        return {}
+    return out
+
+
+def _unfinished(text: str) -> bool:
+    """Whether a trailing comment visibly runs on to the next line (an open bracket, a trailing comma...)."""
+    return text.count("(") > text.count(")") or text.endswith((",", ";", "(", " and", " or"))
+
+
+def _trailing_comment(stmt: ast.stmt, comments: _Comments) -> tuple[str, list[int]]:
+    """The trailing ``#`` comment of ``stmt`` with the comment-only lines that continue it, and their line numbers.
+
+    The comment is the one after its last line, else after its first (a field written over several lines).
+    A comment-only line continues it when it is indented deeper than ``stmt`` or the text so far is unfinished
+    (:func:`_unfinished`); otherwise it is left to the next field as its leading comment.
+    """
+    line = next((n for n in (stmt.end_lineno or stmt.lineno, stmt.lineno) if comments.get(n, (0, ""))[0] == -1), 0)
+    if not line:
+        return "", []
+    parts, used = [comments[line][1]], [line]
+    while (col_text := comments.get(used[-1] + 1)) and col_text[0] >= 0:
+        if not (col_text[0] > stmt.col_offset or _unfinished(" ".join(parts))):
+            break
+        parts.append(col_text[1])
+        used.append(used[-1] + 1)
+    return " ".join(p for p in parts if p), used
+
+
+def _leading_comment(stmt: ast.stmt, comments: _Comments, taken: set[int]) -> str:
+    """The block of comment-only lines right above ``stmt`` (lines in ``taken`` belong to the previous field)."""
+    parts: list[str] = []
+    line = stmt.lineno - 1
+    while line in comments and comments[line][0] >= 0 and line not in taken:
+        parts.insert(0, comments[line][1])
+        line -= 1
+    return " ".join(p for p in parts if p)
+
+
+def _docstring_after(body: list[ast.stmt], i: int) -> str:
+    """The attribute docstring of ``body[i]``: a string literal statement right after it ("" if none)."""
+    nxt = body[i + 1] if i + 1 < len(body) else None
+    if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+        return " ".join(inspect.cleandoc(nxt.value.value).split())
+    return ""
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
+    """Docs of the fields annotated in ``cls``'s own body (see :func:`field_docs`)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    node = next((n for n in tree.body if isinstance(n, ast.ClassDef)), None)
+    if node is None:
+        return {}
+    comments = _comments_by_line(source)
+    docs: dict[str, str] = {}
+    taken: set[int] = set()
+    for i, stmt in enumerate(node.body):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            trailing, used = _trailing_comment(stmt, comments)
+            doc = _docstring_after(node.body, i) or trailing or _leading_comment(stmt, comments, taken)
+            taken.update(used)
+            if doc:
+                docs[stmt.target.id] = doc
+    return docs
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its documentation in the source of the dataclass ``cls`` and of its bases.
+
+    A field's doc is, first found: its attribute docstring (a string literal right after it); its trailing ``#``
+    comment with the comment-only lines that continue it; the comment-only lines right above it. A subclass's doc
+    of a field wins over its parent's; a class whose source cannot be read contributes nothing.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object:
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _literal_values(tp: Any) -> list[Any]:
+    """The values of a ``Literal`` type, also inside ``Optional`` / unions / ``list[...]`` ([] for other types)."""
+    if typing.get_origin(tp) is Literal:
+        return list(typing.get_args(tp))
+    return [v for arg in typing.get_args(tp) for v in _literal_values(arg)]
+
+
+def _choices(f: dataclasses.Field, tp: Any) -> list[str]:
+    """Allowed values of a field: its ``metadata["choices"]`` (a callable is called now) or its ``Literal`` values."""
+    choices = f.metadata.get("choices")
+    if callable(choices):
+        choices = choices()
+    values = list(choices) if choices is not None else _literal_values(tp)
+    return [str(v) for v in values]
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def field_help(cls: type, f: dataclasses.Field, tp: Any) -> str:
+    """``--help`` text of one field: its meaning, its allowed values and its default.
+
+    The meaning is ``metadata["help"]``, else the field's docstring or ``#`` comment in the source (:func:`field_docs`).
+    """
+    meaning = f.metadata.get("help") or field_docs(cls).get(f.name, "")
+    choices = _choices(f, tp)
+    parts = [meaning, f"one of: {', '.join(choices)}" if choices else ""]
+    text = "; ".join(p for p in parts if p)
+    return f"{text} (default: {_default(f)!r})".strip()
+
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
+class BoolFlagAction(argparse.Action):
+    """``--flag`` sets True, ``--no-flag`` sets False.
+
+    The old spelling ``--flag VALUE`` (true/false, 1/0, yes/no, on/off) still parses, with one deprecation line
+    on stderr; it goes in the next release.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, default: Any = None, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs="?", default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        flag, no_flag = self.option_strings
+        if values is None:
+            setattr(namespace, self.dest, option_string != no_flag)
+            return
+        value = _BOOL_WORDS.get(str(values).lower())
+        if option_string == no_flag or value is None:
+            parser.error(f"argument {option_string}: takes no value (use {flag} or {no_flag}), got {values!r}")
+        print(f"gendiff: {flag} {values} is deprecated; use {flag} or {no_flag}", file=sys.stderr)
+        setattr(namespace, self.dest, value)
+
+
+class _BoolFlagHelp(argparse.HelpFormatter):
+    """Shows a :class:`BoolFlagAction` as ``--flag, --no-flag`` (no value) in help and usage."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, BoolFlagAction):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
+
+    def _format_args(self, action: argparse.Action, default_metavar: str) -> str:
+        if isinstance(action, BoolFlagAction):
+            return ""
+        return super()._format_args(action, default_metavar)
+
+
+def _use_bool_flag_help(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` format its boolean flags with :class:`_BoolFlagHelp`, keeping its own formatter's style."""
+    base = parser.formatter_class
+    if isinstance(base, type) and issubclass(base, argparse.HelpFormatter) and not issubclass(base, _BoolFlagHelp):
+        parser.formatter_class = type(f"BoolFlag{base.__name__}", (_BoolFlagHelp, base), {})
+
+
+def add_bool_flag(parser: argparse.ArgumentParser, flag: str, help_: str, dest: str | None = None,
+                  default: bool | None = False) -> None:
+    """A boolean option spelled as the config fields are: ``--flag`` (True) and ``--no-flag`` (False).
+
+    ``--flag true|false`` still works for one release, with a deprecation line on stderr (:class:`BoolFlagAction`).
+    """
+    _use_bool_flag_help(parser)
+    no_flag = "--no-" + flag.removeprefix("--")
+    dest = dest or flag.removeprefix("--").replace("-", "_")
+    parser.add_argument(flag, no_flag, dest=dest, default=default, help=help_.replace("%", "%%"),
+                        action=BoolFlagAction)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add ``--config FILE`` and one ``--field-name`` flag per dataclass field (default: unset)."""
+    """Add ``--config FILE`` and one ``--field-name`` flag per dataclass field (default: unset).
+
+    A boolean field gets ``--field-name`` / ``--no-field-name`` (:func:`add_bool_flag`). Each flag's help shows the
+    field's documentation, its allowed values and its default (:func:`field_help`).
+    """
     parser.add_argument("--config", type=str, default=None, help="YAML file with field: value pairs")
     types_ = _field_types(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help_ = (f.metadata.get("help", "") + f" (default: {default!r})").strip()
-        bare = {"nargs": "?", "const": "true"} if types_[f.name] is bool else {}  # a bare --overwrite means true
-        parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"), **bare)
-
-
-def add_bool_flag(parser: argparse.ArgumentParser, flag: str, help_: str) -> None:
-    """A boolean option spelled as the config fields are: ``--flag``, ``--flag true`` or ``--flag false``."""
-    parser.add_argument(flag, nargs="?", const=True, default=False, help=help_,
-                        type=lambda v: _coerce(flag.lstrip("-"), bool, v))
+        help_ = field_help(cls, f, types_[f.name])
+        if types_[f.name] is bool:
+            add_bool_flag(parser, flag, help_, dest=f.name, default=None)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"))
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:

@@ -104,20 +104,20 @@ def train_test_split(images: Tensor, test: int) -> tuple[Tensor, Tensor]:
 class ImagePriorConfig:
     """Settings of ``gendiff train-prior`` (defaults mirrored in configs/train_prior.yaml)."""
 
-    data: str = "digits"
-    out: str = ""
-    size: int = 16
-    test: int = 97
-    unet: Literal["tiny", "small", "base"] = "tiny"
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 2e-4
-    ema_decay: float = 0.995
-    checkpoint_every: int = 500
+    data: str = "digits"  # digits, faces or phantoms (bundled) or a folder of images
+    out: str = ""  # run folder: the trained pipeline and its checkpoints
+    size: int = 16  # image side in pixels
+    test: int = 97  # images held out for testing (the last ones)
+    unet: Literal["tiny", "small", "base"] = "tiny"  # U-Net size
+    steps: int = 2000  # training steps
+    batch_size: int = 64  # images per step
+    lr: float = 2e-4  # learning rate
+    ema_decay: float = 0.995  # decay of the exponential moving average of the weights
+    checkpoint_every: int = 500  # steps between checkpoints (what --resume continues from)
     max_minutes: float | None = None  # wall-time budget (stops early, saves the model)
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
+    seed: int = 0  # random seed
+    resume: bool = False  # continue the run in --out from its latest checkpoint
+    overwrite: bool = False  # replace an earlier run in --out (after the new run completes)
 
     def __post_init__(self) -> None:
         check_literal_fields(self)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from gendiff.config import check_numbers
+from gendiff.mri.reconstruction import RECONSTRUCTORS
+from gendiff.mri.strategies import ACQUISITION
 from gendiff.mri.study import MRIBenchmarkConfig, mri_benchmark
 from gendiff.mri.synthetic import write_synthetic_dataset
 
@@ -37,21 +39,24 @@ def shipped_prior() -> Path:
 class DemoConfig:
     """``gendiff demo`` (configs/demo.yaml)."""
 
-    out: str = "demo_out"
-    prior: str | None = None
-    volumes: int = 2
-    slices: int = 4
-    acceleration: float = 4.0
-    strategies: list[str] = field(default_factory=lambda: ["ads", "data_variance", "centre", "fixed_dps", "random"])
-    reconstructors: list[str] = field(default_factory=lambda: ["dps", "cs_tv"])
+    out: str = "demo_out"  # output folder (data, results)
+    prior: str | None = None  # a trained prior folder (None: the shipped one)
+    volumes: int = 2  # synthetic test volumes
+    slices: int = 4  # slices per test volume
+    acceleration: float = 4.0  # undersampling factor (4: a quarter of the k-space lines)
+    # acquisition strategies compared (gendiff.mri.strategies)
+    strategies: list[str] = field(default_factory=lambda: ["ads", "data_variance", "centre", "fixed_dps", "random"],
+                                  metadata={"choices": ACQUISITION.names})
+    reconstructors: list[str] = field(default_factory=lambda: ["dps", "cs_tv"],  # dps: the prior; cs_*: baselines
+                                      metadata={"choices": RECONSTRUCTORS})
     cs_tv_weight: float = 1e-3  # chosen on validation phantoms (benchmarks/ads/real/README.md), not the demo's
     train_volumes: int = 8  # volumes of the prior's training seed, for the data-variance mask
-    particles: int = 8
-    steps: int = 50
-    guidance: Literal["dps", "x0_space"] = "dps"
-    guidance_scale: float = 1.0
-    sigma: float = 1.0
-    seed: int = 0
+    particles: int = 8  # posterior samples per slice
+    steps: int = 50  # DDIM sampling steps
+    guidance: Literal["dps", "x0_space"] = "dps"  # how the measurements guide sampling
+    guidance_scale: float = 1.0  # guidance strength
+    sigma: float = 1.0  # width of ADS's Gaussian-mixture entropy score, in measurement units
+    seed: int = 0  # random seed
     overwrite: bool = False  # replace the results of an earlier demo in --out
 
     def __post_init__(self) -> None:

@@ -264,17 +264,17 @@ class ImportConfig:
     """``gendiff mri import`` (configs/mri_import.yaml)."""
 
     inputs: list[str] = field(default_factory=list)  # files or folders, one volume each
-    out: str = ""
-    size: int = 128
-    fit: Fit = "resample"
-    phase: Literal["smooth", "none"] = "smooth"
-    phase_std: float = 0.35
-    seed: int = 0
-    slice_axis: int = -1
-    frame_axis: int | None = None
-    frame: int = 0
+    out: str = ""  # folder for the fastMRI-format .h5 files
+    size: int = 128  # side of the square output slices in pixels (>= 16)
+    fit: Fit = "resample"  # resample: pad to a square, resize; pad: zero-pad only
+    phase: Literal["smooth", "none"] = "smooth"  # smooth: a smooth synthetic phase per slice
+    phase_std: float = 0.35  # std of the smooth phase's coefficients
+    seed: int = 0  # random seed
+    slice_axis: int = -1  # NIfTI only: the axis that indexes slices (-1: the last)
+    frame_axis: int | None = None  # NIfTI only, needed for 4D data: the axis that indexes frames
+    frame: int = 0  # NIfTI only: the frame taken from frame_axis
     split: list[float] = field(default_factory=list)  # e.g. 0.6,0.2,0.2 (train, val, test); empty: no split
-    overwrite: bool = False
+    overwrite: bool = False  # replace existing output files
 
 
 def _volume_name(src: Path, used: set[str]) -> str:

@@ -30,34 +30,34 @@ from gendiff.training import TrainConfig, TrainResult, train_denoiser
 class MRIPriorConfig:
     """Settings of ``gendiff mri train-prior`` (defaults mirrored in configs/mri_train_prior.yaml)."""
 
-    data: str = ""
-    out: str = ""
-    size: int = 64
-    crop_mode: Literal["image", "kspace"] = "kspace"
-    challenge: Literal["singlecoil", "multicoil"] = "singlecoil"
-    unet: Literal["tiny", "small", "base"] = "tiny"
-    steps: int = 3000
-    batch_size: int = 32
-    lr: float = 2e-4
-    ema_decay: float = 0.995
-    checkpoint_every: int = 500
+    data: str = ""  # folder of fastMRI-format .h5 files
+    out: str = ""  # run folder: the trained pipeline and its checkpoints
+    size: int = 64  # image side in pixels (slices are cropped to it)
+    crop_mode: Literal["image", "kspace"] = "kspace"  # crop slices to size in image space or k-space
+    challenge: Literal["singlecoil", "multicoil"] = "singlecoil"  # multicoil: coil-combined RSS images
+    unet: Literal["tiny", "small", "base"] = "tiny"  # U-Net size
+    steps: int = 3000  # training steps
+    batch_size: int = 32  # slices per step
+    lr: float = 2e-4  # learning rate
+    ema_decay: float = 0.995  # decay of the exponential moving average of the weights
+    checkpoint_every: int = 500  # steps between checkpoints (what --resume continues from)
     max_minutes: float | None = None  # wall-time budget (stops early, saves the model)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate autocast (GPU)
     # v-prediction keeps x0_hat clean at high noise, where ADS chooses its lines: with epsilon prediction
     # x0_hat = (x_t - sigma_t eps_hat) / alpha_t multiplies the network's error by sigma_t / alpha_t (~20 at
     # t = 780 of the linear schedule), so the particles' early estimates are dominated by white noise.
     prediction: Literal["epsilon", "v_prediction"] = "v_prediction"
-    max_slices: int | None = None
+    max_slices: int | None = None  # train on the first N slices only (None: all)
     # "flips": each slice also flipped left-right, up-down and both (4x the slices); "dihedral": also the
     # transposes (8x). For small real sets (benchmarks/ads/real); a flipped MR image is still an MR image.
     augment: Literal["none", "flips", "dihedral"] = "none"
     # start from a trained prior's weights (its model/ folder; same size and U-Net), e.g. to fine-tune the
     # phantom prior on a small real set (benchmarks/ads/real); None: random initialisation
     init: str | None = None
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    train_timesteps: int = 1000
+    seed: int = 0  # random seed
+    resume: bool = False  # continue the run in --out from its latest checkpoint
+    overwrite: bool = False  # replace an earlier run in --out (after the new run completes)
+    train_timesteps: int = 1000  # diffusion timesteps of the training noise schedule
 
     def __post_init__(self) -> None:
         check_literal_fields(self)

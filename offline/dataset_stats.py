@@ -78,10 +78,10 @@ def dataset_stats(transitions: dict[str, Tensor], ref_min: float, ref_max: float
 class DatasetStatsConfig:
     """``gendiff offline dataset-stats``: TQ and SACo of a Minari dataset (configs/offline_dataset_stats.yaml)."""
 
-    dataset_id: str = "gendiff/hopper/medium-v0"  # the Minari dataset to describe
+    dataset_id: str = "gendiff/hopper/medium-v0"  # Minari dataset to measure
     reference_id: str = ""  # a dataset whose statistics define the discretisation grid ("" -> itself)
-    bin_width: float = 0.1  # grid cell width for SACo, in z-scored units
-    out: str = ""  # write the statistics as JSON here ("" -> print only)
+    bin_width: float = 0.1  # bin width of the discretised z-scored states and actions (SACo)
+    out: str = ""  # JSON file for the result ("": print only)
     overwrite: bool = False  # replace an existing --out file
 
     def __post_init__(self) -> None:

@@ -264,22 +264,22 @@ class MakeDatasetConfig:
     the full-size D4RL recipe is ``--steps 1000000 --sac-steps 1000000`` (see the module docstring).
     """
 
-    env: str = "Hopper-v5"
-    level: Level = "medium"
-    steps: int = 20_000
+    env: str = "Hopper-v5"  # gymnasium MuJoCo env id
+    level: Level = "medium"  # quality of the behaviour policy (D4RL naming)
+    steps: int = 20_000  # transitions in the dataset
     dataset_id: str = ""  # "" -> gendiff/<env>/<level>-v0
-    force: bool = False
-    sac_steps: int = 30_000
-    learning_starts: int = 5_000
-    check_every: int = 5_000
-    eval_episodes: int = 5
+    force: bool = False  # replace an existing dataset with this id (after the new one is complete)
+    sac_steps: int = 30_000  # SAC env-step budget to reach the level's score
+    learning_starts: int = 5_000  # SAC's random-action steps before it learns
+    check_every: int = 5_000  # SAC env steps between checks of the score
+    eval_episodes: int = 5  # episodes per score check
     medium_target: float = 33.0  # normalised score: D4RL medium ~ 1/3 of expert
-    expert_target: float = 90.0
-    reference: Literal["d4rl", "measured"] = "d4rl"
-    ref_episodes: int = 10
+    expert_target: float = 90.0  # normalised score the expert policy must reach
+    reference: Literal["d4rl", "measured"] = "d4rl"  # normalised-score returns: D4RL's, or measured here
+    ref_episodes: int = 10  # episodes of the random policy for a measured reference
     rollout_noise: float | None = None  # None: SAC's sampled actions (D4RL); s: tanh(mean) + N(0, s^2)
-    seed: int = 0
-    progress: bool = True
+    seed: int = 0  # random seed
+    progress: bool = True  # show progress bars
 
     def __post_init__(self) -> None:
         if self.rollout_noise is not None and not self.rollout_noise >= 0:

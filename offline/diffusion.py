@@ -40,22 +40,22 @@ class TrajectoryDiffusionConfig:
     """``gendiff offline train-diffusion`` (configs/offline_train_diffusion.yaml). CPU-sized defaults;
     the reference trains a larger U-Net for ~100k steps."""
 
-    dataset_id: str = "gendiff/hopper/medium-v0"
-    out_dir: str = "runs/pgd_diffusion"
-    horizon: int = 32
-    stride: int = 8
-    dim: int = 32
-    dim_mults: tuple[int, ...] = (1, 2, 4)
+    dataset_id: str = "gendiff/hopper/medium-v0"  # Minari dataset to train on
+    out_dir: str = "runs/pgd_diffusion"  # run folder: train/ (checkpoints) and pipeline/
+    horizon: int = 32  # trajectory window length in env steps
+    stride: int = 8  # env steps between the starts of training windows
+    dim: int = 32  # U-Net base channels
+    dim_mults: tuple[int, ...] = (1, 2, 4)  # channel multiple per U-Net level
     residual: bool = False  # steps carry s_{t+1} - s_t (gendiff.offline.trajectories); False: the paper's layout
     skips: str = "all"  # TemporalUNet1D's up path: "all" (every skip, as the reference; 2-4x lower dynamics error,
     # benchmarks/offline/README.md) or "janner" (first level's skip unused; pipelines saved before 2026-12-04)
-    train_steps: int = 2000
-    batch_size: int = 64
-    lr: float = 2e-4
-    ema_decay: float = 0.995
-    seed: int = 0
-    overwrite: bool = False
-    progress: bool = True
+    train_steps: int = 2000  # training steps
+    batch_size: int = 64  # windows per step
+    lr: float = 2e-4  # learning rate
+    ema_decay: float = 0.995  # decay of the exponential moving average of the weights
+    seed: int = 0  # random seed
+    overwrite: bool = False  # replace out_dir's run and pipeline (after the new run completes)
+    progress: bool = True  # show a progress bar
     resume: bool = False  # continue the run in out_dir/train from its latest checkpoint
     checkpoint_every: int = 1000  # steps between checkpoints of out_dir/train (what --resume continues from)
 

@@ -38,30 +38,30 @@ class TrainAgentConfig:
     """``gendiff offline train-agent`` (configs/offline_train_agent.yaml). CPU-sized defaults; the reference
     runs 1M agent steps with 1M synthetic transitions regenerated every 10k steps."""
 
-    dataset_id: str = "gendiff/hopper/medium-v0"
-    algo: Literal["td3bc", "iql", "prdc"] = "td3bc"
-    synthetic: Synthetic = "none"
-    steps: int = 10_000
-    seed: int = 0
-    out: str = "results.json"
-    batch_size: int = 256
-    real_per_batch: int = 16
-    regenerate_every: int = 10_000
-    num_synthetic: int = 20_000
+    dataset_id: str = "gendiff/hopper/medium-v0"  # Minari dataset of real transitions
+    algo: Literal["td3bc", "iql", "prdc"] = "td3bc"  # offline learner
+    synthetic: Synthetic = "none"  # source of synthetic transitions (none: real data only)
+    steps: int = 10_000  # agent training steps
+    seed: int = 0  # random seed
+    out: str = "results.json"  # results JSON (markdown and learning-curve PNG beside it)
+    batch_size: int = 256  # transitions per agent step, real + synthetic
+    real_per_batch: int = 16  # real transitions per batch (reference: 16 of 256)
+    regenerate_every: int = 10_000  # pgd: agent steps between regenerations of the synthetic set (K)
+    num_synthetic: int = 20_000  # synthetic transitions per (re)generation
     diffusion_dir: str = ""  # a saved pipeline; "" trains one (diffusion_train_steps) beside `out`
-    diffusion_train_steps: int = 2000
-    horizon: int = 32
-    sample_horizon: int = 64
-    num_inference_steps: int = 64
+    diffusion_train_steps: int = 2000  # training steps of a trajectory model trained here
+    horizon: int = 32  # window length of a trajectory model trained here
+    sample_horizon: int = 64  # length of the sampled trajectory windows
+    num_inference_steps: int = 64  # denoising steps per sample
     sampler: Literal["heun", "euler"] = "heun"  # heun: EDM Algorithm 2 with the reference churn (2 calls/step)
-    guidance_coeff: float = 0.5
-    cosine_coeff: float = 0.3
-    normalize_grad: bool = False
-    synther_train_steps: int = 2000
+    guidance_coeff: float = 0.5  # pgd: guidance scale (PGDSchedule's coeff)
+    cosine_coeff: float = 0.3  # pgd: the guidance schedule's cosine term
+    normalize_grad: bool = False  # pgd: guide with g / (||g|| + eps)
+    synther_train_steps: int = 2000  # training steps of a SynthER model trained here
     synther_dir: str = ""  # a saved SynthER model (SynthER.save); "" trains one (synther_train_steps) beside `out`
-    eval_every: int = 5000
-    eval_episodes: int = 10
-    progress: bool = True
+    eval_every: int = 5000  # agent steps between evaluations (0: only at the end)
+    eval_episodes: int = 10  # episodes per evaluation
+    progress: bool = True  # show a progress bar
     overwrite: bool = False  # replace the results of an earlier run at `out`
 
     def __post_init__(self) -> None:

@@ -70,7 +70,7 @@ def mri_data(tmp_path_factory) -> Path:
 
 
 BENCH = ["--slices", "2", "--particles", "2", "--steps", "2", "--strategies", "ads,equispaced", "--bootstrap", "20",
-         "--progress", "false"]
+         "--no-progress"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def test_an_empty_data_folder_is_not_a_dataset(minari_dir, capsys):
     assert not dataset_exists("t/half/random-v0")
     _error(capsys, ["offline", "dataset-stats", "--dataset-id", "t/half/random-v0"], "interrupted write")
     assert main(["offline", "make-dataset", "--env", "Hopper-v5", "--level", "random", "--steps", "40",
-                 "--dataset-id", "t/half/random-v0", "--progress", "false"]) == 0
+                 "--dataset-id", "t/half/random-v0", "--no-progress"]) == 0
     assert dataset_exists("t/half/random-v0")
 
 
@@ -161,7 +161,7 @@ def test_resume_with_other_settings_is_refused_and_names_them(tmp_path, mri_data
     _error(capsys, [*train, "--size", "24", "--batch-size", "2", "--steps", "4", "--resume"],
            "size (saved 16, now 24)", "batch_size (saved 4, now 2)")
     assert (run / "config.yaml").read_text() == config
-    assert main([*train, "--steps", "4", "--resume", "true"]) == 0  # more steps is a resume
+    assert main([*train, "--steps", "4", "--resume"]) == 0  # more steps is a resume
     assert json.loads((run / "train_log.jsonl").read_text().splitlines()[-1])["step"] == 4
 
 
@@ -336,7 +336,7 @@ def test_resume_hints_name_options_the_command_has(tmp_path, minari_dir, capsys)
     make_dataset("Hopper-v5", "random", 200, "t/hint/random-v0")
     argv = ["offline", "train-diffusion", "--dataset-id", "t/hint/random-v0", "--out-dir", str(tmp_path / "d"),
             "--horizon", "8", "--stride", "4", "--dim", "8", "--dim-mults", "1,2", "--train-steps", "2",
-            "--batch-size", "8", "--progress", "false"]
+            "--batch-size", "8", "--no-progress"]
     assert main(argv) == 0
     line = _error(capsys, argv, "--overwrite true", "--resume true")
     assert "resume=True" not in line
@@ -384,8 +384,8 @@ def test_mri_benchmark_reads_multicoil_files(tmp_path, capsys):
     assert payload["config"]["challenge"] == "multicoil" and "multicoil slices" in out.with_suffix(".md").read_text()
 
 
-def test_one_spelling_for_boolean_flags(tmp_path):
-    """--overwrite, --overwrite true and --overwrite false parse the same way on every command."""
+def test_one_spelling_for_boolean_flags(tmp_path, capsys):
+    """--overwrite / --no-overwrite parse the same way on every command; the old --overwrite true|false still does."""
     from gendiff.cli import build_parser
 
     parser = build_parser()
@@ -394,10 +394,16 @@ def test_one_spelling_for_boolean_flags(tmp_path):
                       (["llm", "train", "--out", "x"], "--resume"), (["llm", "train", "--out", "x"], "--partial-credit"),
                       (["train-prior"], "--overwrite"), (["offline", "make-dataset"], "--force")):
         dest = flag[2:].replace("-", "_")
+        no_flag = "--no-" + flag[2:]
+        capsys.readouterr()
         bare = getattr(parser.parse_args([*cmd, flag]), dest)
+        off = getattr(parser.parse_args([*cmd, no_flag]), dest)
+        assert bare is True and off is False and capsys.readouterr().err == "", cmd
         said = getattr(parser.parse_args([*cmd, flag, "true"]), dest)
-        off = getattr(parser.parse_args([*cmd, flag, "false"]), dest)
-        assert str(bare).lower() == str(said).lower() == "true" and str(off).lower() == "false", cmd
+        said_off = getattr(parser.parse_args([*cmd, flag, "false"]), dest)
+        assert said is True and said_off is False, cmd
+        lines = capsys.readouterr().err.splitlines()
+        assert [ln.split(" is deprecated")[0] for ln in lines] == [f"gendiff: {flag} true", f"gendiff: {flag} false"]
 
 
 def test_llm_sft_of_any_length_runs():

@@ -57,15 +57,15 @@ def test_image_train_prior(tmp_path):
 
 def test_offline_train_diffusion(tmp_path, minari_dataset):
     _twice(tmp_path, ["offline", "train-diffusion", "--dataset-id", minari_dataset, "--horizon", "8", "--stride", "4",
-                      "--dim", "8", "--dim-mults", "1,2", "--train-steps", "3", "--batch-size", "8", "--progress",
-                      "false", "--out-dir"], "pipeline/unet/diffusion_pytorch_model.safetensors")
+                      "--dim", "8", "--dim-mults", "1,2", "--train-steps", "3", "--batch-size", "8", "--no-progress",
+                      "--out-dir"], "pipeline/unet/diffusion_pytorch_model.safetensors")
 
 
 def test_offline_train_agent_with_synthetic_data(tmp_path, minari_dataset):
     _twice(tmp_path, ["offline", "train-agent", "--dataset-id", minari_dataset, "--synthetic", "unguided", "--steps",
                       "10", "--batch-size", "32", "--real-per-batch", "16", "--diffusion-train-steps", "2", "--horizon",
                       "8", "--sample-horizon", "8", "--num-inference-steps", "2", "--num-synthetic", "32",
-                      "--eval-every", "0", "--eval-episodes", "1", "--progress", "false", "--out"],
+                      "--eval-every", "0", "--eval-episodes", "1", "--no-progress", "--out"],
            "results.safetensors", out_is_file=True)
 
 
@@ -75,8 +75,8 @@ def test_gorl_train(tmp_path):
     (tmp_path / "ppo.yaml").write_text("num_envs: 2\nnum_steps: 32\nnum_minibatches: 2\nupdate_epochs: 1\n")
     _twice(tmp_path, ["gorl", "train", "--env", "gendiff/TwoModes-v0", "--algo", "gorl_fm", "--steps", "128",
                       "--gorl-config", str(tmp_path / "gorl.yaml"), "--ppo-config", str(tmp_path / "ppo.yaml"),
-                      "--eval-every", "64", "--eval-episodes", "1", "--final-eval-episodes", "1", "--progress",
-                      "false", "--out"], "model/model.safetensors")
+                      "--eval-every", "64", "--eval-episodes", "1", "--final-eval-episodes", "1", "--no-progress",
+                      "--out"], "model/model.safetensors")
 
 
 def test_llm_train(tmp_path):
@@ -86,10 +86,10 @@ def test_llm_train(tmp_path):
 
 
 def test_llm_train_resumed_equals_straight(tmp_path):
-    """2 steps, then --resume true to 4, give the weights of 4 steps straight (optimizer and random states saved)."""
+    """2 steps, then --resume to 4, give the weights of 4 steps straight (optimizer and random states saved)."""
     argv = ["llm", "train", "--sft-steps", "4", "--group-size", "4", "--prompts-per-step", "2", "--max-new-tokens",
             "4", "--lr", "1e-3", "--checkpoint-every", "2", "--no-progress", "--out"]
     assert main([*argv, str(tmp_path / "straight"), "--steps", "4"]) == 0
     assert main([*argv, str(tmp_path / "resumed"), "--steps", "2"]) == 0
-    assert main([*argv, str(tmp_path / "resumed"), "--steps", "4", "--resume", "true"]) == 0
+    assert main([*argv, str(tmp_path / "resumed"), "--steps", "4", "--resume"]) == 0
     _same(tmp_path / "straight" / "final" / "model.safetensors", tmp_path / "resumed" / "final" / "model.safetensors")

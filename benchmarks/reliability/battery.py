@@ -9,7 +9,7 @@ writes), run in a subprocess against small data the script makes, and judged:
 - ``ok`` cases must exit 0 and give the right result (checked on the files they write);
 - ``kill`` cases kill -9 a command at a chosen phase (SAC training or the Minari write of make-dataset; the
   training loops of train-prior, train-diffusion and llm train) and check: the earlier state is intact, nothing
-  half-written counts as existing, a rerun works, and ``--resume true`` reaches the full step count;
+  half-written counts as existing, a rerun works, and ``--resume`` reaches the full step count;
 - ``seed`` cases run a training command twice with the same seed and compare the saved weights exactly.
 
 Usage (from the repository root, on CPU):
@@ -233,7 +233,7 @@ write(pathlib.Path({str(fx["nan"])!r}) / "nan_file.h5", k)
 """)
     # Minari datasets: a small continuous one (make-dataset) and a discrete one (CartPole, made with Minari directly)
     must(b.gendiff("offline", "make-dataset", "--env", "Hopper-v5", "--level", "random", "--steps", "400",
-                     "--dataset-id", "battery/hopper/random-v0", "--progress", "false"))
+                     "--dataset-id", "battery/hopper/random-v0", "--no-progress"))
     fx["dataset"] = w / "minari" / "battery" / "hopper" / "random-v0"
     b.python("""
 import gymnasium as gym, minari
@@ -261,7 +261,7 @@ class Evil:
 def bad_input_cases(b: Battery, fx: dict[str, Path]) -> None:
     w = b.work
     opts = ["--slices", "2", "--particles", "2", "--steps", "3", "--strategies", "ads,equispaced", "--bootstrap", "50",
-            "--progress", "false"]  # a repeated flag overrides: the last one counts
+            "--no-progress"]  # a repeated flag overrides: the last one counts
     bench = ["mri", "benchmark", "--prior", str(fx["prior"]), "--data", str(fx["test"]), *opts]
     res = w / "res" / "mri.json"
     must(b.gendiff(*bench, "--out", str(res)))  # an earlier results table to protect
@@ -271,7 +271,7 @@ def bad_input_cases(b: Battery, fx: dict[str, Path]) -> None:
     # ---- data lost or overwritten ----
     ds_id = "battery/hopper/random-v0"
     b.case("make-dataset --force with a bad env keeps the dataset", "data lost: --force deleted before checking",
-           ["offline", "make-dataset", "--env", "Bogus-v0", "--dataset-id", ds_id, "--force", "true"], "error",
+           ["offline", "make-dataset", "--env", "Bogus-v0", "--dataset-id", ds_id, "--force"], "error",
            ("Bogus-v0",), protect=(fx["dataset"],),
            check=None)
     b.case("dataset still loads after the refused --force", "data lost (check)",
@@ -279,23 +279,23 @@ def bad_input_cases(b: Battery, fx: dict[str, Path]) -> None:
            check=lambda out: (f'"dataset_id": "{ds_id}"' in out, "dataset-stats reads it"))
     agent_out = w / "res" / "agent.json"
     agent = ["offline", "train-agent", "--dataset-id", ds_id, "--steps", "20", "--batch-size", "32",
-             "--eval-every", "0", "--eval-episodes", "1", "--progress", "false", "--out", str(agent_out)]
+             "--eval-every", "0", "--eval-episodes", "1", "--no-progress", "--out", str(agent_out)]
     must(b.gendiff(*agent))
     b.case("train-agent --out over earlier results", "data lost: results overwritten without a word", agent,
            "error", ("--overwrite true",), protect=(agent_out, agent_out.with_suffix(".md")))
-    b.case("train-agent --out ... --overwrite true replaces", "(the way to replace)", [*agent, "--overwrite", "true"],
+    b.case("train-agent --out ... --overwrite replaces", "(the way to replace)", [*agent, "--overwrite"],
            "ok", check=lambda out: (json.loads(agent_out.read_text())["config"]["overwrite"] is True, "replaced"))
     b.case("mri benchmark --out over an earlier table", "data lost: results overwritten without a word",
            [*bench, "--out", str(res)], "error", ("--overwrite true",), protect=protect_res)
     b.case("mri benchmark --strategies '' over an earlier table", "data lost + silent: an empty table replaced 3 rows",
-           [*bench, "--strategies", "", "--out", str(res), "--overwrite", "true"], "error",
+           [*bench, "--strategies", "", "--out", str(res), "--overwrite"], "error",
            ("strategies", "empty"), protect=protect_res)
     prior_run = w / "runs" / "prior16"
     train = ["mri", "train-prior", "--data", str(fx["train"]), "--out", str(prior_run), "--size", "16", "--steps",
              "4", "--batch-size", "4", "--checkpoint-every", "2"]
     must(b.gendiff(*train))
-    b.case("train-prior --resume true with another --size / --batch-size", "data lost: resumed silently, config "
-           "rewritten", [*train, "--size", "24", "--steps", "6", "--batch-size", "2", "--resume", "true"],
+    b.case("train-prior --resume with another --size / --batch-size", "data lost: resumed silently, config "
+           "rewritten", [*train, "--size", "24", "--steps", "6", "--batch-size", "2", "--resume"],
            "error", ("size (saved 16, now 24)", "batch_size (saved 4, now 2)"),
            protect=(prior_run / "config.yaml", prior_run / "model"))
 
@@ -307,7 +307,7 @@ def bad_input_cases(b: Battery, fx: dict[str, Path]) -> None:
            ("no local Minari dataset", "interrupted write"))
     b.case("make-dataset over a half-written folder needs no --force", "half-state: 'already exists; pass --force'",
            ["offline", "make-dataset", "--env", "Hopper-v5", "--level", "random", "--steps", "100", "--dataset-id",
-            "battery/half/random-v0", "--progress", "false"], "ok",
+            "battery/half/random-v0", "--no-progress"], "ok",
            check=lambda out: (b.gendiff("offline", "dataset-stats", "--dataset-id", "battery/half/random-v0")[0] == 0,
                           "dataset-stats reads it"))
 
@@ -364,20 +364,20 @@ def bad_input_cases(b: Battery, fx: dict[str, Path]) -> None:
     diff_run = w / "runs" / "diffusion"
     diffusion = ["offline", "train-diffusion", "--dataset-id", ds_id, "--out-dir", str(diff_run), "--horizon", "8",
                  "--stride", "4", "--dim", "8", "--dim-mults", "1,2", "--train-steps", "4", "--batch-size", "8",
-                 "--progress", "false"]
+                 "--no-progress"]
     must(b.gendiff(*diffusion))
     b.case("train-diffusion over an earlier run: the hint names real options", "hint named resume=True on a command "
            "without it", diffusion, "error", ("--overwrite true", "--resume true"),
            protect=(diff_run / "pipeline", diff_run / "train" / "model"))
-    b.case("train-diffusion --resume true (the hinted option exists)", "hint named resume=True",
-           [*diffusion, "--train-steps", "6", "--resume", "true"],
+    b.case("train-diffusion --resume (the hinted option exists)", "hint named resume=True",
+           [*diffusion, "--train-steps", "6", "--resume"],
            "ok", check=lambda out: (json.loads((diff_run / "train" / "train_log.jsonl").read_text().splitlines()[-1])
                                 ["step"] == 6, "resumed to step 6"))
     bad_ckpt = w / "runs" / "prior_badckpt"
     shutil.copytree(prior_run, bad_ckpt)
     (bad_ckpt / "checkpoint-4" / "optimizer.pt").write_bytes(pickle.dumps({"state": Evil()}))
     b.case("resume from a checkpoint whose optimizer.pt is a foreign pickle", "torch's 'weights_only=False' "
-           "hint reached the user", [*train, "--out", str(bad_ckpt), "--steps", "6", "--resume", "true"], "error",
+           "hint reached the user", [*train, "--out", str(bad_ckpt), "--steps", "6", "--resume"], "error",
            ("checkpoint-4", "pickled"), protect=(bad_ckpt / "checkpoint-4",))
     b.case("a NaN in k-space", "named only the file's base name",
            ["mri", "benchmark", "--prior", str(fx["prior"]), "--data", str(fx["nan"]), "--out",
@@ -407,12 +407,12 @@ def kill_cases(b: Battery, fx: dict[str, Path]) -> None:
     # 1. make-dataset killed in the SAC phase of a --force replacement: the old dataset stays, the rerun works
     ds_id, folder = "battery/hopper/kill-v0", minari / "battery" / "hopper" / "kill-v0"
     must(b.gendiff("offline", "make-dataset", "--env", "Hopper-v5", "--level", "random", "--steps", "300",
-                     "--dataset-id", ds_id, "--progress", "false"))
+                     "--dataset-id", ds_id, "--no-progress"))
     before = digest(folder)
     stage = minari / ".gendiff_staging" / ds_id
     proc = b.start("offline", "make-dataset", "--env", "Hopper-v5", "--level", "medium", "--steps", "300",
                    "--sac-steps", "100000", "--learning-starts", "200", "--check-every", "100000", "--dataset-id",
-                   ds_id, "--force", "true")
+                   ds_id, "--force")
     wait_for(proc, stage.exists, 120, "the staging folder")
     time.sleep(8)  # well inside SAC's 100k steps
     in_sac = not (stage / "minari").exists()
@@ -421,16 +421,16 @@ def kill_cases(b: Battery, fx: dict[str, Path]) -> None:
     code, out = _dataset_state(b, ds_id)
     rerun = b.gendiff("offline", "make-dataset", "--env", "Hopper-v5", "--level", "medium", "--steps", "300",
                       "--sac-steps", "400", "--learning-starts", "200", "--check-every", "200", "--dataset-id", ds_id,
-                      "--force", "true", "--progress", "false")
+                      "--force", "--no-progress")
     level = json.loads(rerun[1][rerun[1].index("{"):rerun[1].rindex("}") + 1]).get("gendiff_level") \
         if rerun[0] == 0 else None
     b.judged("kill -9 in make-dataset's SAC phase (--force over an existing dataset)", "data lost: a kill mid-way "
-             "lost the dataset", "kill", "make-dataset --level medium --force true; kill -9 after 8 s of SAC",
+             "lost the dataset", "kill", "make-dataset --level medium --force; kill -9 after 8 s of SAC",
              [(alive and in_sac, "killed while SAC trained"), (intact, "old dataset byte-identical"),
               (code == 0, "dataset-stats reads it"), (rerun[0] == 0 and level == "medium",
-                                                      "rerun --force true completes (level medium)"),
+                                                      "rerun --force completes (level medium)"),
               (not stage.exists(), "no staging left after the rerun")],
-             f"after the kill: dataset-stats exit {code}; rerun --force true exit {rerun[0]} (level {level})", code)
+             f"after the kill: dataset-stats exit {code}; rerun --force exit {rerun[0]} (level {level})", code)
 
     # 2. make-dataset killed in the Minari write: over an existing dataset (--force) and for a new id
     for label, new_id, force in (("over an existing dataset (--force)", ds_id, True),
@@ -439,7 +439,7 @@ def kill_cases(b: Battery, fx: dict[str, Path]) -> None:
         before = digest(folder)
         stage = minari / ".gendiff_staging" / new_id
         argv = ["offline", "make-dataset", "--env", "Hopper-v5", "--level", "random", "--steps", "60000",
-                "--dataset-id", new_id, "--progress", "false", *(["--force", "true"] if force else [])]
+                "--dataset-id", new_id, "--no-progress", *(["--force"] if force else [])]
         proc = b.start(*argv)
         wait_for(proc, lambda d=stage / "minari" / new_id / "data": d.exists(), 300, "the Minari write")
         alive = kill9(proc)
@@ -455,7 +455,7 @@ def kill_cases(b: Battery, fx: dict[str, Path]) -> None:
             checks.append((code == 0, "the old dataset still loads"))
         else:
             checks.append((exists_now.strip() == "False" and code != 0, "the half-written dataset does not count"))
-        checks += [(rerun[0] == 0, f"rerun{' --force true' if force else ' without --force'} works"),
+        checks += [(rerun[0] == 0, f"rerun{' --force' if force else ' without --force'} works"),
                    (after == 0, "the new dataset loads")]
         b.judged(f"kill -9 in make-dataset's Minari write {label}", "half-state: an empty data/ counted as a "
                  "dataset", "kill", "make-dataset --steps 60000; kill -9 once data/ appears", checks,
@@ -470,7 +470,7 @@ def kill_cases(b: Battery, fx: dict[str, Path]) -> None:
          "model/diffusion_pytorch_model.safetensors", "train_log.jsonl"),
         ("train-diffusion", ["offline", "train-diffusion", "--dataset-id", "battery/hopper/random-v0", "--horizon",
                              "8", "--stride", "4", "--dim", "8", "--dim-mults", "1,2", "--batch-size", "8",
-                             "--checkpoint-every", "20", "--progress", "false"], "--out-dir", "--train-steps",
+                             "--checkpoint-every", "20", "--no-progress"], "--out-dir", "--train-steps",
          (4, 4000, 40), "train", "pipeline/unet/diffusion_pytorch_model.safetensors", "train/train_log.jsonl"),
         ("llm train", ["llm", "train", "--sft-steps", "10", "--group-size", "4", "--prompts-per-step", "2",
                        "--max-new-tokens", "5", "--lr", "1e-3", "--checkpoint-every", "2", "--no-progress"], "--out",
@@ -483,11 +483,11 @@ def kill_cases(b: Battery, fx: dict[str, Path]) -> None:
         before = digest(old)
         run = old / sub if sub else old  # the training run's folder; a replacement is built beside it
         stage = run.parent / f".{run.name}.staging"
-        proc = b.start(*base, out_flag, str(old), steps_flag, str(long), "--overwrite", "true")
+        proc = b.start(*base, out_flag, str(old), steps_flag, str(long), "--overwrite")
         wait_for(proc, lambda s=stage: any(s.glob("checkpoint-*")), 300, "a staged checkpoint")
         alive = kill9(proc)
         intact = digest(old) == before
-        rerun = b.gendiff(*base, out_flag, str(old), steps_flag, str(short + 2), "--overwrite", "true")
+        rerun = b.gendiff(*base, out_flag, str(old), steps_flag, str(short + 2), "--overwrite")
         steps_after = last_step(old / log)
         # a fresh run killed after its first checkpoint, then resumed to the full count
         fresh = w / "runs" / f"kill_{tag}_fresh"
@@ -497,16 +497,16 @@ def kill_cases(b: Battery, fx: dict[str, Path]) -> None:
         killed_at = sorted(int(p.name.split("-")[1]) for p in (fresh / sub).glob("checkpoint-*"))
         no_final = not (fresh / final).exists()
         refused = b.gendiff(*base, out_flag, str(fresh), steps_flag, str(full))
-        resumed = b.gendiff(*base, out_flag, str(fresh), steps_flag, str(full), "--resume", "true")
+        resumed = b.gendiff(*base, out_flag, str(fresh), steps_flag, str(full), "--resume")
         b.judged(f"kill -9 in {name} (an --overwrite replacement, then a fresh run)", "old state lost; no resume",
-                 "kill", f"{name} {out_flag} DIR --overwrite true; kill -9 at the first staged checkpoint",
+                 "kill", f"{name} {out_flag} DIR --overwrite; kill -9 at the first staged checkpoint",
                  [(alive, "the replacement was killed while training"), (intact, "the earlier run byte-identical"),
-                  (rerun[0] == 0 and steps_after == short + 2, f"rerun --overwrite true completes ({steps_after} steps)"),
+                  (rerun[0] == 0 and steps_after == short + 2, f"rerun --overwrite completes ({steps_after} steps)"),
                   (alive2 and no_final, f"a fresh run killed at checkpoint {killed_at}, no final model"),
                   (refused[0] == 2 and "--resume" in error_line(refused[1]), "a rerun without --resume is refused"),
                   (resumed[0] == 0 and last_step(fresh / log) == full and (fresh / final).exists(),
-                   f"--resume true reaches {last_step(fresh / log)} of {full} steps")],
-                 f"killed at checkpoint {killed_at[-1] if killed_at else None}; --resume true exit {resumed[0]}, "
+                   f"--resume reaches {last_step(fresh / log)} of {full} steps")],
+                 f"killed at checkpoint {killed_at[-1] if killed_at else None}; --resume exit {resumed[0]}, "
                  f"last step {last_step(fresh / log)} of {full}", resumed[0])
 
 
@@ -534,17 +534,17 @@ def seed_cases(b: Battery, fx: dict[str, Path]) -> None:
                                   "--out"], "model/diffusion_pytorch_model.safetensors"),
         "train-diffusion": (["offline", "train-diffusion", "--dataset-id", "battery/hopper/random-v0", "--horizon", "8",
                              "--stride", "4", "--dim", "8", "--dim-mults", "1,2", "--train-steps", "5",
-                             "--batch-size", "8", "--progress", "false", "--out-dir"],
+                             "--batch-size", "8", "--no-progress", "--out-dir"],
                             "pipeline/unet/diffusion_pytorch_model.safetensors"),
         "offline train-agent (td3bc, unguided synthetic data)": (
             ["offline", "train-agent", "--dataset-id", "battery/hopper/random-v0", "--synthetic", "unguided",
              "--steps", "20", "--batch-size", "32", "--real-per-batch", "16", "--diffusion-train-steps", "3",
              "--horizon", "8", "--sample-horizon", "8", "--num-inference-steps", "2", "--num-synthetic", "64",
-             "--eval-every", "0", "--eval-episodes", "1", "--progress", "false", "--out"], "results.safetensors"),
+             "--eval-every", "0", "--eval-episodes", "1", "--no-progress", "--out"], "results.safetensors"),
         "gorl train (gorl_fm)": (["gorl", "train", "--env", "gendiff/TwoModes-v0", "--algo", "gorl_fm", "--steps",
                                   "256", "--gorl-config", str(gorl_cfg), "--ppo-config", str(ppo_cfg),
                                   "--eval-every", "128", "--eval-episodes", "1", "--final-eval-episodes", "1",
-                                  "--progress", "false", "--out"], "model/model.safetensors"),
+                                  "--no-progress", "--out"], "model/model.safetensors"),
         "llm train": (["llm", "train", "--sft-steps", "10", "--steps", "2", "--group-size", "4", "--prompts-per-step",
                        "2", "--max-new-tokens", "5", "--lr", "1e-3", "--no-progress", "--out"],
                       "final/model.safetensors"),

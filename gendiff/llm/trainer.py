@@ -82,28 +82,28 @@ def answer_clusters(prompts: list[str], completions: list[str]) -> list[str]:
 class LLMTrainConfig:
     """Settings of ``LLMTrainer`` (mirrored by configs/llm_train.yaml)."""
 
-    loss: str = "grpo"
-    loss_config: dict[str, Any] = field(default_factory=dict)
-    advantage: str = "grpo"
-    advantage_config: dict[str, Any] = field(default_factory=dict)
-    steps: int = 100
-    group_size: int = 8
-    prompts_per_step: int = 4
-    max_new_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    updates_per_rollout: int = 1
-    grad_accum: int = 1
-    lr: float = 2e-5
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    kl_coef: float = 0.0
-    riskpo_momentum: float = 0.1
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    seed: int = 0
-    log_every: int = 1
-    checkpoint_every: int = 0
+    loss: str = field(default="grpo", metadata={"choices": POLICY_LOSSES.names})  # policy loss
+    loss_config: dict[str, Any] = field(default_factory=dict)  # the loss's settings (YAML mapping)
+    advantage: str = field(default="grpo", metadata={"choices": ADVANTAGES.names})  # advantage estimator
+    advantage_config: dict[str, Any] = field(default_factory=dict)  # the estimator's settings (YAML mapping)
+    steps: int = 100  # RL steps (one rollout and its updates each)
+    group_size: int = 8  # completions sampled per prompt
+    prompts_per_step: int = 4  # prompts per rollout
+    max_new_tokens: int = 16  # longest completion in tokens
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0  # nucleus sampling mass (1: off)
+    updates_per_rollout: int = 1  # optimizer steps per rollout
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 2e-5  # learning rate
+    warmup_steps: int = 0  # learning-rate warm-up steps
+    weight_decay: float = 0.0  # weight decay
+    max_grad_norm: float = 1.0  # gradient-norm clip
+    kl_coef: float = 0.0  # weight of the KL penalty to the initial policy (0: none)
+    riskpo_momentum: float = 0.1  # momentum of RiskPO's online quantile estimates
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast dtype (GPU)
+    seed: int = 0  # random seed
+    log_every: int = 1  # steps between log.jsonl lines
+    checkpoint_every: int = 0  # steps between checkpoint-<step>/ folders (0: none)
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:

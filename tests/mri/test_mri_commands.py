@@ -35,7 +35,7 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(out),
                  "--acceleration", "4", "--strategies", "ads,equispaced,fastmri_random,data_variance",
                  "--train-data", str(data), "--slices", "2", "--particles", "2", "--steps", "4",
-                 "--progress", "false"]) == 0
+                 "--no-progress"]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [r["strategy"] for r in rows] == ["ads", "equispaced", "fastmri_random", "data_variance"]
     # SSIM lies in [-1, 1]: a 3-step prior reconstructs noise, whose SSIM is near 0 and can be negative
@@ -47,7 +47,7 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(both),
                  "--acceleration", "4", "--strategies", "ads,fastmri_random,centre", "--slices", "2", "--particles",
                  "2", "--steps", "4", "--reconstructors", "zero_filled,cs_tv", "--cs-iterations", "5",
-                 "--progress", "false"]) == 0
+                 "--no-progress"]) == 0
     got = [(r["strategy"], r["reconstructor"]) for r in json.loads(both.read_text())["rows"]]
     assert got == [("ads", "dps"), ("ads", "zero_filled"), ("ads", "cs_tv"), ("fastmri_random", "zero_filled"),
                    ("fastmri_random", "cs_tv"), ("centre", "zero_filled"), ("centre", "cs_tv")]
@@ -63,7 +63,7 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
     bf = tmp_path / "res" / "bf16.json"
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(bf),
                  "--acceleration", "4", "--strategies", "ads,random", "--slices", "2", "--particles", "2",
-                 "--steps", "4", "--precision", "bf16", "--progress", "false"]) == 0
+                 "--steps", "4", "--precision", "bf16", "--no-progress"]) == 0
     payload = json.loads(bf.read_text())
     assert payload["config"]["precision"] == "bf16" and all(math.isfinite(r["ssim"]) for r in payload["rows"])
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(bf),
@@ -96,7 +96,7 @@ def test_image_prior_and_images_benchmark(tmp_path):
     out = tmp_path / "img.json"
     assert main(["images", "benchmark", "--prior", str(prior), "--data", "digits", "--measurement", "column",
                  "--budgets", "2", "--slices", "2", "--particles", "2", "--steps", "3", "--out", str(out),
-                 "--progress", "false"]) == 0
+                 "--no-progress"]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert {r["strategy"] for r in rows} == {"ads", "random", "data_variance"}
 
@@ -121,7 +121,7 @@ def test_the_64x64_study_prior_ships_and_reconstructs(tmp_path):
     assert main(["mri", "make-synthetic", "--out", str(data), "--volumes", "1", "--slices", "1", "--size", "128"]) == 0
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(data), "--acceleration", "4",
                  "--slices", "1", "--particles", "2", "--steps", "3", "--strategies", "ads,equispaced",
-                 "--out", str(out), "--progress", "false"]) == 0
+                 "--out", str(out), "--no-progress"]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [r["lines_measured_mean"] for r in rows] == [16.0, 16.0]  # 64 lines / 4
     assert all(math.isfinite(r["ssim"]) and math.isfinite(r["psnr"]) for r in rows)

@@ -37,7 +37,7 @@ def test_cli_make_dataset_refuses_without_force(minari_dir, capsys):
     parser = argparse.ArgumentParser()
     add_offline_commands(parser.add_subparsers(dest="cmd"))
     argv = ["offline", "make-dataset", "--env", "Hopper-v5", "--level", "random", "--steps", "50",
-            "--dataset-id", "t/cli/random-v0", "--progress", "false"]
+            "--dataset-id", "t/cli/random-v0", "--no-progress"]
     args = parser.parse_args(argv)
     args._run(args)
     assert '"transitions": 50' in capsys.readouterr().out

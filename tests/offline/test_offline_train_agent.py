@@ -22,7 +22,7 @@ def _run(argv: list[str]):
 
 TINY = ["--steps", "30", "--batch-size", "32", "--regenerate-every", "10", "--num-synthetic", "120",
         "--diffusion-train-steps", "10", "--synther-train-steps", "10", "--horizon", "8", "--sample-horizon", "16",
-        "--num-inference-steps", "4", "--eval-every", "15", "--eval-episodes", "10", "--progress", "false"]
+        "--num-inference-steps", "4", "--eval-every", "15", "--eval-episodes", "10", "--no-progress"]
 
 
 @pytest.mark.parametrize(("algo", "synthetic"), [("iql", "pgd"), ("td3bc", "none"), ("prdc", "synther")])

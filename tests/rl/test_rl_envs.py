@@ -96,7 +96,7 @@ def test_cli_train_writes_metrics_and_refuses_overwrite(tmp_path):
     add_gorl_commands(parser.add_subparsers(dest="cmd", required=True))
     argv = ["gorl", "train", "--env", "gendiff/TwoModes-v0", "--algo", "ppo", "--steps", "256", "--seed", "1",
             "--out", str(tmp_path / "run"), "--ppo-config", str(cfg), "--eval-every", "128",
-            "--eval-episodes", "2", "--final-eval-episodes", "2", "--progress", "false"]
+            "--eval-episodes", "2", "--final-eval-episodes", "2", "--no-progress"]
     args = parser.parse_args(argv)
     args.func(args)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -32,11 +32,11 @@ python -m gendiff.cli mri train-prior --data "$W/train" --out "$W/prior" --size 
 python -m gendiff.cli mri benchmark --prior "$W/prior" --data "$W/test" --train-data "$W/train" --acceleration 4 \
     --slices $N --particles $P --batch-slices $N --guidance dps --window 0.1,0.4 $STEPS \
     --strategies ads,equispaced,random,fixed_dps,fastmri_equispaced,fastmri_random,data_variance \
-    --out "$OUT/gpu_ads.json" --progress false --overwrite true
+    --out "$OUT/gpu_ads.json" --no-progress --overwrite
 # bf16 where quality holds: ADS and fixed-mask DPS again under bf16 autocast, same slices and noise
 python -m gendiff.cli mri benchmark --prior "$W/prior" --data "$W/test" --acceleration 4 --slices $N \
     --particles $P --batch-slices $N --guidance dps --window 0.1,0.4 $STEPS --strategies ads,fixed_dps --precision bf16 \
-    --out "$OUT/gpu_ads_bf16.json" --progress false --overwrite true
+    --out "$OUT/gpu_ads_bf16.json" --no-progress --overwrite
 python - "$OUT/gpu_ads.json" "$OUT/gpu_card.txt" <<'PY'
 import json, sys
 p = json.load(open(sys.argv[1])); card = open(sys.argv[2]).read().strip()

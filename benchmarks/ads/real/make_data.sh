@@ -21,7 +21,7 @@ test -x "$PY" || { echo "run 'make setup' first" >&2; exit 1; }
 .venv/bin/pip install -q nibabel pydicom  # the gendiff[mri-io] extra
 DIPY="$($PY -c 'import importlib.util as u; print(u.find_spec("dipy").submodule_search_locations[0])')/data/files"
 DCM="$($PY -c 'import importlib.util as u; print(u.find_spec("data_store").submodule_search_locations[0])')/data"
-imp() { .venv/bin/gendiff mri import --size 128 --seed "$1" --out "$DATA/$2" --inputs "$3" --overwrite true; }
+imp() { .venv/bin/gendiff mri import --size 128 --seed "$1" --out "$DATA/$2" --inputs "$3" --overwrite; }
 imp 0 train "$DIPY/aniso_vox.nii.gz,$DIPY/t1_coronal_slice.npy,$DCM/MR2_UNCR.dcm,$DCM/MR-SIEMENS-DICOM-WithOverlays.dcm"
 imp 1 val "$DCM/emri_small.dcm"
 imp 2 test "$DIPY/S0_10slices.nii.gz,$DIPY/test_piesno.nii.gz"

@@ -13,7 +13,7 @@ run() {  # strategy reconstructors
   test -f "$P/real64_acc${A}_$1.json" || .venv/bin/gendiff mri benchmark --prior "$PRIOR" --data "$DATA/test" \
     --train-data "$DATA/train" --acceleration "$A" --slices 16 --particles 4 --steps 50 --batch-slices 8 \
     --window 0.1,0.4 --strategies "$1" --reconstructors "$2" --cs-tv-weight "$W_TV" --cs-wavelet-weight "$W_WL" \
-    --out "$P/real64_acc${A}_$1.json" --progress false
+    --out "$P/real64_acc${A}_$1.json" --no-progress
   .venv/bin/python $OUT/merge_tables.py --inputs "$P/*real64_acc${A}_*.json" --out "$OUT/real64_acc$A.json" \
     --title "Real MR test split (S0_10slices, test_piesno), 64 x 64, ${A}x: every mask with DPS, and CS" > /dev/null
 }

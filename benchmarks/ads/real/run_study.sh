@@ -34,7 +34,7 @@ if [[ " $STEPS " == *" 3 "* ]]; then
   W=$(chosen $OUT/tune_cs_phantom64.json cs_tv)
   for a in 4 8; do
     B="--prior benchmarks/ads/priors/mri64v6k --data $PH/test --acceleration $a --slices 32 --particles 8 --steps 50
-       --batch-slices 8 --window 0.1,0.4 --cs-tv-weight $W --progress false"
+       --batch-slices 8 --window 0.1,0.4 --cs-tv-weight $W --no-progress"
     $G mri benchmark $B --strategies centre --reconstructors dps,zero_filled,cs_tv --out $OUT/phantom64_centre_acc$a.json
     $G mri benchmark $B --strategies fastmri_equispaced,fastmri_random --reconstructors zero_filled,cs_tv \
       --out $OUT/phantom64_cs_acc$a.json
