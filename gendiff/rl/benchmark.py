@@ -8,7 +8,7 @@ OUT/curves.png (mean +- std learning curves).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ import numpy as np
 
 from gendiff.config import check_numbers
 from gendiff.io import atomic_path, atomic_write_text, refuse_existing
-from gendiff.rl.train import ALGOS, GorlTrainConfig, plot_curves, train_run
+from gendiff.rl.algorithms import RL_ALGORITHMS
+from gendiff.rl.train import GorlTrainConfig, plot_curves, train_run
 
 __all__ = ["GorlBenchmarkConfig", "run_benchmark", "run_benchmark_command"]
 
@@ -26,7 +27,8 @@ class GorlBenchmarkConfig:
     """Algorithms x seeds on one env (configs/gorl_benchmark.yaml)."""
 
     env: str = "gendiff/TwoModes-v0"
-    algos: tuple[str, ...] = ("gorl_fm", "gorl_diffusion", "ppo", "sac")
+    algos: tuple[str, ...] = field(default=("gorl_fm", "gorl_diffusion", "ppo", "sac"),
+                                   metadata={"help": "comma-separated, from " + ", ".join(RL_ALGORITHMS.names())})
     seeds: tuple[int, ...] = (0, 1, 2)
     steps: int = 50_000
     out: str = "runs/gorl_benchmark"
@@ -40,9 +42,10 @@ class GorlBenchmarkConfig:
 
     def __post_init__(self) -> None:
         check_numbers(self, positive=("steps", "eval_episodes"), nonnegative=("eval_every", "seeds"))
-        unknown = [a for a in self.algos if a not in ALGOS]
+        unknown = [a for a in self.algos if a not in RL_ALGORITHMS]
         if not self.algos or not self.seeds or unknown:
-            raise ValueError(f"GorlBenchmarkConfig: --algos and --seeds must be non-empty lists, algos from {list(ALGOS)}"
+            raise ValueError(f"GorlBenchmarkConfig: --algos and --seeds must be non-empty lists, algos from "
+                             f"{RL_ALGORITHMS.names()}"
                              f" (got algos {list(self.algos)}, seeds {list(self.seeds)})")
 
 

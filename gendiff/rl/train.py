@@ -12,20 +12,26 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from gendiff.config import check_literal_fields, check_numbers, from_dict, load_yaml, save_config
+from gendiff.config import check_numbers, save_config
 from gendiff.io import discard_staging, recover_swap, refuse_existing, seed_everything, staging_dir, swap_dir
+from gendiff.rl.algorithms import RL_ALGORITHMS
 
-__all__ = ["ALGOS", "FINAL_EVAL_SEED", "GorlTrainConfig", "build_agent", "final_returns", "plot_curves",
+__all__ = ["FINAL_EVAL_SEED", "GorlTrainConfig", "build_agent", "check_algorithm", "final_returns", "plot_curves",
            "run_train_command", "train_run"]
 
-ALGOS = ("gorl_fm", "gorl_diffusion", "ppo", "sac", "pmoe_sac")
-Algo = Literal["gorl_fm", "gorl_diffusion", "ppo", "sac", "pmoe_sac"]
+
+def check_algorithm(name: str, where: str) -> None:
+    """Raise ValueError naming ``where`` (the config field) and every registered algorithm when ``name`` is unknown."""
+    try:
+        RL_ALGORITHMS.get(name)
+    except KeyError as err:
+        raise ValueError(f"{where}: {err.args[0]}") from None
 
 
 @dataclass
@@ -33,7 +39,7 @@ class GorlTrainConfig:
     """One training run (configs/gorl_train.yaml mirrors these defaults)."""
 
     env: str = "gendiff/TwoModes-v0"
-    algo: Algo = "gorl_fm"
+    algo: str = field(default="gorl_fm", metadata={"help": "one of " + ", ".join(RL_ALGORITHMS.names())})
     steps: int = 50_000
     seed: int = 0
     out: str = "runs/gorl"
@@ -47,36 +53,15 @@ class GorlTrainConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        check_literal_fields(self)
+        check_algorithm(self.algo, "GorlTrainConfig.algo (--algo)")
         check_numbers(self, positive=("steps", "eval_episodes", "final_eval_episodes"), nonnegative=("eval_every",))
 
 
-def _sub(cls: type, path: str | None, **overrides: Any) -> Any:
-    """``cls`` read from the YAML file ``path`` (or its defaults when None), with ``overrides`` applied."""
-    base = from_dict(cls, load_yaml(path)) if path else cls()
-    return dataclasses.replace(base, **overrides)
-
-
 def build_agent(cfg: GorlTrainConfig) -> Any:
-    """The agent for ``cfg.algo`` (GoRL / PPO / SAC / PMOESAC), configured from the YAML files."""
-    from gendiff.rl.gorl import GoRL, GoRLConfig
-    from gendiff.rl.pmoe import PMOESAC, PMOESACConfig
-    from gendiff.rl.ppo import PPO, PPOConfig
-    from gendiff.rl.sac import SAC, SACConfig
-
-    if cfg.algo not in ALGOS:
-        raise ValueError(f"unknown algo {cfg.algo!r}; valid: {list(ALGOS)}")
-    ev = {"eval_every": cfg.eval_every, "eval_episodes": cfg.eval_episodes}
-    if cfg.algo.startswith("gorl"):
-        gc = _sub(GoRLConfig, cfg.gorl_config, decoder="flow" if cfg.algo == "gorl_fm" else "diffusion")
-        return GoRL(cfg.env, gc, _sub(PPOConfig, cfg.ppo_config, **ev), _sub(SACConfig, cfg.sac_config, **ev),
-                    seed=cfg.seed)
-    if cfg.algo == "ppo":
-        return PPO.from_env(cfg.env, _sub(PPOConfig, cfg.ppo_config, **ev), cfg.seed)
-    if cfg.algo == "sac":
-        return SAC.from_env(cfg.env, _sub(SACConfig, cfg.sac_config, **ev), cfg.seed)
-    sac = _sub(SACConfig, cfg.sac_config, **ev)
-    return PMOESAC.from_env(cfg.env, PMOESACConfig(**dataclasses.asdict(sac)), cfg.seed)
+    """The agent for ``cfg.algo``: its builder in :data:`RL_ALGORITHMS` (GoRL / PPO / SAC / PMOESAC), configured
+    from the YAML files; an unknown name raises listing the registered ones."""
+    check_algorithm(cfg.algo, "GorlTrainConfig.algo (--algo)")
+    return RL_ALGORITHMS.get(cfg.algo)(cfg)
 
 
 def _act_fn(agent: Any, deterministic: bool) -> Callable[[np.ndarray], np.ndarray]:
