@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gendiff.io import atomic_path, atomic_write_text, refuse_existing
 
 ENTROPY_KEY, REWARD_KEY = "actor/entropy", "reward/mean"
 
@@ -119,3 +122,15 @@ def plot_entropy_law(data: dict[str, tuple[list[float], list[float]]], fit: Entr
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return png
+
+
+def run_entropy_law(args: argparse.Namespace) -> dict:
+    """Body of ``gendiff llm entropy-law``; prints and writes a, b, R^2."""
+    png = Path(args.out)
+    refuse_existing([png, png.with_suffix(".json")], args.overwrite)
+    with atomic_path(png) as tmp:
+        fit = entropy_law_from_runs(args.runs, tmp)
+    res = {"a": fit.a, "b": fit.b, "r2": fit.r2, "n": fit.n, "runs": list(args.runs)}
+    atomic_write_text(png.with_suffix(".json"), json.dumps(res, indent=2))
+    print(f"R = -{fit.a:.4g} exp(H) + {fit.b:.4g}   R^2 = {fit.r2:.3f}   ({fit.n} points)   -> {png}")
+    return res
