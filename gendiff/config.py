@@ -157,7 +157,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add ``--config FILE`` and one ``--field-name`` flag per dataclass field (default: unset)."""
+    """Add ``--config FILE`` and one ``--field-name`` flag per dataclass field (default: unset).
+
+    A list / tuple field reads comma-separated values (``--seeds 0,1,2``); one whose field metadata holds
+    ``nargs="+"`` reads space-separated values instead (``--runs a b c``, as a shell glob expands).
+    """
     parser.add_argument("--config", type=str, default=None, help="YAML file with field: value pairs")
     types_ = _field_types(cls)
     for f in dataclasses.fields(cls):
@@ -165,6 +169,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else None
         help_ = (f.metadata.get("help", "") + f" (default: {default!r})").strip()
         bare = {"nargs": "?", "const": "true"} if types_[f.name] is bool else {}  # a bare --overwrite means true
+        if f.metadata.get("nargs") == "+":
+            bare = {"nargs": "+"}
         parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"), **bare)
 
 

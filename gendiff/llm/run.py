@@ -9,13 +9,15 @@ staging folder beside DIR); ``--resume`` continues it from its latest DIR/checkp
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from gendiff.checkpoints import check_resume_config, list_checkpoints, log_step
-from gendiff.config import config_from_args, load_yaml, save_config, to_dict
+from gendiff.config import load_yaml, save_config, to_dict
 from gendiff.io import (
     atomic_write_text,
     discard_staging,
@@ -28,7 +30,29 @@ from gendiff.io import (
 
 from .trainer import LLMTrainConfig
 
-TASKS = ("arithmetic",)
+
+@dataclass
+class LLMRunConfig(LLMTrainConfig):
+    """One ``gendiff llm train`` run: every ``LLMTrainConfig`` field, then the task, the starting model and the run
+    folder (these are written to DIR/run_args.json, the trainer's settings to DIR/config.yaml)."""
+
+    task: Literal["arithmetic"] = field(default="arithmetic", metadata={"help": "verifiable task"})
+    out: str | None = field(default=None, metadata={"help": "run folder (config, log.jsonl, final model, summary); "
+                                                            "required"})
+    model: str | None = field(default=None, metadata={"help": "a save_pretrained folder to start from (unset: SFT "
+                                                              "anew)"})
+    sft_steps: int = field(default=300, metadata={"help": "SFT steps of the tiny LM"})
+    partial_credit: bool = field(default=False, metadata={"help": "reward partly correct digits"})
+    eval_prompts: int = field(default=200, metadata={"help": "held-out problems (never trained on) for greedy accuracy "
+                                                             "and pass@k"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing run in --out (after the new run "
+                                                             "completes)"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its latest checkpoint-<step>/"})
+    progress: bool = field(default=True, metadata={"help": "show the progress bar (--no-progress hides it)"})
+
+    def train_config(self) -> LLMTrainConfig:
+        """The ``LLMTrainer`` settings alone (what DIR/config.yaml holds)."""
+        return LLMTrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LLMTrainConfig)})
 
 
 RUN_ARGS = "run_args.json"  # the run's options outside LLMTrainConfig (checked on resume)
@@ -72,27 +96,30 @@ def _load_lm(path: str | Path, what: str):
         return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
 
 
-def run_train(args: argparse.Namespace) -> dict:
-    """Body of ``gendiff llm train``; returns the summary dict."""
+def run_train(rc: LLMRunConfig) -> dict:
+    """``gendiff llm train``: validate, SFT (or load) the model, RL-train it in ``rc.out``, print the held-out table;
+    returns the summary dict."""
     from .trainer import check_config
 
-    cfg = config_from_args(LLMTrainConfig, args)
+    if not rc.out:
+        raise ValueError("gendiff llm train needs --out DIR (the run folder)")
+    cfg = rc.train_config()
     check_config(cfg)  # fail before the SFT minutes
-    if args.sft_steps < 0:
-        raise ValueError(f"--sft-steps must be >= 0, got {args.sft_steps}")
-    if args.eval_prompts < 1:
-        raise ValueError(f"--eval-prompts must be >= 1, got {args.eval_prompts}")
-    out = Path(args.out)
-    run_args = {"task": args.task, "model": args.model, "sft_steps": args.sft_steps,
-                "partial_credit": args.partial_credit, "eval_prompts": args.eval_prompts}
-    if args.resume and (out / "config.yaml").is_file():  # the resumed run must be the same run
+    if rc.sft_steps < 0:
+        raise ValueError(f"--sft-steps must be >= 0, got {rc.sft_steps}")
+    if rc.eval_prompts < 1:
+        raise ValueError(f"--eval-prompts must be >= 1, got {rc.eval_prompts}")
+    out = Path(rc.out)
+    run_args = {"task": rc.task, "model": rc.model, "sft_steps": rc.sft_steps,
+                "partial_credit": rc.partial_credit, "eval_prompts": rc.eval_prompts}
+    if rc.resume and (out / "config.yaml").is_file():  # the resumed run must be the same run
         saved = load_yaml(out / "config.yaml")
         if (out / RUN_ARGS).is_file():
             saved.update(json.loads((out / RUN_ARGS).read_text()))
         check_resume_config(saved, {**to_dict(cfg), **run_args}, out)
-    work = _prepare_out(out, args.overwrite, args.resume)
+    work = _prepare_out(out, rc.overwrite, rc.resume)
     try:
-        summary = _train(args, cfg, out, work, run_args)
+        summary = _train(rc, cfg, out, work, run_args)
     except BaseException:
         if work != out:  # a failed replacement never counted: the earlier run stays as it was
             shutil.rmtree(work, ignore_errors=True)
@@ -106,21 +133,21 @@ def run_train(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _train(args: argparse.Namespace, cfg: LLMTrainConfig, out: Path, work: Path, run_args: dict) -> dict:
+def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_args: dict) -> dict:
     """SFT (or load) the model, train it in ``work`` (resuming from ``out``'s latest checkpoint), write the summary."""
     from .evaluation import evaluate
     from .tasks import ArithmeticTask, arithmetic_answer_key, arithmetic_reward, build_tiny_lm
     from .trainer import LLMTrainer
 
     task = ArithmeticTask()
-    held = task.heldout(args.eval_prompts)  # never trained on, by SFT or RL
+    held = task.heldout(rc.eval_prompts)  # never trained on, by SFT or RL
     seed_everything(cfg.seed)
-    if args.model:
-        model, tokenizer = _load_lm(args.model, "--model")
-    elif args.resume:
+    if rc.model:
+        model, tokenizer = _load_lm(rc.model, "--model")
+    elif rc.resume:
         model, tokenizer = _load_lm(out / "sft", "the run's SFT model")
     else:
-        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=args.sft_steps, out_dir=work / "sft", exclude=held)
+        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=rc.sft_steps, out_dir=work / "sft", exclude=held)
         model, tokenizer = tiny.model, tiny.tokenizer
 
     def held_out_eval(m) -> dict[str, float]:
@@ -131,7 +158,7 @@ def _train(args: argparse.Namespace, cfg: LLMTrainConfig, out: Path, work: Path,
     model.eval()
     before = held_out_eval(model)
     ref_model, start = None, 0
-    if args.resume:  # the policy continues from the checkpoint; the KL reference stays the initial model
+    if rc.resume:  # the policy continues from the checkpoint; the KL reference stays the initial model
         ckpt = list_checkpoints(out)[-1]
         ref_model = model if cfg.kl_coef > 0 else None
         model, _ = _load_lm(ckpt, "the checkpoint")
@@ -141,11 +168,11 @@ def _train(args: argparse.Namespace, cfg: LLMTrainConfig, out: Path, work: Path,
         atomic_write_text(work / RUN_ARGS, json.dumps(run_args, indent=2))
 
     def reward(prompts, completions, **_):
-        return arithmetic_reward(prompts, completions, partial_credit=args.partial_credit)
+        return arithmetic_reward(prompts, completions, partial_credit=rc.partial_credit)
 
     trainer = LLMTrainer(model, tokenizer, reward, task.prompt_source(held), cfg, out_dir=work,
                          ref_model=ref_model, cluster_fn=arithmetic_answer_key)
-    if args.resume:
+    if rc.resume:
         start = trainer.load_checkpoint(ckpt)
         if start > cfg.steps:
             raise ValueError(f"{ckpt} is at step {start}, past --steps {cfg.steps}")
@@ -154,10 +181,10 @@ def _train(args: argparse.Namespace, cfg: LLMTrainConfig, out: Path, work: Path,
             lines = [ln for ln in log.read_text().splitlines() if log_step(ln) <= start]
             atomic_write_text(log, "".join(ln + "\n" for ln in lines))
         save_config(cfg, work)  # the resumed run's steps
-    logs = trainer.train(progress=not args.no_progress)
+    logs = trainer.train(progress=rc.progress)
     after = held_out_eval(trainer.accelerator.unwrap_model(trainer.model))
     last = logs[-1] if logs else {}
-    summary = {"task": args.task, "loss": cfg.loss, "advantage": cfg.advantage, "steps": cfg.steps, "seed": cfg.seed,
+    summary = {"task": rc.task, "loss": cfg.loss, "advantage": cfg.advantage, "steps": cfg.steps, "seed": cfg.seed,
                "resumed_from": start, "eval_prompts": len(held), "before": before, "after": after,
                "accuracy_before": before["greedy"], "accuracy_after": after["greedy"],
                "final_reward": last.get("reward/mean"), "final_entropy": last.get("actor/entropy"),
