@@ -174,12 +174,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"), **bare)
 
 
-def add_bool_flag(parser: argparse.ArgumentParser, flag: str, help_: str) -> None:
-    """A boolean option spelled as the config fields are: ``--flag``, ``--flag true`` or ``--flag false``."""
-    parser.add_argument(flag, nargs="?", const=True, default=False, help=help_,
-                        type=lambda v: _coerce(flag.lstrip("-"), bool, v))
-
-
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
     """Resolve defaults <- YAML file <- command-line flags into one ``cls`` instance."""
     cfg = cls()
