@@ -363,6 +363,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
 
     A boolean field gets ``--field-name`` / ``--no-field-name`` (:func:`add_bool_flag`). Each flag's help shows the
     field's documentation, its allowed values and its default (:func:`field_help`).
+    A list / tuple field reads comma-separated values (``--seeds 0,1,2``); one whose field metadata holds
+    ``nargs="+"`` reads space-separated values instead (``--runs a b c``, as a shell glob expands).
     """
     parser.add_argument("--config", type=str, default=None, help="YAML file with field: value pairs")
     types_ = _field_types(cls)
@@ -372,7 +374,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if types_[f.name] is bool:
             add_bool_flag(parser, flag, help_, dest=f.name, default=None)
         else:
-            parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"))
+            nargs = {"nargs": "+"} if f.metadata.get("nargs") == "+" else {}
+            parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"), **nargs)
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:

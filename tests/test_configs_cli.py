@@ -86,3 +86,17 @@ def test_bad_input_is_reported_without_a_traceback(tmp_path, capsys):
 def test_the_command_line_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "gendiff.cli", "mri", "make-synthetic"], capture_output=True, text=True)
     assert proc.returncode == 2 and "needs --out" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_llm_spellings_from_before_the_typed_configs_still_parse():
+    """``llm entropy-law --runs A B`` (a shell glob) and ``llm train --no-progress`` resolve as they did."""
+    from gendiff.config import config_from_args
+    from gendiff.llm.entropy_law import EntropyLawConfig
+    from gendiff.llm.run import LLMRunConfig
+
+    parser = build_parser()
+    law = config_from_args(EntropyLawConfig, parser.parse_args(["llm", "entropy-law", "--runs", "a", "b", "--out", "x"]))
+    assert law.runs == ("a", "b") and law.out == "x"
+    train = parser.parse_args(["llm", "train", "--out", "r", "--no-progress"])
+    assert config_from_args(LLMRunConfig, train).progress is False
+    assert config_from_args(LLMRunConfig, parser.parse_args(["llm", "train", "--out", "r"])).progress is True

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import yaml
 
-from gendiff.rl.cli import GorlBenchmarkConfig, run_benchmark
+from gendiff.rl.benchmark import GorlBenchmarkConfig, run_benchmark
 from gendiff.rl.envs import TwoModesEnv
 
 HERE = Path(__file__).resolve().parent

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
-from gendiff.rl.cli import FINAL_EVAL_SEED as EVAL_SEED  # the runs' final-evaluation episode seeds
 from gendiff.rl.common import evaluate
 from gendiff.rl.gorl import GoRL
+from gendiff.rl.train import FINAL_EVAL_SEED as EVAL_SEED  # the runs' final-evaluation episode seeds
 
 
 def mean_action_policy(agent: GoRL, draws: int, seed: int):

@@ -65,7 +65,8 @@ from pathlib import Path
 import numpy as np
 
 from gendiff.bench import machine_info
-from gendiff.rl.cli import GorlBenchmarkConfig, plot_curves, run_benchmark
+from gendiff.rl.benchmark import GorlBenchmarkConfig, run_benchmark
+from gendiff.rl.train import plot_curves
 from gendiff.stats import bootstrap_ci
 
 HERE = Path(__file__).resolve().parent

@@ -43,9 +43,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from gendiff.bench import machine_info
-from gendiff.rl.cli import final_returns
 from gendiff.rl.gorl import GoRL, GoRLConfig
 from gendiff.rl.ppo import PPOConfig
+from gendiff.rl.train import final_returns
 from gendiff.stats import bootstrap_ci
 
 N_BOOT = 10_000  # bootstrap resamples (over seeds) in --merge

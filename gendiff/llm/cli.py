@@ -1,223 +1,26 @@
-"""``gendiff llm ...``: RL on the arithmetic task and the entropy-law fit.
+"""``gendiff llm ...``: RL on the arithmetic task and the entropy-law fit (wiring only).
 
   gendiff llm train --task arithmetic --loss grpo --steps N --out DIR [--seed S] [--config FILE]
   gendiff llm entropy-law --runs DIR [DIR ...] --out PNG
 
-``llm train`` builds the tiny LM (tokenizer + Llama + SFT, saved to DIR/sft) unless ``--model PATH``
-names a saved one, trains it with ``LLMTrainer`` (every ``LLMTrainConfig`` field is a flag; YAML via
-``--config``, e.g. configs/llm_train.yaml), and writes DIR/config.yaml, DIR/log.jsonl, DIR/final/ and
-DIR/summary.json (greedy accuracy, pass@1/4/16 and entropy on ``--eval-prompts`` held-out problems
-that neither SFT nor RL sees, before and after). An earlier run in DIR is replaced only with
-``--overwrite`` (``--overwrite true``), and only when the new run is complete (it is built in a staging folder
-beside DIR); ``--resume`` continues it from its latest DIR/checkpoint-<step>/ (written every
-``--checkpoint-every`` steps) to ``--steps``.
+Each command takes one typed config (``--config FILE`` plus ``--field value`` overrides; configs/llm_train.yaml holds
+the trainer's defaults). The configs and run functions live in gendiff.llm.run (``LLMRunConfig``, ``run_train``) and
+gendiff.llm.entropy_law (``EntropyLawConfig``, ``run_entropy_law``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-from pathlib import Path
 
-from gendiff.checkpoints import check_resume_config, list_checkpoints, log_step
-from gendiff.config import (
-    add_bool_flag,
-    add_config_arguments,
-    config_from_args,
-    load_yaml,
-    save_config,
-    to_dict,
-)
-from gendiff.io import (
-    atomic_path,
-    atomic_write_text,
-    discard_staging,
-    loading,
-    recover_swap,
-    refuse_existing,
-    seed_everything,
-    staging_dir,
-    swap_dir,
-)
-
-from .trainer import LLMTrainConfig
-
-TASKS = ("arithmetic",)
+from gendiff.commands import add_experiment, add_group
 
 
-def add_llm_commands(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``llm`` group (``train``, ``entropy-law``) to a ``gendiff`` sub-parser set."""
-    llm = subparsers.add_parser("llm", help="entropy-aware LLM RL on a tiny offline model",
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = llm.add_subparsers(dest="llm_command", required=True)
-    train = sub.add_parser("train", help="RL-train a tiny LM on a verifiable task",
-                           description="RL-train a tiny LM on a verifiable task (LLMTrainer)")
-    train.add_argument("--task", choices=TASKS, default="arithmetic", help="verifiable task (default: arithmetic)")
-    train.add_argument("--out", required=True, help="run folder (config, log.jsonl, final model, summary)")
-    train.add_argument("--model", default=None, help="a save_pretrained folder to start from (default: SFT anew)")
-    train.add_argument("--sft-steps", type=int, default=300, help="SFT steps of the tiny LM (default: 300)")
-    add_bool_flag(train, "--partial-credit", "reward partly correct digits")
-    train.add_argument("--eval-prompts", type=int, default=200,
-                       help="held-out problems (never trained on) for greedy accuracy and pass@k (default: 200)")
-    add_bool_flag(train, "--overwrite", "replace an existing run in --out (after the new run completes)")
-    add_bool_flag(train, "--resume", "continue the run in --out from its latest checkpoint-<step>/")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_config_arguments(train, LLMTrainConfig)
-    train.set_defaults(_run=run_train)
-    law = sub.add_parser("entropy-law", help="fit R = -a exp(H) + b to logged runs and plot it",
-                         description="fit R = -a exp(H) + b to the (entropy, reward) pairs of run logs")
-    law.add_argument("--runs", nargs="+", required=True, help="run folders holding log.jsonl")
-    law.add_argument("--out", required=True, help="PNG path (a JSON with a, b, R^2 is written beside it)")
-    add_bool_flag(law, "--overwrite", "replace an existing PNG / JSON")
-    law.set_defaults(_run=run_entropy_law)
-    return llm
+    from gendiff.llm.entropy_law import EntropyLawConfig, run_entropy_law
+    from gendiff.llm.run import LLMRunConfig, run_train
 
-
-RUN_ARGS = "run_args.json"  # the run's options outside LLMTrainConfig (checked on resume)
-
-
-def _owned(p: Path) -> bool:
-    """What a run writes into --out (replaced by a new run; other files there are kept)."""
-    return p.name in ("log.jsonl", "final", "sft", "summary.json", "config.yaml", RUN_ARGS) or \
-        p.name.startswith(("checkpoint-", ".tmp-"))
-
-
-def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> Path:
-    """The folder to run in: ``out`` (a new or resumed run) or, to replace an earlier run, a staging folder."""
-    if overwrite and resume:
-        raise ValueError("pass either --resume true or --overwrite true, not both")
-    recover_swap(out, _owned)
-    discard_staging(out)
-    if resume:
-        if not list_checkpoints(out):
-            raise FileNotFoundError(f"--resume true: {out} holds no complete checkpoint-<step>/ to resume from (a run "
-                                    "writes them every --checkpoint-every steps)")
-        return out
-    earlier = [p.name for p in (out / "log.jsonl", out / "final", out / "sft") if p.exists()]
-    if not earlier:
-        out.mkdir(parents=True, exist_ok=True)
-        return out
-    if not overwrite:
-        raise FileExistsError(f"{out} already holds a run ({', '.join(earlier)}); pass --overwrite true to replace it, "
-                              "--resume true to continue it, or another --out")
-    staging_dir(out).mkdir(parents=True)
-    return staging_dir(out)
-
-
-def _load_lm(path: str | Path, what: str):
-    """A save_pretrained causal LM and its tokenizer, or one LoadError line naming the folder and the cause."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"{what} {path} is not a save_pretrained folder (no config.json)")
-    with loading(path, what):
-        return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
-
-
-def run_train(args: argparse.Namespace) -> dict:
-    """Body of ``gendiff llm train``; returns the summary dict."""
-    from .trainer import check_config
-
-    cfg = config_from_args(LLMTrainConfig, args)
-    check_config(cfg)  # fail before the SFT minutes
-    if args.sft_steps < 0:
-        raise ValueError(f"--sft-steps must be >= 0, got {args.sft_steps}")
-    if args.eval_prompts < 1:
-        raise ValueError(f"--eval-prompts must be >= 1, got {args.eval_prompts}")
-    out = Path(args.out)
-    run_args = {"task": args.task, "model": args.model, "sft_steps": args.sft_steps,
-                "partial_credit": args.partial_credit, "eval_prompts": args.eval_prompts}
-    if args.resume and (out / "config.yaml").is_file():  # the resumed run must be the same run
-        saved = load_yaml(out / "config.yaml")
-        if (out / RUN_ARGS).is_file():
-            saved.update(json.loads((out / RUN_ARGS).read_text()))
-        check_resume_config(saved, {**to_dict(cfg), **run_args}, out)
-    work = _prepare_out(out, args.overwrite, args.resume)
-    try:
-        summary = _train(args, cfg, out, work, run_args)
-    except BaseException:
-        if work != out:  # a failed replacement never counted: the earlier run stays as it was
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-    if work != out:  # a replacement run is complete: swap it in
-        swap_dir(work, out, _owned)
-    print(f"held-out ({summary['eval_prompts']} problems) | greedy | pass@1 | pass@16 | entropy\n---|---|---|---|---")
-    for name in ("before", "after"):
-        ev = summary[name]
-        print(f"{name} | {ev['greedy']:.3f} | {ev['pass@1']:.3f} | {ev['pass@16']:.3f} | {ev['entropy']:.3f}")
-    return summary
-
-
-def _train(args: argparse.Namespace, cfg: LLMTrainConfig, out: Path, work: Path, run_args: dict) -> dict:
-    """SFT (or load) the model, train it in ``work`` (resuming from ``out``'s latest checkpoint), write the summary."""
-    from .evaluation import evaluate
-    from .tasks import ArithmeticTask, arithmetic_answer_key, arithmetic_reward, build_tiny_lm
-    from .trainer import LLMTrainer
-
-    task = ArithmeticTask()
-    held = task.heldout(args.eval_prompts)  # never trained on, by SFT or RL
-    seed_everything(cfg.seed)
-    if args.model:
-        model, tokenizer = _load_lm(args.model, "--model")
-    elif args.resume:
-        model, tokenizer = _load_lm(out / "sft", "the run's SFT model")
-    else:
-        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=args.sft_steps, out_dir=work / "sft", exclude=held)
-        model, tokenizer = tiny.model, tiny.tokenizer
-
-    def held_out_eval(m) -> dict[str, float]:
-        ev = evaluate(m, tokenizer, held, arithmetic_reward, n_samples=16, ks=(1, 4, 16),
-                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
-        return {"greedy": ev.greedy_accuracy, **{f"pass@{k}": v for k, v in ev.pass_at.items()}, "entropy": ev.entropy}
-
-    model.eval()
-    before = held_out_eval(model)
-    ref_model, start = None, 0
-    if args.resume:  # the policy continues from the checkpoint; the KL reference stays the initial model
-        ckpt = list_checkpoints(out)[-1]
-        ref_model = model if cfg.kl_coef > 0 else None
-        model, _ = _load_lm(ckpt, "the checkpoint")
-        model.eval()
-    else:
-        save_config(cfg, work)
-        atomic_write_text(work / RUN_ARGS, json.dumps(run_args, indent=2))
-
-    def reward(prompts, completions, **_):
-        return arithmetic_reward(prompts, completions, partial_credit=args.partial_credit)
-
-    trainer = LLMTrainer(model, tokenizer, reward, task.prompt_source(held), cfg, out_dir=work,
-                         ref_model=ref_model, cluster_fn=arithmetic_answer_key)
-    if args.resume:
-        start = trainer.load_checkpoint(ckpt)
-        if start > cfg.steps:
-            raise ValueError(f"{ckpt} is at step {start}, past --steps {cfg.steps}")
-        log = work / "log.jsonl"  # drop lines logged after the checkpoint
-        if log.exists():
-            lines = [ln for ln in log.read_text().splitlines() if log_step(ln) <= start]
-            atomic_write_text(log, "".join(ln + "\n" for ln in lines))
-        save_config(cfg, work)  # the resumed run's steps
-    logs = trainer.train(progress=not args.no_progress)
-    after = held_out_eval(trainer.accelerator.unwrap_model(trainer.model))
-    last = logs[-1] if logs else {}
-    summary = {"task": args.task, "loss": cfg.loss, "advantage": cfg.advantage, "steps": cfg.steps, "seed": cfg.seed,
-               "resumed_from": start, "eval_prompts": len(held), "before": before, "after": after,
-               "accuracy_before": before["greedy"], "accuracy_after": after["greedy"],
-               "final_reward": last.get("reward/mean"), "final_entropy": last.get("actor/entropy"),
-               "empty_completions": trainer.state.empty_total}
-    atomic_write_text(work / "summary.json", json.dumps(summary, indent=2))
-    return summary
-
-
-def run_entropy_law(args: argparse.Namespace) -> dict:
-    """Body of ``gendiff llm entropy-law``; prints and writes a, b, R^2."""
-    from .entropy_law import entropy_law_from_runs
-
-    png = Path(args.out)
-    refuse_existing([png, png.with_suffix(".json")], args.overwrite)
-    with atomic_path(png) as tmp:
-        fit = entropy_law_from_runs(args.runs, tmp)
-    res = {"a": fit.a, "b": fit.b, "r2": fit.r2, "n": fit.n, "runs": list(args.runs)}
-    atomic_write_text(png.with_suffix(".json"), json.dumps(res, indent=2))
-    print(f"R = -{fit.a:.4g} exp(H) + {fit.b:.4g}   R^2 = {fit.r2:.3f}   ({fit.n} points)   -> {png}")
-    return res
+    sub = add_group(subparsers, "llm", "entropy-aware LLM RL on a tiny offline model")
+    add_experiment(sub, "train", LLMRunConfig, run_train, "RL-train a tiny LM on a verifiable task (LLMTrainer)")
+    add_experiment(sub, "entropy-law", EntropyLawConfig, run_entropy_law,
+                   "fit R = -a exp(H) + b to the (entropy, reward) pairs of run logs and plot it")

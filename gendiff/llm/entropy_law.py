@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from gendiff.io import atomic_path, atomic_write_text, refuse_existing
 
 ENTROPY_KEY, REWARD_KEY = "actor/entropy", "reward/mean"
 
@@ -119,3 +121,27 @@ def plot_entropy_law(data: dict[str, tuple[list[float], list[float]]], fit: Entr
     fig.savefig(png, dpi=120)
     plt.close(fig)
     return png
+
+
+@dataclass
+class EntropyLawConfig:
+    """``gendiff llm entropy-law``: the run folders to fit and where the plot goes."""
+
+    runs: tuple[str, ...] = field(default=(), metadata={"nargs": "+", "help": "run folders holding log.jsonl"})
+    out: str | None = field(default=None, metadata={"help": "PNG path (a JSON with a, b, R^2 is written beside it)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing PNG / JSON"})
+
+
+def run_entropy_law(cfg: EntropyLawConfig) -> dict:
+    """``gendiff llm entropy-law``: fit the law to every logged step of ``cfg.runs``, write the PNG and a JSON of a, b,
+    R^2 beside it (never over existing ones unless ``cfg.overwrite``), print the fit and return it."""
+    if not cfg.runs or not cfg.out:
+        raise ValueError("gendiff llm entropy-law needs --runs DIR [DIR ...] and --out PNG")
+    png = Path(cfg.out)
+    refuse_existing([png, png.with_suffix(".json")], cfg.overwrite)
+    with atomic_path(png) as tmp:
+        fit = entropy_law_from_runs(list(cfg.runs), tmp)
+    res = {"a": fit.a, "b": fit.b, "r2": fit.r2, "n": fit.n, "runs": list(cfg.runs)}
+    atomic_write_text(png.with_suffix(".json"), json.dumps(res, indent=2))
+    print(f"R = -{fit.a:.4g} exp(H) + {fit.b:.4g}   R^2 = {fit.r2:.3f}   ({fit.n} points)   -> {png}")
+    return res

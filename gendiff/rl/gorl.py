@@ -18,9 +18,6 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
      policies it went through (the reference refits on fresh rollouts of the final policy; this reuses the
      recent states instead of spending env steps on new ones). ``final_policy_draws`` = K redraws K actions per
      state (K x recent_steps pairs, the same fit steps): more samples of the policy at each state instead of one.
-     Measured on Hopper-v5: K = 8 raised the 300k-step return over K = 1 on 4 of 5 seeds
-     (benchmarks/gorl/gorl_hopper_final_k8.md), while one refit's distillation error (StageRecord.policy_shift) moves
-     little with K (0.092 / 0.088 / 0.077 RMS for K = 1 / 8 / 32, benchmarks/gorl/gorl_refit_error.md).
   3. Refit the decoder by conditional flow matching / denoising (8 noise draws per action) and swap it in.
      With the SAC base the replay buffer is emptied (its latents meant other actions under the old decoder).
   4. ``reset_latent``: re-initialise the latent policy (the reference's fresh encoder each stage). A fresh
@@ -35,36 +32,25 @@ diffusion decoder (:mod:`gendiff.rl.decoders`) started from ``latents=z``. Two-t
   5. ``lr_schedule="stage"`` (PPO base with ``anneal_lr``): the learning rate falls linearly from ``lr`` to 0
      within each stage and restarts at every refit, as if each stage were its own PPO run (the reference
      trains a fresh PPO per stage). The default "run" anneals once over the whole run, so with
-     ``reset_latent`` the fresh latent policies of the last stages learn at a near-zero rate (measured on
-     Hopper: their latent std was still 1.0 at 300k steps).
+     ``reset_latent`` the fresh latent policies of the last stages learn at a near-zero rate.
   6. ``actor_lr_decay`` (PPO base): the latent actor's rate multiple (``PPOConfig.actor_lr_scale`` = S) applies
      right after each refit (and at the start) and falls linearly to 1 by the next refit: the actor's rate is
      lr (1 + (S - 1) f), f as in step 5 (the critic keeps lr; ``anneal_lr`` still multiplies both). Large steps
      while the reset latent policy moves away from N(0, I), plain PPO's step when the stage fine-tunes it.
-     Measured on Hopper-v5 (benchmarks/gorl/gorl_hopper_actor_decay.md, 5 seeds): worse than a constant x4, -408
-     [-833, -34] stochastic return at 300k; off by default.
+     Off by default.
 
-Latent step size (measured on Hopper-v5, benchmarks/gorl/gorl_refit_continue.md and gorl_hopper_actor_lr.md): after a
-refit the latent policy restarts at std 1, while the policy it replaces had narrowed (PPO's action std ~0.75 at 150k
-steps), and the decoder maps a unit latent move to ~0.5-0.9 of an action move (``z_spread``), so the same Adam step
-moves the behaviour less than plain PPO's; the 50k steps after a refit gained 123 [52, 231] less return than PPO
-carrying on. Raising the latent actor's rate (``PPOConfig.actor_lr_scale``; 4 in configs/recipes/gorl_mujoco_ppo.yaml)
-raised GoRL's 300k return from 1,324 to 1,755 (5 seeds), while plain PPO does not gain from it. The latent std that
-restarts at 1 also narrows little in a 50k stage, and the deterministic return fell with it: a 100k last stage
-(``stage_steps: [50000, 50000, 50000, 50000, 100000]``, configs/recipes/gorl_mujoco.yaml) lifted the deterministic
-return by 466 [77, 874] (10 seeds, benchmarks/gorl/gorl_hopper_last_stage_10seeds.md).
+Other options: ``PPOConfig.actor_lr_scale`` (a constant multiple of the latent actor's rate, the PPO base);
+``flow_solver`` ("euler", the reference's, or "heun": n steps cost 2 n - 1 decoder calls) and
+``num_inference_steps`` for sampling the flow decoder; ``decoder_fit_steps`` / ``decoder_batch_size`` /
+``decoder_lr`` / ``noise_draws`` for each refit.
 
 ``decoder_data="positive_advantage"`` is our choice where ALGORITHMS.md only says "recent rollouts": with
 "all" the refit decoder only re-represents the current policy's action distribution. The reference code
 (bennidict23/GoRL) fits a fresh decoder on all pairs of new stochastic rollouts of the stage's final policy
 (50k steps, batch 8192) and re-initialises the latent policy every stage (``reset_latent=True`` here).
 
-Known limit (measured, benchmarks/gorl/gorl_decoder_spread.md and gorl_hopper.md): a refit flow decoder sampled
-with 10 Euler steps maps N(0, I) to 0.83-0.86 of its data's spread, so the policy's stochasticity shrinks by that
-factor at every refit. On Hopper-v5 with 20k-step stages the decoder all but ignores z after 14 refits
-(StageRecord's ``z_spread``), the stochastic and deterministic returns coincide and learning stalls.
-``flow_solver="heun"`` (5 steps, 9 calls) keeps 0.97-1.00 per refit; with positive-advantage data the spread
-still shrinks (Hopper: z_spread 0.92 -> 0.20 over 14 refits).
+What these options measured (Hopper-v5, the two-mode tasks), including the decoder's known loss of action spread
+per refit, is in benchmarks/gorl/README.md ("Findings formerly in gorl.py's docstring").
 """
 
 from __future__ import annotations

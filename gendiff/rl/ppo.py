@@ -52,7 +52,7 @@ class PPOConfig:
     """PPO hyper-parameters (cleanrl's continuous-control defaults, 4 envs x 512 steps per rollout)."""
 
     lr: float = 3e-4
-    actor_lr_scale: float = 1.0  # actor's rate lr * actor_lr_scale, critic's lr (GoRL's latent PPO: 4, see gorl.py)
+    actor_lr_scale: float = 1.0  # actor's rate lr * actor_lr_scale, critic's lr (GoRL's latent PPO: 4, see benchmarks/gorl/README.md)
     num_envs: int = 4
     num_steps: int = 512
     gamma: float = 0.99

@@ -98,14 +98,14 @@ def test_cli_train_writes_metrics_and_refuses_overwrite(tmp_path):
             "--out", str(tmp_path / "run"), "--ppo-config", str(cfg), "--eval-every", "128",
             "--eval-episodes", "2", "--final-eval-episodes", "2", "--no-progress"]
     args = parser.parse_args(argv)
-    args.func(args)
+    args._run(args)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["algo"] == "ppo" and len(metrics["curve"]["steps"]) == 2
     assert 0.0 <= metrics["final_return_stochastic"] <= 10.0
     assert (tmp_path / "run" / "curve.png").stat().st_size > 0
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
     with pytest.raises(FileExistsError, match="overwrite"):
-        args.func(parser.parse_args(argv))
+        args._run(parser.parse_args(argv))
 
 
 def test_two_modes_validates_arguments():
@@ -116,7 +116,7 @@ def test_two_modes_validates_arguments():
 @pytest.mark.parametrize("name,path", [
     ("gendiff.rl.gorl:GoRLConfig", "gorl"), ("gendiff.rl.ppo:PPOConfig", "gorl_ppo"),
     ("gendiff.rl.sac:SACConfig", "gorl_sac"), ("gendiff.rl.pmoe:PMOESACConfig", "gorl_pmoe_sac"),
-    ("gendiff.rl.cli:GorlTrainConfig", "gorl_train"), ("gendiff.rl.cli:GorlBenchmarkConfig", "gorl_benchmark"),
+    ("gendiff.rl.train:GorlTrainConfig", "gorl_train"), ("gendiff.rl.benchmark:GorlBenchmarkConfig", "gorl_benchmark"),
 ])
 def test_yaml_configs_mirror_the_dataclass_defaults(name, path):
     import importlib
@@ -139,7 +139,7 @@ def test_cli_benchmark_writes_summary(tmp_path):
     args = parser.parse_args(["gorl", "benchmark", "--algos", "ppo", "--seeds", "0,1", "--steps", "64",
                               "--out", str(tmp_path / "b"), "--ppo-config", str(cfg), "--eval-every", "64",
                               "--eval-episodes", "1"])
-    args.func(args)
+    args._run(args)
     summary = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert summary["results"]["ppo"]["final_return_stochastic"]["per_seed"].__len__() == 2
     assert "| ppo |" in (tmp_path / "b" / "summary.md").read_text()

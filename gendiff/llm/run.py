@@ -1,0 +1,193 @@
+"""One ``gendiff llm train`` run: build (or load) the tiny LM, RL-train it with ``LLMTrainer``, evaluate it.
+
+The run writes DIR/config.yaml, DIR/log.jsonl, DIR/final/ and DIR/summary.json (greedy accuracy, pass@1/4/16 and
+entropy on ``--eval-prompts`` held-out problems that neither SFT nor RL sees, before and after). An earlier run in DIR
+is replaced only with ``--overwrite`` (``--overwrite true``), and only when the new run is complete (it is built in a
+staging folder beside DIR); ``--resume`` continues it from its latest DIR/checkpoint-<step>/ (written every
+``--checkpoint-every`` steps) to ``--steps``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gendiff.checkpoints import check_resume_config, list_checkpoints, log_step
+from gendiff.config import load_yaml, save_config, to_dict
+from gendiff.io import (
+    atomic_write_text,
+    discard_staging,
+    loading,
+    recover_swap,
+    seed_everything,
+    staging_dir,
+    swap_dir,
+)
+
+from .trainer import LLMTrainConfig
+
+
+@dataclass
+class LLMRunConfig(LLMTrainConfig):
+    """One ``gendiff llm train`` run: every ``LLMTrainConfig`` field, then the task, the starting model and the run
+    folder (these are written to DIR/run_args.json, the trainer's settings to DIR/config.yaml)."""
+
+    task: Literal["arithmetic"] = field(default="arithmetic", metadata={"help": "verifiable task"})
+    out: str | None = field(default=None, metadata={"help": "run folder (config, log.jsonl, final model, summary); "
+                                                            "required"})
+    model: str | None = field(default=None, metadata={"help": "a save_pretrained folder to start from (unset: SFT "
+                                                              "anew)"})
+    sft_steps: int = field(default=300, metadata={"help": "SFT steps of the tiny LM"})
+    partial_credit: bool = field(default=False, metadata={"help": "reward partly correct digits"})
+    eval_prompts: int = field(default=200, metadata={"help": "held-out problems (never trained on) for greedy accuracy "
+                                                             "and pass@k"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing run in --out (after the new run "
+                                                             "completes)"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its latest checkpoint-<step>/"})
+    progress: bool = True  # show the progress bar (--no-progress hides it)
+
+    def train_config(self) -> LLMTrainConfig:
+        """The ``LLMTrainer`` settings alone (what DIR/config.yaml holds)."""
+        return LLMTrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(LLMTrainConfig)})
+
+
+RUN_ARGS = "run_args.json"  # the run's options outside LLMTrainConfig (checked on resume)
+
+
+def _owned(p: Path) -> bool:
+    """What a run writes into --out (replaced by a new run; other files there are kept)."""
+    return p.name in ("log.jsonl", "final", "sft", "summary.json", "config.yaml", RUN_ARGS) or \
+        p.name.startswith(("checkpoint-", ".tmp-"))
+
+
+def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> Path:
+    """The folder to run in: ``out`` (a new or resumed run) or, to replace an earlier run, a staging folder."""
+    if overwrite and resume:
+        raise ValueError("pass either --resume true or --overwrite true, not both")
+    recover_swap(out, _owned)
+    discard_staging(out)
+    if resume:
+        if not list_checkpoints(out):
+            raise FileNotFoundError(f"--resume true: {out} holds no complete checkpoint-<step>/ to resume from (a run "
+                                    "writes them every --checkpoint-every steps)")
+        return out
+    earlier = [p.name for p in (out / "log.jsonl", out / "final", out / "sft") if p.exists()]
+    if not earlier:
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    if not overwrite:
+        raise FileExistsError(f"{out} already holds a run ({', '.join(earlier)}); pass --overwrite true to replace it, "
+                              "--resume true to continue it, or another --out")
+    staging_dir(out).mkdir(parents=True)
+    return staging_dir(out)
+
+
+def _load_lm(path: str | Path, what: str):
+    """A save_pretrained causal LM and its tokenizer, or one LoadError line naming the folder and the cause."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(f"{what} {path} is not a save_pretrained folder (no config.json)")
+    with loading(path, what):
+        return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True), AutoTokenizer.from_pretrained(path)
+
+
+def run_train(rc: LLMRunConfig) -> dict:
+    """``gendiff llm train``: validate, SFT (or load) the model, RL-train it in ``rc.out``, print the held-out table;
+    returns the summary dict."""
+    from .trainer import check_config
+
+    if not rc.out:
+        raise ValueError("gendiff llm train needs --out DIR (the run folder)")
+    cfg = rc.train_config()
+    check_config(cfg)  # fail before the SFT minutes
+    if rc.sft_steps < 0:
+        raise ValueError(f"--sft-steps must be >= 0, got {rc.sft_steps}")
+    if rc.eval_prompts < 1:
+        raise ValueError(f"--eval-prompts must be >= 1, got {rc.eval_prompts}")
+    out = Path(rc.out)
+    run_args = {"task": rc.task, "model": rc.model, "sft_steps": rc.sft_steps,
+                "partial_credit": rc.partial_credit, "eval_prompts": rc.eval_prompts}
+    if rc.resume and (out / "config.yaml").is_file():  # the resumed run must be the same run
+        saved = load_yaml(out / "config.yaml")
+        if (out / RUN_ARGS).is_file():
+            saved.update(json.loads((out / RUN_ARGS).read_text()))
+        check_resume_config(saved, {**to_dict(cfg), **run_args}, out)
+    work = _prepare_out(out, rc.overwrite, rc.resume)
+    try:
+        summary = _train(rc, cfg, out, work, run_args)
+    except BaseException:
+        if work != out:  # a failed replacement never counted: the earlier run stays as it was
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if work != out:  # a replacement run is complete: swap it in
+        swap_dir(work, out, _owned)
+    print(f"held-out ({summary['eval_prompts']} problems) | greedy | pass@1 | pass@16 | entropy\n---|---|---|---|---")
+    for name in ("before", "after"):
+        ev = summary[name]
+        print(f"{name} | {ev['greedy']:.3f} | {ev['pass@1']:.3f} | {ev['pass@16']:.3f} | {ev['entropy']:.3f}")
+    return summary
+
+
+def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_args: dict) -> dict:
+    """SFT (or load) the model, train it in ``work`` (resuming from ``out``'s latest checkpoint), write the summary."""
+    from .evaluation import evaluate
+    from .tasks import ArithmeticTask, arithmetic_answer_key, arithmetic_reward, build_tiny_lm
+    from .trainer import LLMTrainer
+
+    task = ArithmeticTask()
+    held = task.heldout(rc.eval_prompts)  # never trained on, by SFT or RL
+    seed_everything(cfg.seed)
+    if rc.model:
+        model, tokenizer = _load_lm(rc.model, "--model")
+    elif rc.resume:
+        model, tokenizer = _load_lm(out / "sft", "the run's SFT model")
+    else:
+        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=rc.sft_steps, out_dir=work / "sft", exclude=held)
+        model, tokenizer = tiny.model, tiny.tokenizer
+
+    def held_out_eval(m) -> dict[str, float]:
+        ev = evaluate(m, tokenizer, held, arithmetic_reward, n_samples=16, ks=(1, 4, 16),
+                      temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+        return {"greedy": ev.greedy_accuracy, **{f"pass@{k}": v for k, v in ev.pass_at.items()}, "entropy": ev.entropy}
+
+    model.eval()
+    before = held_out_eval(model)
+    ref_model, start = None, 0
+    if rc.resume:  # the policy continues from the checkpoint; the KL reference stays the initial model
+        ckpt = list_checkpoints(out)[-1]
+        ref_model = model if cfg.kl_coef > 0 else None
+        model, _ = _load_lm(ckpt, "the checkpoint")
+        model.eval()
+    else:
+        save_config(cfg, work)
+        atomic_write_text(work / RUN_ARGS, json.dumps(run_args, indent=2))
+
+    def reward(prompts, completions, **_):
+        return arithmetic_reward(prompts, completions, partial_credit=rc.partial_credit)
+
+    trainer = LLMTrainer(model, tokenizer, reward, task.prompt_source(held), cfg, out_dir=work,
+                         ref_model=ref_model, cluster_fn=arithmetic_answer_key)
+    if rc.resume:
+        start = trainer.load_checkpoint(ckpt)
+        if start > cfg.steps:
+            raise ValueError(f"{ckpt} is at step {start}, past --steps {cfg.steps}")
+        log = work / "log.jsonl"  # drop lines logged after the checkpoint
+        if log.exists():
+            lines = [ln for ln in log.read_text().splitlines() if log_step(ln) <= start]
+            atomic_write_text(log, "".join(ln + "\n" for ln in lines))
+        save_config(cfg, work)  # the resumed run's steps
+    logs = trainer.train(progress=rc.progress)
+    after = held_out_eval(trainer.accelerator.unwrap_model(trainer.model))
+    last = logs[-1] if logs else {}
+    summary = {"task": rc.task, "loss": cfg.loss, "advantage": cfg.advantage, "steps": cfg.steps, "seed": cfg.seed,
+               "resumed_from": start, "eval_prompts": len(held), "before": before, "after": after,
+               "accuracy_before": before["greedy"], "accuracy_after": after["greedy"],
+               "final_reward": last.get("reward/mean"), "final_entropy": last.get("actor/entropy"),
+               "empty_completions": trainer.state.empty_total}
+    atomic_write_text(work / "summary.json", json.dumps(summary, indent=2))
+    return summary
