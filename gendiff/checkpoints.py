@@ -66,7 +66,7 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> Path:
     until then, and after a kill, the earlier run stays as it was. What a killed save or swap left is cleaned up.
     """
     if resume and overwrite:
-        raise ValueError("pass either --resume true (resume=True) or --overwrite true (overwrite=True), not both")
+        raise ValueError("pass either --resume (resume=True) or --overwrite (overwrite=True), not both")
     recover_swap(out, owned_by_run)
     discard_staging(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> Path:
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     if resume:
         if not list_checkpoints(out):
-            raise FileNotFoundError(f"--resume true (resume=True), but {out} holds no complete {CKPT_PREFIX}<step> "
+            raise FileNotFoundError(f"--resume (resume=True), but {out} holds no complete {CKPT_PREFIX}<step> "
                                     "folder to resume from")
         return out
     ours = [*list_checkpoints(out), *(out / n for n in RUN_ENTRIES)]
@@ -83,8 +83,8 @@ def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> Path:
         return out
     if not overwrite:
         raise FileExistsError(
-            f"{out} already holds a training run ({', '.join(p.name for p in ours)}); pass --resume true "
-            "(resume=True) to continue it or --overwrite true (overwrite=True) to start over"
+            f"{out} already holds a training run ({', '.join(p.name for p in ours)}); pass --resume "
+            "(resume=True) to continue it or --overwrite (overwrite=True) to start over"
         )
     stage = staging_dir(out)
     stage.mkdir()
@@ -103,7 +103,7 @@ def check_resume_config(saved: dict[str, Any], current: dict[str, Any], where: s
             if k not in RESUMABLE_FIELDS and k in saved and saved[k] != v]
     if diff:
         raise ValueError(f"cannot resume {where}: the run was started with other settings: {'; '.join(diff)}. "
-                         "Resume with the saved values, or pass --overwrite true to start over")
+                         "Resume with the saved values, or pass --overwrite to start over")
 
 
 def log_step(line: str) -> float:

@@ -2,7 +2,7 @@
 
 Writing (build-then-swap):
 - a results file is written under a temporary name beside its final one and renamed over it when complete
-  (:func:`atomic_path`, :func:`atomic_write_text`); an existing one is replaced only with ``--overwrite true``
+  (:func:`atomic_path`, :func:`atomic_write_text`); an existing one is replaced only with ``--overwrite``
   (:func:`refuse_existing`, checked before any work);
 - a run folder that replaces an earlier run is built in a staging folder beside it (:func:`staging_dir`) and
   swapped in when complete (:func:`swap_dir`); a kill leaves the earlier run as it was, and a kill inside the
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-OVERWRITE_FLAG = "--overwrite true"
+OVERWRITE_FLAG = "--overwrite"
 
 
 class LoadError(ValueError):

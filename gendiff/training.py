@@ -239,7 +239,7 @@ class _Trainer:
         except Exception as e:  # every way a folder can be broken ends here, with its name
             raise CheckpointError(
                 f"cannot resume from {path}: {error_cause(e)}. Delete this folder to resume from an "
-                "earlier checkpoint, or start over with --overwrite true (overwrite=True)"
+                "earlier checkpoint, or start over with --overwrite (overwrite=True)"
             ) from None
         check_resume_config(state.get("config", {}), dataclasses.asdict(self.config), path)
         if step > self.config.steps:

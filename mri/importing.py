@@ -305,7 +305,7 @@ def import_images(cfg: ImportConfig) -> list[Path]:
     paths = [out / sp / f"{n}.h5" for sp, n in zip(splits, names)]
     existing = [str(p) for p in paths if p.exists()]
     if existing and not cfg.overwrite:
-        raise FileExistsError(f"{existing} exist; pass --overwrite true to replace them")
+        raise FileExistsError(f"{existing} exist; pass --overwrite to replace them")
     for v, (src, vol, path) in enumerate(zip(sources, vols, paths)):
         rng = np.random.default_rng([cfg.seed, v])
         attrs = {"source": src.name, "fit": cfg.fit, "phase_model": "none"}

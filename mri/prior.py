@@ -136,7 +136,7 @@ def load_prior(path: str | Path, device: str = "cpu") -> ActiveDiffusionSubsampl
         with loading(path, "the ADS pipeline"):
             return ActiveDiffusionSubsamplingPipeline.from_pretrained(path, use_safetensors=True).to(dev)
     if not (path / "model").is_dir() or not (path / "scheduler").is_dir():
-        unfinished = " (it holds checkpoints of a run that did not finish: resume it with --resume true)" \
+        unfinished = " (it holds checkpoints of a run that did not finish: resume it with --resume)" \
             if any(path.glob("checkpoint-*")) else ""
         raise FileNotFoundError(f"{path} is neither a saved pipeline nor a training run (model/ + scheduler/)"
                                 f"{unfinished}")

@@ -227,7 +227,7 @@ def write_synthetic_dataset(
     paths = [out / f"synthetic_{v:04d}.h5" for v in range(volumes)]
     existing = [p.name for p in paths if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{out} already holds {existing}; pass --overwrite true (overwrite=True) to replace "
+        raise FileExistsError(f"{out} already holds {existing}; pass --overwrite (overwrite=True) to replace "
                               "them")
     out.mkdir(parents=True, exist_ok=True)
     for v, path in enumerate(paths):

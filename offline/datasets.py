@@ -396,7 +396,7 @@ def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force
     seed_everything(cfg.seed)
     if dataset_exists(cfg.dataset_id) and not cfg.force:
         raise FileExistsError(f"Minari dataset {cfg.dataset_id!r} already exists under {datasets_root()}; "
-                              "pass --force true to replace it")
+                              "pass --force to replace it")
     stage = datasets_root() / STAGING / cfg.dataset_id  # what an interrupted earlier attempt left goes
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)

@@ -102,8 +102,8 @@ def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusion
     """
     pipe_dir = Path(cfg.out_dir) / "pipeline"
     if pipe_dir.exists() and not (cfg.overwrite or cfg.resume):
-        raise FileExistsError(f"{pipe_dir} exists; pass --overwrite true to replace it (after the new run completes) "
-                              "or --resume true to continue its run")
+        raise FileExistsError(f"{pipe_dir} exists; pass --overwrite to replace it (after the new run completes) "
+                              "or --resume to continue its run")
     windows, norm = trajectory_windows(dataset, cfg)
     seed_everything(cfg.seed)  # before the U-Net's random initial weights
     unet = trajectory_unet(norm, cfg)

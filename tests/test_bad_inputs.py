@@ -131,7 +131,7 @@ def test_results_files_are_never_overwritten_without_overwrite(tmp_path, minari_
     bench = ["mri", "benchmark", "--prior", str(PRIOR), "--data", str(mri_data / "test"), *BENCH, "--out", str(out)]
     assert main(bench) == 0
     before = [_digest(p) for p in (out, out.with_suffix(".md"))]
-    _error(capsys, bench, str(out), "--overwrite true")
+    _error(capsys, bench, str(out), "--overwrite")
     _error(capsys, [*bench, "--strategies", "", "--overwrite"], "strategies", "empty")
     assert [_digest(p) for p in (out, out.with_suffix(".md"))] == before
     # offline train-agent and dataset-stats: refused before any work
@@ -141,11 +141,11 @@ def test_results_files_are_never_overwritten_without_overwrite(tmp_path, minari_
     agent = tmp_path / "res" / "agent.json"
     agent.write_text("{}")
     _error(capsys, ["offline", "train-agent", "--dataset-id", "t/res/random-v0", "--out", str(agent)],
-           "--overwrite true")
+           "--overwrite")
     stats = tmp_path / "res" / "stats.json"
     stats.write_text("{}")
     _error(capsys, ["offline", "dataset-stats", "--dataset-id", "t/res/random-v0", "--out", str(stats)],
-           "--overwrite true")
+           "--overwrite")
     assert agent.read_text() == stats.read_text() == "{}"
     assert main(["offline", "dataset-stats", "--dataset-id", "t/res/random-v0", "--out", str(stats),
                  "--overwrite"]) == 0
@@ -295,7 +295,7 @@ def test_a_pickled_checkpoint_file_is_refused_without_unsafe_advice(tmp_path, mr
              "2", "--batch-size", "4", "--checkpoint-every", "2"]
     assert main(train) == 0
     (run / "checkpoint-2" / "optimizer.pt").write_bytes(pickle.dumps({"state": _Evil()}))
-    _error(capsys, [*train, "--steps", "3", "--resume"], "checkpoint-2", "pickled", "--overwrite true")
+    _error(capsys, [*train, "--steps", "3", "--resume"], "checkpoint-2", "pickled", "--overwrite")
     assert not (tmp_path / "pwned_by_test.txt").exists()
 
 
@@ -338,10 +338,10 @@ def test_resume_hints_name_options_the_command_has(tmp_path, minari_dir, capsys)
             "--horizon", "8", "--stride", "4", "--dim", "8", "--dim-mults", "1,2", "--train-steps", "2",
             "--batch-size", "8", "--no-progress"]
     assert main(argv) == 0
-    line = _error(capsys, argv, "--overwrite true", "--resume true")
+    line = _error(capsys, argv, "--overwrite", "--resume")
     assert "resume=True" not in line
     shutil.rmtree(tmp_path / "d" / "pipeline")  # the run folder alone: train_denoiser's own hint
-    _error(capsys, argv, "--resume true", "--overwrite true")
+    _error(capsys, argv, "--resume", "--overwrite")
     assert main([*argv, "--train-steps", "4", "--resume"]) == 0  # the option the hint names exists
     assert json.loads((tmp_path / "d" / "train" / "train_log.jsonl").read_text().splitlines()[-1])["step"] == 4
 

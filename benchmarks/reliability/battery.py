@@ -282,11 +282,11 @@ def bad_input_cases(b: Battery, fx: dict[str, Path]) -> None:
              "--eval-every", "0", "--eval-episodes", "1", "--no-progress", "--out", str(agent_out)]
     must(b.gendiff(*agent))
     b.case("train-agent --out over earlier results", "data lost: results overwritten without a word", agent,
-           "error", ("--overwrite true",), protect=(agent_out, agent_out.with_suffix(".md")))
+           "error", ("--overwrite",), protect=(agent_out, agent_out.with_suffix(".md")))
     b.case("train-agent --out ... --overwrite replaces", "(the way to replace)", [*agent, "--overwrite"],
            "ok", check=lambda out: (json.loads(agent_out.read_text())["config"]["overwrite"] is True, "replaced"))
     b.case("mri benchmark --out over an earlier table", "data lost: results overwritten without a word",
-           [*bench, "--out", str(res)], "error", ("--overwrite true",), protect=protect_res)
+           [*bench, "--out", str(res)], "error", ("--overwrite",), protect=protect_res)
     b.case("mri benchmark --strategies '' over an earlier table", "data lost + silent: an empty table replaced 3 rows",
            [*bench, "--strategies", "", "--out", str(res), "--overwrite"], "error",
            ("strategies", "empty"), protect=protect_res)
@@ -367,7 +367,7 @@ def bad_input_cases(b: Battery, fx: dict[str, Path]) -> None:
                  "--no-progress"]
     must(b.gendiff(*diffusion))
     b.case("train-diffusion over an earlier run: the hint names real options", "hint named resume=True on a command "
-           "without it", diffusion, "error", ("--overwrite true", "--resume true"),
+           "without it", diffusion, "error", ("--overwrite", "--resume"),
            protect=(diff_run / "pipeline", diff_run / "train" / "model"))
     b.case("train-diffusion --resume (the hinted option exists)", "hint named resume=True",
            [*diffusion, "--train-steps", "6", "--resume"],

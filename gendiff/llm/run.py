@@ -2,7 +2,7 @@
 
 The run writes DIR/config.yaml, DIR/log.jsonl, DIR/final/ and DIR/summary.json (greedy accuracy, pass@1/4/16 and
 entropy on ``--eval-prompts`` held-out problems that neither SFT nor RL sees, before and after). An earlier run in DIR
-is replaced only with ``--overwrite`` (``--overwrite true``), and only when the new run is complete (it is built in a
+is replaced only with ``--overwrite``, and only when the new run is complete (it is built in a
 staging folder beside DIR); ``--resume`` continues it from its latest DIR/checkpoint-<step>/ (written every
 ``--checkpoint-every`` steps) to ``--steps``.
 """
@@ -67,12 +67,12 @@ def _owned(p: Path) -> bool:
 def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> Path:
     """The folder to run in: ``out`` (a new or resumed run) or, to replace an earlier run, a staging folder."""
     if overwrite and resume:
-        raise ValueError("pass either --resume true or --overwrite true, not both")
+        raise ValueError("pass either --resume or --overwrite, not both")
     recover_swap(out, _owned)
     discard_staging(out)
     if resume:
         if not list_checkpoints(out):
-            raise FileNotFoundError(f"--resume true: {out} holds no complete checkpoint-<step>/ to resume from (a run "
+            raise FileNotFoundError(f"--resume: {out} holds no complete checkpoint-<step>/ to resume from (a run "
                                     "writes them every --checkpoint-every steps)")
         return out
     earlier = [p.name for p in (out / "log.jsonl", out / "final", out / "sft") if p.exists()]
@@ -80,8 +80,8 @@ def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         return out
     if not overwrite:
-        raise FileExistsError(f"{out} already holds a run ({', '.join(earlier)}); pass --overwrite true to replace it, "
-                              "--resume true to continue it, or another --out")
+        raise FileExistsError(f"{out} already holds a run ({', '.join(earlier)}); pass --overwrite to replace it, "
+                              "--resume to continue it, or another --out")
     staging_dir(out).mkdir(parents=True)
     return staging_dir(out)
 

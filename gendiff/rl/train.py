@@ -117,7 +117,7 @@ def train_run(cfg: GorlTrainConfig) -> dict[str, Any]:
     """Train, evaluate (stochastic and deterministic), write metrics.json + curve.png + weights.
 
     Everything is written to a staging folder beside ``cfg.out`` and swapped in when complete: an earlier run there
-    is replaced (``--overwrite true``) only after success, and a kill leaves it as it was.
+    is replaced (``--overwrite``) only after success, and a kill leaves it as it was.
     """
     out = Path(cfg.out)
     recover_swap(out, _owned)
