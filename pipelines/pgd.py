@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +41,7 @@ from torch import Tensor
 
 from gendiff import schedulers as gendiff_schedulers
 from gendiff.entropy import gaussian_log_prob
-from gendiff.guidance import GuidanceState, LogProbGuidance, PGDSchedule
+from gendiff.guidance import GUIDANCE, GuidanceState, GuidanceTerm, LogProbGuidance, PGDSchedule
 from gendiff.models import TemporalUNet1D
 from gendiff.sampler import GuidedSampler
 from gendiff.trajectory_layout import TrajectoryNormalizer, windows_to_transitions
@@ -125,8 +125,20 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         """
         return type(self)(unet=self.unet, scheduler=scheduler, normalizer=self.config.normalizer)
 
-    def _guidance(self, policy: Any, policy_type: PolicyType, coeff: float, cosine_coeff: float,
-                  normalize: bool, kind: GuidanceKind) -> list[LogProbGuidance]:
+    def _guidance(self, guidance: str | Sequence[GuidanceTerm], policy: Any, policy_type: PolicyType, coeff: float,
+                  cosine_coeff: float, normalize: bool, kind: GuidanceKind) -> list[GuidanceTerm]:
+        """Ready-made terms as given, or the GUIDANCE registry's log-probability term ``guidance`` built around the
+        target policy with PGD's schedule (none without a policy or at coefficient 0)."""
+        if not isinstance(guidance, str):
+            terms = list(guidance)
+            bad = [type(t).__name__ for t in terms if not isinstance(t, GuidanceTerm)]
+            if bad:
+                raise TypeError(f"guidance must be a name in GUIDANCE or a list of GuidanceTerm objects, got {bad}")
+            return terms
+        cls = GUIDANCE.get(guidance)  # an unknown name raises KeyError listing the registered ones
+        if not issubclass(cls, LogProbGuidance):
+            raise ValueError(f"PGD guides with a policy's log-probability; {guidance!r} is not a log-probability term "
+                             "(build the terms yourself and pass guidance=[term, ...])")
         if policy is None or coeff == 0.0:
             return []
         norm, log_pi = self.normalizer, policy_log_prob_fn(policy, policy_type)
@@ -137,8 +149,7 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
             act = norm.to_env_action(u[..., norm.act_slice]).reshape(-1, norm.act_dim)
             return log_pi(obs, act).view(*x.shape[:3]).sum(-1)
 
-        return [LogProbGuidance(log_prob, norm.act_slice, PGDSchedule(coeff, cosine_coeff), "x_t", normalize,
-                                kind=kind)]
+        return [cls(log_prob, norm.act_slice, PGDSchedule(coeff, cosine_coeff), "x_t", normalize, kind=kind)]
 
     @torch.no_grad()
     def __call__(
@@ -148,6 +159,7 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         num_inference_steps: int = 128,
         policy: Any = None,
         guidance_scale: float = 0.0,
+        guidance: str | Sequence[GuidanceTerm] = "log_prob",
         cosine_coeff: float = 0.3,
         normalize_grad: bool = False,
         guidance_kind: GuidanceKind = "shift",
@@ -162,6 +174,9 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         Args:
             policy: target policy (``log_prob`` or a deterministic actor); None or guidance_scale 0: unguided.
             guidance_scale: PGD's coeff; cosine_coeff: its cosine term; normalize_grad: g / (||g|| + eps).
+            guidance: the GUIDANCE registry's name of the policy term ("log_prob"), or a list of GuidanceTerm
+                objects used as they are (each with its own scale; policy and guidance_scale then only report
+                ``policy_log_prob``).
             guidance_kind: "shift" (the reference: x_i moved before the denoiser call, once per step) or
                 "direction" (gendiff's earlier placement: added after every scheduler stage).
             s_churn: EDM stochastic churn (80 in the reference, with s_tmin 0.05, s_tmax 50, s_noise 1.003)
@@ -176,8 +191,8 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
             raise ValueError(f"s_churn is not a step argument of {type(self.scheduler).__name__}; set the churn "
                              "in the scheduler's config (EDMHeunScheduler(s_churn=...)) and leave s_churn=0")
         step_kwargs = {"s_churn": s_churn, "s_tmin": 0.05, "s_tmax": 50.0, "s_noise": 1.003} if s_churn else {}
-        guidance = self._guidance(policy, policy_type, guidance_scale, cosine_coeff, normalize_grad, guidance_kind)
-        sampler = GuidedSampler(self.unet, self.scheduler, guidance, step_kwargs=step_kwargs)
+        terms = self._guidance(guidance, policy, policy_type, guidance_scale, cosine_coeff, normalize_grad, guidance_kind)
+        sampler = GuidedSampler(self.unet, self.scheduler, terms, step_kwargs=step_kwargs)
         out = sampler((horizon, norm.dim), batch_size, 1, num_inference_steps, generator=generator,
                       latents=latents, progress=progress)
         windows = norm.unnormalize(out.sample[:, 0])

@@ -50,3 +50,32 @@ def test_pgd_pipeline_samples_with_edm_heun(tmp_path):
     a = heun(**kw, guidance_scale=0.1, generator=torch.Generator().manual_seed(2))
     b = again(**kw, guidance_scale=0.1, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a.windows, b.windows)
+
+
+def test_pgd_guidance_is_a_registry_name_or_a_list_of_terms(tmp_path):
+    """"log_prob" is the GUIDANCE registry's term around the policy with PGD's schedule: passing that term yourself
+    gives the same windows; a name that is not a log-probability term, or an unknown one, is refused clearly."""
+    from gendiff.guidance import LogProbGuidance, PGDSchedule
+
+    torch.manual_seed(0)
+    ds = line_dataset(episodes=8)
+    w = make_windows(ds.episodes, ds.action_low, ds.action_high, horizon=8, stride=2)
+    norm = TrajectoryNormalizer.fit(w, 1, 1, ds.action_low, ds.action_high)
+    pipe = PolicyGuidedTrajectoryPipeline(unet=TemporalUNet1D(transition_dim=4, dim=8, dim_mults=(1, 2)),
+                                          scheduler=edm_scheduler(), normalizer=norm.to_config())
+    kw = {"batch_size": 3, "horizon": 8, "num_inference_steps": 6, "policy": _Target()}
+    by_name = pipe(**kw, guidance_scale=0.5, guidance="log_prob", generator=torch.Generator().manual_seed(3))
+
+    def log_prob(x, state):  # the pipeline's own closure, written out: z-scored windows -> summed log pi(a|s)
+        u = norm.unnormalize(x)
+        obs, act = u[..., norm.obs_slice].reshape(-1, 1), norm.to_env_action(u[..., norm.act_slice]).reshape(-1, 1)
+        return _Target().log_prob(obs, act).view(*x.shape[:3]).sum(-1)
+
+    term = LogProbGuidance(log_prob, norm.act_slice, PGDSchedule(0.5, 0.3), "x_t", False, kind="shift")
+    by_term = pipe(**kw, guidance=[term], generator=torch.Generator().manual_seed(3))
+    unguided = pipe(**kw, guidance_scale=0.0, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(by_name.windows, by_term.windows) and not torch.equal(by_name.windows, unguided.windows)
+    with pytest.raises(ValueError, match="not a log-probability term"):
+        pipe(**kw, guidance_scale=0.5, guidance="dps")
+    with pytest.raises(KeyError, match="unknown guidance term 'logprob'"):
+        pipe(**kw, guidance_scale=0.5, guidance="logprob")
