@@ -25,10 +25,13 @@ def add_experiment(
         cls: the config dataclass; every field becomes a ``--field-name`` flag.
         run: called with the resolved ``cls`` instance; an int it returns is the exit status.
         help_: one line for ``--help`` (argparse's ``%`` escaping applies).
+
+    The parsed namespace carries ``_run`` (resolve the config, then run) and ``_config`` (the dataclass, for tools
+    that only resolve, such as the test that checks every command in README.md).
     """
     parser = subparsers.add_parser(name, help=help_, description=help_.replace("%%", "%"))
     add_config_arguments(parser, cls)
-    parser.set_defaults(_run=lambda args: run(config_from_args(cls, args)))
+    parser.set_defaults(_run=lambda args: run(config_from_args(cls, args)), _config=cls)
     return parser
 
 

@@ -100,3 +100,12 @@ def test_llm_spellings_from_before_the_typed_configs_still_parse():
     train = parser.parse_args(["llm", "train", "--out", "r", "--no-progress"])
     assert config_from_args(LLMRunConfig, train).progress is False
     assert config_from_args(LLMRunConfig, parser.parse_args(["llm", "train", "--out", "r"])).progress is True
+
+
+def test_bench_sampler_runs_at_a_tiny_size(tmp_path):
+    """``gendiff bench sampler`` end to end: both JSON and markdown written, and refused again without --overwrite."""
+    argv = ["bench", "sampler", "--out-dir", str(tmp_path), "--unet", "tiny", "--size", "16", "--batch", "2",
+            "--steps", "2", "--repeats", "1"]
+    assert main(argv) == 0
+    assert (tmp_path / "sampler.json").stat().st_size > 0 and (tmp_path / "sampler.md").stat().st_size > 0
+    assert main(argv) == 2  # an existing result is not replaced silently
