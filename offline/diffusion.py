@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from diffusers import EDMEulerScheduler
 from torch import Tensor
 
@@ -58,10 +59,12 @@ class TrajectoryDiffusionConfig:
     progress: bool = True  # show a progress bar
     resume: bool = False  # continue the run in out_dir/train from its latest checkpoint
     checkpoint_every: int = 1000  # steps between checkpoints of out_dir/train (what --resume continues from)
+    terminal_repeat: int = 1  # training windows holding a termination appear this many times (1: as in the data and
+    # the paper; more: the model sees falls more often, an option measured in benchmarks/offline/README.md)
 
     def __post_init__(self) -> None:
         check_numbers(self, positive=("horizon", "stride", "dim", "dim_mults", "train_steps", "batch_size", "lr",
-                                      "checkpoint_every"), fraction=("ema_decay",))
+                                      "checkpoint_every", "terminal_repeat"), fraction=("ema_decay",))
 
 
 def edm_scheduler() -> EDMEulerScheduler:
@@ -89,6 +92,17 @@ def trajectory_windows(dataset: OfflineDataset, cfg: TrajectoryDiffusionConfig,
     return windows, norm
 
 
+def repeat_terminal_windows(windows: Tensor, norm: TrajectoryNormalizer, repeat: int) -> Tensor:
+    """Training windows [W, H, D] (raw units) with every window that holds a termination (done flag > 0.5) present
+    ``repeat`` times in all: [W + (repeat - 1) * W_done, H, D]. The normaliser stays the one fitted on the data."""
+    if repeat < 1:
+        raise ValueError(f"terminal_repeat must be >= 1, got {repeat}")
+    if repeat == 1:
+        return windows
+    has_done = (windows[..., norm.done_index] > 0.5).any(dim=1)
+    return torch.cat([windows, windows[has_done].repeat(repeat - 1, 1, 1)])
+
+
 def trajectory_unet(norm: TrajectoryNormalizer, cfg: TrajectoryDiffusionConfig) -> TemporalUNet1D:
     """Step 2's network for windows laid out as ``norm``."""
     return TemporalUNet1D(transition_dim=norm.dim, dim=cfg.dim, dim_mults=tuple(cfg.dim_mults), skips=cfg.skips)
@@ -105,6 +119,7 @@ def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusion
         raise FileExistsError(f"{pipe_dir} exists; pass --overwrite to replace it (after the new run completes) "
                               "or --resume to continue its run")
     windows, norm = trajectory_windows(dataset, cfg)
+    windows = repeat_terminal_windows(windows, norm, cfg.terminal_repeat)
     seed_everything(cfg.seed)  # before the U-Net's random initial weights
     unet = trajectory_unet(norm, cfg)
     sched = edm_scheduler()

@@ -37,6 +37,7 @@ from gendiff.offline.diffusion import (
     TrajectoryDiffusionConfig,
     edm_heun_scheduler,
     edm_scheduler,
+    repeat_terminal_windows,
     trajectory_unet,
     trajectory_windows,
 )
@@ -139,6 +140,7 @@ def run_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, 
     the checkpoints it measured)."""
     cfg = TrajectoryDiffusionConfig(dataset_id=ds.dataset_id, seed=a.seed, progress=False, **overrides)
     windows, norm = trajectory_windows(ds, cfg, train_eps)
+    windows = repeat_terminal_windows(windows, norm, cfg.terminal_repeat)
     val = norm.normalize(trajectory_windows(ds, cfg, val_eps)[0])
     torch.manual_seed(a.seed)
     unet = trajectory_unet(norm, cfg)

@@ -110,6 +110,21 @@ def test_terminal_step_survives_the_round_trip():
     assert torch.equal(loaded.mean, norm.mean) and torch.equal(loaded.std, norm.std)
 
 
+def test_terminal_windows_repeat_without_changing_the_normaliser():
+    from gendiff.offline.diffusion import repeat_terminal_windows
+
+    eps = [_episode(40, terminated=True), _episode(40, terminated=False)]
+    w = make_windows(eps, [-1.0], [1.0], horizon=8, stride=8)
+    norm = TrajectoryNormalizer.fit(w, 2, 1, [-1.0], [1.0])
+    assert repeat_terminal_windows(w, norm, 1) is w
+    more = repeat_terminal_windows(w, norm, 4)
+    has_done = (w[..., norm.done_index] > 0.5).any(1)
+    assert int(has_done.sum()) == 1 and more.shape[0] == w.shape[0] + 3
+    assert torch.equal(more[w.shape[0]:], w[has_done].repeat(3, 1, 1))
+    with pytest.raises(ValueError, match="terminal_repeat must be >= 1"):
+        repeat_terminal_windows(w, norm, 0)
+
+
 class _Target:
     """pi(a|c) = N(-0.5 c, 0.2^2): the opposite of the data's a = 0.5 c."""
 
