@@ -18,7 +18,7 @@ import torch
 from gendiff.models import TemporalUNet1D
 from gendiff.offline.diffusion import edm_scheduler
 from gendiff.offline.td3bc import TD3BC
-from gendiff.offline.trajectories import TrajectoryNormalizer
+from gendiff.trajectory_layout import TrajectoryNormalizer
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.training import TrainConfig, train_denoiser
 
