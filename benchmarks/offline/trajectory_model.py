@@ -67,6 +67,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/offline/trajectory_model")
     p.add_argument("--export", action="store_true",
                    help="only save each variant's trained run (--work/NAME) as a pipeline in --work/NAME/pipeline")
+    p.add_argument("--extend", action="store_true",
+                   help="keep the rows --out.json holds for each variant and train on from its last checkpoint "
+                        "in --work to the later --checkpoints")
     p.add_argument("--tiny", action="store_true")
     a = p.parse_args()
     if a.tiny:
@@ -135,9 +138,10 @@ def _sample(pipe: PolicyGuidedTrajectoryPipeline, n: int, horizon: int, steps: i
 
 
 def run_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, val_eps: list, a: argparse.Namespace,
-                checkpoints: list[int], save: Any = None) -> dict[str, Any]:
+                checkpoints: list[int], save: Any = None, done: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Steps 2-4 for one variant; ``save(partial)`` is called after every checkpoint (an interrupted study keeps
-    the checkpoints it measured)."""
+    the checkpoints it measured). ``done``: rows an earlier run of this variant measured (``--extend``); training
+    resumes from its last checkpoint and only the later checkpoints are trained and measured."""
     cfg = TrajectoryDiffusionConfig(dataset_id=ds.dataset_id, seed=a.seed, progress=False, **overrides)
     windows, norm = trajectory_windows(ds, cfg, train_eps)
     windows = repeat_terminal_windows(windows, norm, cfg.terminal_repeat)
@@ -145,8 +149,12 @@ def run_variant(name: str, overrides: dict[str, Any], ds: Any, train_eps: list, 
     torch.manual_seed(a.seed)
     unet = trajectory_unet(norm, cfg)
     sched, run_dir = edm_scheduler(), Path(a.work) / name
-    rows, wall = [], 0.0
-    for i, steps in enumerate(checkpoints):
+    rows = list(done or [])
+    wall = rows[-1]["train_wall_s"] if rows else 0.0
+    checkpoints = [c for c in checkpoints if not rows or c > rows[-1]["train_steps"]]
+    if not checkpoints:
+        raise SystemExit(f"{name}: every step in --checkpoints is already measured (last: {rows[-1]['train_steps']})")
+    for i, steps in enumerate(checkpoints, start=len(rows)):
         tcfg = TrainConfig(steps=steps, batch_size=a.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay, seed=a.seed,
                            checkpoint_every=steps, log_every=max(steps // 50, 1), checkpoints_keep=1)
         t0 = time.perf_counter()
@@ -291,6 +299,7 @@ def main() -> None:
                            "baselines": baselines(ds, train_eps, a), "variants": {}}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    earlier = json.loads(out.with_suffix(".json").read_text())["variants"] if a.extend else {}
 
     def save(name: str, variant: dict[str, Any]) -> None:
         res["variants"][name] = variant
@@ -300,7 +309,8 @@ def main() -> None:
 
     for spec in a.variants:
         name, overrides = _variant(spec)
-        save(name, run_variant(name, overrides, ds, train_eps, val_eps, a, checkpoints, lambda v, n=name: save(n, v)))
+        save(name, run_variant(name, overrides, ds, train_eps, val_eps, a, checkpoints, lambda v, n=name: save(n, v),
+                               done=earlier.get(name, {}).get("rows")))
     print(out.with_suffix(".md").read_text())
 
 
