@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from gendiff.mri.metrics import slice_metrics
 from gendiff.mri.reconstruction import RECONSTRUCTORS, ReconSettings, reconstruct
 from gendiff.mri.strategies import ACTIVE, StrategyContext, line_variance, make_mask
 from gendiff.operators import MeasurementOracle, make_operator
-from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
+from gendiff.pipelines.ads import ADS_DEFAULTS, ActiveDiffusionSubsamplingPipeline
 from gendiff.stats import bootstrap_ci
 
 METRICS = ("ssim", "psnr", "nmse", "mae")
@@ -38,20 +38,36 @@ METRICS = ("ssim", "psnr", "nmse", "mae")
 
 @dataclass
 class RunSettings:
-    """Reconstruction settings shared by every strategy of one benchmark."""
+    """Reconstruction settings shared by every strategy of one benchmark.
+
+    The pipeline's settings default to :data:`gendiff.pipelines.ads.ADS_DEFAULTS`; the benchmark's own settings
+    (``batch_slices``, ``seed``, ``bootstrap``, ``precision``) have their one home here, and the benchmark configs
+    (gendiff.mri.study) read them from here. Built from a config with :meth:`from_config`.
+    """
 
     measurement: str = "kspace_line"
-    particles: int = 16
-    steps: int = 50  # as the CLI default (benchmarks/ads/ads_steps64v.md)
-    window: tuple[float, float] = (0.0, 0.5)
-    sigma: float = 1.0
-    lookahead: int = 1  # ADS only: evaluations of the look-ahead path its scores use (1 = Tweedie, the paper)
-    guidance: str = "dps"
-    guidance_scale: float = 1.0
+    particles: int = ADS_DEFAULTS.num_particles
+    steps: int = ADS_DEFAULTS.num_inference_steps
+    window: tuple[float, float] = ADS_DEFAULTS.acquisition_window
+    sigma: float = ADS_DEFAULTS.sigma
+    lookahead: int = ADS_DEFAULTS.lookahead_steps  # ADS only: evaluations of the look-ahead path its scores use
+    guidance: str = ADS_DEFAULTS.guidance
+    guidance_scale: float = ADS_DEFAULTS.guidance_scale
     batch_slices: int = 4
     seed: int = 0
     bootstrap: int = 2000
     precision: str = "fp32"  # "bf16": the sampler runs under torch.autocast(bfloat16); metrics in float32
+
+    @classmethod
+    def from_config(cls, cfg: object, measurement: str) -> RunSettings:
+        """The settings for ``measurement`` held by ``cfg``, a config with these field names (``ReconstructionConfig``).
+
+        Every field but ``measurement`` is read from ``cfg`` (a list window becomes a tuple): nothing is defaulted
+        here, so a config and its run cannot disagree.
+        """
+        values = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "measurement"}
+        values["window"] = tuple(values["window"])
+        return cls(measurement=measurement, **values)
 
 
 @dataclass

@@ -35,24 +35,32 @@ from gendiff.mri.prior import load_prior
 from gendiff.mri.reconstruction import ReconSettings
 from gendiff.mri.strategies import ACTIVE, check_plan
 from gendiff.operators import make_operator
-from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
+from gendiff.pipelines.ads import ADS_DEFAULTS, ActiveDiffusionSubsamplingPipeline
+
+RUN_DEFAULTS = RunSettings()  # the one home of the reconstruction defaults below (and ADS_DEFAULTS behind it)
 
 
 @dataclass
 class ReconstructionConfig:
-    """The reconstruction settings every benchmark command shares (each strategy is reconstructed with them)."""
+    """The reconstruction settings every benchmark command shares (each strategy is reconstructed with them).
 
-    particles: int = 16
-    steps: int = 50  # ads_steps.md (32x32) and ads_steps64v.md (64x64, 16 particles): within 0.5 SSIM of 1,000 steps
-    window: list[float] = field(default_factory=lambda: [0.0, 0.5])
-    sigma: float = 1.0
-    lookahead: int = 1  # ADS scores on Tweedie estimates (1, the paper) or J-evaluation DDIM look-aheads
-    guidance: Literal["dps", "x0_space"] = "dps"
-    guidance_scale: float = 1.0
-    batch_slices: int = 4
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast over the sampler (GPU)
-    seed: int = 0
-    bootstrap: int = 2000
+    Defaults: :data:`RUN_DEFAULTS` (gendiff.mri.benchmark.RunSettings, which takes the pipeline's from
+    gendiff.pipelines.ads.ADS_DEFAULTS); none is written here.
+    """
+
+    particles: int = RUN_DEFAULTS.particles
+    # ads_steps.md (32x32) and ads_steps64v.md (64x64, 16 particles): within 0.5 SSIM of 1,000 steps
+    steps: int = RUN_DEFAULTS.steps
+    window: list[float] = field(default_factory=lambda: list(RUN_DEFAULTS.window))
+    sigma: float = RUN_DEFAULTS.sigma
+    # ADS scores on Tweedie estimates (1, the paper) or J-evaluation DDIM look-aheads
+    lookahead: int = RUN_DEFAULTS.lookahead
+    guidance: Literal["dps", "x0_space"] = RUN_DEFAULTS.guidance
+    guidance_scale: float = RUN_DEFAULTS.guidance_scale
+    batch_slices: int = RUN_DEFAULTS.batch_slices
+    precision: Literal["fp32", "bf16"] = RUN_DEFAULTS.precision  # bf16: torch.autocast over the sampler (GPU)
+    seed: int = RUN_DEFAULTS.seed
+    bootstrap: int = RUN_DEFAULTS.bootstrap
     progress: bool = True
     device: str = "auto"
 
@@ -111,20 +119,13 @@ class ImagesBenchmarkConfig(ReconstructionConfig):
     test: int = 97
     slices: int = 16
     window: list[float] = field(default_factory=lambda: [0.0, 0.8])  # images: acquisitions over more of the run
-    batch_slices: int = 16
+    batch_slices: int = 16  # overrides RunSettings' 4: small images, 16 fit in one batch
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_numbers(self, positive=("budgets", "test", "slices"))
         self._check_strategies(self.strategies)
-
-
-def _settings(cfg: ReconstructionConfig, measurement: str) -> RunSettings:
-    return RunSettings(measurement=measurement, particles=cfg.particles, steps=cfg.steps, window=tuple(cfg.window),
-                       sigma=cfg.sigma, lookahead=cfg.lookahead, guidance=cfg.guidance,
-                       guidance_scale=cfg.guidance_scale, batch_slices=cfg.batch_slices, seed=cfg.seed,
-                       bootstrap=cfg.bootstrap, precision=cfg.precision)
 
 
 def pick_slices(images: torch.Tensor, count: int) -> torch.Tensor:
@@ -140,9 +141,12 @@ def add_study_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--train-data", required=True, help="training files, for the data-variance mask")
     ap.add_argument("--slices", type=int, default=8)
+    # overrides ADS_DEFAULTS.num_particles (16): half the cost, as the phantom study tables (benchmarks/ads/README.md)
     ap.add_argument("--particles", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=ADS_DEFAULTS.num_inference_steps)
     ap.add_argument("--acceleration", type=float, default=4.0)
+    # overrides ADS_DEFAULTS.acquisition_window (0, 0.5): chosen on validation slices of the 64x64 prior
+    # (benchmarks/ads/README.md: ADS SSIM x100 60.3 with (0.1, 0.4), 57.1 with (0, 0.5))
     ap.add_argument("--window", default="0.1,0.4")
     ap.add_argument("--threads", type=int, default=0)
 
@@ -229,7 +233,7 @@ def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
     if set(cfg.reconstructors) & {"cs_tv", "cs_wavelet"}:
         header += (f" CS weights: TV {cfg.cs_tv_weight}, L1-wavelet {cfg.cs_wavelet_weight}; "
                    f"{cfg.cs_iterations} FISTA iterations.")
-    return _run_all(pipe, targets, budgets, cfg.strategies, _settings(cfg, "kspace_line"), train, Path(cfg.out),
+    return _run_all(pipe, targets, budgets, cfg.strategies, RunSettings.from_config(cfg, "kspace_line"), train, Path(cfg.out),
                     header, "kspace_line", cfg, tuple(cfg.reconstructors), recon)
 
 
@@ -244,5 +248,5 @@ def images_benchmark(cfg: ImagesBenchmarkConfig) -> dict:
               f"{targets.shape[0]} held-out images\n\nBudgets {cfg.budgets}; {cfg.particles} particles, {cfg.steps} "
               f"DDIM steps, guidance {cfg.guidance} (scale {cfg.guidance_scale}), window {cfg.window}, sigma "
               f"{cfg.sigma}, seed {cfg.seed}. MAE of the posterior mean on [-1, 1] images.")
-    return _run_all(pipe, targets, cfg.budgets, cfg.strategies, _settings(cfg, cfg.measurement), train,
+    return _run_all(pipe, targets, cfg.budgets, cfg.strategies, RunSettings.from_config(cfg, cfg.measurement), train,
                     Path(cfg.out), header, cfg.measurement, cfg)
