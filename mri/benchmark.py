@@ -38,7 +38,7 @@ METRICS = ("ssim", "psnr", "nmse", "mae")
 
 @dataclass
 class RunSettings:
-    """Reconstruction settings shared by every strategy of one benchmark.
+    """Reconstruction settings shared by every strategy of one benchmark, named as the pipeline's keywords.
 
     The pipeline's settings default to :data:`gendiff.pipelines.ads.ADS_DEFAULTS`; the benchmark's own settings
     (``batch_slices``, ``seed``, ``bootstrap``, ``precision``) have their one home here, and the benchmark configs
@@ -46,11 +46,11 @@ class RunSettings:
     """
 
     measurement: str = "kspace_line"
-    particles: int = ADS_DEFAULTS.num_particles
-    steps: int = ADS_DEFAULTS.num_inference_steps
-    window: tuple[float, float] = ADS_DEFAULTS.acquisition_window
+    num_particles: int = ADS_DEFAULTS.num_particles
+    num_inference_steps: int = ADS_DEFAULTS.num_inference_steps
+    acquisition_window: tuple[float, float] = ADS_DEFAULTS.acquisition_window
     sigma: float = ADS_DEFAULTS.sigma
-    lookahead: int = ADS_DEFAULTS.lookahead_steps  # ADS only: evaluations of the look-ahead path its scores use
+    lookahead_steps: int = ADS_DEFAULTS.lookahead_steps  # ADS only: evaluations of the look-ahead path its scores use
     guidance: str = ADS_DEFAULTS.guidance
     guidance_scale: float = ADS_DEFAULTS.guidance_scale
     batch_slices: int = 4
@@ -66,7 +66,7 @@ class RunSettings:
         here, so a config and its run cannot disagree.
         """
         values = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "measurement"}
-        values["window"] = tuple(values["window"])
+        values["acquisition_window"] = tuple(values["acquisition_window"])
         return cls(measurement=measurement, **values)
 
 
@@ -135,16 +135,17 @@ def run_strategy(
         lpv = line_variance(op, train_images.to(tgt.device)) if name == "ads_total_variance" else None
         with torch.autocast(tgt.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = pipe(oracle=oracle, mask=mask, budget=None if mask is not None else budget,
-                       num_particles=cfg.particles, num_inference_steps=cfg.steps, acquisition_window=cfg.window,
-                       sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, generator=gen,
-                       lookahead_steps=cfg.lookahead, line_prior_variance=lpv)
+                       num_particles=cfg.num_particles, num_inference_steps=cfg.num_inference_steps,
+                       acquisition_window=cfg.acquisition_window, sigma=cfg.sigma, guidance=cfg.guidance,
+                       guidance_scale=cfg.guidance_scale, generator=gen, lookahead_steps=cfg.lookahead_steps,
+                       line_prior_variance=lpv)
         mag = out.magnitude if out.magnitude is not None else magnitude_image(out.reconstruction)
         recons.append(mag.float().cpu())
         masks.append(out.mask)
         orders.append(out.order)
         zf_op = op.with_mask(out.mask.to(tgt.device))
         zf.append(magnitude_image(zf_op.adjoint(oracle.measure_mask(zf_op.mask))).cpu())
-        nfe, nbe = out.nfe * cfg.particles, out.nbe * cfg.particles
+        nfe, nbe = out.nfe * cfg.num_particles, out.nbe * cfg.num_particles
     seconds = (time.perf_counter() - start) / targets.shape[0]
     truth = magnitude_image(targets.cpu()).numpy()
     recon = torch.cat(recons).cpu() if recons else None

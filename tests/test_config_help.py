@@ -99,7 +99,7 @@ def test_a_class_without_source_gets_no_text():
 def test_mri_benchmark_help_shows_inherited_docs_and_choices():
     from gendiff.mri.study import MRIBenchmarkConfig
 
-    assert _help("lookahead", MRIBenchmarkConfig).startswith("ADS scores on Tweedie estimates (1, the paper)")
+    assert _help("lookahead_steps", MRIBenchmarkConfig).startswith("ADS scores on Tweedie estimates (1, the paper)")
     assert "one of: dps, x0_space" in _help("guidance", MRIBenchmarkConfig)
 
 
