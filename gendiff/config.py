@@ -4,6 +4,11 @@ Each default lives in the dataclass. A YAML file (read with ``yaml.safe_load``) 
 fields, and command-line flags (``--field-name value``; a boolean is ``--field-name`` or ``--no-field-name``)
 override both. Unknown keys and values of the wrong type raise errors that name the field. The resolved config
 is written beside the outputs. ``--help`` shows each field's documentation from the dataclass source.
+
+A renamed field lists its old names in ``field(metadata={"aliases": ("old_name",)})``: for one release the old
+name still works as a YAML key (:func:`from_dict`) and as a flag (``--old-name``, :func:`add_config_arguments`),
+each time with one deprecation line on stderr naming the old and the new spelling. Giving both the old and the new
+name in one place (one YAML file, or one command line) is an error, not a silent choice.
 """
 
 from __future__ import annotations
@@ -128,8 +133,45 @@ def check_numbers(cfg: Any, positive: tuple[str, ...] = (), nonnegative: tuple[s
                     raise ValueError(f"{name}.{f} ({flag}) must be {want}, got {value!r}")
 
 
+def field_aliases(cls: type) -> dict[str, str]:
+    """Old name -> field name for every field of the dataclass ``cls`` with ``metadata["aliases"]``."""
+    return {old: f.name for f in dataclasses.fields(cls) for old in f.metadata.get("aliases", ())}
+
+
+def deprecation_line(old: str, new: str) -> str:
+    """The one stderr line printed when a renamed field or flag is used under its old name."""
+    return f"gendiff: {old} is deprecated (renamed); use {new}"
+
+
+def rename_aliases(cls: type, data: dict[str, Any], warn: bool = True) -> dict[str, Any]:
+    """``data`` with each old field name of ``cls`` (:func:`field_aliases`) replaced by the field's name.
+
+    With ``warn``, prints :func:`deprecation_line` to stderr for each old name used; ``warn=False`` reads records
+    written before the rename (results JSON, saved configs) quietly.
+
+    Raises:
+        ValueError: ``data`` holds both a field's old and new name.
+    """
+    aliases = field_aliases(cls)
+    out = dict(data)
+    for old in [k for k in data if k in aliases]:
+        new = aliases[old]
+        if new in data:
+            raise ValueError(f"config gives both {old!r} (the old name) and {new!r} for {cls.__name__}.{new}; "
+                             f"keep only {new!r}")
+        if warn:
+            print(deprecation_line(repr(old), repr(new)), file=sys.stderr)
+        out[new] = out.pop(old)
+    return out
+
+
 def from_dict(cls: type[C], data: dict[str, Any], base: C | None = None) -> C:
-    """Build ``cls`` from ``data`` on top of ``base`` (or the defaults); unknown keys raise."""
+    """Build ``cls`` from ``data`` on top of ``base`` (or the defaults); unknown keys raise.
+
+    An old field name (``metadata["aliases"]``) is read as the field's, with a deprecation line
+    (:func:`rename_aliases`).
+    """
+    data = rename_aliases(cls, data)
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
     if unknown:
@@ -358,6 +400,40 @@ def add_bool_flag(parser: argparse.ArgumentParser, flag: str, help_: str, dest: 
                         action=BoolFlagAction)
 
 
+class DeprecatedFlagAction(argparse.Action):
+    """Stores like a plain option, after one :func:`deprecation_line` on stderr naming the flag that replaces it."""
+
+    def __init__(self, option_strings: list[str], dest: str, new_flag: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(deprecation_line(option_string or self.option_strings[0], self.new_flag), file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed_argument(parser: argparse.ArgumentParser, flag: str, old_flags: tuple[str, ...] | list[str],
+                         **kwargs: Any) -> None:
+    """``parser.add_argument(flag, **kwargs)`` plus each old spelling in ``old_flags`` as a deprecated alias.
+
+    An old flag stores into the same ``dest``, prints :func:`deprecation_line` when used, and is hidden from
+    ``--help`` (the new flag's help names it). The new and old flags are mutually exclusive: giving both is an
+    argparse error. For the plain argparse scripts too (benchmarks/ads), so that they rename flags as the configs do.
+    """
+    if not old_flags:
+        parser.add_argument(flag, **kwargs)
+        return
+    dest = kwargs.pop("dest", None) or flag.removeprefix("--").replace("-", "_")
+    help_ = kwargs.pop("help", None) or ""
+    was = ", ".join(old_flags)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(flag, dest=dest, help=f"{help_} [formerly {was}]".lstrip(), **kwargs)
+    for old in old_flags:
+        group.add_argument(old, dest=dest, help=argparse.SUPPRESS, action=DeprecatedFlagAction, new_flag=flag,
+                           **{k: v for k, v in kwargs.items() if k != "required"})
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add ``--config FILE`` and one ``--field-name`` flag per dataclass field (default: unset).
 
@@ -365,17 +441,23 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     field's documentation, its allowed values and its default (:func:`field_help`).
     A list / tuple field reads comma-separated values (``--seeds 0,1,2``); one whose field metadata holds
     ``nargs="+"`` reads space-separated values instead (``--runs a b c``, as a shell glob expands).
+    A renamed field's old names (``metadata["aliases"]``, not for booleans) are deprecated flags of the same field
+    (:func:`add_renamed_argument`).
     """
     parser.add_argument("--config", type=str, default=None, help="YAML file with field: value pairs")
     types_ = _field_types(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         help_ = field_help(cls, f, types_[f.name])
+        old_flags = tuple("--" + old.replace("_", "-") for old in f.metadata.get("aliases", ()))
         if types_[f.name] is bool:
+            if old_flags:
+                raise TypeError(f"{cls.__name__}.{f.name}: aliases of a boolean field are not supported")
             add_bool_flag(parser, flag, help_, dest=f.name, default=None)
         else:
             nargs = {"nargs": "+"} if f.metadata.get("nargs") == "+" else {}
-            parser.add_argument(flag, dest=f.name, default=None, help=help_.replace("%", "%%"), **nargs)
+            add_renamed_argument(parser, flag, old_flags, dest=f.name, default=None, help=help_.replace("%", "%%"),
+                                 **nargs)
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:

@@ -24,7 +24,7 @@ from torch import Tensor
 from gendiff.config import check_literal_fields, check_numbers
 from gendiff.io import seed_everything
 from gendiff.models.unet2d import make_unet2d
-from gendiff.training import TrainConfig, TrainResult, train_denoiser
+from gendiff.training import PRIOR_EMA_DECAY, TrainConfig, TrainResult, train_denoiser
 
 BUNDLED = ("digits", "faces", "phantoms")
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -112,7 +112,7 @@ class ImagePriorConfig:
     steps: int = 2000  # training steps
     batch_size: int = 64  # images per step
     lr: float = 2e-4  # learning rate
-    ema_decay: float = 0.995  # decay of the exponential moving average of the weights
+    ema_decay: float = PRIOR_EMA_DECAY  # decay of the exponential moving average of the weights
     checkpoint_every: int = 500  # steps between checkpoints (what --resume continues from)
     max_minutes: float | None = None  # wall-time budget (stops early, saves the model)
     seed: int = 0  # random seed

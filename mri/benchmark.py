@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from gendiff.mri.metrics import slice_metrics
 from gendiff.mri.reconstruction import RECONSTRUCTORS, ReconSettings, reconstruct
 from gendiff.mri.strategies import ACTIVE, StrategyContext, line_variance, make_mask
 from gendiff.operators import MeasurementOracle, make_operator
-from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
+from gendiff.pipelines.ads import ADS_DEFAULTS, ActiveDiffusionSubsamplingPipeline
 from gendiff.stats import bootstrap_ci
 
 METRICS = ("ssim", "psnr", "nmse", "mae")
@@ -38,20 +38,36 @@ METRICS = ("ssim", "psnr", "nmse", "mae")
 
 @dataclass
 class RunSettings:
-    """Reconstruction settings shared by every strategy of one benchmark."""
+    """Reconstruction settings shared by every strategy of one benchmark, named as the pipeline's keywords.
+
+    The pipeline's settings default to :data:`gendiff.pipelines.ads.ADS_DEFAULTS`; the benchmark's own settings
+    (``batch_slices``, ``seed``, ``bootstrap``, ``precision``) have their one home here, and the benchmark configs
+    (gendiff.mri.study) read them from here. Built from a config with :meth:`from_config`.
+    """
 
     measurement: str = "kspace_line"
-    particles: int = 16
-    steps: int = 50  # as the CLI default (benchmarks/ads/ads_steps64v.md)
-    window: tuple[float, float] = (0.0, 0.5)
-    sigma: float = 1.0
-    lookahead: int = 1  # ADS only: evaluations of the look-ahead path its scores use (1 = Tweedie, the paper)
-    guidance: str = "dps"
-    guidance_scale: float = 1.0
+    num_particles: int = ADS_DEFAULTS.num_particles
+    num_inference_steps: int = ADS_DEFAULTS.num_inference_steps
+    acquisition_window: tuple[float, float] = ADS_DEFAULTS.acquisition_window
+    sigma: float = ADS_DEFAULTS.sigma
+    lookahead_steps: int = ADS_DEFAULTS.lookahead_steps  # ADS only: evaluations of the look-ahead path its scores use
+    guidance: str = ADS_DEFAULTS.guidance
+    guidance_scale: float = ADS_DEFAULTS.guidance_scale
     batch_slices: int = 4
     seed: int = 0
     bootstrap: int = 2000
     precision: str = "fp32"  # "bf16": the sampler runs under torch.autocast(bfloat16); metrics in float32
+
+    @classmethod
+    def from_config(cls, cfg: object, measurement: str) -> RunSettings:
+        """The settings for ``measurement`` held by ``cfg``, a config with these field names (``ReconstructionConfig``).
+
+        Every field but ``measurement`` is read from ``cfg`` (a list window becomes a tuple): nothing is defaulted
+        here, so a config and its run cannot disagree.
+        """
+        values = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "measurement"}
+        values["acquisition_window"] = tuple(values["acquisition_window"])
+        return cls(measurement=measurement, **values)
 
 
 @dataclass
@@ -119,16 +135,17 @@ def run_strategy(
         lpv = line_variance(op, train_images.to(tgt.device)) if name == "ads_total_variance" else None
         with torch.autocast(tgt.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = pipe(oracle=oracle, mask=mask, budget=None if mask is not None else budget,
-                       num_particles=cfg.particles, num_inference_steps=cfg.steps, acquisition_window=cfg.window,
-                       sigma=cfg.sigma, guidance=cfg.guidance, guidance_scale=cfg.guidance_scale, generator=gen,
-                       lookahead_steps=cfg.lookahead, line_prior_variance=lpv)
+                       num_particles=cfg.num_particles, num_inference_steps=cfg.num_inference_steps,
+                       acquisition_window=cfg.acquisition_window, sigma=cfg.sigma, guidance=cfg.guidance,
+                       guidance_scale=cfg.guidance_scale, generator=gen, lookahead_steps=cfg.lookahead_steps,
+                       line_prior_variance=lpv)
         mag = out.magnitude if out.magnitude is not None else magnitude_image(out.reconstruction)
         recons.append(mag.float().cpu())
         masks.append(out.mask)
         orders.append(out.order)
         zf_op = op.with_mask(out.mask.to(tgt.device))
         zf.append(magnitude_image(zf_op.adjoint(oracle.measure_mask(zf_op.mask))).cpu())
-        nfe, nbe = out.nfe * cfg.particles, out.nbe * cfg.particles
+        nfe, nbe = out.nfe * cfg.num_particles, out.nbe * cfg.num_particles
     seconds = (time.perf_counter() - start) / targets.shape[0]
     truth = magnitude_image(targets.cpu()).numpy()
     recon = torch.cat(recons).cpu() if recons else None

@@ -23,7 +23,7 @@ from gendiff.io import LoadError, loading, resolve_device, seed_everything
 from gendiff.models.unet2d import make_unet2d
 from gendiff.mri.data import load_images
 from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
-from gendiff.training import TrainConfig, TrainResult, train_denoiser
+from gendiff.training import PRIOR_EMA_DECAY, TrainConfig, TrainResult, train_denoiser
 
 
 @dataclass
@@ -39,7 +39,7 @@ class MRIPriorConfig:
     steps: int = 3000  # training steps
     batch_size: int = 32  # slices per step
     lr: float = 2e-4  # learning rate
-    ema_decay: float = 0.995  # decay of the exponential moving average of the weights
+    ema_decay: float = PRIOR_EMA_DECAY  # decay of the exponential moving average of the weights
     checkpoint_every: int = 500  # steps between checkpoints (what --resume continues from)
     max_minutes: float | None = None  # wall-time budget (stops early, saves the model)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate autocast (GPU)

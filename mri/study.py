@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 
 from gendiff.bench import machine_info
-from gendiff.config import check_literal_fields, check_numbers, save_config, to_dict
+from gendiff.config import add_renamed_argument, check_literal_fields, check_numbers, save_config, to_dict
 from gendiff.io import atomic_path, refuse_existing, resolve_device
 from gendiff.mri.benchmark import (
     RunSettings,
@@ -35,34 +35,47 @@ from gendiff.mri.prior import load_prior
 from gendiff.mri.reconstruction import ReconSettings
 from gendiff.mri.strategies import ACTIVE, check_plan
 from gendiff.operators import make_operator
-from gendiff.pipelines.ads import ActiveDiffusionSubsamplingPipeline
+from gendiff.pipelines.ads import ADS_DEFAULTS, ActiveDiffusionSubsamplingPipeline
+
+RUN_DEFAULTS = RunSettings()  # the one home of the reconstruction defaults below (and ADS_DEFAULTS behind it)
 
 
 @dataclass
 class ReconstructionConfig:
-    """The reconstruction settings every benchmark command shares (each strategy is reconstructed with them)."""
+    """The reconstruction settings every benchmark command shares (each strategy is reconstructed with them).
 
-    particles: int = 16
-    steps: int = 50  # ads_steps.md (32x32) and ads_steps64v.md (64x64, 16 particles): within 0.5 SSIM of 1,000 steps
-    window: list[float] = field(default_factory=lambda: [0.0, 0.5])
-    sigma: float = 1.0
-    lookahead: int = 1  # ADS scores on Tweedie estimates (1, the paper) or J-evaluation DDIM look-aheads
-    guidance: Literal["dps", "x0_space"] = "dps"
-    guidance_scale: float = 1.0
-    batch_slices: int = 4
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: torch.autocast over the sampler (GPU)
-    seed: int = 0
-    bootstrap: int = 2000
+    Defaults: :data:`RUN_DEFAULTS` (gendiff.mri.benchmark.RunSettings, which takes the pipeline's from
+    gendiff.pipelines.ads.ADS_DEFAULTS); none is written here.
+    """
+
+    # particles (posterior samples) per slice
+    num_particles: int = field(default=RUN_DEFAULTS.num_particles, metadata={"aliases": ("particles",)})
+    # ads_steps.md (32x32) and ads_steps64v.md (64x64, 16 particles): within 0.5 SSIM of 1,000 steps
+    num_inference_steps: int = field(default=RUN_DEFAULTS.num_inference_steps, metadata={"aliases": ("steps",)})
+    # (start, stop) fractions of the reverse steps that hold the acquisitions
+    acquisition_window: list[float] = field(default_factory=lambda: list(RUN_DEFAULTS.acquisition_window),
+                                            metadata={"aliases": ("window",)})
+    sigma: float = RUN_DEFAULTS.sigma
+    # ADS scores on Tweedie estimates (1, the paper) or J-evaluation DDIM look-aheads
+    lookahead_steps: int = field(default=RUN_DEFAULTS.lookahead_steps, metadata={"aliases": ("lookahead",)})
+    guidance: Literal["dps", "x0_space"] = RUN_DEFAULTS.guidance
+    guidance_scale: float = RUN_DEFAULTS.guidance_scale
+    batch_slices: int = RUN_DEFAULTS.batch_slices
+    precision: Literal["fp32", "bf16"] = RUN_DEFAULTS.precision  # bf16: torch.autocast over the sampler (GPU)
+    seed: int = RUN_DEFAULTS.seed
+    bootstrap: int = RUN_DEFAULTS.bootstrap
     progress: bool = True
     device: str = "auto"
 
     def __post_init__(self) -> None:
         check_literal_fields(self)
-        check_numbers(self, positive=("particles", "steps", "sigma", "lookahead", "batch_slices", "bootstrap"),
-                      nonnegative=("guidance_scale",), fraction=("window",))
-        if len(self.window) != 2 or not self.window[0] < self.window[1]:
-            raise ValueError(f"{type(self).__name__}.window (--window) must be two fractions start < stop, "
-                             f"got {self.window}")
+        check_numbers(self, positive=("num_particles", "num_inference_steps", "sigma", "lookahead_steps",
+                                      "batch_slices", "bootstrap"),
+                      nonnegative=("guidance_scale",), fraction=("acquisition_window",))
+        window = self.acquisition_window
+        if len(window) != 2 or not window[0] < window[1]:
+            raise ValueError(f"{type(self).__name__}.acquisition_window (--acquisition-window) must be two fractions "
+                             f"start < stop, got {window}")
         resolve_device(self.device)  # a device that does not exist fails here, not after loading the prior
 
     def _check_strategies(self, strategies: list[str]) -> None:
@@ -110,21 +123,15 @@ class ImagesBenchmarkConfig(ReconstructionConfig):
     strategies: list[str] = field(default_factory=lambda: ["ads", "random", "data_variance"])
     test: int = 97
     slices: int = 16
-    window: list[float] = field(default_factory=lambda: [0.0, 0.8])  # images: acquisitions over more of the run
-    batch_slices: int = 16
+    # overrides ADS_DEFAULTS' (0, 0.5): images acquire over more of the run
+    acquisition_window: list[float] = field(default_factory=lambda: [0.0, 0.8], metadata={"aliases": ("window",)})
+    batch_slices: int = 16  # overrides RunSettings' 4: small images, 16 fit in one batch
     overwrite: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_numbers(self, positive=("budgets", "test", "slices"))
         self._check_strategies(self.strategies)
-
-
-def _settings(cfg: ReconstructionConfig, measurement: str) -> RunSettings:
-    return RunSettings(measurement=measurement, particles=cfg.particles, steps=cfg.steps, window=tuple(cfg.window),
-                       sigma=cfg.sigma, lookahead=cfg.lookahead, guidance=cfg.guidance,
-                       guidance_scale=cfg.guidance_scale, batch_slices=cfg.batch_slices, seed=cfg.seed,
-                       bootstrap=cfg.bootstrap, precision=cfg.precision)
 
 
 def pick_slices(images: torch.Tensor, count: int) -> torch.Tensor:
@@ -140,10 +147,14 @@ def add_study_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--train-data", required=True, help="training files, for the data-variance mask")
     ap.add_argument("--slices", type=int, default=8)
-    ap.add_argument("--particles", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=50)
+    # overrides ADS_DEFAULTS.num_particles (16): half the cost, as the phantom study tables (benchmarks/ads/README.md)
+    add_renamed_argument(ap, "--num-particles", ("--particles",), type=int, default=8)
+    add_renamed_argument(ap, "--num-inference-steps", ("--steps",), type=int,
+                         default=ADS_DEFAULTS.num_inference_steps)
     ap.add_argument("--acceleration", type=float, default=4.0)
-    ap.add_argument("--window", default="0.1,0.4")
+    # overrides ADS_DEFAULTS.acquisition_window (0, 0.5): chosen on validation slices of the 64x64 prior
+    # (benchmarks/ads/README.md: ADS SSIM x100 60.3 with (0.1, 0.4), 57.1 with (0, 0.5))
+    add_renamed_argument(ap, "--acquisition-window", ("--window",), default="0.1,0.4")
     ap.add_argument("--threads", type=int, default=0)
 
 
@@ -160,7 +171,7 @@ def load_study(args: argparse.Namespace) -> tuple[ActiveDiffusionSubsamplingPipe
     size = int(pipe.unet.config.sample_size)
     targets = pick_slices(load_images(args.data, crop=size, crop_mode="kspace")[0], args.slices)
     train = load_images(args.train_data, crop=size, crop_mode="kspace")[0]
-    window = tuple(float(v) for v in args.window.split(","))
+    window = tuple(float(v) for v in args.acquisition_window.split(","))
     return pipe, targets, train, ActiveDiffusionSubsamplingPipeline.budget_from(size, None, args.acceleration), window
 
 
@@ -221,15 +232,15 @@ def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
     budgets = [ActiveDiffusionSubsamplingPipeline.budget_from(size, None, a) for a in cfg.acceleration]
     header = (f"# ADS vs fixed masks, k-space lines, {size}x{size}, {targets.shape[0]} {cfg.challenge} slices of "
               f"{cfg.data}\n\n"
-              f"Accelerations {cfg.acceleration} (budgets {budgets} of {size} lines); {cfg.particles} particles, "
-              f"{cfg.steps} DDIM steps, guidance {cfg.guidance} (scale {cfg.guidance_scale}), window {cfg.window}, "
-              f"sigma {cfg.sigma}, look-ahead {cfg.lookahead}, seed {cfg.seed}, {cfg.precision}. Paired differences: the same slices and noise for every strategy.")
+              f"Accelerations {cfg.acceleration} (budgets {budgets} of {size} lines); {cfg.num_particles} particles, "
+              f"{cfg.num_inference_steps} DDIM steps, guidance {cfg.guidance} (scale {cfg.guidance_scale}), "
+              f"window {cfg.acquisition_window}, sigma {cfg.sigma}, look-ahead {cfg.lookahead_steps}, seed {cfg.seed}, {cfg.precision}. Paired differences: the same slices and noise for every strategy.")
     recon = ReconSettings(cs_tv_weight=cfg.cs_tv_weight, cs_wavelet_weight=cfg.cs_wavelet_weight,
                           cs_iterations=cfg.cs_iterations)
     if set(cfg.reconstructors) & {"cs_tv", "cs_wavelet"}:
         header += (f" CS weights: TV {cfg.cs_tv_weight}, L1-wavelet {cfg.cs_wavelet_weight}; "
                    f"{cfg.cs_iterations} FISTA iterations.")
-    return _run_all(pipe, targets, budgets, cfg.strategies, _settings(cfg, "kspace_line"), train, Path(cfg.out),
+    return _run_all(pipe, targets, budgets, cfg.strategies, RunSettings.from_config(cfg, "kspace_line"), train, Path(cfg.out),
                     header, "kspace_line", cfg, tuple(cfg.reconstructors), recon)
 
 
@@ -241,8 +252,9 @@ def images_benchmark(cfg: ImagesBenchmarkConfig) -> dict:
     train, test = train_test_split(load_image_dataset(cfg.data, size, seed=cfg.seed), cfg.test)
     targets = pick_slices(test, cfg.slices)
     header = (f"# ADS vs fixed masks, {cfg.measurement} subsampling of {cfg.data} at {size}x{size}, "
-              f"{targets.shape[0]} held-out images\n\nBudgets {cfg.budgets}; {cfg.particles} particles, {cfg.steps} "
-              f"DDIM steps, guidance {cfg.guidance} (scale {cfg.guidance_scale}), window {cfg.window}, sigma "
+              f"{targets.shape[0]} held-out images\n\nBudgets {cfg.budgets}; {cfg.num_particles} particles, "
+              f"{cfg.num_inference_steps} DDIM steps, guidance {cfg.guidance} (scale {cfg.guidance_scale}), "
+              f"window {cfg.acquisition_window}, sigma "
               f"{cfg.sigma}, seed {cfg.seed}. MAE of the posterior mean on [-1, 1] images.")
-    return _run_all(pipe, targets, cfg.budgets, cfg.strategies, _settings(cfg, cfg.measurement), train,
+    return _run_all(pipe, targets, cfg.budgets, cfg.strategies, RunSettings.from_config(cfg, cfg.measurement), train,
                     Path(cfg.out), header, cfg.measurement, cfg)

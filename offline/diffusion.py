@@ -30,7 +30,7 @@ from gendiff.offline.datasets import OfflineDataset, load_dataset
 from gendiff.offline.trajectories import make_windows
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.schedulers import EDMHeunScheduler
-from gendiff.training import TrainConfig, train_denoiser
+from gendiff.training import PRIOR_EMA_DECAY, TrainConfig, train_denoiser
 from gendiff.trajectory_layout import TrajectoryNormalizer
 
 DATASET_RECORD = "gendiff_dataset.json"  # pipeline/<this>: the id of the dataset the pipeline was trained on
@@ -53,7 +53,7 @@ class TrajectoryDiffusionConfig:
     train_steps: int = 2000  # training steps
     batch_size: int = 64  # windows per step
     lr: float = 2e-4  # learning rate
-    ema_decay: float = 0.995  # decay of the exponential moving average of the weights
+    ema_decay: float = PRIOR_EMA_DECAY  # decay of the exponential moving average of the weights
     seed: int = 0  # random seed
     overwrite: bool = False  # replace out_dir's run and pipeline (after the new run completes)
     progress: bool = True  # show a progress bar

@@ -45,6 +45,28 @@ Measurement = Literal["pixel", "column", "kspace_line"]
 DPS_REFERENCE_STEPS = 50  # above this many steps the DPS step shrinks as 50 / N (StepCountScaled)
 
 
+@dataclass(frozen=True)
+class ADSDefaults:
+    """The one home of ADS's reconstruction defaults, named as the pipeline's keywords.
+
+    :meth:`ActiveDiffusionSubsamplingPipeline.__call__`'s signature, the benchmark's ``RunSettings``
+    (gendiff.mri.benchmark), the benchmark configs (``ReconstructionConfig``, gendiff.mri.study) and ``DemoConfig``
+    read their defaults here; a context that deliberately differs states its value as an override with its reason.
+    tests/test_ads_pipeline.py checks that they agree.
+    """
+
+    num_particles: int = 16
+    num_inference_steps: int = 50  # benchmarks/ads/ads_steps.md, ads_steps64v.md: within 0.5 SSIM of 1,000 steps
+    acquisition_window: tuple[float, float] = (0.0, 0.5)
+    sigma: float = 1.0
+    guidance: str = "dps"
+    guidance_scale: float = 1.0
+    lookahead_steps: int = 1  # 1: the paper's one-step Tweedie estimates
+
+
+ADS_DEFAULTS = ADSDefaults()
+
+
 @dataclass
 class ADSOutput:
     """Result of one ADS (or fixed-mask) reconstruction.
@@ -194,18 +216,18 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         budget: int | None = None,
         acceleration: float | None = None,
         mask: Tensor | None = None,
-        num_particles: int = 16,
-        num_inference_steps: int = 50,
-        acquisition_window: tuple[float, float] = (0.0, 0.5),
-        sigma: float = 1.0,
-        guidance: str | Sequence[GuidanceTerm] = "dps",
-        guidance_scale: float = 1.0,
+        num_particles: int = ADS_DEFAULTS.num_particles,
+        num_inference_steps: int = ADS_DEFAULTS.num_inference_steps,
+        acquisition_window: tuple[float, float] = ADS_DEFAULTS.acquisition_window,
+        sigma: float = ADS_DEFAULTS.sigma,
+        guidance: str | Sequence[GuidanceTerm] = ADS_DEFAULTS.guidance,
+        guidance_scale: float = ADS_DEFAULTS.guidance_scale,
         data_consistency: bool = True,
         generator: torch.Generator | None = None,
         latents: Tensor | None = None,
         progress: bool = False,
         record_estimates: bool = False,
-        lookahead_steps: int = 1,
+        lookahead_steps: int = ADS_DEFAULTS.lookahead_steps,
         line_prior_variance: Tensor | None = None,
     ) -> ADSOutput:
         """Reconstruct ``target`` (read only through the measurement operator).

@@ -214,7 +214,7 @@ def test_run_strategy_with_masks_given_up_front_matches_the_strategy():
     pipe = ActiveDiffusionSubsamplingPipeline(make_unet2d("tiny", H, 2),
                                               DDIMScheduler(num_train_timesteps=100, clip_sample=False))
     targets = torch.randn(3, 2, H, H)
-    cfg = RunSettings(particles=2, steps=3, batch_slices=2)
+    cfg = RunSettings(num_particles=2, num_inference_steps=3, batch_slices=2)
     ref = run_strategy(pipe, targets, "equispaced", 4, cfg, progress=False)  # draws no random numbers for its mask
     again = run_strategy(pipe, targets, "given", 4, cfg, progress=False, fixed_masks=ref.masks)
     assert torch.equal(again.masks, ref.masks) and again.name == "given"
@@ -256,3 +256,40 @@ def test_ads_lookahead_counts_its_network_evaluations():
     assert torch.equal(ahead.mask, base.mask)  # these particles' x0 does not depend on x_t: same choices
     with pytest.raises(ValueError, match="lookahead_steps"):
         pipe(target, measurement="kspace_line", budget=4, num_particles=2, num_inference_steps=10, lookahead_steps=0)
+
+
+def test_every_home_of_the_ads_defaults_reads_the_one_source():
+    """The pipeline's keywords, RunSettings, the benchmark configs, the demo and the study scripts agree with
+    ADS_DEFAULTS, so that changing a default in one home only fails here; deliberate overrides are listed."""
+    import argparse
+    import dataclasses
+    import inspect
+
+    from gendiff.mri.benchmark import RunSettings
+    from gendiff.mri.demo import DemoConfig
+    from gendiff.mri.study import ImagesBenchmarkConfig, MRIBenchmarkConfig, add_study_arguments
+    from gendiff.pipelines.ads import ADS_DEFAULTS
+
+    shared = dataclasses.asdict(ADS_DEFAULTS)
+    assert shared == {"num_particles": 16, "num_inference_steps": 50, "acquisition_window": (0.0, 0.5),
+                      "sigma": 1.0, "guidance": "dps", "guidance_scale": 1.0, "lookahead_steps": 1}
+    keywords = inspect.signature(ActiveDiffusionSubsamplingPipeline.__call__).parameters
+    assert {k: keywords[k].default for k in shared} == shared
+    run = RunSettings()
+    assert {k: getattr(run, k) for k in shared} == shared
+    bench = MRIBenchmarkConfig()
+    assert {k: getattr(bench, k) for k in shared} == {**shared, "acquisition_window": [0.0, 0.5]}
+    assert RunSettings.from_config(bench, "kspace_line") == run  # RunSettings adds no default of its own
+    images = ImagesBenchmarkConfig()  # overrides: acquisitions over more of the run, bigger batches of small images
+    assert (images.acquisition_window, images.batch_slices) == ([0.0, 0.8], 16)
+    assert {k: getattr(images, k) for k in shared if k != "acquisition_window"} == {
+        k: v for k, v in shared.items() if k != "acquisition_window"}
+    demo = DemoConfig()  # override: 8 particles, for speed
+    assert demo.num_particles == 8
+    assert {k: getattr(demo, k) for k in ("num_inference_steps", "sigma", "guidance", "guidance_scale")} == {
+        k: shared[k] for k in ("num_inference_steps", "sigma", "guidance", "guidance_scale")}
+    ap = argparse.ArgumentParser()
+    add_study_arguments(ap)  # overrides: 8 particles, the window (0.1, 0.4) chosen on validation slices
+    study = ap.parse_args(["--prior", "p", "--data", "d", "--train-data", "t"])
+    assert (study.num_particles, study.num_inference_steps, study.acquisition_window) == (
+        8, shared["num_inference_steps"], "0.1,0.4")

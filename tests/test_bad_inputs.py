@@ -252,9 +252,12 @@ def test_dataset_ids_cannot_leave_the_minari_folder(minari_dir, tmp_path, capsys
 # Tracebacks
 # --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("flag,value,needle", [
-    ("--steps", "0", "MRIBenchmarkConfig.steps"), ("--slices", "0", "MRIBenchmarkConfig.slices"),
+    ("--num-inference-steps", "0", "MRIBenchmarkConfig.num_inference_steps"),
+    ("--steps", "0", "MRIBenchmarkConfig.num_inference_steps"), ("--slices", "0", "MRIBenchmarkConfig.slices"),
     ("--bootstrap", "0", "MRIBenchmarkConfig.bootstrap"), ("--batch-slices", "0", "batch_slices"),
-    ("--particles", "-1", "particles"), ("--device", "tpu9", "'tpu9'"), ("--window", "0.6,0.2", "window"),
+    ("--num-particles", "-1", "MRIBenchmarkConfig.num_particles"), ("--device", "tpu9", "'tpu9'"),
+    ("--acquisition-window", "0.6,0.2", "MRIBenchmarkConfig.acquisition_window"),
+    ("--window", "0.6,0.2", "acquisition_window"),
     ("--sigma", "inf", "finite"), ("--acceleration", "0", "acceleration"),
 ])
 def test_mri_benchmark_numbers_and_devices_fail_at_config_load(capsys, flag, value, needle):

@@ -9,7 +9,15 @@ from typing import Literal
 
 import pytest
 
-from gendiff.config import add_bool_flag, add_config_arguments, config_from_args, field_docs
+from gendiff.config import (
+    add_bool_flag,
+    add_config_arguments,
+    add_renamed_argument,
+    config_from_args,
+    field_docs,
+    from_dict,
+    rename_aliases,
+)
 
 
 @dataclass
@@ -91,7 +99,7 @@ def test_a_class_without_source_gets_no_text():
 def test_mri_benchmark_help_shows_inherited_docs_and_choices():
     from gendiff.mri.study import MRIBenchmarkConfig
 
-    assert _help("lookahead", MRIBenchmarkConfig).startswith("ADS scores on Tweedie estimates (1, the paper)")
+    assert _help("lookahead_steps", MRIBenchmarkConfig).startswith("ADS scores on Tweedie estimates (1, the paper)")
     assert "one of: dps, x0_space" in _help("guidance", MRIBenchmarkConfig)
 
 
@@ -149,3 +157,69 @@ def test_registry_backed_fields_list_the_registrys_names():
 
     assert f"one of: {', '.join(ACQUISITION.names())}" in _help("strategies", DemoConfig)
     assert "one of: dps, zero_filled, cs_tv, cs_wavelet" in _help("reconstructors", DemoConfig)
+
+
+@dataclass
+class _Renamed:
+    num_inference_steps: int = field(default=50, metadata={"aliases": ("steps",)})  # DDIM steps
+    acquisition_window: list[float] = field(default_factory=lambda: [0.0, 0.5], metadata={"aliases": ("window",)})
+    seed: int = 0
+
+
+def test_an_old_field_name_still_reads_from_yaml_with_one_deprecation_line(tmp_path, capsys):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("steps: 7\nwindow: [0.1, 0.4]\n")
+    capsys.readouterr()
+    cfg = config_from_args(_Renamed, _parser(_Renamed).parse_args(["--config", str(cfg_file)]))
+    assert (cfg.num_inference_steps, cfg.acquisition_window) == (7, [0.1, 0.4])
+    assert capsys.readouterr().err.splitlines() == [
+        "gendiff: 'steps' is deprecated (renamed); use 'num_inference_steps'",
+        "gendiff: 'window' is deprecated (renamed); use 'acquisition_window'"]
+
+
+def test_an_old_flag_still_parses_into_the_renamed_field_with_one_deprecation_line(capsys):
+    capsys.readouterr()
+    cfg = config_from_args(_Renamed, _parser(_Renamed).parse_args(["--steps", "7", "--window", "0.1,0.4"]))
+    assert (cfg.num_inference_steps, cfg.acquisition_window) == (7, [0.1, 0.4])
+    assert capsys.readouterr().err.splitlines() == [
+        "gendiff: --steps is deprecated (renamed); use --num-inference-steps",
+        "gendiff: --window is deprecated (renamed); use --acquisition-window"]
+
+
+def test_the_new_name_needs_no_alias_and_the_old_flag_is_hidden_from_help(capsys):
+    parser = _parser(_Renamed)
+    capsys.readouterr()
+    assert config_from_args(_Renamed, parser.parse_args(["--num-inference-steps", "9"])).num_inference_steps == 9
+    assert capsys.readouterr().err == ""
+    text = parser.format_help()
+    assert "--num-inference-steps" in text and "[formerly --steps]" in text and "--steps " not in text
+
+
+def test_old_and_new_name_together_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _parser(_Renamed).parse_args(["--steps", "7", "--num-inference-steps", "8"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="both 'steps' .* and 'num_inference_steps'"):
+        from_dict(_Renamed, {"steps": 7, "num_inference_steps": 8})
+
+
+def test_a_yaml_old_name_and_a_new_flag_are_two_layers_the_flag_wins(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("steps: 7\n")
+    args = _parser(_Renamed).parse_args(["--config", str(cfg_file), "--num-inference-steps", "8"])
+    assert config_from_args(_Renamed, args).num_inference_steps == 8
+
+
+def test_rename_aliases_reads_old_records_quietly(capsys):
+    capsys.readouterr()
+    assert rename_aliases(_Renamed, {"steps": 3, "seed": 1}, warn=False) == {"num_inference_steps": 3, "seed": 1}
+    assert capsys.readouterr().err == ""
+
+
+def test_add_renamed_argument_serves_plain_argparse_scripts(capsys):
+    parser = argparse.ArgumentParser(prog="t")
+    add_renamed_argument(parser, "--num-particles", ("--particles",), type=int, default=8)
+    assert parser.parse_args([]).num_particles == 8
+    capsys.readouterr()
+    assert parser.parse_args(["--particles", "3"]).num_particles == 3
+    assert capsys.readouterr().err == "gendiff: --particles is deprecated (renamed); use --num-particles\n"

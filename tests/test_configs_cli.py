@@ -55,11 +55,40 @@ def test_config_file_and_overrides(tmp_path):
     from gendiff.config import config_from_args
 
     cfg_file = tmp_path / "c.yaml"
-    cfg_file.write_text("particles: 4\nstrategies: [ads, random]\n")
+    cfg_file.write_text("num_particles: 4\nstrategies: [ads, random]\n")
     parser = build_parser()
-    args = parser.parse_args(["mri", "benchmark", "--config", str(cfg_file), "--steps", "7", "--acceleration", "4,8"])
+    args = parser.parse_args(["mri", "benchmark", "--config", str(cfg_file), "--num-inference-steps", "7",
+                              "--acceleration", "4,8"])
     cfg = config_from_args(MRIBenchmarkConfig, args)
-    assert (cfg.particles, cfg.steps, cfg.strategies, cfg.acceleration) == (4, 7, ["ads", "random"], [4.0, 8.0])
+    assert (cfg.num_particles, cfg.num_inference_steps, cfg.strategies, cfg.acceleration) == (
+        4, 7, ["ads", "random"], [4.0, 8.0])
+
+
+@pytest.mark.parametrize("command,cls", [(["mri", "benchmark"], MRIBenchmarkConfig),
+                                         (["images", "benchmark"], ImagesBenchmarkConfig), (["demo"], DemoConfig)])
+def test_the_names_before_the_pipeline_keywords_still_work_for_one_release(tmp_path, capsys, command, cls):
+    """particles / steps (window / lookahead) became num_particles / num_inference_steps (acquisition_window /
+    lookahead_steps); the old YAML keys and flags still work, each with one deprecation line on stderr."""
+    from gendiff.config import config_from_args
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("particles: 4\n")
+    capsys.readouterr()
+    args = build_parser().parse_args([*command, "--config", str(cfg_file), "--steps", "7"])
+    cfg = config_from_args(cls, args)
+    assert (cfg.num_particles, cfg.num_inference_steps) == (4, 7)
+    assert capsys.readouterr().err.splitlines() == [
+        "gendiff: --steps is deprecated (renamed); use --num-inference-steps",
+        "gendiff: 'particles' is deprecated (renamed); use 'num_particles'"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--steps", "7", "--num-inference-steps", "8"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_config_saved_before_the_renames_still_loads(capsys):
+    cfg = from_dict(MRIBenchmarkConfig, load_yaml(ROOT / "benchmarks" / "ads" / "mri32_results_config.yaml"))
+    assert cfg.num_particles > 0 and len(cfg.acquisition_window) == 2
+    assert "'window' is deprecated (renamed); use 'acquisition_window'" in capsys.readouterr().err
 
 
 def test_bad_input_is_reported_without_a_traceback(tmp_path, capsys):

@@ -79,7 +79,7 @@ def test_gpu_ads_smoke_compares_every_mask_in_fp32_and_bf16(tmp_path: Path, gpu_
     strategies = {"ads", "equispaced", "random", "fixed_dps", "fastmri_equispaced", "fastmri_random", "data_variance"}
     assert {r["strategy"] for r in fp32["rows"]} == strategies
     assert {r["strategy"] for r in bf16["rows"]} == {"ads", "fixed_dps"}
-    assert fp32["config"]["window"] == [0.1, 0.4] and bf16["config"]["precision"] == "bf16"
+    assert fp32["config"]["acquisition_window"] == [0.1, 0.4] and bf16["config"]["precision"] == "bf16"
     assert all(math.isfinite(r["ssim"]) and r["slices_per_second"] > 0 for r in fp32["rows"])
     report = (tmp_path / "gpu_ads.md").read_text()
     assert "bf16 autocast, ads: SSIM" in report

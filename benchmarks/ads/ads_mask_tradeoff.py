@@ -18,7 +18,7 @@ This script maps the trade-off on the same slices, noise, particles and steps:
 Writes JSON + markdown (``--render-only`` rewrites the markdown from the JSON).
 
     python benchmarks/ads/ads_mask_tradeoff.py --prior priors/mri64v6k --data data/val --train-data data/train \
-        --slices 8 --window 0.1,0.4 --threads 1 --out benchmarks/ads/mask_tradeoff64v6k.json
+        --slices 8 --acquisition-window 0.1,0.4 --threads 1 --out benchmarks/ads/mask_tradeoff64v6k.json
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
+from gendiff.config import rename_aliases
 from gendiff.mri.benchmark import RunSettings, run_strategy
-from gendiff.mri.study import add_study_arguments, load_study
+from gendiff.mri.study import ReconstructionConfig, add_study_arguments, load_study
 
 DEFAULT_MASKS = (
     "-8..7",  # ADS's usual 4x mask with the 6,000-step prior (29 of 32 test slices)
@@ -96,7 +97,8 @@ def main() -> None:
         masks = {s: offsets_mask(s, size, budget, targets.shape[0]) for s in specs}
     except ValueError as err:
         ap.error(str(err))
-    cfg = RunSettings(particles=args.particles, steps=args.steps, window=window, batch_slices=args.slices)
+    cfg = RunSettings(num_particles=args.num_particles, num_inference_steps=args.num_inference_steps,
+                      acquisition_window=window, batch_slices=args.slices)
     t0 = time.perf_counter()
     runs = {name: run_strategy(pipe, targets, name, budget, cfg, train, progress=False)  # Step 1
             for name in ("ads", "data_variance")}
@@ -137,14 +139,15 @@ def slice_oracle(rows: list[dict], reference: str = "data_variance") -> dict:
 
 def render(payload: dict, path: Path) -> None:
     """The markdown table of the rows and the per-slice oracle."""
-    c, rows = payload["config"], payload["rows"]
+    c = rename_aliases(ReconstructionConfig, payload["config"], warn=False)  # records may predate the renames
+    rows = payload["rows"]
     size = payload["size"]
     budget = round(size / c["acceleration"])
     dv = next(r for r in rows if r["mask"] == "data_variance")
     orc = slice_oracle(rows)
     lines = [f"# ADS: the SSIM / PSNR trade-off between {c['acceleration']:g}x masks ({size}x{size}, {c['slices']} slices of "
-             f"{c['data']}, {c['acceleration']}x = {budget} lines, {c['particles']} particles, {c['steps']} steps)", "",
-             f"Prior {c['prior']}; ADS window ({c['window']}). Masks are line offsets from the centre line, given up front. "
+             f"{c['data']}, {c['acceleration']}x = {budget} lines, {c['num_particles']} particles, {c['num_inference_steps']} steps)", "",
+             f"Prior {c['prior']}; ADS window ({c['acquisition_window']}). Masks are line offsets from the centre line, given up front. "
              f"Machine: {payload['machine']['cpu']}, {payload['machine']['torch_threads']} thread(s); "
              f"{payload['seconds']:.0f} s.", "",
              "| mask | SSIM x100 | PSNR dB | it - data variance: SSIM x100 | it - data variance: PSNR | beats it in both |",

@@ -12,7 +12,7 @@ rather than assumed). If (2) ~ (1), the gain is the mask; if (2) ~ (3), it is th
 Writes JSON + markdown (mean SSIM x100 and PSNR per row, paired differences to ``ads`` at the same scale).
 
     python benchmarks/ads/ads_mask_vs_timing.py --prior priors/mri64v --data data/val --train-data data/train \
-        --slices 8 --window 0.1,0.4 --scales 1.0,0.5 --out benchmarks/ads/mask_vs_timing64v.json
+        --slices 8 --acquisition-window 0.1,0.4 --scales 1.0,0.5 --out benchmarks/ads/mask_vs_timing64v.json
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def main() -> None:
     size = int(pipe.unet.config.sample_size)
     rows, t0 = [], time.perf_counter()
     for scale in (float(v) for v in args.scales.split(",")):
-        cfg = RunSettings(particles=args.particles, steps=args.steps, window=window, guidance_scale=scale,
-                          batch_slices=args.slices)
+        cfg = RunSettings(num_particles=args.num_particles, num_inference_steps=args.num_inference_steps,
+                          acquisition_window=window, guidance_scale=scale, batch_slices=args.slices)
         ads = run_strategy(pipe, targets, "ads", budget, cfg, progress=False)  # Step 1
         fixed = run_strategy(pipe, targets, "ads_mask_fixed", budget, cfg, progress=False, fixed_masks=ads.masks)
         dv = run_strategy(pipe, targets, "data_variance", budget, cfg, train, progress=False)  # Step 3
@@ -55,7 +55,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2))
     lines = [f"# ADS: mask or timing? ({size}x{size}, {targets.shape[0]} slices of {args.data}, "
-             f"{args.acceleration}x, {args.particles} particles, {args.steps} steps, window {window})", "",
+             f"{args.acceleration}x, {args.num_particles} particles, {args.num_inference_steps} steps, window {window})", "",
              f"Prior {args.prior}. Machine: {payload['machine']['cpu']}, {payload['machine']['torch_threads']} "
              f"thread(s); {payload['seconds']:.0f} s.", "",
              "| DPS scale | strategy | SSIM x100 | PSNR dB | ADS - it: SSIM x100 | ADS - it: PSNR |",

@@ -25,10 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from gendiff.config import rename_aliases
+from gendiff.mri.study import MRIBenchmarkConfig
 from gendiff.stats import bootstrap_ci
 
 # the settings two result files must share to be a pair (everything but the strategy and the output path)
-PAIRED_FIELDS = ("prior", "data", "train_data", "slices", "particles", "steps", "window", "sigma", "lookahead",
+PAIRED_FIELDS = ("prior", "data", "train_data", "slices", "num_particles", "num_inference_steps", "acquisition_window",
+                 "sigma", "lookahead_steps",
                  "guidance", "guidance_scale", "batch_slices", "precision", "seed", "acceleration", "crop_mode")
 
 
@@ -38,7 +41,8 @@ def load_row(path: str, strategy: str) -> tuple[dict, dict, dict]:
     rows = [r for r in payload["rows"] if r["strategy"] == strategy]
     if len(rows) != 1:
         raise ValueError(f"{path} holds {len(rows)} rows for strategy {strategy!r}; expected exactly one")
-    return payload["config"], rows[0], payload["machine"]
+    config = rename_aliases(MRIBenchmarkConfig, payload["config"], warn=False)  # records may predate the renames
+    return config, rows[0], payload["machine"]
 
 
 def compare(label: str, acceleration: str, ads_path: str, dv_path: str, n_boot: int) -> tuple[dict, dict]:
@@ -51,7 +55,7 @@ def compare(label: str, acceleration: str, ads_path: str, dv_path: str, n_boot: 
     if ads_cfg["acceleration"] != [float(acceleration)]:
         raise ValueError(f"{ads_path} ran at acceleration {ads_cfg['acceleration']}, not the {acceleration} its label says")
     out = {"label": label, "acceleration": float(acceleration), "prior": ads_cfg["prior"], "budget": ads["budget"],
-           "slices": ads["slices"], "particles": ads_cfg["particles"], "steps": ads_cfg["steps"],
+           "slices": ads["slices"], "particles": ads_cfg["num_particles"], "steps": ads_cfg["num_inference_steps"],
            "seconds_per_slice_ads": ads["seconds_per_slice"], "nfe_per_slice": ads["nfe_per_slice"]}
     for m in ("ssim", "psnr"):
         a, d = np.asarray(ads["per_slice"][m]), np.asarray(dv["per_slice"][m])

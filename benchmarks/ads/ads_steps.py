@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> dict:
     budget = pipe.budget_from(size, None, args.acceleration)
     rows = []
     for steps in sorted(int(s) for s in args.steps.split(",")):
-        cfg = RunSettings(particles=args.particles, steps=steps, guidance=args.guidance,
-                          guidance_scale=args.guidance_scale, batch_slices=targets.shape[0], window=window)
+        cfg = RunSettings(num_particles=args.particles, num_inference_steps=steps, guidance=args.guidance,
+                          guidance_scale=args.guidance_scale, batch_slices=targets.shape[0],
+                          acquisition_window=window)
         t0 = time.perf_counter()
         r = run_strategy(pipe, targets, "ads", budget, cfg, progress=False)
         rows.append({"steps": steps, "ssim_per_slice": (100 * r.metrics["ssim"]).tolist(),

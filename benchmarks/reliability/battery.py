@@ -260,7 +260,7 @@ class Evil:
 # --------------------------------------------------------------------------------------------------
 def bad_input_cases(b: Battery, fx: dict[str, Path]) -> None:
     w = b.work
-    opts = ["--slices", "2", "--particles", "2", "--steps", "3", "--strategies", "ads,equispaced", "--bootstrap", "50",
+    opts = ["--slices", "2", "--num-particles", "2", "--num-inference-steps", "3", "--strategies", "ads,equispaced", "--bootstrap", "50",
             "--no-progress"]  # a repeated flag overrides: the last one counts
     bench = ["mri", "benchmark", "--prior", str(fx["prior"]), "--data", str(fx["test"]), *opts]
     res = w / "res" / "mri.json"
@@ -334,9 +334,9 @@ def bad_input_cases(b: Battery, fx: dict[str, Path]) -> None:
              "ls <work>/outside-v0", [(not outside, f"outside folders: {[str(p) for p in outside]}")])
 
     # ---- tracebacks ----
-    for flag, value, needle in (("--steps", "0", "steps"), ("--slices", "0", "slices"), ("--bootstrap", "0",
+    for flag, value, needle in (("--num-inference-steps", "0", "steps"), ("--slices", "0", "slices"), ("--bootstrap", "0",
                                 "bootstrap"), ("--device", "tpu9", "tpu9"), ("--device", "cuda", "cuda"),
-                                ("--particles", "0", "particles"), ("--window", "0.5,0.2", "window"),
+                                ("--num-particles", "0", "particles"), ("--acquisition-window", "0.5,0.2", "window"),
                                 ("--acceleration", "nan", "finite")):
         b.case(f"mri benchmark {flag} {value}", "traceback (ZeroDivisionError / IndexError / device)",
                [*bench, "--out", str(w / "res" / "x2.json"), flag, value], "error", (needle,))

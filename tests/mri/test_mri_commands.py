@@ -34,7 +34,7 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
     out = tmp_path / "res" / "results.json"
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(out),
                  "--acceleration", "4", "--strategies", "ads,equispaced,fastmri_random,data_variance",
-                 "--train-data", str(data), "--slices", "2", "--particles", "2", "--steps", "4",
+                 "--train-data", str(data), "--slices", "2", "--num-particles", "2", "--num-inference-steps", "4",
                  "--no-progress"]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [r["strategy"] for r in rows] == ["ads", "equispaced", "fastmri_random", "data_variance"]
@@ -45,9 +45,9 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
     # a fixed mask whose DPS row is not asked for, and its masks are the very masks the DPS run draws
     both = tmp_path / "res" / "both.json"
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(both),
-                 "--acceleration", "4", "--strategies", "ads,fastmri_random,centre", "--slices", "2", "--particles",
-                 "2", "--steps", "4", "--reconstructors", "zero_filled,cs_tv", "--cs-iterations", "5",
-                 "--no-progress"]) == 0
+                 "--acceleration", "4", "--strategies", "ads,fastmri_random,centre", "--slices", "2",
+                 "--num-particles", "2", "--num-inference-steps", "4", "--reconstructors", "zero_filled,cs_tv",
+                 "--cs-iterations", "5", "--no-progress"]) == 0
     got = [(r["strategy"], r["reconstructor"]) for r in json.loads(both.read_text())["rows"]]
     assert got == [("ads", "dps"), ("ads", "zero_filled"), ("ads", "cs_tv"), ("fastmri_random", "zero_filled"),
                    ("fastmri_random", "cs_tv"), ("centre", "zero_filled"), ("centre", "cs_tv")]
@@ -62,8 +62,8 @@ def test_make_synthetic_train_prior_benchmark(tmp_path):
     # bf16 autocast over the sampler (the GPU script's setting): runs, float32 metrics, recorded
     bf = tmp_path / "res" / "bf16.json"
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(bf),
-                 "--acceleration", "4", "--strategies", "ads,random", "--slices", "2", "--particles", "2",
-                 "--steps", "4", "--precision", "bf16", "--no-progress"]) == 0
+                 "--acceleration", "4", "--strategies", "ads,random", "--slices", "2", "--num-particles", "2",
+                 "--num-inference-steps", "4", "--precision", "bf16", "--no-progress"]) == 0
     payload = json.loads(bf.read_text())
     assert payload["config"]["precision"] == "bf16" and all(math.isfinite(r["ssim"]) for r in payload["rows"])
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(test), "--out", str(bf),
@@ -95,16 +95,16 @@ def test_image_prior_and_images_benchmark(tmp_path):
                  "--batch-size", "8", "--unet", "tiny"]) == 0
     out = tmp_path / "img.json"
     assert main(["images", "benchmark", "--prior", str(prior), "--data", "digits", "--measurement", "column",
-                 "--budgets", "2", "--slices", "2", "--particles", "2", "--steps", "3", "--out", str(out),
-                 "--no-progress"]) == 0
+                 "--budgets", "2", "--slices", "2", "--num-particles", "2", "--num-inference-steps", "3",
+                 "--out", str(out), "--no-progress"]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert {r["strategy"] for r in rows} == {"ads", "random", "data_variance"}
 
 
 def test_demo_runs_with_the_shipped_prior(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--volumes", "1", "--slices", "2", "--particles", "2",
-                 "--steps", "4", "--train-volumes", "1"]) == 0
+    assert main(["demo", "--out", str(out), "--volumes", "1", "--slices", "2", "--num-particles", "2",
+                 "--num-inference-steps", "4", "--train-volumes", "1"]) == 0
     payload = json.loads((out / "results.json").read_text())
     strategies = ["ads", "data_variance", "centre", "fixed_dps", "random"]
     assert [(r["strategy"], r["reconstructor"]) for r in payload["rows"]] == [
@@ -120,8 +120,8 @@ def test_the_64x64_study_prior_ships_and_reconstructs(tmp_path):
     data, out = tmp_path / "data", tmp_path / "bench.json"
     assert main(["mri", "make-synthetic", "--out", str(data), "--volumes", "1", "--slices", "1", "--size", "128"]) == 0
     assert main(["mri", "benchmark", "--prior", str(prior), "--data", str(data), "--acceleration", "4",
-                 "--slices", "1", "--particles", "2", "--steps", "3", "--strategies", "ads,equispaced",
-                 "--out", str(out), "--no-progress"]) == 0
+                 "--slices", "1", "--num-particles", "2", "--num-inference-steps", "3",
+                 "--strategies", "ads,equispaced", "--out", str(out), "--no-progress"]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [r["lines_measured_mean"] for r in rows] == [16.0, 16.0]  # 64 lines / 4
     assert all(math.isfinite(r["ssim"]) and math.isfinite(r["psnr"]) for r in rows)

@@ -15,7 +15,7 @@ source "$(dirname "$0")/gpu_env.sh"
 OUT="$OUT_DIR"
 W=$(mktemp -d)
 if [ "${GPU_ADS_SMOKE:-0}" = 1 ]; then
-  SIZE=32; VOL=2; SL=2; TVOL=1; UNET=tiny; TRAIN="--steps 2 --batch-size 4"; N=2; P=2; STEPS="--steps 4"
+  SIZE=32; VOL=2; SL=2; TVOL=1; UNET=tiny; TRAIN="--steps 2 --batch-size 4"; N=2; P=2; STEPS="--num-inference-steps 4"
 else
   SIZE=128; VOL=64; SL=16; TVOL=4; UNET=base; TRAIN="--steps 20000 --batch-size 64"; N=32; P=16; STEPS=""
 fi
@@ -30,12 +30,12 @@ fi
 python -m gendiff.cli mri train-prior --data "$W/train" --out "$W/prior" --size $SIZE --unet $UNET \
     $TRAIN --checkpoint-every 1000 --max-minutes 2 --mixed-precision bf16 --augment $AUG
 python -m gendiff.cli mri benchmark --prior "$W/prior" --data "$W/test" --train-data "$W/train" --acceleration 4 \
-    --slices $N --particles $P --batch-slices $N --guidance dps --window 0.1,0.4 $STEPS \
+    --slices $N --num-particles $P --batch-slices $N --guidance dps --acquisition-window 0.1,0.4 $STEPS \
     --strategies ads,equispaced,random,fixed_dps,fastmri_equispaced,fastmri_random,data_variance \
     --out "$OUT/gpu_ads.json" --no-progress --overwrite
 # bf16 where quality holds: ADS and fixed-mask DPS again under bf16 autocast, same slices and noise
 python -m gendiff.cli mri benchmark --prior "$W/prior" --data "$W/test" --acceleration 4 --slices $N \
-    --particles $P --batch-slices $N --guidance dps --window 0.1,0.4 $STEPS --strategies ads,fixed_dps --precision bf16 \
+    --num-particles $P --batch-slices $N --guidance dps --acquisition-window 0.1,0.4 $STEPS --strategies ads,fixed_dps --precision bf16 \
     --out "$OUT/gpu_ads_bf16.json" --no-progress --overwrite
 python - "$OUT/gpu_ads.json" "$OUT/gpu_card.txt" <<'PY'
 import json, sys
@@ -46,7 +46,7 @@ for r in p["rows"]:
 json.dump(p, open(sys.argv[1], "w"), indent=2)
 with open(sys.argv[1].replace(".json", ".md"), "a") as f:
     c = p["config"]
-    f.write(f"\nCard: {card}. Slices per second ({c['particles']} particles, batched over {c['batch_slices']} slices): "
+    f.write(f"\nCard: {card}. Slices per second ({c['num_particles']} particles, batched over {c['batch_slices']} slices): "
             + ", ".join(f"{r['strategy']} {r['slices_per_second']:.2f}" for r in p["rows"]) + "\n")
     bf = {r["strategy"]: r for r in json.load(open(sys.argv[1].replace(".json", "_bf16.json")))["rows"]}
     fp = {r["strategy"]: r for r in p["rows"]}

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gendiff.config import rename_aliases
 from gendiff.mri.benchmark import METRICS
+from gendiff.mri.study import MRIBenchmarkConfig
 from gendiff.stats import bootstrap_ci
 
 
@@ -49,7 +51,7 @@ def main() -> None:
         row["per_slice"] = r["per_slice"]
         merged.append(row)
     orders = {k: v for p in payloads for k, v in p.items() if k.endswith("_order") and v}
-    cfg = payloads[0]["config"]
+    cfg = rename_aliases(MRIBenchmarkConfig, payloads[0]["config"], warn=False)  # may predate the renames
     out = Path(args.out)
     out.write_text(json.dumps({"files": files, "machine": payloads[0]["machine"], "config": cfg, "rows": merged,
                                **orders}, indent=2))
@@ -61,8 +63,8 @@ def main() -> None:
         return f"{scale * r[f'ads_minus_{m}']:+.2f} [{scale * lo:+.2f}, {scale * hi:+.2f}]"
 
     lines = [f"# {args.title}", "", f"{merged[0]['slices']} slices of {cfg['data']}, prior {cfg['prior']}, "
-             f"budget {merged[0]['budget']} lines; {cfg['particles']} particles, {cfg['steps']} DDIM steps, window "
-             f"{cfg['window']}, seed {cfg['seed']}; CS-TV weight {cfg['cs_tv_weight']}, L1-wavelet "
+             f"budget {merged[0]['budget']} lines; {cfg['num_particles']} particles, {cfg['num_inference_steps']} DDIM steps, "
+             f"window {cfg['acquisition_window']}, seed {cfg['seed']}; CS-TV weight {cfg['cs_tv_weight']}, L1-wavelet "
              f"{cfg['cs_wavelet_weight']}, {cfg['cs_iterations']} FISTA iterations (chosen on validation slices). "
              f"Merged from {len(files)} runs of `gendiff mri benchmark` (one per strategy, same slices and noise).",
              "", "| strategy | reconstructor | SSIM x100 [95% CI] | PSNR dB | ADS (DPS) - it: SSIM x100 [95% CI] | "

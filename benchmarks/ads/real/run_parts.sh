@@ -11,8 +11,8 @@ W_TV=$(.venv/bin/python -c "import json; print(json.load(open('$OUT/tune_cs_real
 W_WL=$(.venv/bin/python -c "import json; print(json.load(open('$OUT/tune_cs_real64.json'))['chosen']['cs_wavelet'])")
 run() {  # strategy reconstructors
   test -f "$P/real64_acc${A}_$1.json" || .venv/bin/gendiff mri benchmark --prior "$PRIOR" --data "$DATA/test" \
-    --train-data "$DATA/train" --acceleration "$A" --slices 16 --particles 4 --steps 50 --batch-slices 8 \
-    --window 0.1,0.4 --strategies "$1" --reconstructors "$2" --cs-tv-weight "$W_TV" --cs-wavelet-weight "$W_WL" \
+    --train-data "$DATA/train" --acceleration "$A" --slices 16 --num-particles 4 --num-inference-steps 50 --batch-slices 8 \
+    --acquisition-window 0.1,0.4 --strategies "$1" --reconstructors "$2" --cs-tv-weight "$W_TV" --cs-wavelet-weight "$W_WL" \
     --out "$P/real64_acc${A}_$1.json" --no-progress
   .venv/bin/python $OUT/merge_tables.py --inputs "$P/*real64_acc${A}_*.json" --out "$OUT/real64_acc$A.json" \
     --title "Real MR test split (S0_10slices, test_piesno), 64 x 64, ${A}x: every mask with DPS, and CS" > /dev/null

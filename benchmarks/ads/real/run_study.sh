@@ -33,8 +33,8 @@ if [[ " $STEPS " == *" 3 "* ]]; then
     $PY $OUT/tune_cs.py --data "$PH/val" --size 32 --slices 8 --reconstructors cs_tv --out $OUT/tune_cs_phantom32.json  # the demo's
   W=$(chosen $OUT/tune_cs_phantom64.json cs_tv)
   for a in 4 8; do
-    B="--prior benchmarks/ads/priors/mri64v6k --data $PH/test --acceleration $a --slices 32 --particles 8 --steps 50
-       --batch-slices 8 --window 0.1,0.4 --cs-tv-weight $W --no-progress"
+    B="--prior benchmarks/ads/priors/mri64v6k --data $PH/test --acceleration $a --slices 32 --num-particles 8 --num-inference-steps 50
+       --batch-slices 8 --acquisition-window 0.1,0.4 --cs-tv-weight $W --no-progress"
     $G mri benchmark $B --strategies centre --reconstructors dps,zero_filled,cs_tv --out $OUT/phantom64_centre_acc$a.json
     $G mri benchmark $B --strategies fastmri_equispaced,fastmri_random --reconstructors zero_filled,cs_tv \
       --out $OUT/phantom64_cs_acc$a.json

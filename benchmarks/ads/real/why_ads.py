@@ -46,8 +46,8 @@ def main() -> None:
     k = targets.shape[-1]
     op = make_operator("kspace_line", tuple(targets.shape[1:]), targets.shape[0])
     dv_score = op.full(train).var(0).sum(-1)  # [K] training-set variance per line (data_variance's score)
-    out = pipe(targets, measurement="kspace_line", budget=budget, num_particles=args.particles,
-               num_inference_steps=args.steps, acquisition_window=window,
+    out = pipe(targets, measurement="kspace_line", budget=budget, num_particles=args.num_particles,
+               num_inference_steps=args.num_inference_steps, acquisition_window=window,
                generator=torch.Generator().manual_seed(0), record_estimates=True)
     y_true = op.full(targets)  # [B, K, E]
     dist = (torch.arange(k) - k // 2).abs()
@@ -97,7 +97,7 @@ def main() -> None:
         return " / ".join(f"{band}: {v:.2f}" if v is not None else f"{band}: n/a" for band, v in result[key].items())
 
     text = (f"# Why ADS's lines: {args.slices} slices of {args.data}, prior {args.prior}\n\n"
-            f"Budget {budget} of {k} lines, {args.particles} particles, {args.steps} steps, window {args.window}.\n\n"
+            f"Budget {budget} of {k} lines, {args.num_particles} particles, {args.num_inference_steps} steps, window {args.acquisition_window}.\n\n"
             f"- error of the line chosen, as a share of the largest error among unmeasured lines (mean over "
             f"acquisitions and slices): ADS {result['chosen_error_share']['ads']:.3f}, data variance's next line "
             f"{result['chosen_error_share']['data_variance']:.3f}, hindsight 1\n"
