@@ -145,7 +145,7 @@ def main() -> None:
         cfg = dataclasses.replace(RECIPE, stage_steps=a.steps + 1)
         agent = GoRL(a.env, cfg, PPOConfig(anneal_lr=False, eval_every=0), seed=a.seed)
         agent.learn(a.steps, progress=False)
-        obs, u, adv = agent._recent.data()  # the recent window the refit would use
+        obs, u, adv = agent.base.recent.data()  # the recent window the refit would use (the PPO base's)
         agent.save(work / "pre_refit")
         save_file({"obs": obs, "u": u, "adv": adv}, work / "recent_window.safetensors", metadata=meta)
     rows = [{"setting": "before the refit (stage-0 policy)", **returns(agent, a.env, a.episodes)}]

@@ -55,9 +55,8 @@ per refit, is in benchmarks/gorl/README.md ("Findings formerly in gorl.py's docs
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -68,8 +67,9 @@ from torch import Tensor
 from gendiff.config import check_literal_fields, from_dict, to_dict
 from gendiff.rl.common import TrainLog, load_modules, read_checkpoint, write_checkpoint
 from gendiff.rl.decoders import IdentityDecoder, make_decoder
-from gendiff.rl.ppo import PPO, GaussianHead, PPOConfig
-from gendiff.rl.sac import SAC, SACConfig, TanhGaussianPolicy
+from gendiff.rl.latent import LATENT_BASES, LatentLearner, StageHooks
+from gendiff.rl.ppo import PPO, PPOConfig
+from gendiff.rl.sac import SAC, SACConfig
 
 __all__ = ["GoRL", "GoRLConfig", "StageRecord"]
 
@@ -147,24 +147,11 @@ class StageRecord:
     policy_shift: float = float("nan")
 
 
-@dataclass
-class _Recent:
-    """FIFO of the latest (s, u, advantage) rows."""
-
-    capacity: int
-    rows: list[tuple[Tensor, Tensor, Tensor]] = field(default_factory=list)
-
-    def add(self, obs: Tensor, u: Tensor, adv: Tensor) -> None:
-        self.rows.append((obs, u, adv))
-        while sum(r[0].shape[0] for r in self.rows) - self.rows[0][0].shape[0] >= self.capacity:
-            self.rows.pop(0)
-
-    def data(self) -> tuple[Tensor, Tensor, Tensor]:
-        return tuple(torch.cat(x)[-self.capacity:] for x in zip(*self.rows))  # type: ignore[return-value]
-
-
 class GoRL:
     """GoRL agent on a gymnasium env (see the module docstring).
+
+    The base learner (PPO or SAC over the latent, ``config.base``) is reached only through the
+    :class:`~gendiff.rl.latent.LatentLearner` protocol (``self.base``); ``self.agent`` is the wrapped PPO / SAC.
 
     Args:
         env_id: gymnasium id; config: GoRL settings; ppo_config / sac_config: the base learner's settings.
@@ -175,26 +162,21 @@ class GoRL:
         self.config = cfg = config or GoRLConfig()
         self.env_id, self.seed = env_id, seed
         self.generator = torch.Generator().manual_seed(seed + 7)
-        if cfg.base == "ppo":
-            pc = dataclasses.replace(ppo_config or PPOConfig(), latent_kl_coef=cfg.latent_kl_coef, head="gaussian")
-            self.agent: PPO | SAC = PPO.from_env(env_id, pc, seed)
-            self.scaler = self.agent.scaler
-        else:
-            sc = dataclasses.replace(sac_config or SACConfig(), latent_kl_coef=cfg.latent_kl_coef)
-            probe = SAC.from_env(env_id, sc, seed)  # the environment's bounds
-            self.scaler = probe.policy.scaler
-            bound = [cfg.latent_bound] * probe.act_dim
-            self.agent = SAC(probe.obs_dim, probe.act_dim, [-b for b in bound], bound, sc, seed)
-        self.obs_dim, self.act_dim = self.agent.obs_dim, self.agent.act_dim
+        self.base: LatentLearner
+        self.base, self.scaler = LATENT_BASES[cfg.base].build(env_id, cfg, ppo_config, sac_config, seed,
+                                                              self.transform)
+        self.obs_dim, self.act_dim = self.base.obs_dim, self.base.act_dim
         self.decoder: torch.nn.Module = IdentityDecoder()  # stage 0
         extra = {"solver": cfg.flow_solver} if cfg.decoder == "flow" else {}
         self.generative = make_decoder(cfg.decoder, self.obs_dim, self.act_dim, width=cfg.decoder_width,
                                        depth=cfg.decoder_depth, num_inference_steps=cfg.num_inference_steps, **extra)
         self.stages: list[StageRecord] = []
-        self._recent = _Recent(cfg.recent_steps)
         self._next_refit = cfg.stage_length(0)
-        if isinstance(self.agent, PPO):
-            self.agent.transform = self.transform  # PPO's actions go through the current decoder
+
+    @property
+    def agent(self) -> PPO | SAC:
+        """The base learner's agent (the latent policy, its critic and optimisers)."""
+        return self.base.learner
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -211,12 +193,10 @@ class GoRL:
         """Rebuild an agent written by :meth:`save` (makes the environment once, for its spaces)."""
         meta, state = read_checkpoint(path, "GoRL agent")
         config = from_dict(GoRLConfig, meta["config"])
-        inner = PPO.load(Path(path) / "agent") if config.base == "ppo" else SAC.load(Path(path) / "agent")
-        agent = cls(meta["env_id"], config, inner.config if isinstance(inner, PPO) else None,
-                    inner.config if isinstance(inner, SAC) else None, seed=meta["seed"])
-        agent.agent = inner
-        if isinstance(inner, PPO):
-            inner.transform, agent.scaler = agent.transform, inner.scaler
+        base = LATENT_BASES[config.base]
+        inner = base.learner_class.load(Path(path) / "agent")
+        agent = cls(meta["env_id"], config, seed=meta["seed"], **{base.config_arg: inner.config})
+        agent.base = base(inner, agent.transform, config.recent_steps)  # the saved weights replace the fresh ones
         load_modules(state, {"decoder": agent.generative}, path)
         if meta["refits"] > 0:  # stage 0 acts through the identity decoder
             agent.decoder = agent.generative
@@ -235,9 +215,7 @@ class GoRL:
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Environment actions [n, act_dim] (deterministic: latent mean, then the decoder)."""
         o = torch.as_tensor(obs, dtype=torch.float32)
-        if isinstance(self.agent, PPO):
-            return self.agent.act(obs, deterministic)
-        return self.env_action(o, self.agent.policy.act(o, deterministic)).numpy()
+        return self.env_action(o, self.base.sample_latent(o, deterministic)).numpy()
 
     # ------------------------------------------------------------------ schedule
     def _refit(self, step: int, obs: Tensor, u: Tensor | None, adv: Tensor) -> None:
@@ -271,11 +249,7 @@ class GoRL:
     def _final_policy_actions(self, obs: Tensor, generator: torch.Generator) -> Tensor:
         """``decoder_data="final_policy"``: u = g(s, z), z ~ pi_theta(z|s) of the current latent policy and the
         current (outgoing) decoder, for raw states obs [n, obs_dim] -> [n, act_dim]."""
-        if isinstance(self.agent, PPO):
-            z, _ = self.agent.actor.sample(self.agent._norm(obs), False, generator)
-        else:
-            z = self.agent.policy.act(obs, False, generator)
-        return self.transform(obs, z)
+        return self.transform(obs, self.base.sample_latent(obs, False, generator))
 
     @torch.no_grad()
     def _mean_action(self, obs: Tensor, generator: torch.Generator, draws: int = 256) -> tuple[Tensor, Tensor]:
@@ -300,44 +274,28 @@ class GoRL:
         """Step 4: fresh weights for the latent actor (exactly N(0, I) with ``latent_reset_init="gaussian"``),
         and its optimiser moments dropped (critic kept). ``"recentre"`` resets only the output layer and the
         log std to N(0, I), keeping the hidden layers and their moments."""
-        ag, mode = self.agent, self.config.latent_reset_init
-        actor, opt = (ag.actor, ag.opt) if isinstance(ag, PPO) else (ag.policy, ag.actor_opt)
+        mode = self.config.latent_reset_init
+        actor, opt = self.base.latent_actor()
         # drawn in every mode (also "recentre", which does not load it), so that the three modes share one random
         # stream and runs of one seed differ only in the reset
-        fresh = (GaussianHead(ag.obs_dim, ag.act_dim, ag.config.hidden, ag.config.init_log_std)
-                 if isinstance(ag, PPO) else TanhGaussianPolicy(ag.obs_dim, ag.act_dim, ag.low, ag.high,
-                                                                ag.config.hidden))
+        fresh = self.base.fresh_latent_actor()
         if mode != "recentre":
             actor.load_state_dict(fresh.state_dict())  # same Parameter objects: the optimiser keeps them
-        out = (actor.mean if isinstance(ag, PPO) else actor.net)[-1]
+        head = self.base.standard_normal_params()  # output layer (and PPO's log std)
         if mode != "fresh":  # N(0, I): zero output layer, log std 0
             with torch.no_grad():
-                out.weight.zero_()
-                out.bias.zero_()
-                if isinstance(ag, PPO):
-                    actor.log_std.zero_()
-        log_std = [actor.log_std] if isinstance(ag, PPO) else []
-        for p in ([out.weight, out.bias, *log_std] if mode == "recentre" else actor.parameters()):
+                for p in head:
+                    p.zero_()
+        for p in (head if mode == "recentre" else actor.parameters()):
             opt.state.pop(p, None)
 
-    def _on_rollout(self, step: int, ro: dict[str, Tensor], adv: Tensor) -> None:
-        self._recent.add(ro["obs"].flatten(0, 1), ro["pre"].flatten(0, 1), adv.flatten())
-        if step >= self._next_refit:
-            self._refit(step, *self._recent.data())
-            self._next_refit += self.config.stage_length(len(self.stages))
+    def _refit_due(self, step: int) -> bool:
+        """Step 1: the stage ends once ``step`` env steps are done."""
+        return step >= self._next_refit
 
-    def _on_sac_step(self, step: int, agent: SAC) -> None:
-        if step < self._next_refit or agent.buffer.size < 2:
-            return
-        batch = agent.buffer.recent(self.config.recent_steps)
-        with torch.no_grad():
-            z = agent.policy.scaler.to_env(batch["act"])
-            # "final_policy": _refit redraws the actions, so the batch's are not decoded
-            u = None if self.config.decoder_data == "final_policy" else self.transform(batch["obs"], z)
-            pi_a, _ = agent.policy.sample(batch["obs"], agent.generator)
-            adv = agent.critic(batch["obs"], batch["act"]).min(0).values - agent.critic(batch["obs"], pi_a).min(0).values
-        self._refit(step, batch["obs"], u, adv)
-        agent.buffer.clear()
+    def _end_stage(self, step: int, obs: Tensor, u: Tensor | None, adv: Tensor) -> None:
+        """Steps 2-4 on the base's recent window (see :meth:`_refit`), then the next stage's end."""
+        self._refit(step, obs, u, adv)
         self._next_refit += self.config.stage_length(len(self.stages))
 
     def _stage_lr_fraction(self, step: int) -> float:
@@ -348,13 +306,12 @@ class GoRL:
 
     def learn(self, steps: int, progress: bool = True) -> TrainLog:
         """Run the staged schedule for ``steps`` env steps; returns the learning curve."""
-        if isinstance(self.agent, PPO):
-            frac = self._stage_lr_fraction if self.config.lr_schedule == "stage" else None
-            actor_frac = self._stage_lr_fraction if self.config.actor_lr_decay else None
-            log = self.agent.learn(self.env_id, steps, self.seed, progress, on_rollout=self._on_rollout,
-                                   lr_fraction=frac, actor_scale_fraction=actor_frac)
-        else:
-            log = self.agent.learn(self.env_id, steps, self.seed, progress,
-                                   action_map=self.env_action, on_step=self._on_sac_step)
+        cfg = self.config
+        hooks = StageHooks(decode=self.transform, env_action=self.env_action, refit_due=self._refit_due,
+                           refit=self._end_stage, recent_steps=cfg.recent_steps,
+                           redraws_actions=cfg.decoder_data == "final_policy",
+                           lr_fraction=self._stage_lr_fraction if cfg.lr_schedule == "stage" else None,
+                           actor_scale_fraction=self._stage_lr_fraction if cfg.actor_lr_decay else None)
+        log = self.base.learn(self.env_id, steps, self.seed, progress, hooks)
         log.metrics["gorl/stages"] = float(len(self.stages))
         return log

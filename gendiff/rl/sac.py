@@ -278,6 +278,11 @@ class SAC:
         log.wall_s = time.perf_counter() - t0
         return log
 
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Environment actions [n, act_dim] for raw observations [n, obs_dim] (the policy's, see
+        :meth:`TanhGaussianPolicy.act`): the acting signature PPO and GoRL share."""
+        return self.policy.act(obs, deterministic)
+
     def _eval_fn(self, action_map: Callable[[Tensor, Tensor], Tensor] | None) -> Callable[[np.ndarray], np.ndarray]:
         def act(obs: np.ndarray) -> np.ndarray:
             o = torch.as_tensor(obs)

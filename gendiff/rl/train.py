@@ -20,9 +20,9 @@ import numpy as np
 
 from gendiff.config import check_numbers, save_config
 from gendiff.io import discard_staging, recover_swap, refuse_existing, seed_everything, staging_dir, swap_dir
-from gendiff.rl.algorithms import RL_ALGORITHMS
+from gendiff.rl.algorithms import RL_ALGORITHMS, Agent, Built
 
-__all__ = ["FINAL_EVAL_SEED", "GorlTrainConfig", "build_agent", "check_algorithm", "final_returns", "plot_curves",
+__all__ = ["FINAL_EVAL_SEED", "GorlTrainConfig", "build", "build_agent", "check_algorithm", "final_returns", "plot_curves",
            "run_train_command", "train_run"]
 
 
@@ -57,17 +57,21 @@ class GorlTrainConfig:
         check_numbers(self, positive=("steps", "eval_episodes", "final_eval_episodes"), nonnegative=("eval_every",))
 
 
-def build_agent(cfg: GorlTrainConfig) -> Any:
-    """The agent for ``cfg.algo``: its builder in :data:`RL_ALGORITHMS` (GoRL / PPO / SAC / PMOESAC), configured
-    from the YAML files; an unknown name raises listing the registered ones."""
+def build(cfg: GorlTrainConfig) -> Built:
+    """The agent for ``cfg.algo`` and its learner (``learn(steps, progress)`` on ``cfg.env`` with ``cfg.seed``): its
+    builder in :data:`RL_ALGORITHMS` (GoRL / PPO / SAC / PMOESAC), configured from the YAML files; an unknown name
+    raises listing the registered ones."""
     check_algorithm(cfg.algo, "GorlTrainConfig.algo (--algo)")
     return RL_ALGORITHMS.get(cfg.algo)(cfg)
 
 
-def _act_fn(agent: Any, deterministic: bool) -> Callable[[np.ndarray], np.ndarray]:
+def build_agent(cfg: GorlTrainConfig) -> Agent:
+    """The agent for ``cfg.algo`` (see :func:`build`)."""
+    return build(cfg).agent
+
+
+def _act_fn(agent: Agent, deterministic: bool) -> Callable[[np.ndarray], np.ndarray]:
     """The agent's action function (observation -> action), stochastic or deterministic."""
-    if hasattr(agent, "policy") and not hasattr(agent, "decoder"):  # SAC / PMOESAC
-        return lambda o: agent.policy.act(o, deterministic)
     return lambda o: agent.act(o, deterministic)
 
 
@@ -79,7 +83,7 @@ def _owned(p: Path) -> bool:
 FINAL_EVAL_SEED = 50_000  # episode seeds FINAL_EVAL_SEED, +1, ... of every run's final evaluation
 
 
-def final_returns(agent: Any, env_id: str, episodes: int) -> dict[str, list[float]]:
+def final_returns(agent: Agent, env_id: str, episodes: int) -> dict[str, list[float]]:
     """Per-episode returns of ``agent`` on ``episodes`` episodes (evaluation seeds FINAL_EVAL_SEED+), stochastic and
     deterministic: the final evaluation of every run."""
     from gendiff.rl.common import evaluate  # lazily, as the rest of the RL stack
@@ -123,9 +127,9 @@ def train_run(cfg: GorlTrainConfig) -> dict[str, Any]:
     recover_swap(out, _owned)
     refuse_existing([out / "metrics.json"], cfg.overwrite)
     seed_everything(cfg.seed)
-    agent = build_agent(cfg)
-    log = agent.learn(cfg.steps, progress=cfg.progress) if hasattr(agent, "decoder") else agent.learn(
-        cfg.env, cfg.steps, cfg.seed, cfg.progress)
+    built = build(cfg)
+    agent = built.agent
+    log = built.learner.learn(cfg.steps, progress=cfg.progress)
     final = final_returns(agent, cfg.env, cfg.final_eval_episodes)
     metrics = {
         "env": cfg.env, "algo": cfg.algo, "seed": cfg.seed, "steps": cfg.steps, "wall_s": log.wall_s,

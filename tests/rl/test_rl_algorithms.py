@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 
 from gendiff.cli import main
-from gendiff.rl.algorithms import RL_ALGORITHMS
+from gendiff.rl.algorithms import RL_ALGORITHMS, OnEnv
 from gendiff.rl.benchmark import GorlBenchmarkConfig
 from gendiff.rl.gorl import GoRL
 from gendiff.rl.pmoe import PMOESAC
 from gendiff.rl.ppo import PPO
 from gendiff.rl.sac import SAC
-from gendiff.rl.train import GorlTrainConfig, build_agent
+from gendiff.rl.train import GorlTrainConfig, build, build_agent
 
 EXPECTED = {"gorl_fm": GoRL, "gorl_diffusion": GoRL, "ppo": PPO, "sac": SAC, "pmoe_sac": PMOESAC}
 
@@ -40,3 +40,18 @@ def test_an_unknown_name_lists_the_registered_ones(capsys):
     assert main(["gorl", "train", "--algo", "nope"]) == 2
     err = capsys.readouterr().err
     assert f"valid names: {valid}" in err and "Traceback" not in err
+
+
+
+@pytest.mark.parametrize("name", RL_ALGORITHMS.names())
+def test_every_registered_name_trains_through_one_learn_signature(name):
+    import inspect
+
+    import gendiff.rl.train as train
+
+    built = build(GorlTrainConfig(algo=name, env="gendiff/TwoModes-v0", seed=3))
+    assert type(built.agent) is EXPECTED[name]
+    assert list(inspect.signature(built.learner.learn).parameters) == ["steps", "progress"]
+    if built.learner is not built.agent:  # PPO / SAC: bound to the run's env and seed
+        assert built.learner == OnEnv(built.agent, "gendiff/TwoModes-v0", 3)
+    assert "hasattr(" not in inspect.getsource(train)

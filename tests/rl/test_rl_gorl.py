@@ -394,3 +394,30 @@ def test_final_policy_draws_redraw_several_actions_per_state_and_policy_shift_me
     assert [st.pairs for st in agent.stages] == [2 * 128, 2 * 128]
     with pytest.raises(ValueError, match="final_policy_draws"):
         GoRLConfig(final_policy_draws=0)
+
+
+@pytest.mark.parametrize("base", ["ppo", "sac"])
+def test_gorl_reaches_its_base_learner_through_the_latent_learner_protocol(base):
+    from gendiff.rl.latent import LATENT_BASES, LatentLearner
+
+    sac = SACConfig(hidden=(32, 32), batch_size=32, learning_starts=64, eval_every=0)
+    agent = GoRL("gendiff/TwoModes-v0", GoRLConfig(base=base, **SMALL_GORL), PPOConfig(num_envs=2, num_steps=16,
+                                                                                  num_minibatches=2), sac, seed=0)
+    assert isinstance(agent.base, LatentLearner) and type(agent.base) is LATENT_BASES[base]
+    assert agent.agent is agent.base.learner and isinstance(agent.agent, PPO if base == "ppo" else SAC)
+    actor, opt = agent.base.latent_actor()
+    assert all(any(p is q for g in opt.param_groups for q in g["params"]) for p in actor.parameters())
+    assert all(any(p is q for q in actor.parameters()) for p in agent.base.standard_normal_params())
+    z = agent.base.sample_latent(torch.zeros(5, agent.obs_dim), generator=torch.Generator().manual_seed(0))
+    assert z.shape == (5, agent.act_dim)
+
+
+def test_gorl_source_has_no_isinstance_against_its_base_learners():
+    import inspect
+    import re
+
+    import gendiff.rl.gorl as gorl
+
+    source = inspect.getsource(gorl)
+    assert not re.search(r"isinstance\([^)]*\b(PPO|SAC)\b", source)
+    assert not re.search(r"hasattr\(", source)
