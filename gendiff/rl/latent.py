@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -28,12 +28,18 @@ from gendiff.rl.common import ActionScaler, TrainLog
 from gendiff.rl.ppo import PPO, GaussianHead, PPOConfig
 from gendiff.rl.sac import SAC, SACConfig, TanhGaussianPolicy
 
-if TYPE_CHECKING:
-    from gendiff.rl.gorl import GoRLConfig
-
-__all__ = ["LATENT_BASES", "LatentLearner", "PPOLatent", "SACLatent", "StageHooks"]
+__all__ = ["LATENT_BASES", "LatentLearner", "LatentSettings", "PPOLatent", "SACLatent", "StageHooks"]
 
 Decode = Callable[[Tensor, Tensor], Tensor]  # (obs [n, obs_dim], z [n, d]) -> [n, d]
+
+
+class LatentSettings(Protocol):
+    """The GoRL settings a base learner is built from (:class:`gendiff.rl.gorl.GoRLConfig` has them; this module
+    does not import gorl, which imports it)."""
+
+    latent_kl_coef: float  # the latent regulariser toward N(0, I)
+    latent_bound: float  # SAC: the latent box [-L, L]
+    recent_steps: int  # size of the recent (s, u, advantage) window handed to the decoder refit
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,7 @@ class PPOLatent:
         self.recent = RecentWindow(recent_steps)
 
     @classmethod
-    def build(cls, env_id: str, config: GoRLConfig, ppo_config: PPOConfig | None, sac_config: SACConfig | None,
+    def build(cls, env_id: str, config: LatentSettings, ppo_config: PPOConfig | None, sac_config: SACConfig | None,
               seed: int, decode: Decode) -> tuple[PPOLatent, ActionScaler]:
         """PPO over the latent with GoRL's latent KL and a Gaussian head; the environment's action scaler."""
         pc = dataclasses.replace(ppo_config or PPOConfig(), latent_kl_coef=config.latent_kl_coef, head="gaussian")
@@ -179,7 +185,7 @@ class SACLatent:
         self.obs_dim, self.act_dim = learner.obs_dim, learner.act_dim
 
     @classmethod
-    def build(cls, env_id: str, config: GoRLConfig, ppo_config: PPOConfig | None, sac_config: SACConfig | None,
+    def build(cls, env_id: str, config: LatentSettings, ppo_config: PPOConfig | None, sac_config: SACConfig | None,
               seed: int, decode: Decode) -> tuple[SACLatent, ActionScaler]:
         """SAC over the latent box [-latent_bound, latent_bound] with GoRL's latent regulariser; the environment's
         action scaler (from a probe SAC built on the environment)."""
