@@ -52,7 +52,7 @@ class TrajectoryDiffusionConfig:
     # benchmarks/offline/README.md) or "janner" (first level's skip unused; pipelines saved before 2026-12-04)
     train_steps: int = 2000  # training steps
     batch_size: int = 64  # windows per step
-    lr: float = 2e-4  # learning rate
+    lr: float = 2e-3  # Adam learning rate (the PGD reference's; 2e-4 trained ~3x slower: benchmarks/offline/README.md)
     ema_decay: float = PRIOR_EMA_DECAY  # decay of the exponential moving average of the weights
     seed: int = 0  # random seed
     overwrite: bool = False  # replace out_dir's run and pipeline (after the new run completes)
