@@ -35,7 +35,14 @@ from torch import Tensor
 
 from gendiff.entropy import particle_entropy_scores, select_max_entropy
 from gendiff.entropy.particles import particle_total_variance_scores, residual_line_variance
-from gendiff.guidance import GUIDANCE, GuidanceState, GuidanceTerm, HardDataConsistency, StepCountScaled
+from gendiff.guidance import (
+    GUIDANCE,
+    GuidanceState,
+    GuidanceTerm,
+    HardDataConsistency,
+    StepCountScaled,
+    as_guidance_terms,
+)
 from gendiff.models import call_denoiser
 from gendiff.operators import KSpaceLineOperator, MeasurementOracle, SubsamplingOperator, make_operator
 from gendiff.parameterization import noise_coefficients, noise_family, to_x0, x0_clip_range
@@ -177,11 +184,7 @@ class ActiveDiffusionSubsamplingPipeline(DiffusionPipeline):
         x0-space: the squared residual).
         """
         if not isinstance(kind, str):
-            terms = list(kind)
-            bad = [type(t).__name__ for t in terms if not isinstance(t, GuidanceTerm)]
-            if bad:
-                raise TypeError(f"guidance must be a name in GUIDANCE or a list of GuidanceTerm objects, got {bad}")
-            return terms
+            return as_guidance_terms(kind)
         cls = GUIDANCE.get(kind)  # an unknown name raises KeyError listing the registered ones
         sched = StepCountScaled(scale, DPS_REFERENCE_STEPS) if kind == "dps" else scale
         try:

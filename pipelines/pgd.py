@@ -41,7 +41,14 @@ from torch import Tensor
 
 from gendiff import schedulers as gendiff_schedulers
 from gendiff.entropy import gaussian_log_prob
-from gendiff.guidance import GUIDANCE, GuidanceState, GuidanceTerm, LogProbGuidance, PGDSchedule
+from gendiff.guidance import (
+    GUIDANCE,
+    GuidanceState,
+    GuidanceTerm,
+    LogProbGuidance,
+    PGDSchedule,
+    as_guidance_terms,
+)
 from gendiff.models import TemporalUNet1D
 from gendiff.sampler import GuidedSampler
 from gendiff.trajectory_layout import TrajectoryNormalizer, windows_to_transitions
@@ -130,11 +137,7 @@ class PolicyGuidedTrajectoryPipeline(DiffusionPipeline):
         """Ready-made terms as given, or the GUIDANCE registry's log-probability term ``guidance`` built around the
         target policy with PGD's schedule (none without a policy or at coefficient 0)."""
         if not isinstance(guidance, str):
-            terms = list(guidance)
-            bad = [type(t).__name__ for t in terms if not isinstance(t, GuidanceTerm)]
-            if bad:
-                raise TypeError(f"guidance must be a name in GUIDANCE or a list of GuidanceTerm objects, got {bad}")
-            return terms
+            return as_guidance_terms(guidance)
         cls = GUIDANCE.get(guidance)  # an unknown name raises KeyError listing the registered ones
         if not issubclass(cls, LogProbGuidance):
             raise ValueError(f"PGD guides with a policy's log-probability; {guidance!r} is not a log-probability term "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from gendiff.guidance.base import GuidanceState, GuidanceTerm, measurement_residual, safe_normalize
@@ -42,8 +43,18 @@ def build_guidance(name: str, **kwargs: Any) -> GuidanceTerm:
     return GUIDANCE.get(name)(**kwargs)
 
 
+def as_guidance_terms(terms: Sequence[GuidanceTerm]) -> list[GuidanceTerm]:
+    """A pipeline's ``guidance=`` given as ready-made terms: the list, after checking each is a GuidanceTerm
+    (a pipeline given a name builds its own terms from GUIDANCE)."""
+    terms = list(terms)
+    bad = [type(t).__name__ for t in terms if not isinstance(t, GuidanceTerm)]
+    if bad:
+        raise TypeError(f"guidance must be a name in GUIDANCE or a list of GuidanceTerm objects, got {bad}")
+    return terms
+
+
 __all__ = [
     "GUIDANCE", "SCHEDULES", "Constant", "Cosine", "DPSGuidance", "GuidanceState", "GuidanceTerm",
     "HardDataConsistency", "Linear", "LogProbGuidance", "PGDSchedule", "StepCountScaled", "X0SpaceGuidance", "as_schedule",
-    "build_guidance", "measurement_residual", "safe_normalize",
+    "as_guidance_terms", "build_guidance", "measurement_residual", "safe_normalize",
 ]
