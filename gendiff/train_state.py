@@ -37,8 +37,15 @@ class Batches:
         if self.n < 1:
             raise ValueError("data is empty")
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        idx = torch.randint(0, self.n, (batch_size,), generator=generator)
+    def sample(self, batch_size: int, generator: torch.Generator, start: int = 0,
+               stop: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """Rows ``start:stop`` of a batch of ``batch_size`` indices drawn with replacement (all of it by default);
+        the generator advances by the whole batch whatever the rows, so processes sharing it stay in step.
+
+        Returns:
+            x [stop - start, *shape] and cond [stop - start, D] or None.
+        """
+        idx = torch.randint(0, self.n, (batch_size,), generator=generator)[start:stop]
         if isinstance(self.data, Tensor):
             idx = idx.to(self.device)
             return self.data[idx], None if self.cond is None else self.cond[idx]

@@ -15,6 +15,13 @@ One loss per noise family (told apart by :func:`gendiff.parameterization.noise_f
 
 The loop uses accelerate, AdamW with linear warm-up, an EMA of the weights, atomic checkpoints
 (out_dir/checkpoint-<step>/) that ``resume=True`` continues exactly, and a train_log.jsonl.
+
+Several processes (``accelerate launch``; README "Scaling out"): ``TrainConfig.batch_size`` is the global batch.
+Every process draws the same batch indices and the same noise for all ``batch_size`` rows from one shared random
+stream and computes the loss on its own ``batch_size / N`` rows; DDP averages the gradients, so N processes take
+the step one process would take on the whole batch (equal up to the order of float additions), and a checkpoint
+resumes under any N that divides the batch. The main process alone writes checkpoints, logs, the final model and
+the progress bar; the logged loss is the mean over all processes.
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ from gendiff.parameterization import check_prediction, noise_family
 from gendiff.train_state import EMA, Batches, RngState
 
 __all__ = [
-    "CheckpointError", "TrainConfig", "TrainResult", "denoising_loss", "list_checkpoints", "noise_family",
+    "CheckpointError", "Shard", "TrainConfig", "TrainResult", "denoising_loss", "list_checkpoints", "noise_family",
     "train_denoiser",
 ]
 
@@ -77,7 +84,7 @@ class TrainConfig:
     """
 
     steps: int = 1000
-    batch_size: int = 64
+    batch_size: int = 64  # the global batch: rows per optimisation step over all processes
     lr: float = 2e-4
     weight_decay: float = 0.0
     ema_decay: float = 0.999  # library default; the training commands pass PRIOR_EMA_DECAY (0.995)
@@ -139,6 +146,29 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------------
 # Losses
 # --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shard:
+    """This process's rows ``start:stop`` of a global batch of ``total`` rows (the whole batch: 0, total, total)."""
+
+    start: int
+    stop: int
+    total: int
+
+    @classmethod
+    def of(cls, total: int, index: int, count: int) -> Shard:
+        """Process ``index`` of ``count``'s equal share of ``total`` rows (``count`` must divide ``total``)."""
+        if total % count:
+            raise ValueError(f"the batch size {total} must be a multiple of the number of processes {count} "
+                             f"(each process computes batch_size / {count} rows)")
+        size = total // count
+        return cls(index * size, (index + 1) * size, total)
+
+    def draw(self, fn, *shape: int) -> Tensor:
+        """``fn((total, *shape))`` drawn for the whole batch (the same stream in every process), this shard's rows."""
+        out = fn((self.total, *shape))
+        return out if (self.start, self.stop) == (0, self.total) else out[self.start : self.stop]
+
+
 def _bcast(v: Tensor, x: Tensor) -> Tensor:
     """[M] -> [M, 1, ..., 1] matching x's rank."""
     return v.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
@@ -151,41 +181,48 @@ def denoising_loss(
     config: TrainConfig | None = None,
     cond: Tensor | None = None,
     generator: torch.Generator | None = None,
+    shard: Shard | None = None,
 ) -> Tensor:
     """Monte-Carlo denoising loss of ``model`` on clean data ``x0`` for ``scheduler``'s family.
 
     Args:
         model: any denoiser accepted by :func:`gendiff.models.call_denoiser`.
-        x0: [M, *shape] clean samples.
+        x0: [M, *shape] clean samples (with ``shard``: this process's M = stop - start rows of the global batch).
         scheduler: a diffusers scheduler (DDPM/DDIM/Euler, FlowMatchEuler or EDM family).
         config: noise-level sampling options and the expected prediction type (defaults if None).
         cond: [M, D] conditioning or None.
         generator: draws t / sigma and eps (on x0's device).
+        shard: the rows of a global batch that ``x0`` holds: t / sigma and eps are drawn for all ``total`` rows
+            (so every process advances the same random stream) and this shard's rows are used. None: x0 is the batch.
     Returns:
-        Scalar loss.
+        Scalar loss (the mean over x0's rows).
     """
     config = config or TrainConfig()
     family, pred = noise_family(scheduler), check_prediction(scheduler, config.prediction)
     m, dev = x0.shape[0], x0.device
-    eps = torch.randn(x0.shape, generator=generator, device=dev, dtype=x0.dtype)
+    shard = shard or Shard(0, m, m)
+    if shard.stop - shard.start != m:
+        raise ValueError(f"x0 has {m} rows but the shard is rows {shard.start}:{shard.stop} of {shard.total}")
+    eps = shard.draw(lambda size: torch.randn(size, generator=generator, device=dev, dtype=x0.dtype), *x0.shape[1:])
     if family in ("vp", "ve"):
         abar = scheduler.alphas_cumprod.to(dev, torch.float32)
-        t = torch.randint(0, abar.shape[0], (m,), generator=generator, device=dev)
+        t = shard.draw(lambda size: torch.randint(0, abar.shape[0], size, generator=generator, device=dev))
         a, s = _bcast(abar[t].sqrt(), x0), _bcast((1 - abar[t]).sqrt(), x0)
         x_t = a * x0 + s * eps  # 1. Ho et al. eq. 4
         target = {"epsilon": eps, "v_prediction": a * eps - s * x0, "sample": x0}[pred]
         return nn.functional.mse_loss(call_denoiser(model, x_t, t, cond).float(), target.float())
     if family == "flow":
         if config.flow_time_sampling == "uniform":
-            sigma = torch.rand(m, generator=generator, device=dev)
+            sigma = shard.draw(lambda size: torch.rand(size, generator=generator, device=dev))
         else:  # logit-normal (Esser et al. 2024, eq. 19)
-            sigma = torch.sigmoid(torch.randn(m, generator=generator, device=dev) * config.logit_std
-                                  + config.logit_mean)
+            sigma = torch.sigmoid(shard.draw(lambda size: torch.randn(size, generator=generator, device=dev))
+                                  * config.logit_std + config.logit_mean)
         x_t = _bcast(sigma, x0) * eps + (1 - _bcast(sigma, x0)) * x0  # 2. linear interpolation path
         out = call_denoiser(model, x_t, sigma * scheduler.config.num_train_timesteps, cond)
         return nn.functional.mse_loss(out.float(), (eps - x0).float())
     # 3. EDM: log-normal sigma, the scheduler's preconditioning, lambda-weighted x0 loss
-    sigma = torch.exp(torch.randn(m, generator=generator, device=dev) * config.edm_p_std + config.edm_p_mean)
+    sigma = torch.exp(shard.draw(lambda size: torch.randn(size, generator=generator, device=dev)) * config.edm_p_std
+                      + config.edm_p_mean)
     sb, sd = _bcast(sigma, x0), float(scheduler.config.sigma_data)
     x_t = x0 + sb * eps
     out = call_denoiser(model, scheduler.precondition_inputs(x_t, sb), scheduler.precondition_noise(sigma), cond)
@@ -206,7 +243,8 @@ class _Trainer:
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
         )
         self.ema = EMA(model, config.ema_decay)
-        self.rng = RngState(config.seed + 1000 * acc.process_index, acc.device)
+        self.rng = RngState(config.seed, acc.device)  # the same stream in every process (module docstring)
+        self.shard = Shard.of(config.batch_size, acc.process_index, acc.num_processes)
         self.log_path = out / "train_log.jsonl"
 
     def save_checkpoint(self, step: int) -> None:
@@ -242,7 +280,9 @@ class _Trainer:
             self.ema.load_state_dict(load_file(path / "ema.safetensors"))
             self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
             self.lr_sched.load_state_dict(torch.load(path / "lr_scheduler.pt", weights_only=True))
-            self.rng.load_state_dict(torch.load(path / f"rng_{self.acc.process_index}.pt", weights_only=True))
+            rng = path / f"rng_{self.acc.process_index}.pt"  # the streams are shared: a checkpoint of fewer
+            rng = rng if rng.exists() else path / "rng_0.pt"  # processes resumes from the main process's state
+            self.rng.load_state_dict(torch.load(rng, weights_only=True))
         except Exception as e:  # every way a folder can be broken ends here, with its name
             raise CheckpointError(
                 f"cannot resume from {path}: {error_cause(e)}. Delete this folder to resume from an "
@@ -282,10 +322,11 @@ def _run_steps(tr: _Trainer, batches: Batches, start: int, progress: bool) -> tu
     bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not (progress and acc.is_main_process))
     for step in range(start + 1, cfg.steps + 1):
         # 1. a minibatch and the family's denoising loss (module docstring)
-        x0, c = batches.sample(cfg.batch_size, tr.rng.index)
+        x0, c = batches.sample(cfg.batch_size, tr.rng.index, tr.shard.start, tr.shard.stop)
         with acc.autocast():
-            loss = denoising_loss(model, x0, tr.scheduler, cfg, c, tr.rng.noise)
-        value = loss.item()
+            loss = denoising_loss(model, x0, tr.scheduler, cfg, c, tr.rng.noise, tr.shard)
+        # the global batch's loss (equal shards: the mean of the shards' means); every process sees the same value
+        value = (acc.reduce(loss.detach(), "mean") if acc.num_processes > 1 else loss).item()
         if not math.isfinite(value):
             bar.close()  # the message below then starts on a line of its own
             raise FloatingPointError(
@@ -361,6 +402,7 @@ def train_denoiser(
         raise TypeError(f"{type(model).__name__} has no save_pretrained; use a diffusers ModelMixin model")
     check_prediction(scheduler, config.prediction)  # fail (unknown family or mismatch) before touching out_dir
     acc, out = Accelerator(mixed_precision=config.mixed_precision), Path(out_dir)
+    Shard.of(config.batch_size, acc.process_index, acc.num_processes)  # a batch N processes cannot share: fail first
     batches = Batches(data, cond, acc.device)
     if resume and run_config is not None and (out / "config.yaml").is_file():
         check_resume_config(load_yaml(out / "config.yaml"), to_dict(run_config), out)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from diffusers import EDMEulerScheduler
 from torch import Tensor
 
@@ -135,7 +136,10 @@ def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusion
         pipe.save_pretrained(folder)
         (folder / DATASET_RECORD).write_text(record)
 
-    atomic_dir(pipe_dir, write)
+    state = PartialState()  # under accelerate launch: the main process writes, the others wait for it
+    if state.is_main_process:
+        atomic_dir(pipe_dir, write)
+    state.wait_for_everyone()
     return pipe
 
 
@@ -188,5 +192,6 @@ def run_train_diffusion(cfg: TrajectoryDiffusionConfig) -> str:
     ds.require_continuous("the trajectory diffusion model")
     train_trajectory_diffusion(ds, cfg)
     path = str(Path(cfg.out_dir) / "pipeline")
-    print(json.dumps({"pipeline": path}))
+    if PartialState().is_main_process:
+        print(json.dumps({"pipeline": path}))
     return path

@@ -1,0 +1,139 @@
+"""The training commands under ``accelerate launch`` with two CPU processes (gloo), against one process.
+
+``TrainConfig.batch_size`` is the global batch and every process draws the same indices and noise for the whole
+batch (gendiff/training.py), so two processes must give the weights one process gives, up to the order of float
+additions (the gradient all-reduce adds two shard gradients where one process sums the batch). Tolerance, after
+4-40 AdamW steps: every weight within one AdamW step (the lr: where a gradient is ~0 its sign is decided by rounding
+and Adam moves that weight by up to lr either way), and the distance between the two runs' weights (L2) below 1 %
+of the distance to a one-process run with another seed, the size of a real difference. Measured: train-prior
+largest 1.4e-6; mri train-prior 5 of 267,602 weights above 1e-6, the largest 2.0e-5; train-diffusion 69 of 24,064,
+the largest 1.4e-4, L2 3.4e-4. Each two-process launch costs ~10-20 s (two Python start-ups); the single-process
+runs are in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gendiff.checkpoints import list_checkpoints
+from gendiff.cli import main
+
+sys.path.insert(0, str(Path(__file__).parent))
+from multiproc import launch, launch_command  # noqa: E402
+
+pytestmark = [pytest.mark.multiprocess, pytest.mark.filterwarnings("ignore::UserWarning")]
+UNET = "model/diffusion_pytorch_model.safetensors"
+LR = 2e-4  # the three commands' learning rate in these tests (train-diffusion: set with --lr)
+
+
+def _weights(path: Path) -> torch.Tensor:
+    w = load_file(str(path))
+    assert len(w) > 0
+    return torch.cat([w[k].flatten() for k in sorted(w)])
+
+
+def _same(one: Path, two: Path, other_seed: Path) -> None:
+    """``two`` equals ``one`` up to rounding (module docstring), measured against a run with another seed."""
+    a, b, c = _weights(one), _weights(two), _weights(other_seed)
+    largest, apart, real = float((a - b).abs().max()), float((a - b).norm()), float((a - c).norm())
+    assert largest < LR and apart < 0.01 * real, (largest, apart, real)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+
+def _log_steps(run: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def _image_prior(out: Path, seed: int = 0, steps: int = 6) -> list[str]:
+    return ["train-prior", "--data", "digits", "--size", "8", "--steps", str(steps), "--batch-size", "8",
+            "--checkpoint-every", "3", "--seed", str(seed), "--out", str(out)]
+
+
+def test_train_prior_two_processes_equal_one(tmp_path):
+    assert main(_image_prior(tmp_path / "one")) == 0
+    assert main(_image_prior(tmp_path / "other_seed", seed=1)) == 0
+    proc = launch(_image_prior(tmp_path / "two"))
+    _ok(proc)
+    _same(*(tmp_path / r / UNET for r in ("one", "two", "other_seed")))  # the final (EMA) weights
+    _same(*(tmp_path / r / "checkpoint-6" / UNET for r in ("one", "two", "other_seed")))  # the raw weights
+    # one writer: one log line per logged step, both processes' random states in each checkpoint, one progress bar
+    assert _log_steps(tmp_path / "two") == _log_steps(tmp_path / "one") == [6]
+    a, b = (json.loads((tmp_path / r / "train_log.jsonl").read_text())["loss"] for r in ("one", "two"))
+    assert abs(a - b) < 1e-6  # the logged loss is the global batch's mean
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoint-6").glob("rng_*.pt")) == ["rng_0.pt", "rng_1.pt"]
+    assert proc.stderr.count(" 0/6 [") == 1, proc.stderr[-2000:]  # one progress bar (each starts at 0/6)
+
+
+def test_batch_that_processes_cannot_share_is_refused(tmp_path):
+    argv = _image_prior(tmp_path / "odd")
+    argv[argv.index("--batch-size") + 1] = "7"
+    proc = launch(argv)
+    assert proc.returncode != 0
+    assert "batch size 7 must be a multiple of the number of processes 2" in proc.stderr
+    assert not (tmp_path / "odd").exists()
+
+
+def test_killed_two_process_run_resumes_exactly(tmp_path):
+    """kill -9 of the whole launch after a checkpoint; a two-process --resume ends where one process ends."""
+    run = tmp_path / "run"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    argv = _image_prior(run, steps=40)
+    argv[argv.index("--checkpoint-every") + 1] = "5"
+    proc = subprocess.Popen(launch_command(argv), env=env, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 240
+    while not (run / "checkpoint-5").exists():
+        assert proc.poll() is None, f"launch exited early: {proc.stderr.read().decode()[-2000:]}"
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
+    proc.wait()
+    assert not (run / "model").exists()
+    killed_at = int(list_checkpoints(run)[-1].name.split("-")[1])
+    assert 5 <= killed_at < 40
+    _ok(launch([*argv, "--resume"]))
+    assert _log_steps(run)[-1] == 40 and len(_log_steps(run)) == len(set(_log_steps(run)))
+    for name, seed in (("ref", 0), ("other_seed", 1)):
+        ref = _image_prior(tmp_path / name, seed=seed, steps=40)
+        ref[ref.index("--checkpoint-every") + 1] = "5"
+        assert main(ref) == 0
+    _same(tmp_path / "ref" / UNET, run / UNET, tmp_path / "other_seed" / UNET)
+
+
+def test_mri_train_prior_and_train_diffusion_two_processes(tmp_path, monkeypatch):
+    from gendiff.mri.synthetic import write_synthetic_dataset
+    from gendiff.offline.datasets import make_dataset
+
+    write_synthetic_dataset(tmp_path / "data", volumes=1, slices=4, size=32)
+    mri = ["mri", "train-prior", "--data", str(tmp_path / "data"), "--size", "16", "--steps", "4", "--batch-size",
+           "4", "--out"]
+    assert main([*mri, str(tmp_path / "mri_one")]) == 0
+    assert main([*mri, str(tmp_path / "mri_seed1"), "--seed", "1"]) == 0
+    _ok(launch([*mri, str(tmp_path / "mri_two")]))
+    _same(*(tmp_path / r / UNET for r in ("mri_one", "mri_two", "mri_seed1")))
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    make_dataset("Hopper-v5", "random", 300, "t/mp/random-v0")
+    pgd = ["offline", "train-diffusion", "--dataset-id", "t/mp/random-v0", "--horizon", "8", "--stride", "4",
+           "--dim", "8", "--dim-mults", "1,2", "--train-steps", "4", "--batch-size", "8", "--lr", str(LR),
+           "--no-progress", "--out-dir"]
+    assert main([*pgd, str(tmp_path / "pgd_one")]) == 0
+    assert main([*pgd, str(tmp_path / "pgd_seed1"), "--seed", "1"]) == 0
+    proc = launch([*pgd, str(tmp_path / "pgd_two")], env={"MINARI_DATASETS_PATH": str(tmp_path / "minari")})
+    _ok(proc)
+    weights = "pipeline/unet/diffusion_pytorch_model.safetensors"
+    _same(*(tmp_path / r / weights for r in ("pgd_one", "pgd_two", "pgd_seed1")))
+    assert proc.stdout.count('"pipeline"') == 1  # printed by the main process only
