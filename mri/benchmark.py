@@ -11,6 +11,10 @@ Steps per (acceleration or budget, strategy):
       the same targets from the same masks (ADS: its final masks), so mask and reconstructor are two axes;
   3. per-slice SSIM / PSNR / NMSE / MAE against the target magnitude (mri/metrics.py);
   4. mean, bootstrap 95% interval, and paired differences against ``ads`` with DPS.
+
+Under ``accelerate launch`` the batches of Step 2 and the slices of Step 2b are shared round robin over the
+processes and gathered in order (gendiff/distributed.py): every batch keeps its own generator, so the table is
+the one a single process writes (only the timings differ).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from gendiff.distributed import gather_by_index, is_main_process, my_items
 from gendiff.io import atomic_write_text
 from gendiff.mri.metrics import slice_metrics
 from gendiff.mri.reconstruction import RECONSTRUCTORS, ReconSettings, reconstruct
@@ -119,18 +124,18 @@ def run_strategy(
     """
     if not dps and name in ACTIVE and fixed_masks is None:
         raise ValueError("ads chooses its mask while reconstructing: it needs the DPS run")
-    recons, masks, orders, zf = [], [], [], []
-    nfe = nbe = 0
+    done: dict[int, dict] = {}  # batch index -> this process's results (CPU tensors)
     start = time.perf_counter()
     batches = range(0, targets.shape[0], cfg.batch_slices)
-    for i, s in enumerate(tqdm(batches, desc=f"{name} @ {budget}", disable=not progress, leave=False)):
+    mine = my_items(len(batches))  # all of them in one process
+    for i in tqdm(mine, desc=f"{name} @ {budget}", disable=not (progress and is_main_process()), leave=False):
+        s = batches[i]
         tgt = targets[s : s + cfg.batch_slices].to(pipe.unet.device)
         op, gen, mask = _batch_mask(tgt, name, budget, cfg, train_images, i, fixed_masks, s)  # Step 1
         oracle = MeasurementOracle(tgt, op)
         if not dps:
-            masks.append(mask.cpu())
             zf_op = op.with_mask(mask.to(tgt.device))
-            zf.append(magnitude_image(zf_op.adjoint(oracle.measure_mask(zf_op.mask))).cpu())
+            done[i] = {"mask": mask.cpu(), "zf": magnitude_image(zf_op.adjoint(oracle.measure_mask(zf_op.mask))).cpu()}
             continue
         lpv = line_variance(op, train_images.to(tgt.device)) if name == "ads_total_variance" else None
         with torch.autocast(tgt.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
@@ -140,20 +145,20 @@ def run_strategy(
                        guidance_scale=cfg.guidance_scale, generator=gen, lookahead_steps=cfg.lookahead_steps,
                        line_prior_variance=lpv)
         mag = out.magnitude if out.magnitude is not None else magnitude_image(out.reconstruction)
-        recons.append(mag.float().cpu())
-        masks.append(out.mask)
-        orders.append(out.order)
         zf_op = op.with_mask(out.mask.to(tgt.device))
-        zf.append(magnitude_image(zf_op.adjoint(oracle.measure_mask(zf_op.mask))).cpu())
-        nfe, nbe = out.nfe * cfg.num_particles, out.nbe * cfg.num_particles
+        done[i] = {"recon": mag.float().cpu(), "mask": out.mask.cpu(), "order": out.order.cpu(),
+                   "zf": magnitude_image(zf_op.adjoint(oracle.measure_mask(zf_op.mask))).cpu(),
+                   "nfe": out.nfe * cfg.num_particles, "nbe": out.nbe * cfg.num_particles}
+    parts = gather_by_index(done)  # every batch, in order, in every process
     seconds = (time.perf_counter() - start) / targets.shape[0]
     truth = magnitude_image(targets.cpu()).numpy()
-    recon = torch.cat(recons).cpu() if recons else None
+    recon = torch.cat([p["recon"] for p in parts]) if dps else None
     return StrategyResult(
         name=name, budget=budget, metrics=slice_metrics(truth, recon.numpy()) if recon is not None else {},  # Step 3
-        zero_filled=slice_metrics(truth, torch.cat(zf).cpu().numpy()), recon=recon, masks=torch.cat(masks),
-        order=torch.cat(orders) if name in ACTIVE and dps else None, seconds_per_slice=seconds,
-        nfe_per_slice=nfe, nbe_per_slice=nbe,
+        zero_filled=slice_metrics(truth, torch.cat([p["zf"] for p in parts]).numpy()), recon=recon,
+        masks=torch.cat([p["mask"] for p in parts]),
+        order=torch.cat([p["order"] for p in parts]) if name in ACTIVE and dps else None, seconds_per_slice=seconds,
+        nfe_per_slice=parts[-1].get("nfe", 0), nbe_per_slice=parts[-1].get("nbe", 0),
     )
 
 
@@ -200,7 +205,9 @@ def run_reconstructor(targets: Tensor, base: StrategyResult, reconstructor: str,
                       settings: ReconSettings | None = None) -> StrategyResult:
     """Step 2b: reconstruct ``targets [S, C, H, W]`` from ``base``'s masks with a classical reconstructor."""
     start = time.perf_counter()
-    recon = reconstruct(reconstructor, targets.cpu(), base.masks.cpu(), settings)
+    mine = my_items(targets.shape[0])  # slices round robin over the processes (all of them in one)
+    part = reconstruct(reconstructor, targets.cpu()[mine], base.masks.cpu()[mine], settings) if mine else []
+    recon = torch.stack(gather_by_index(dict(zip(mine, part, strict=True))))
     seconds = (time.perf_counter() - start) / targets.shape[0]
     truth = magnitude_image(targets.cpu()).numpy()
     return StrategyResult(

@@ -17,6 +17,7 @@ import torch
 
 from gendiff.bench import machine_info
 from gendiff.config import add_renamed_argument, check_literal_fields, check_numbers, save_config, to_dict
+from gendiff.distributed import is_main_process, process_device, wait_for_everyone
 from gendiff.io import atomic_path, refuse_existing, resolve_device
 from gendiff.mri.benchmark import (
     RunSettings,
@@ -200,8 +201,9 @@ def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Pa
     figures = []  # written with the results, when everything is done (an interrupted run changes nothing)
     for budget, per_budget in zip(budgets, per_budgets, strict=True):
         fig = out.with_name(f"{out.stem}_budget{budget}.png")
-        with atomic_path(fig) as tmp:
-            benchmark_figure(tmp, magnitude_image(targets.cpu()), figure_rows(per_budget), kind)
+        if is_main_process():  # under accelerate launch every process holds the gathered results; one writes
+            with atomic_path(fig) as tmp:
+                benchmark_figure(tmp, magnitude_image(targets.cpu()), figure_rows(per_budget), kind)
         figures.append(str(fig))
     rows = summarise(results, settings.bootstrap)
     table = markdown_table(rows, header)
@@ -213,14 +215,16 @@ def _run_all(pipe, targets, budgets, strategies, settings, train_images, out: Pa
     payload.update({f"{s}_order": {str(r.budget): r.order.tolist() for r in results if r.order is not None
                                    and r.name == s and r.reconstructor == "dps"} for s in ACTIVE if s != "ads"
                     and s in strategies})
-    write_results(out, payload, table)
-    save_config(cfg, out.parent, name=f"{out.stem}_config.yaml")
-    print(table)
+    if is_main_process():
+        write_results(out, payload, table)
+        save_config(cfg, out.parent, name=f"{out.stem}_config.yaml")
+        print(table)
+    wait_for_everyone()
     return payload
 
 
 def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
-    pipe = load_prior(cfg.prior, cfg.device)
+    pipe = load_prior(cfg.prior, process_device(cfg.device))
     size = int(pipe.unet.config.sample_size)
     images, _ = load_images(cfg.data, crop=size, crop_mode=cfg.crop_mode, challenge=cfg.challenge)
     targets = pick_slices(images, cfg.slices)
@@ -247,7 +251,7 @@ def mri_benchmark(cfg: MRIBenchmarkConfig) -> dict:
 def images_benchmark(cfg: ImagesBenchmarkConfig) -> dict:
     from gendiff.images import load_image_dataset, train_test_split
 
-    pipe = load_prior(cfg.prior, cfg.device)
+    pipe = load_prior(cfg.prior, process_device(cfg.device))
     size = int(pipe.unet.config.sample_size)
     train, test = train_test_split(load_image_dataset(cfg.data, size, seed=cfg.seed), cfg.test)
     targets = pick_slices(test, cfg.slices)

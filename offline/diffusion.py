@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from diffusers import EDMEulerScheduler
 from torch import Tensor
 
 from gendiff.checkpoints import atomic_dir
 from gendiff.config import check_numbers
+from gendiff.distributed import is_main_process, wait_for_everyone
 from gendiff.io import loading, seed_everything
 from gendiff.models import TemporalUNet1D
 from gendiff.offline.datasets import OfflineDataset, load_dataset
@@ -136,10 +136,9 @@ def train_trajectory_diffusion(dataset: OfflineDataset, cfg: TrajectoryDiffusion
         pipe.save_pretrained(folder)
         (folder / DATASET_RECORD).write_text(record)
 
-    state = PartialState()  # under accelerate launch: the main process writes, the others wait for it
-    if state.is_main_process:
+    if is_main_process():  # under accelerate launch: the main process writes, the others wait for it
         atomic_dir(pipe_dir, write)
-    state.wait_for_everyone()
+    wait_for_everyone()
     return pipe
 
 
@@ -192,6 +191,6 @@ def run_train_diffusion(cfg: TrajectoryDiffusionConfig) -> str:
     ds.require_continuous("the trajectory diffusion model")
     train_trajectory_diffusion(ds, cfg)
     path = str(Path(cfg.out_dir) / "pipeline")
-    if PartialState().is_main_process:
+    if is_main_process():
         print(json.dumps({"pipeline": path}))
     return path

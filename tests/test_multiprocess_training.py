@@ -137,3 +137,28 @@ def test_mri_train_prior_and_train_diffusion_two_processes(tmp_path, monkeypatch
     weights = "pipeline/unet/diffusion_pytorch_model.safetensors"
     _same(*(tmp_path / r / weights for r in ("pgd_one", "pgd_two", "pgd_seed1")))
     assert proc.stdout.count('"pipeline"') == 1  # printed by the main process only
+
+
+def test_ads_benchmark_table_same_with_two_processes(tmp_path):
+    """`gendiff mri benchmark` under two processes: every number of the table and ADS's line orders are the
+    one-process run's (batches and CS slices split round robin, gathered in order); only timings differ."""
+    from gendiff.mri.synthetic import write_synthetic_dataset
+
+    write_synthetic_dataset(tmp_path / "train", volumes=1, slices=4, size=32)
+    write_synthetic_dataset(tmp_path / "test", volumes=1, slices=3, size=32, seed=5)
+    prior = tmp_path / "prior"
+    assert main(["mri", "train-prior", "--data", str(tmp_path / "train"), "--size", "16", "--steps", "3",
+                 "--batch-size", "4", "--out", str(prior)]) == 0
+    bench = ["mri", "benchmark", "--prior", str(prior), "--data", str(tmp_path / "test"), "--acceleration", "4",
+             "--strategies", "ads,fastmri_random,data_variance", "--train-data", str(tmp_path / "train"),
+             "--slices", "3", "--batch-slices", "1", "--num-particles", "2", "--num-inference-steps", "3",
+             "--reconstructors", "dps,cs_tv", "--cs-iterations", "3", "--no-progress", "--out"]
+    assert main([*bench, str(tmp_path / "one" / "results.json")]) == 0
+    proc = launch([*bench, str(tmp_path / "two" / "results.json")])
+    _ok(proc)
+    one, two = (json.loads((tmp_path / r / "results.json").read_text()) for r in ("one", "two"))
+    timing = {"seconds_per_slice"}
+    strip = [[{k: v for k, v in row.items() if k not in timing} for row in res["rows"]] for res in (one, two)]
+    assert len(strip[0]) == 6 and strip[0] == strip[1]  # three strategies x (dps, cs_tv)
+    assert one["ads_order"] == two["ads_order"]
+    assert proc.stdout.count("# ADS vs fixed masks") == 1  # the table is printed (and written) by one process
