@@ -72,7 +72,7 @@ from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -263,6 +263,10 @@ class LLMTrainer:
         torch.manual_seed(cfg.seed)
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
         self.num_processes, self.process_index = self.accelerator.num_processes, self.accelerator.process_index
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            raise ValueError("LLMTrainer does not run under FSDP: its rollouts sample from the full parameters and "
+                             "each process stops decoding on its own; use DDP or DeepSpeed ZeRO-2 "
+                             "(configs/accelerate/llm_zero2.yaml). FSDP suits the TRL adapter (gendiff.llm.trl)")
         if cfg.prompts_per_step % self.num_processes:
             raise ValueError(f"prompts_per_step {cfg.prompts_per_step} is not divisible by the {self.num_processes} "
                              "processes: each process rolls out prompts_per_step / processes whole groups")
@@ -580,7 +584,8 @@ class LLMTrainer:
                     sums[k].append(v)
             if cfg.max_grad_norm > 0:
                 norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                sums["actor/grad_norm"].append(float(norm))
+                if norm is not None:  # DeepSpeed clips inside its step and may not report the norm
+                    sums["actor/grad_norm"].append(float(norm))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         return self._reduce_metrics({k: sum(v) / len(v) for k, v in sums.items()}, sum(counts))
