@@ -5,6 +5,10 @@ entropy on ``--eval-prompts`` held-out problems that neither SFT nor RL sees, be
 is replaced only with ``--overwrite``, and only when the new run is complete (it is built in a
 staging folder beside DIR); ``--resume`` continues it from its latest DIR/checkpoint-<step>/ (written every
 ``--checkpoint-every`` steps) to ``--steps``.
+
+Under ``accelerate launch`` with N processes the main process prepares DIR, runs SFT (the others load its saved
+model), writes every file and prints; all processes train (see ``gendiff.llm.trainer``: the global batch is
+``--prompts-per-step`` x ``--group-size`` over all processes) and evaluate the same held-out problems.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from gendiff.checkpoints import check_resume_config, list_checkpoints, log_step
 from gendiff.config import load_yaml, save_config, to_dict
@@ -56,6 +61,36 @@ class LLMRunConfig(LLMTrainConfig):
 
 
 RUN_ARGS = "run_args.json"  # the run's options outside LLMTrainConfig (checked on resume)
+
+
+def _processes():
+    """accelerate's process state (the one ``LLMTrainer``'s Accelerator will share). Created here with the CPU flag
+    that ``accelerate launch`` sets (``ACCELERATE_USE_CPU``): a plain ``PartialState()`` ignores it and, created
+    first, would leave every CPU process alone (one process each)."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def _on_main(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` on the main process only and hand its result, or its error, to every process."""
+    from accelerate.utils import broadcast_object_list
+
+    state = _processes()
+    if state.num_processes == 1:
+        return fn()
+    box: list[Any] = [None]
+    if state.is_main_process:
+        try:
+            box = [(True, fn())]
+        except Exception as err:  # every process raises it, none waits forever
+            box = [(False, err)]
+    broadcast_object_list(box)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
 
 
 def _owned(p: Path) -> bool:
@@ -117,13 +152,16 @@ def run_train(rc: LLMRunConfig) -> dict:
         if (out / RUN_ARGS).is_file():
             saved.update(json.loads((out / RUN_ARGS).read_text()))
         check_resume_config(saved, {**to_dict(cfg), **run_args}, out)
-    work = _prepare_out(out, rc.overwrite, rc.resume)
+    main = _processes().is_main_process
+    work = _on_main(lambda: _prepare_out(out, rc.overwrite, rc.resume))
     try:
         summary = _train(rc, cfg, out, work, run_args)
     except BaseException:
-        if work != out:  # a failed replacement never counted: the earlier run stays as it was
+        if work != out and main:  # a failed replacement never counted: the earlier run stays as it was
             shutil.rmtree(work, ignore_errors=True)
         raise
+    if not main:
+        return summary
     if work != out:  # a replacement run is complete: swap it in
         swap_dir(work, out, _owned)
     print(f"held-out ({summary['eval_prompts']} problems) | greedy | pass@1 | pass@16 | entropy\n---|---|---|---|---")
@@ -139,6 +177,7 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
     from .tasks import ArithmeticTask, arithmetic_answer_key, arithmetic_reward, build_tiny_lm
     from .trainer import LLMTrainer
 
+    main = _processes().is_main_process
     task = ArithmeticTask()
     held = task.heldout(rc.eval_prompts)  # never trained on, by SFT or RL
     seed_everything(cfg.seed)
@@ -146,9 +185,13 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
         model, tokenizer = _load_lm(rc.model, "--model")
     elif rc.resume:
         model, tokenizer = _load_lm(out / "sft", "the run's SFT model")
-    else:
+    elif _processes().num_processes == 1:
         tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=rc.sft_steps, out_dir=work / "sft", exclude=held)
         model, tokenizer = tiny.model, tiny.tokenizer
+    else:  # N processes: the main one runs SFT and saves it, every process loads the saved model
+        _on_main(lambda: build_tiny_lm(task, seed=cfg.seed, sft_steps=rc.sft_steps, out_dir=work / "sft",
+                                       exclude=held) and None)
+        model, tokenizer = _load_lm(work / "sft", "the run's SFT model")
 
     def held_out_eval(m) -> dict[str, float]:
         ev = evaluate(m, tokenizer, held, arithmetic_reward, n_samples=16, ks=(1, 4, 16),
@@ -163,7 +206,7 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
         ref_model = model if cfg.kl_coef > 0 else None
         model, _ = _load_lm(ckpt, "the checkpoint")
         model.eval()
-    else:
+    elif main:
         save_config(cfg, work)
         atomic_write_text(work / RUN_ARGS, json.dumps(run_args, indent=2))
 
@@ -177,10 +220,11 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
         if start > cfg.steps:
             raise ValueError(f"{ckpt} is at step {start}, past --steps {cfg.steps}")
         log = work / "log.jsonl"  # drop lines logged after the checkpoint
-        if log.exists():
+        if log.exists() and main:
             lines = [ln for ln in log.read_text().splitlines() if log_step(ln) <= start]
             atomic_write_text(log, "".join(ln + "\n" for ln in lines))
-        save_config(cfg, work)  # the resumed run's steps
+        if main:
+            save_config(cfg, work)  # the resumed run's steps
     logs = trainer.train(progress=rc.progress)
     after = held_out_eval(trainer.accelerator.unwrap_model(trainer.model))
     last = logs[-1] if logs else {}
@@ -189,5 +233,6 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
                "accuracy_before": before["greedy"], "accuracy_after": after["greedy"],
                "final_reward": last.get("reward/mean"), "final_entropy": last.get("actor/entropy"),
                "empty_completions": trainer.state.empty_total}
-    atomic_write_text(work / "summary.json", json.dumps(summary, indent=2))
+    if main:
+        atomic_write_text(work / "summary.json", json.dumps(summary, indent=2))
     return summary

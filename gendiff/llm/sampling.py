@@ -79,6 +79,21 @@ def concat_completions(a: Completions, b: Completions, pad_token_id: int) -> Com
     )
 
 
+def pad_completions(c: Completions, length: int, pad_token_id: int) -> Completions:
+    """``c`` with its completions right-padded to ``length`` >= T tokens (``pad``, mask 0, logp / entropy 0)."""
+    extra = length - c.completion_ids.shape[1]
+    if extra < 0:
+        raise ValueError(f"cannot pad completions of {c.completion_ids.shape[1]} tokens to {length}")
+    if extra == 0:
+        return c
+
+    def pad(x: Tensor, value: float | int) -> Tensor:
+        return torch.nn.functional.pad(x, (0, extra), value=value)
+
+    return Completions(c.prompt_ids, c.prompt_mask, pad(c.completion_ids, pad_token_id), pad(c.completion_mask, 0),
+                       pad(c.logp, 0.0), pad(c.entropy, 0.0), c.finished)
+
+
 def position_ids_from_mask(mask: Tensor) -> Tensor:
     """[B, L] positions counted from each row's first real token (0 on left padding)."""
     return (mask.long().cumsum(-1) - 1).clamp_min(0)
@@ -136,6 +151,7 @@ def sample_completions(
     generator: torch.Generator | None = None,
     fast: bool | None = None,
     token_temperature: Callable[[Tensor], Tensor] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Completions:
     """Sample ``group_size`` completions per prompt (see the module docstring for the steps).
 
@@ -152,6 +168,9 @@ def sample_completions(
         fast: use ``FastDecoder`` (None: whenever ``supports_fast_decode(model)``; False: the HF forward).
         token_temperature: optional per-row factor of the temperature at each step, from the [B, V]
             tempered logits (step 4); ignored when greedy.
+        shard: (first row, total rows) of a larger rollout this call is one slice of (several processes):
+            the uniforms of all ``total`` rows are drawn and rows ``first .. first + B - 1`` are kept, so
+            the slices of N processes draw exactly the tokens one process would draw for the whole rollout.
 
     Returns:
         ``Completions`` with B = P * group_size rows (ordinary tensors, usable in autograd).
@@ -165,7 +184,7 @@ def sample_completions(
     with torch.inference_mode():
         ids, keep, scaled, done = _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids,
                                           pad_token_id, temperature, top_p, group_size, greedy, generator, fast,
-                                          token_temperature)
+                                          token_temperature, shard)
         zero = torch.zeros((), device=ids.device)
         logp = torch.where(keep, token_logprobs(scaled, ids), zero)  # 4. once, over all steps
         ent = torch.where(keep, token_entropy(scaled), zero)
@@ -201,7 +220,7 @@ class _HFStepper:
 
 
 def _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids, pad_token_id, temperature, top_p,
-            group_size, greedy, generator, fast, token_temperature=None):
+            group_size, greedy, generator, fast, token_temperature=None, shard=None):
     """Steps 1-3 and 5; returns ids [B, T], keep [B, T], tempered logits [B, T, V], finished [B]."""
     device = prompt_ids.device
     eos = torch.tensor(sorted(set(eos_token_ids)), device=device)
@@ -217,7 +236,11 @@ def _decode(model, prompt_ids, prompt_mask, max_new_tokens, eos_token_ids, pad_t
     keep = torch.zeros(b, max_new_tokens, dtype=torch.bool, device=device)
     scaled_all = torch.empty(b, max_new_tokens, logits.shape[-1], device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
-    u = None if greedy else torch.rand(b, max_new_tokens, 1, device=device, generator=generator)  # one draw
+    first, total = (0, b) if shard is None else shard
+    if not 0 <= first <= total - b:
+        raise ValueError(f"shard {shard} does not hold the {b} rows of this rollout")
+    u = None if greedy else torch.rand(total, max_new_tokens, 1, device=device, generator=generator)  # one draw
+    u = u if u is None or shard is None else u[first : first + b]
     steps = 0
     for t in range(max_new_tokens):  # 2. decode
         scaled = scaled_all[:, t]

@@ -28,10 +28,35 @@ Empty completions (EOS as the first token: zero tokens) get their reward and cou
 advantage, but carry no loss (mask 0); ``rollout/empty_count`` counts them and a warning is issued.
 Rows that never emit EOS are truncated at ``max_new_tokens`` and trained on as they are.
 The policy runs in eval mode (no dropout) for rollouts and updates, so ratios are exactly 1 at first.
+
+Several processes (``accelerate launch``, DDP; N = the number of processes):
+
+- The global batch of a step is ``prompts_per_step`` x ``group_size`` completions over all processes (plus
+  AEPO's regulariser rows). Every process draws the same ``prompts_per_step`` prompts and the same uniforms
+  for all rows (the seeded ``rng`` and ``generator`` advance identically everywhere) and rolls out its
+  slice: prompts_per_step / N prompts, whole groups (ValueError naming the numbers otherwise), encoded
+  with the left padding of the whole batch, completions right-padded to the whole batch's length. So N
+  processes sample exactly the tokens one process would (up to float round-off in the forward).
+- Advantages are computed on the gathered rows (rewards, masks, entropies, log-probs, EMPO's cluster keys)
+  in one-process row order, then each process keeps its rows: every estimator sees the whole batch.
+  The rollout metrics (reward, entropy, lengths, empty count) are of the whole batch too.
+- Loss: micro-batch i of process p is scaled by N c_pi / sum_p c_pi, c = its valid tokens
+  (``loss_agg_mode`` token-mean) or non-empty rows (seq-mean-*), so DDP's gradient average is the
+  aggregate over the i-th micro-batches of all processes: with ``grad_accum`` = 1 exactly the gradient of
+  one process on the whole batch (for losses that aggregate the token loss over the completion mask:
+  grpo, entropy_bonus, epo, bapo, steer, the KL term). Losses that choose tokens or rows from batch
+  statistics (clip_cov, kl_cov, top_entropy, d3s_tokens, hapo's entropy quantiles) choose them per
+  process, and clip_cov's random pick draws from a per-process generator.
+- Update metrics are averaged over processes weighted by c; states carried to the next step (entropy
+  coefficient, HAPO statistics, entropy history) come from these averages, so they agree on all processes.
+- Only the main process prints the progress bar and writes log.jsonl, checkpoints and the final model;
+  checkpoints hold every process's torch random state (``rng.pt``, ``per_process``) and a resume needs
+  the same number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -47,6 +72,7 @@ from typing import Any, Literal
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType, gather_object
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -66,7 +92,13 @@ from .losses import (
     hapo_temperature,
     hapo_token_temperature,
 )
-from .sampling import Completions, concat_completions, position_ids_from_mask, sample_completions
+from .sampling import (
+    Completions,
+    concat_completions,
+    pad_completions,
+    position_ids_from_mask,
+    sample_completions,
+)
 
 RewardFn = Callable[..., Sequence[float]]
 PromptSource = Sequence[str] | Callable[[int, random.Random], list[str]]
@@ -230,6 +262,14 @@ class LLMTrainer:
         self.context = getattr(model.config, "max_position_embeddings", None)
         torch.manual_seed(cfg.seed)
         self.accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+        self.num_processes, self.process_index = self.accelerator.num_processes, self.accelerator.process_index
+        if self.accelerator.distributed_type == DistributedType.FSDP:
+            raise ValueError("LLMTrainer does not run under FSDP: its rollouts sample from the full parameters and "
+                             "each process stops decoding on its own; use DDP or DeepSpeed ZeRO-2 "
+                             "(configs/accelerate/llm_zero2.yaml). FSDP suits the TRL adapter (gendiff.llm.trl)")
+        if cfg.prompts_per_step % self.num_processes:
+            raise ValueError(f"prompts_per_step {cfg.prompts_per_step} is not divisible by the {self.num_processes} "
+                             "processes: each process rolls out prompts_per_step / processes whole groups")
         self.ref_model = None
         if cfg.kl_coef > 0:
             self.ref_model = (ref_model or copy.deepcopy(model)).to(self.accelerator.device).eval()
@@ -238,6 +278,12 @@ class LLMTrainer:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         self.model, self.optimizer = self.accelerator.prepare(model, opt)
         self.generator = torch.Generator(self.accelerator.device).manual_seed(cfg.seed)
+        # losses that draw (clip_cov) use a per-process generator under N processes: the rollout generator must
+        # advance identically everywhere; one process keeps the single generator (unchanged behaviour)
+        self.loss_generator = self.generator if self.num_processes == 1 else \
+            torch.Generator(self.accelerator.device).manual_seed(cfg.seed + 1 + self.process_index)
+        self._order: Tensor | None = None  # N processes: global row -> gathered row, for the current rollout
+        self._mine: Tensor | None = None  # N processes: the global rows of this process
         self.rng = random.Random(cfg.seed)
         self.state = TrainerState()
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -275,9 +321,13 @@ class LLMTrainer:
 
     def _sample(self, ids: Tensor, mask: Tensor, temperature: float, group_size: int,
                 token_temperature=None) -> Completions:
+        """``group_size`` completions of each of this process's prompts ([P, L] ``ids`` / ``mask``); N processes:
+        the uniforms of all N P group_size rows are drawn and this process's slice is kept."""
+        rows = ids.shape[0] * group_size
+        shard = None if self.num_processes == 1 else (self.process_index * rows, self.num_processes * rows)
         batch = sample_completions(self.accelerator.unwrap_model(self.model), ids, mask, self.config.max_new_tokens,
                                    self.eos_ids, self.pad_id, temperature, self.config.top_p, group_size,
-                                   generator=self.generator, token_temperature=token_temperature)
+                                   generator=self.generator, token_temperature=token_temperature, shard=shard)
         empty = batch.finished & (batch.completion_mask.sum(-1) == 1)  # EOS first: zero real tokens
         batch.completion_mask = batch.completion_mask * (~empty)[:, None]
         return batch
@@ -289,30 +339,90 @@ class LLMTrainer:
             st.target_entropy = entropy if c.target_entropy is None else float(c.target_entropy)
         return target_temperature(entropy, st.target_entropy, c.temp_low, c.temp_high)
 
+    # ------------------------------------------------------------------ several processes
+    def _global_sum(self, *values: float) -> list[float]:
+        """The sums over processes of a few numbers (the numbers themselves for one process)."""
+        if self.num_processes == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.accelerator.device)
+        return self.accelerator.reduce(t, "sum").tolist()
+
+    def _masked_mean(self, x: Tensor, mask: Tensor) -> float:
+        """masked_mean over the valid tokens of all processes (0 when there are none anywhere)."""
+        if self.num_processes == 1:
+            return float(masked_mean(x, mask)) if bool(mask.any()) else 0.0
+        total, count = self._global_sum(float(torch.where(mask.bool(), x, 0.0).double().sum()), float(mask.sum()))
+        return total / count if count else 0.0
+
+    def _set_row_order(self, rows: int, n_main: int) -> None:
+        """N processes of ``rows`` rows each (``n_main`` on-policy, then regularisers): the one-process order.
+
+        Sets ``_order`` [N rows] (global row -> row of the gathered, process-major tensor: on-policy rows of
+        processes 0..N-1, then their regulariser rows, as one process lays them out) and ``_mine`` [rows]
+        (the global rows of this process)."""
+        proc = torch.arange(self.num_processes)[:, None] * rows
+        order = torch.cat([(proc + torch.arange(n_main)).flatten(), (proc + torch.arange(n_main, rows)).flatten()])
+        where = torch.empty_like(order)
+        where[order] = torch.arange(len(order))
+        dev = self.accelerator.device
+        self._order = order.to(dev)
+        self._mine = where[self.process_index * rows : (self.process_index + 1) * rows].to(dev)
+
+    def _glob(self, x: Tensor) -> Tensor:
+        """[rows, ...] of this process -> [N rows, ...] of all processes in one-process order (x for one)."""
+        if self.num_processes == 1:
+            return x
+        dtype = x.dtype
+        g = self.accelerator.gather(x.long() if dtype == torch.bool else x.contiguous())
+        return g[self._order].to(dtype)
+
+    def _glob_list(self, x: list) -> list:
+        """A list with one entry per row of this process -> the list of all rows in one-process order."""
+        if self.num_processes == 1:
+            return x
+        flat = gather_object(x)
+        return [flat[i] for i in self._order.tolist()]
+
+    def _local(self, x: Tensor) -> Tensor:
+        """Global rows -> the rows of this process (x for one process)."""
+        return x if self.num_processes == 1 else x[self._mine]
+
+    # ------------------------------------------------------------------ rollout (steps 1-3)
     @torch.no_grad()
     def rollout(self, prompts: list[str]) -> dict[str, Any]:
-        """Steps 1-3: sample, score, compute advantages. Returns the batch and its rollout metrics."""
+        """Steps 1-3: sample, score, compute advantages. Returns the batch and its rollout metrics.
+
+        ``prompts`` are the step's prompts over all processes; each process rolls out its slice of them."""
         cfg, name, st = self.config, self.config.advantage, self.state
-        ids, mask = self.encode_prompts(prompts)
+        n_proc, rank = self.num_processes, self.process_index
+        ids, mask = self.encode_prompts(prompts)  # all prompts: the same left padding on every process
+        n_loc = len(prompts) // n_proc
+        first = rank * n_loc  # this process's first prompt (its first group id)
+        if n_proc > 1:
+            ids, mask, prompts = ids[first : first + n_loc], mask[first : first + n_loc], prompts[first : first + n_loc]
         t0 = time.perf_counter()
         hapo_tau = getattr(self.loss_cfg, "temperature_tau", 0.0) if cfg.loss == "hapo" else 0.0
         token_temp = hapo_token_temperature(st.hapo_stats, hapo_tau) if hapo_tau and st.hapo_stats else None
         batch = self._sample(ids, mask, cfg.temperature, cfg.group_size, token_temp)  # 1.
         n_main = batch.completion_ids.shape[0]
-        group_ids = torch.arange(n_main, device=ids.device) // cfg.group_size
+        group_ids = torch.arange(n_main, device=ids.device) // cfg.group_size + first
         rep_prompts = [p for p in prompts for _ in range(cfg.group_size)]
-        entropy = float(masked_mean(batch.entropy, batch.completion_mask)) if bool(batch.completion_mask.any()) else 0.0
+        entropy = self._masked_mean(batch.entropy, batch.completion_mask)
         metrics: dict[str, float] = {"rollout/entropy": entropy}
         if token_temp is not None:  # the factors the draw used (from the same entropies of pi_T)
-            metrics["hapo/temperature_factor_mean"] = float(masked_mean(hapo_temperature(
-                hapo_apply_stats(batch.entropy, st.hapo_stats), 1.0, hapo_tau), batch.completion_mask))
+            metrics["hapo/temperature_factor_mean"] = self._masked_mean(hapo_temperature(
+                hapo_apply_stats(batch.entropy, st.hapo_stats), 1.0, hapo_tau), batch.completion_mask)
         if name == "aepo":  # 1b. AEPO: regulariser rollouts at the target temperature
             t_reg = cfg.temperature * self._target_temperature(entropy)
             k = self.adv_cfg.regularizer_size
             batch = concat_completions(batch, self._sample(ids, mask, t_reg, k), self.pad_id)
-            group_ids = torch.cat([group_ids, torch.arange(len(prompts) * k, device=ids.device) // k])
+            group_ids = torch.cat([group_ids, torch.arange(len(prompts) * k, device=ids.device) // k + first])
             rep_prompts += [p for p in prompts for _ in range(k)]
             metrics["aepo/temperature"] = t_reg
+        if n_proc > 1:  # the whole batch's completion length on every process; rows in one-process order
+            width = torch.tensor([batch.completion_ids.shape[1]], device=ids.device)
+            batch = pad_completions(batch, int(self.accelerator.gather(width).max()), self.pad_id)
+            self._set_row_order(batch.completion_ids.shape[0], n_main)
         t_gen = time.perf_counter() - t0
         lengths = batch.completion_mask.sum(-1) + (batch.finished & (batch.completion_mask.sum(-1) == 0))
         n_empty = int((batch.completion_mask.sum(-1) == 0).sum())
@@ -326,39 +436,47 @@ class LLMTrainer:
         rewards = self._call_reward(rep_prompts, texts, meta).to(ids.device, torch.float32)  # 2.
         is_reg = torch.arange(len(texts), device=ids.device) >= n_main
         adv, adv_metrics = self._advantages(rewards, group_ids, batch, rep_prompts, texts, is_reg, entropy)  # 3.
-        metrics.update({**adv_metrics, "reward/mean": float(rewards[~is_reg].mean()),
-                        "reward/std": float(rewards[~is_reg].std(unbiased=False)),
-                        "response_length/mean": float(lengths[:n_main].float().mean()), "rollout/empty_count": n_empty,
-                        "rollout/truncated_frac": float((~batch.finished).float().mean()), "time/generate": t_gen})
-        keep = self._d3s_rows(adv, group_ids, batch.completion_mask)
+        g_rewards, g_reg, g_lengths = self._glob(rewards), self._glob(is_reg), self._glob(lengths)
+        metrics.update({**adv_metrics, "reward/mean": float(g_rewards[~g_reg].mean()),
+                        "reward/std": float(g_rewards[~g_reg].std(unbiased=False)),
+                        "response_length/mean": float(g_lengths[: n_main * n_proc].float().mean()),
+                        "rollout/empty_count": int(self._global_sum(n_empty)[0]),
+                        "rollout/truncated_frac": float((~self._glob(batch.finished)).float().mean()),
+                        "time/generate": t_gen})
+        keep = self._d3s_rows(adv, group_ids - first, batch.completion_mask)
         if keep is not None:  # 3b. D3S sample level: only the max-variance rollouts of each group
             batch, adv, is_reg = batch.select(keep), adv[keep], is_reg[keep]
-            metrics["d3s/kept_rollouts"] = float(keep.sum())
+            metrics["d3s/kept_rollouts"] = float(self._global_sum(float(keep.sum()))[0])
         ref = None
         if self.ref_model is not None:
             with self.accelerator.autocast():
                 ref, _ = policy_logp_entropy(self.ref_model, batch, cfg.temperature)
         # the sampler's log pi_T of rows drawn at T (HAPO's adaptive temperature changes only the draw)
         return {"batch": batch, "advantages": adv, "ref_logp": ref, "texts": texts, "rewards": rewards,
-                "on_policy": ~is_reg, "metrics": metrics}
+                "on_policy": ~is_reg, "metrics": metrics,
+                "tokens": self._global_sum(float(batch.completion_mask.sum()))[0]}
 
     def _advantages(self, rewards: Tensor, group_ids: Tensor, batch: Completions, prompts: list[str],
                     texts: list[str], is_reg: Tensor, entropy: float) -> tuple[Tensor, dict]:
+        """Step 3 on the rows of all processes (gathered in one-process order); returns this process's rows'
+        advantages ([rows] or [rows, T]) and the metrics of the whole batch."""
         name, extras, own, st = self.config.advantage, {}, {}, self.state
+        glob = self._glob
         if name in ("empg", "hapo", "dcpo"):
-            extras["mask"] = batch.completion_mask.bool() if bool(batch.completion_mask.any()) else \
-                torch.ones_like(batch.completion_mask, dtype=torch.bool)
+            m = glob(batch.completion_mask.bool())
+            extras["mask"] = m if bool(m.any()) else torch.ones_like(m)
         if name == "empg":
-            extras["entropy"] = batch.entropy
+            extras["entropy"] = glob(batch.entropy)
         if name == "dcpo":  # log pi_T(y) at the target temperature; the samples came from pi at T
             t_target = self.config.temperature * self._target_temperature(entropy)
-            extras["logp"], extras["logp_target"] = batch.logp, policy_logp_entropy(
-                self.accelerator.unwrap_model(self.model), batch, t_target)[0]
+            extras["logp"], extras["logp_target"] = glob(batch.logp), glob(policy_logp_entropy(
+                self.accelerator.unwrap_model(self.model), batch, t_target)[0])
             own["dcpo/temperature"] = t_target
         if name == "aepo":
-            extras["is_regularizer"] = is_reg
+            extras["is_regularizer"] = glob(is_reg)
+        rewards, group_ids = glob(rewards), glob(group_ids)
         if name == "empo_reward":  # semantic classes: answer-equivalence clusters
-            keys = list(self.cluster_fn(prompts, texts))
+            keys = self._glob_list(list(self.cluster_fn(prompts, texts)))
             index: dict[Any, int] = {}
             extras["cluster_ids"] = torch.tensor([index.setdefault(k, len(index)) for k in keys], device=rewards.device)
         if name == "riskpo":
@@ -370,7 +488,7 @@ class LLMTrainer:
         adv, metrics = self.adv_fn(None if name == "empo_reward" else rewards, group_ids, self.adv_cfg, **extras)
         if name == "empo_reward":
             metrics["empo/semantic_reward_mean"] = metrics.pop("reward/mean")
-        return adv.to(torch.float32), {**metrics, **own}
+        return self._local(adv.to(torch.float32)), {**metrics, **own}
 
     def _d3s_rows(self, adv: Tensor, group_ids: Tensor, mask: Tensor) -> Tensor | None:
         """D3S sample level (loss d3s_tokens): [B] bool of the kept rollouts, or None."""
@@ -385,7 +503,7 @@ class LLMTrainer:
     def _loss_extras(self) -> dict[str, Any]:
         st = self.state
         hist = st.entropy_sum / st.entropy_count if st.entropy_count else None
-        return {"generator": self.generator, "entropy_coef": st.entropy_coef, "entropy_history_mean": hist,
+        return {"generator": self.loss_generator, "entropy_coef": st.entropy_coef, "entropy_history_mean": hist,
                 "progress": min(1.0, st.step / self.config.steps)}
 
     def _micro_loss(self, roll: dict[str, Any], rows: slice, old: Tensor | None) -> tuple[Tensor | None, dict, Tensor]:
@@ -398,7 +516,8 @@ class LLMTrainer:
         first = old is None
         old = logp.detach() if first else old
         if not bool(mask.any()):  # only empty completions in this micro-batch
-            return None, {}, old
+            # N processes: a zero loss through the model, so that DDP's gradient all-reduce still meets
+            return (logp.sum() * 0.0 if self.num_processes > 1 else None), {}, old
         adv = roll["advantages"][rows]
         loss, metrics = self.loss_fn(logp, old, adv, mask, self.loss_cfg, entropy=entropy, **self._loss_extras())
         if self.ref_model is not None:
@@ -412,27 +531,64 @@ class LLMTrainer:
             metrics["rollout/logp_mismatch"] = float((logp.detach() - sub.logp).abs().mul(mask)[on].max())
         return loss, metrics, old
 
+    def _agg_count(self, mask: Tensor) -> float:
+        """What the loss's aggregate divides by on [b, T] ``mask``: valid tokens (token-mean), else non-empty rows."""
+        if getattr(self.loss_cfg, "loss_agg_mode", "token-mean") == "token-mean":
+            return float(mask.sum())
+        return float((mask.sum(-1) > 0).sum())
+
+    def _reduce_metrics(self, local: dict[str, float], weight: float) -> dict[str, float]:
+        """N processes: each metric averaged over the processes that have it, weighted by ``weight``."""
+        if self.num_processes == 1:
+            return local
+        every = gather_object([(local, weight)])
+        out = {}
+        for key in dict.fromkeys(k for m, _ in every for k in m):
+            pairs = [(m[key], w) for m, w in every if key in m]
+            total = sum(w for _, w in pairs)
+            out[key] = sum(v * w for v, w in pairs) / total if total > 0 else sum(v for v, _ in pairs) / len(pairs)
+        return out
+
     def update(self, roll: dict[str, Any]) -> dict[str, float]:
-        """Step 4: ``updates_per_rollout`` optimizer steps on one rollout; returns averaged metrics."""
+        """Step 4: ``updates_per_rollout`` optimizer steps on one rollout; returns averaged metrics.
+
+        N processes: micro-batch i of this process is weighted N c_i / sum_p c_pi (``_agg_count``), so that
+        DDP's average is the aggregate over the i-th micro-batches of all processes (module docstring)."""
         cfg, n = self.config, roll["batch"].completion_ids.shape[0]
         bounds = [round(i * n / cfg.grad_accum) for i in range(cfg.grad_accum + 1)]
         olds: list[Tensor | None] = [None] * cfg.grad_accum
         sums: dict[str, list[float]] = defaultdict(list)
+        weights: list[float] | None = None
+        mask = roll["batch"].completion_mask
+        counts = [self._agg_count(mask[bounds[i] : bounds[i + 1]]) for i in range(cfg.grad_accum)]
+        if self.num_processes > 1:
+            totals = self._global_sum(*counts)
+            weights = [self.num_processes * c / t if t else 0.0 for c, t in zip(counts, totals, strict=True)]
+            sync_at = max((i for i, t in enumerate(totals) if t), default=-1)
         for _ in range(cfg.updates_per_rollout):
             for i in range(cfg.grad_accum):
-                rows = slice(bounds[i], bounds[i + 1])
-                loss, metrics, olds[i] = self._micro_loss(roll, rows, olds[i])
-                if loss is None:
+                if weights is not None and totals[i] == 0:  # empty on every process: skipped everywhere
                     continue
-                self.accelerator.backward(loss / cfg.grad_accum)
+                rows = slice(bounds[i], bounds[i + 1])
+                # DDP: all-reduce the gradients once, in the last micro-batch that is not empty everywhere
+                sync = contextlib.nullcontext() if weights is None or i == sync_at else \
+                    self.accelerator.no_sync(self.model)
+                with sync:
+                    loss, metrics, olds[i] = self._micro_loss(roll, rows, olds[i])
+                    if loss is None:
+                        continue
+                    if weights is not None:
+                        loss = loss * weights[i]
+                    self.accelerator.backward(loss / cfg.grad_accum)
                 for k, v in metrics.items():
                     sums[k].append(v)
             if cfg.max_grad_norm > 0:
                 norm = self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                sums["actor/grad_norm"].append(float(norm))
+                if norm is not None:  # DeepSpeed clips inside its step and may not report the norm
+                    sums["actor/grad_norm"].append(float(norm))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-        return {k: sum(v) / len(v) for k, v in sums.items()}
+        return self._reduce_metrics({k: sum(v) / len(v) for k, v in sums.items()}, sum(counts))
 
     # ------------------------------------------------------------------ loop
     def step(self) -> dict[str, float]:
@@ -453,8 +609,7 @@ class LLMTrainer:
         st.empty_total += metrics["rollout/empty_count"]
         st.step += 1
         metrics["time/step"] = dt = time.perf_counter() - t0
-        n_tok = float(roll["batch"].completion_mask.sum())
-        metrics["perf/tokens_per_s"] = n_tok / dt
+        metrics["perf/tokens_per_s"] = roll["tokens"] / dt
         metrics["step"] = st.step
         return metrics
 
@@ -464,10 +619,11 @@ class LLMTrainer:
         steps = self.config.steps - self.state.step if steps is None else steps
         logs = []
         log_path = None
-        if self.out_dir is not None:
+        main = self.accelerator.is_main_process  # N processes: only the main one prints and writes
+        if self.out_dir is not None and main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             log_path = self.out_dir / "log.jsonl"
-        bar = tqdm(range(steps), desc=f"llm {self.config.loss}", disable=not progress)
+        bar = tqdm(range(steps), desc=f"llm {self.config.loss}", disable=not progress or not main)
         for _ in bar:
             m = self.step()
             logs.append(m)
@@ -478,13 +634,17 @@ class LLMTrainer:
             every = self.config.checkpoint_every
             if self.out_dir is not None and every and self.state.step % every == 0:
                 self.save_checkpoint(self.out_dir / f"checkpoint-{self.state.step}")
-        if self.out_dir is not None:  # written under a temporary name: a kill leaves no half final/
+        if self.out_dir is not None and main:  # written under a temporary name: a kill leaves no half final/
             atomic_dir(self.out_dir / "final", self.save)
+        self.accelerator.wait_for_everyone()
         return logs
 
     def save(self, path: str | Path) -> Path:
-        """Save model and tokenizer (``save_pretrained``) and the trainer state (JSON) to ``path``."""
+        """Save model and tokenizer (``save_pretrained``) and the trainer state (JSON) to ``path`` (N processes:
+        the main process writes, the others do nothing)."""
         path = Path(path)
+        if not self.accelerator.is_main_process:
+            return path
         path.mkdir(parents=True, exist_ok=True)
         self.accelerator.unwrap_model(self.model).save_pretrained(path)
         self.tokenizer.save_pretrained(path)
@@ -492,16 +652,25 @@ class LLMTrainer:
         return path
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        """:meth:`save` plus what an exact resume needs (optimizer, random states), written atomically."""
+        """:meth:`save` plus what an exact resume needs (optimizer, random states), written atomically.
+
+        N processes: every process must call it (the random states are gathered); the main process writes
+        ``rng.pt`` with its own states at the top level and every process's under ``per_process``."""
         path = Path(path)
+        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if self.num_processes > 1:
+            rng["loss_generator"] = self.loss_generator.get_state()
+            rng = {**rng, "per_process": gather_object([rng])}
 
         def write(folder: Path) -> None:
             self.save(folder)
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
-            torch.save({"generator": self.generator.get_state(), "torch": torch.get_rng_state()}, folder / "rng.pt")
+            torch.save(rng, folder / "rng.pt")
             (folder / "python_rng.json").write_text(json.dumps(self.rng.getstate()))
 
-        atomic_dir(path, write)
+        if self.accelerator.is_main_process:
+            atomic_dir(path, write)
+        self.accelerator.wait_for_everyone()
         return path
 
     def load_checkpoint(self, path: str | Path) -> int:
@@ -514,6 +683,13 @@ class LLMTrainer:
             self.state = TrainerState(**{**state, "riskpo_quantiles": tuple(q) if q is not None else None})
             self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
             rng = torch.load(path / "rng.pt", weights_only=True)
+            written_by = len(rng.get("per_process", [None]))
+            if written_by != self.num_processes:
+                raise ValueError(f"{path} was written by {written_by} process(es); resume it with as many, not "
+                                 f"{self.num_processes} (each process's random state is restored)")
+            if self.num_processes > 1:
+                rng = rng["per_process"][self.process_index]
+                self.loss_generator.set_state(rng["loss_generator"])
             self.generator.set_state(rng["generator"])
             torch.set_rng_state(rng["torch"])
             version, internal, gauss = json.loads((path / "python_rng.json").read_text())

@@ -11,6 +11,12 @@ DeepSpeed); only ``_compute_loss`` (TRL 1.16) is replaced:
    with ``beta > 0`` the k3 KL to TRL's reference log-probs is added, aggregated like the policy loss.
 4. Divided by the gradient-accumulation steps (TRL's "grpo" convention); metrics go to TRL's logs;
    ``actor/entropy_coef_next`` is carried to the next step (adaptive entropy bonus).
+
+Several processes: TRL does the distribution (``accelerate launch ... script.py``); its global batch is
+per_device_train_batch_size x processes x gradient_accumulation_steps completions, which num_generations must
+divide. The gendiff loss is computed on each process's completions (token-mean within a process, as TRL's own
+losses); tests/llm/test_llm_multiprocess.py trains it under two CPU processes. The carried entropy coefficient
+is each process's own (from its completions); DeepSpeed / FSDP: configs/accelerate/.
 """
 
 from __future__ import annotations
