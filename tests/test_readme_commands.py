@@ -17,15 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def readme_commands() -> list[list[str]]:
-    """The argv of each ``gendiff`` line in README.md's bash blocks (continuations joined, comments dropped) and of
-    each inline ``gendiff ...`` span."""
+    """The argv of each ``gendiff`` line in README.md's bash blocks (continuations joined, comments dropped; also
+    ``accelerate launch ... -m gendiff ...``) and of each inline ``gendiff ...`` span."""
     text = (ROOT / "README.md").read_text()
     found: list[list[str]] = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             argv = shlex.split(line, comments=True)
+            while argv and "=" in argv[0] and not argv[0].startswith("-"):  # VAR=value prefixes
+                argv = argv[1:]
             if argv[:1] == ["gendiff"]:
                 found.append(argv[1:])
+            elif argv[:2] == ["accelerate", "launch"] and "-m" in argv and argv[argv.index("-m") + 1:][:1] == ["gendiff"]:
+                found.append(argv[argv.index("-m") + 2 :])  # accelerate launch ... -m gendiff <command>
     for span in re.findall(r"`(gendiff [^`<]+)`", text):  # not the `gendiff <group> <command> --help` pattern
         found.append(shlex.split(span.replace("\n", " "))[1:])
     return found

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from gendiff.checkpoints import check_resume_config, list_checkpoints, log_step
 from gendiff.config import load_yaml, save_config, to_dict
+from gendiff.distributed import process_state
 from gendiff.io import (
     atomic_write_text,
     discard_staging,
@@ -63,21 +64,11 @@ class LLMRunConfig(LLMTrainConfig):
 RUN_ARGS = "run_args.json"  # the run's options outside LLMTrainConfig (checked on resume)
 
 
-def _processes():
-    """accelerate's process state (the one ``LLMTrainer``'s Accelerator will share). Created here with the CPU flag
-    that ``accelerate launch`` sets (``ACCELERATE_USE_CPU``): a plain ``PartialState()`` ignores it and, created
-    first, would leave every CPU process alone (one process each)."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-
-
 def _on_main(fn: Callable[[], Any]) -> Any:
     """Run ``fn`` on the main process only and hand its result, or its error, to every process."""
     from accelerate.utils import broadcast_object_list
 
-    state = _processes()
+    state = process_state()
     if state.num_processes == 1:
         return fn()
     box: list[Any] = [None]
@@ -152,7 +143,7 @@ def run_train(rc: LLMRunConfig) -> dict:
         if (out / RUN_ARGS).is_file():
             saved.update(json.loads((out / RUN_ARGS).read_text()))
         check_resume_config(saved, {**to_dict(cfg), **run_args}, out)
-    main = _processes().is_main_process
+    main = process_state().is_main_process
     work = _on_main(lambda: _prepare_out(out, rc.overwrite, rc.resume))
     try:
         summary = _train(rc, cfg, out, work, run_args)
@@ -177,7 +168,7 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
     from .tasks import ArithmeticTask, arithmetic_answer_key, arithmetic_reward, build_tiny_lm
     from .trainer import LLMTrainer
 
-    main = _processes().is_main_process
+    main = process_state().is_main_process
     task = ArithmeticTask()
     held = task.heldout(rc.eval_prompts)  # never trained on, by SFT or RL
     seed_everything(cfg.seed)
@@ -185,7 +176,7 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
         model, tokenizer = _load_lm(rc.model, "--model")
     elif rc.resume:
         model, tokenizer = _load_lm(out / "sft", "the run's SFT model")
-    elif _processes().num_processes == 1:
+    elif process_state().num_processes == 1:
         tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=rc.sft_steps, out_dir=work / "sft", exclude=held)
         model, tokenizer = tiny.model, tiny.tokenizer
     else:  # N processes: the main one runs SFT and saves it, every process loads the saved model
