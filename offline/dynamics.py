@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from gendiff.rl.common import make_env
+from gendiff.stats import bootstrap_ci
 
 
 @dataclass
@@ -84,7 +85,8 @@ def check_transitions(env_id: str, tr: dict[str, Tensor], horizon: int | None = 
     """The simulator's verdict on transitions (obs, act, next_obs, rew, done[, pos]) as a JSON-able dict.
 
     Returns:
-        n; dynamics_mse / dynamics_median; per_dim [k] mean squared error; reward_mse against the simulator's
+        n; dynamics_mse / dynamics_median; dynamics_mse_ci95, the bootstrap 95 % interval of dynamics_mse over the
+        transitions; per_dim [k] mean squared error; reward_mse against the simulator's
         reward; done_rate (generated), sim_terminated_rate (the simulator's flag on the same steps), done_recall
         (share of the simulator's terminations the generator flagged); per_pos [horizon] mean error by position
         in the generated window when ``tr`` has "pos" and ``horizon`` is given.
@@ -93,6 +95,7 @@ def check_transitions(env_id: str, tr: dict[str, Tensor], horizon: int | None = 
     done = np.asarray(tr["done"]) > 0.5
     out: dict[str, Any] = {
         "n": len(dyn.errors), "dynamics_mse": dyn.mse, "dynamics_median": dyn.median,
+        "dynamics_mse_ci95": bootstrap_ci(dyn.errors, 1000),
         "per_dim": dyn.sq_errors.mean(0).tolist(),
         "reward_mse": float(np.mean((dyn.rewards - np.asarray(tr["rew"], dtype=np.float64)) ** 2)),
         "done_rate": float(done.mean()), "sim_terminated_rate": float(dyn.terminated.mean()),

@@ -128,9 +128,10 @@ def main() -> None:
           f"{a.transitions} transitions per row, windows of {a.sample_horizon}, EDM Algorithm 2 with "
           f"{a.inference_steps} steps, seed {a.seed}; SynthER 128 steps; target policy TD3+BC after {a.target_steps} "
           f"updates on the real data (N(pi(s), 1)). Wall {res['wall_s']:.0f} s.", "",
-          "| data | dynamics MSE | reward MSE | done % (simulator %) | target log-lik | ||a - pi(s)||^2 |",
+          "| data | dynamics MSE [95 % CI] | reward MSE | done % (simulator %) | target log-lik | ||a - pi(s)||^2 |",
           "|---|---|---|---|---|---|"]
-    md += [f"| {k} | {r['dynamics_mse']:.4g} | {r['reward_mse']:.4g} | {100 * r['done_rate']:.2f} "
+    md += [f"| {k} | {r['dynamics_mse']:.4g} [{r['dynamics_mse_ci95'][0]:.4g}, {r['dynamics_mse_ci95'][1]:.4g}] | "
+           f"{r['reward_mse']:.4g} | {100 * r['done_rate']:.2f} "
            f"({100 * r['sim_terminated_rate']:.2f}) | {r['target_log_likelihood']:.3f} | "
            f"{r['action_sq_dist_to_pi']:.4g} |" for k, r in rows.items()]
     if placement:
