@@ -24,3 +24,14 @@ def add_gorl_commands(subparsers: argparse._SubParsersAction) -> None:
                    "train one agent; writes metrics.json, curve.png, weights")
     add_experiment(sub, "benchmark", GorlBenchmarkConfig, run_benchmark_command,
                    "algorithms x seeds; writes summary.json / .md and curves.png")
+
+
+def add_subrl_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``subrl`` group (train, benchmark: SubPO and the additive policy gradient, gendiff.rl.subrl)."""
+    from gendiff.rl.subrl import SubRLBenchmarkConfig, SubRLTrainConfig, run_subrl_benchmark, run_subrl_train
+
+    sub = add_group(subparsers, "subrl", "submodular RL: SubPO vs the additive-reward policy gradient")
+    add_experiment(sub, "train", SubRLTrainConfig, run_subrl_train,
+                   "train one policy (--reward marginal: SubPO, additive: baseline); writes metrics.json, curve.png")
+    add_experiment(sub, "benchmark", SubRLBenchmarkConfig, run_subrl_benchmark,
+                   "subpo / additive_pg / random / greedy x seeds; writes OUT.json, OUT.md, OUT_curves.png")

@@ -46,14 +46,13 @@ from gendiff.config import check_literal_fields, check_numbers
 from gendiff.rl.common import mlp
 from gendiff.rl.envs_submodular import ACTIONS, GridState, SubmodularGrid
 
-__all__ = ["SubPO", "SubPOConfig", "SubPOLog", "rollout", "run_baseline_policy"]
+__all__ = ["SubPO", "SubPOConfig", "SubPOLog", "SubPOSettings", "rollout", "run_baseline_policy"]
 
 
 @dataclass
-class SubPOConfig:
-    """One SubPO (or additive policy-gradient) run on a submodular grid task."""
+class SubPOSettings:
+    """The task and learner settings shared by a run (:class:`SubPOConfig`) and a benchmark of several."""
 
-    reward: Literal["marginal", "additive"] = "marginal"  # marginal: SubPO; additive: the additive-reward baseline
     grid_size: int = 10  # N, cells per side
     horizon: int = 20  # H, steps per episode
     radius: int = 1  # sensing radius (Chebyshev, cells)
@@ -68,7 +67,6 @@ class SubPOConfig:
     normalize_advantages: bool = True  # divide advantages by their batch std
     eval_every: int = 20  # iterations between evaluations of F (0: only at the end)
     eval_episodes: int = 64  # episodes per evaluation
-    seed: int = 0
     device: Literal["cpu", "cuda"] = "cpu"
     progress: bool = False
 
@@ -83,6 +81,14 @@ class SubPOConfig:
         """The grid task these settings describe."""
         return SubmodularGrid(self.grid_size, self.horizon, self.radius, self.weights, self.map_seed,
                               observe=self.observe)
+
+
+@dataclass
+class SubPOConfig(SubPOSettings):
+    """One SubPO (or additive policy-gradient) run on a submodular grid task."""
+
+    reward: Literal["marginal", "additive"] = "marginal"  # marginal: SubPO; additive: the additive-reward baseline
+    seed: int = 0
 
 
 @dataclass
