@@ -128,10 +128,16 @@ class SubPO:
 
     Args:
         config: the run's settings (``config.reward`` selects SubPO or the additive baseline).
+        task: a task to use instead of ``config.task()`` (e.g. a hand-made weight map); its grid size, horizon and
+            observation must match the config's.
     """
 
-    def __init__(self, config: SubPOConfig) -> None:
-        self.config, self.task = config, config.task()
+    def __init__(self, config: SubPOConfig, task: SubmodularGrid | None = None) -> None:
+        self.config, self.task = config, config.task() if task is None else task
+        if task is not None and (task.grid_size, task.horizon, task.observe) != (config.grid_size, config.horizon,
+                                                                                 config.observe):
+            raise ValueError(f"SubPO: task (grid_size, horizon, observe) = {(task.grid_size, task.horizon, task.observe)}"
+                             f" differs from the config's {(config.grid_size, config.horizon, config.observe)}")
         self.device = torch.device(config.device)
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
         torch.manual_seed(config.seed)
