@@ -21,6 +21,9 @@ The **additive baseline** (``reward="additive"``) is the same learner, policy, o
 the per-step reward F({s_{j+1}}), each cell's sensed value every time it is visited: the standard MDP reward that
 ignores diminishing returns. Both are evaluated on the same quantity, F(tau).
 
+Not here: the paper's natural-policy-gradient variant. The formulas above are derived in this docstring, not copied
+with the paper's equation numbers (only its abstract was at hand when this was written).
+
 Steps of one iteration (:meth:`SubPO.update`):
   1. Roll out ``batch_episodes`` episodes of the stochastic policy (batched, :class:`SubmodularGrid`).
   2. Per-step rewards r_j: the marginal gains F(s_{j+1} | tau_{0:j}) (SubPO) or the additive rewards (baseline).
