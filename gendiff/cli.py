@@ -7,6 +7,7 @@
   gendiff images ...                benchmark (pixel / column subsampling)
   gendiff offline ...               Minari datasets, offline learners, policy-guided trajectory diffusion
   gendiff gorl ...                  generative policies for online RL
+  gendiff tabular ...               tabular RL: UCBVI, StepMix / EpsMix conservative exploration
   gendiff llm ...                   entropy-aware LLM RL
 
 The front door is the one place in gendiff/ allowed to import gendiff.mri / gendiff.pipelines /
@@ -38,13 +39,14 @@ def _app_commands(sub: argparse._SubParsersAction) -> None:
     from gendiff.llm.cli import add_llm_commands
     from gendiff.mri.cli import add_demo_command, add_images_commands, add_mri_commands
     from gendiff.offline.cli import add_offline_commands
-    from gendiff.rl.cli import add_gorl_commands
+    from gendiff.rl.cli import add_gorl_commands, add_tabular_commands
 
     add_demo_command(sub)
     add_mri_commands(sub)
     add_images_commands(sub)
     add_offline_commands(sub)
     add_gorl_commands(sub)
+    add_tabular_commands(sub)
     add_llm_commands(sub)
 
 

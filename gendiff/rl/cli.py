@@ -4,7 +4,9 @@
 writes DIR/metrics.json, DIR/curve.png, DIR/config.yaml and the trained agent (DIR/model/); ``gendiff gorl
 benchmark`` runs algorithms x seeds and writes summary.json / .md and curves.png. Each command takes one typed
 config (``--config FILE`` plus ``--field value`` overrides; configs/gorl_train.yaml, configs/gorl_benchmark.yaml).
-The configs and run functions live in gendiff.rl.train and gendiff.rl.benchmark.
+The configs and run functions live in gendiff.rl.train and gendiff.rl.benchmark. ``gendiff tabular conservative``
+(gendiff.rl.tabular.run) runs UCBVI / StepMix / EpsMix / the baseline on a tabular task under the episode-wise
+conservative constraint.
 """
 
 from __future__ import annotations
@@ -24,3 +26,12 @@ def add_gorl_commands(subparsers: argparse._SubParsersAction) -> None:
                    "train one agent; writes metrics.json, curve.png, weights")
     add_experiment(sub, "benchmark", GorlBenchmarkConfig, run_benchmark_command,
                    "algorithms x seeds; writes summary.json / .md and curves.png")
+
+
+def add_tabular_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``tabular`` group (conservative) to the ``gendiff`` command's sub-parsers."""
+    from gendiff.rl.tabular.run import ConservativeConfig, run_conservative_command
+
+    sub = add_group(subparsers, "tabular", "tabular episodic RL: UCBVI, StepMix / EpsMix conservative exploration")
+    add_experiment(sub, "conservative", ConservativeConfig, run_conservative_command,
+                   "learners x seeds under the episode-wise constraint; writes results.json, summary.md, regret.png")
