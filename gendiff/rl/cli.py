@@ -4,7 +4,9 @@
 writes DIR/metrics.json, DIR/curve.png, DIR/config.yaml and the trained agent (DIR/model/); ``gendiff gorl
 benchmark`` runs algorithms x seeds and writes summary.json / .md and curves.png. Each command takes one typed
 config (``--config FILE`` plus ``--field value`` overrides; configs/gorl_train.yaml, configs/gorl_benchmark.yaml).
-The configs and run functions live in gendiff.rl.train and gendiff.rl.benchmark.
+The configs and run functions live in gendiff.rl.train and gendiff.rl.benchmark. ``gendiff tabular conservative``
+(gendiff.rl.tabular.run) runs UCBVI / StepMix / EpsMix / the baseline on a tabular task under the episode-wise
+conservative constraint.
 """
 
 from __future__ import annotations
@@ -35,3 +37,12 @@ def add_subrl_commands(subparsers: argparse._SubParsersAction) -> None:
                    "train one policy (--reward marginal: SubPO, additive: baseline); writes metrics.json, curve.png")
     add_experiment(sub, "benchmark", SubRLBenchmarkConfig, run_subrl_benchmark,
                    "subpo / additive_pg / random / greedy x seeds; writes OUT.json, OUT.md, OUT_curves.png")
+
+
+def add_tabular_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``tabular`` group (conservative) to the ``gendiff`` command's sub-parsers."""
+    from gendiff.rl.tabular.run import ConservativeConfig, run_conservative_command
+
+    sub = add_group(subparsers, "tabular", "tabular episodic RL: UCBVI, StepMix / EpsMix conservative exploration")
+    add_experiment(sub, "conservative", ConservativeConfig, run_conservative_command,
+                   "learners x seeds under the episode-wise constraint; writes results.json, summary.md, regret.png")
