@@ -35,3 +35,13 @@ def add_subrl_commands(subparsers: argparse._SubParsersAction) -> None:
                    "train one policy (--reward marginal: SubPO, additive: baseline); writes metrics.json, curve.png")
     add_experiment(sub, "benchmark", SubRLBenchmarkConfig, run_subrl_benchmark,
                    "subpo / additive_pg / random / greedy x seeds; writes OUT.json, OUT.md, OUT_curves.png")
+
+
+def add_fishery_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``fishery`` group (search: the best constant-mortality / constant-escapement policy, gendiff.rl.fishery).
+    DRL agents train on ``gendiff/Fishery3-v0`` with ``gendiff gorl train --env gendiff/Fishery3-v0``."""
+    from gendiff.rl.fishery import FisherySearchConfig, run_fishery_search
+
+    sub = add_group(subparsers, "fishery", "fishery control: constant-mortality / constant-escapement optima")
+    add_experiment(sub, "search", FisherySearchConfig, run_fishery_search,
+                   "grid + golden-section search of a constant policy's mean profit, then its evaluation")

@@ -50,9 +50,9 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["Fishery1Params", "Fishery3Params", "FisheryEnv", "FisheryRollout", "PolicySearch", "best_constant_policy",
-           "constant_escapement", "constant_mortality", "fishery_step", "fixed_point", "golden_section",
-           "logistic_fixed_point", "simulate"]
+__all__ = ["Fishery1Params", "Fishery3Params", "FisheryEnv", "FisheryRollout", "FisherySearchConfig", "PolicySearch",
+           "best_constant_policy", "constant_escapement", "constant_mortality", "fishery_step", "fixed_point",
+           "golden_section", "logistic_fixed_point", "run_fishery_search", "simulate"]
 
 Family = Literal["mortality", "escapement"]
 Policy = Callable[[np.ndarray], np.ndarray]  # populations [B, n] (natural units) -> mortality [B]
@@ -357,6 +357,47 @@ def best_constant_policy(family: Family, env: FisheryEnv, episodes: int = 200, s
     if values[i] > best_profit:
         best, best_profit = float(grid[i]), float(values[i])
     return PolicySearch(family, float(best), best_profit, grid, values)
+
+
+@dataclass
+class FisherySearchConfig:
+    """``gendiff fishery search``: the best constant policy of a family, then its evaluation (configs/fishery_search.yaml
+    mirrors these defaults)."""
+
+    model: Literal["three", "one"] = "three"  # gendiff/Fishery3-v0 ("three") or gendiff/Fishery1-v0 ("one")
+    family: Family = "mortality"  # constant mortality F or constant escapement S
+    episodes: int = 200  # episodes (noise draws) of the search
+    seed: int = 0  # noise seed of the search episodes
+    grid_points: int = 51  # grid values before the golden-section refinement
+    eval_episodes: int = 500  # episodes of the evaluation (noise seed eval_seed)
+    eval_seed: int = 2000
+    horizon: int = 200  # years per episode
+    cost: float = 0.0  # cost per unit of mortality
+
+    def __post_init__(self) -> None:
+        for name in ("episodes", "grid_points", "eval_episodes", "horizon"):
+            if getattr(self, name) < (3 if name == "grid_points" else 1):
+                raise ValueError(f"FisherySearchConfig.{name} (--{name.replace('_', '-')}) is too small: "
+                                 f"{getattr(self, name)}")
+        if self.family not in ("mortality", "escapement") or self.model not in ("three", "one"):
+            raise ValueError(f"FisherySearchConfig: family must be mortality / escapement and model three / one, got "
+                             f"{self.family!r}, {self.model!r}")
+
+
+def run_fishery_search(cfg: FisherySearchConfig) -> dict[str, Any]:
+    """Search (:func:`best_constant_policy`), evaluate on ``eval_episodes`` fresh episodes, print and return JSON:
+    the optimum, its search profit, and the evaluation's mean profit, final X and collapse fraction."""
+    import json
+
+    env = FisheryEnv(cfg.model, horizon=cfg.horizon, cost=cfg.cost)
+    res = best_constant_policy(cfg.family, env, cfg.episodes, cfg.seed, cfg.grid_points)
+    make = constant_mortality if cfg.family == "mortality" else constant_escapement
+    ro = simulate(make(res.value), env, cfg.eval_episodes, cfg.eval_seed)
+    out = {"model": cfg.model, "family": cfg.family, "value": res.value, "search_profit": res.profit,
+           "eval_profit": float(ro.profit.mean()), "eval_final_x": float(ro.final_x.mean()),
+           "eval_collapsed": float((ro.length < env.horizon).mean())}
+    print(json.dumps(out, indent=2))
+    return out
 
 
 def _register() -> None:

@@ -4,6 +4,7 @@ the gymnasium environments, and clear errors for bad input."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import gymnasium as gym
 import numpy as np
@@ -169,3 +170,13 @@ def test_ppo_trains_on_fishery3() -> None:
     a = built.agent.act(np.array([[0.35, 0.3, 0.5]], dtype=np.float32), True)
     assert a.shape == (1, 1) and 0.0 <= a[0, 0] <= 1.0
     assert dataclasses.is_dataclass(built.agent.config)
+
+
+def test_search_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """``gendiff fishery search`` on the (noisy) one-variable model with few episodes:
+    prints the optimum and its evaluation; the escapement optimum of the logistic map lies near K / 2."""
+    from gendiff.cli import main
+
+    main(["fishery", "search", "--model", "one", "--family", "escapement", "--episodes", "20", "--eval-episodes", "20"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["family"] == "escapement" and abs(out["value"] - 0.5) < 0.05 and out["eval_profit"] > 0
