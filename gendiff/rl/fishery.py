@@ -244,7 +244,8 @@ class FisheryEnv(gym.Env):
 
     def step(self, action: np.ndarray):
         f = float(np.clip(np.asarray(action, dtype=np.float64).reshape(-1)[0], 0.0, self.max_mortality))
-        nxt, catch = fishery_step(self.pop[None], np.array([f]), self.params, self.np_random.standard_normal((1, self.n)))
+        xi = self.np_random.standard_normal((1, self.n))
+        nxt, catch = fishery_step(self.pop[None], np.array([f]), self.params, xi)
         self.pop, self.t = nxt[0], self.t + 1
         collapsed = bool(self.pop[0] < self.threshold)
         reward = float(catch[0]) - self.cost * f + (self.collapse_penalty if collapsed else 0.0)
@@ -361,8 +362,8 @@ def best_constant_policy(family: Family, env: FisheryEnv, episodes: int = 200, s
 
 @dataclass
 class FisherySearchConfig:
-    """``gendiff fishery search``: the best constant policy of a family, then its evaluation (configs/fishery_search.yaml
-    mirrors these defaults)."""
+    """``gendiff fishery search``: the best constant policy of a family, then its evaluation
+    (configs/fishery_search.yaml mirrors these defaults)."""
 
     model: Literal["three", "one"] = "three"  # gendiff/Fishery3-v0 ("three") or gendiff/Fishery1-v0 ("one")
     family: Family = "mortality"  # constant mortality F or constant escapement S
