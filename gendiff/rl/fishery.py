@@ -128,6 +128,9 @@ def fishery_step(pop: np.ndarray, mortality: np.ndarray, params: Params,
         (next populations [B, n], catch h [B]).
     """
     pop = np.asarray(pop, dtype=np.float64)
+    n = 1 if isinstance(params, Fishery1Params) else 3
+    if pop.ndim != 2 or pop.shape[1] != n:
+        raise ValueError(f"fishery_step: pop must be [B, {n}] for {type(params).__name__}, got shape {pop.shape}")
     xi = np.zeros_like(pop) if noise is None else np.asarray(noise, dtype=np.float64)
     catch = np.asarray(mortality, dtype=np.float64) * pop[:, 0]  # 1. h = F X
     x = pop[:, 0] - catch
@@ -222,6 +225,8 @@ class FisheryEnv(gym.Env):
         for name, v in (("cost", cost), ("threshold", threshold), ("init_sigma", init_sigma)):
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"FisheryEnv.{name} must be finite and >= 0, got {v}")
+        if not math.isfinite(collapse_penalty):
+            raise ValueError(f"FisheryEnv.collapse_penalty must be finite, got {collapse_penalty}")
         if not obs_scale > 0:
             raise ValueError(f"FisheryEnv.obs_scale must be > 0, got {obs_scale}")
         self.params, self.horizon, self.max_mortality = params, int(horizon), float(max_mortality)

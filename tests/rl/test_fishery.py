@@ -111,6 +111,8 @@ def test_registered_envs_pass_check_env(env_id: str) -> None:
         check_env(env.unwrapped, skip_render_check=True)
     obs, _ = env.reset(seed=0)
     assert obs.shape == ((3,) if "3" in env_id else (1,)) and env.action_space.high[0] == 1.0
+    short = gym.make(env_id, horizon=5, max_mortality=0.5)  # the constructor's settings pass through gym.make
+    assert short.unwrapped.horizon == 5 and short.action_space.high[0] == 0.5
 
 
 def test_env_matches_simulate_without_noise() -> None:
@@ -152,6 +154,8 @@ def test_golden_section_known_maximum() -> None:
     (lambda: FisheryEnv(init_sigma=-1.0), "init_sigma"),
     (lambda: FisheryEnv("one", Fishery3Params()), "params"),
     (lambda: FisheryEnv("two"), "model"),
+    (lambda: FisheryEnv(collapse_penalty=float("inf")), "collapse_penalty"),
+    (lambda: fishery_step(np.ones((2, 3)), np.zeros(2), Fishery1Params()), "pop must be"),
     (lambda: constant_escapement(-0.1), "escapement"),
     (lambda: best_constant_policy("quota", FisheryEnv()), "family"),
     (lambda: simulate(constant_mortality(0.1), FisheryEnv(), 0, 0), "episodes"),
