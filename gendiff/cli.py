@@ -9,6 +9,7 @@
   gendiff gorl ...                  generative policies for online RL
   gendiff subrl ...                 submodular RL: SubPO vs the additive-reward policy gradient
   gendiff tabular ...               tabular RL: UCBVI, StepMix / EpsMix conservative exploration
+  gendiff fishery ...               fishery control: best constant-mortality / constant-escapement policies
   gendiff llm ...                   entropy-aware LLM RL
 
 The front door is the one place in gendiff/ allowed to import gendiff.mri / gendiff.pipelines /
@@ -40,7 +41,12 @@ def _app_commands(sub: argparse._SubParsersAction) -> None:
     from gendiff.llm.cli import add_llm_commands
     from gendiff.mri.cli import add_demo_command, add_images_commands, add_mri_commands
     from gendiff.offline.cli import add_offline_commands
-    from gendiff.rl.cli import add_gorl_commands, add_subrl_commands, add_tabular_commands
+    from gendiff.rl.cli import (
+        add_fishery_commands,
+        add_gorl_commands,
+        add_subrl_commands,
+        add_tabular_commands,
+    )
 
     add_demo_command(sub)
     add_mri_commands(sub)
@@ -49,6 +55,7 @@ def _app_commands(sub: argparse._SubParsersAction) -> None:
     add_gorl_commands(sub)
     add_subrl_commands(sub)
     add_tabular_commands(sub)
+    add_fishery_commands(sub)
     add_llm_commands(sub)
 
 

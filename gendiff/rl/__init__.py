@@ -1,13 +1,15 @@
 """Online RL: SAC, PPO, the probabilistic mixture-of-experts head and GoRL (latent policy + decoder).
 
 Importing this package registers gendiff's gymnasium tasks (``gendiff/TwoModes-v0``, the dm_control ids,
-``gendiff/SubmodularCoverage-v0``, ``gendiff/BiodiversityMap-v0``).
+``gendiff/SubmodularCoverage-v0``, ``gendiff/BiodiversityMap-v0``,
+``gendiff/Fishery3-v0``, ``gendiff/Fishery1-v0``).
 """
 
 from __future__ import annotations
 
 from gendiff.rl import envs as envs  # noqa: F401  (registers the tasks)
 from gendiff.rl import envs_submodular as envs_submodular  # noqa: F401  (registers the submodular grid tasks)
+from gendiff.rl import fishery as fishery  # noqa: F401  (registers the fishery tasks)
 from gendiff.rl.common import (
     ActionScaler,
     ReplayBuffer,

@@ -46,3 +46,13 @@ def add_tabular_commands(subparsers: argparse._SubParsersAction) -> None:
     sub = add_group(subparsers, "tabular", "tabular episodic RL: UCBVI, StepMix / EpsMix conservative exploration")
     add_experiment(sub, "conservative", ConservativeConfig, run_conservative_command,
                    "learners x seeds under the episode-wise constraint; writes results.json, summary.md, regret.png")
+
+
+def add_fishery_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``fishery`` group (search: the best constant-mortality / constant-escapement policy, gendiff.rl.fishery).
+    DRL agents train on ``gendiff/Fishery3-v0`` with ``gendiff gorl train --env gendiff/Fishery3-v0``."""
+    from gendiff.rl.fishery import FisherySearchConfig, run_fishery_search
+
+    sub = add_group(subparsers, "fishery", "fishery control: constant-mortality / constant-escapement optima")
+    add_experiment(sub, "search", FisherySearchConfig, run_fishery_search,
+                   "grid + golden-section search of a constant policy's mean profit, then its evaluation")
