@@ -30,10 +30,13 @@ def launch_command(args: list[str], nproc: int = 2, module: bool = True) -> list
     return head + (["-m", "gendiff"] if module else []) + args
 
 
+def launch_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a CPU launch: this one plus the CPU flag, one thread per process, no downloads."""
+    return {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
+
+
 def launch(args: list[str], nproc: int = 2, module: bool = True, timeout: float = 600,
            cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run under ``nproc`` CPU processes; returns the completed process (stdout and stderr captured)."""
-    full_env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-                **(env or {})}
     return subprocess.run(launch_command(args, nproc, module), capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd, env=full_env)
+                          cwd=cwd, env=launch_env(env))

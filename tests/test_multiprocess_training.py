@@ -29,7 +29,7 @@ from gendiff.checkpoints import list_checkpoints
 from gendiff.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent))
-from multiproc import launch, launch_command  # noqa: E402
+from multiproc import launch, launch_command, launch_env  # noqa: E402
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.filterwarnings("ignore::UserWarning")]
 UNET = "model/diffusion_pytorch_model.safetensors"
@@ -89,10 +89,9 @@ def test_batch_that_processes_cannot_share_is_refused(tmp_path):
 def test_killed_two_process_run_resumes_exactly(tmp_path):
     """kill -9 of the whole launch after a checkpoint; a two-process --resume ends where one process ends."""
     run = tmp_path / "run"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     argv = _image_prior(run, steps=40)
     argv[argv.index("--checkpoint-every") + 1] = "5"
-    proc = subprocess.Popen(launch_command(argv), env=env, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(launch_command(argv), env=launch_env(), stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 240
     while not (run / "checkpoint-5").exists():
         assert proc.poll() is None, f"launch exited early: {proc.stderr.read().decode()[-2000:]}"
