@@ -70,6 +70,8 @@ def test_gpu_pgd_smoke_samples_unguided_and_guided(tmp_path: Path, gpu_like_env:
     assert out["card"] == CARD
     assert [r["mode"] for r in out["rows"]] == ["unguided", "pgd"]
     assert all(r["transitions"] > 0 and r["transitions_per_s"] > 0 for r in out["rows"])
+    assert [r["algo"] for r in out["learners"]] == ["td3bc", "iql", "prdc"]
+    assert all(r["updates_per_s"] > 0 for r in out["learners"])
 
 
 def test_gpu_ads_smoke_compares_every_mask_in_fp32_and_bf16(tmp_path: Path, gpu_like_env: dict[str, str]) -> None:
