@@ -4,7 +4,7 @@
 # carry [".gpu_wheels"]. Writes $OUT/gpu_ads.{json,md} (or benchmarks/ when $OUT is unset) naming the card.
 # Steps: 1. install the carried wheels into a private folder; 2. synthetic fastMRI-format data (128 x 128);
 # 3. a 'base' U-Net prior trained for 2 minutes (--max-minutes) in bf16; 4. ADS vs every fixed mask at 4x on
-# 32 slices with 16 particles, 50 steps, batched over slices, the ADS window (0.1, 0.4) of the 64 x 64 study
+# 32 slices (8 at a time) with 16 particles, 50 steps, batched over slices, the ADS window (0.1, 0.4) of the 64 x 64 study
 # (chosen on validation slices for a v-prediction prior, benchmarks/ads/README.md); 5. ADS and fixed_dps again under bf16 autocast;
 # 6. slices per second.
 # CPU smoke of the same commands at toy sizes (32 x 32, 2 slices, 2 particles; ~1 min): GPU_ADS_SMOKE=1 bash tools/gpu/gpu_ads.sh
@@ -19,6 +19,9 @@ if [ "${GPU_ADS_SMOKE:-0}" = 1 ]; then
 else
   SIZE=128; VOL=64; SL=16; TVOL=4; UNET=base; TRAIN="--steps 20000 --batch-size 64"; N=32; P=16; STEPS=""
 fi
+# slices sampled together: 8 x 16 particles of a 'base' U-Net with DPS gradients take ~35 GB; 32 x 16 ran out of
+# the H200's 140 GB (measured 2026-12-04). GPU_ADS_SLICES=8 benchmarks fewer slices (one batch) when time is short.
+N=${GPU_ADS_SLICES:-$N}; B=$(( N < 8 ? N : 8 ))
 AUG=none
 if [ -n "${GPU_ADS_REAL:-}" ]; then
   mkdir -p "$W/train" "$W/test" && cp "$GPU_ADS_REAL"/train/*.h5 "$W/train" && cp "$GPU_ADS_REAL"/test/*.h5 "$W/test"
@@ -30,12 +33,12 @@ fi
 python -m gendiff.cli mri train-prior --data "$W/train" --out "$W/prior" --size $SIZE --unet $UNET \
     $TRAIN --checkpoint-every 1000 --max-minutes 2 --mixed-precision bf16 --augment $AUG
 python -m gendiff.cli mri benchmark --prior "$W/prior" --data "$W/test" --train-data "$W/train" --acceleration 4 \
-    --slices $N --num-particles $P --batch-slices $N --guidance dps --acquisition-window 0.1,0.4 $STEPS \
+    --slices $N --num-particles $P --batch-slices $B --guidance dps --acquisition-window 0.1,0.4 $STEPS \
     --strategies ads,equispaced,random,fixed_dps,fastmri_equispaced,fastmri_random,data_variance \
     --out "$OUT/gpu_ads.json" --no-progress --overwrite
 # bf16 where quality holds: ADS and fixed-mask DPS again under bf16 autocast, same slices and noise
 python -m gendiff.cli mri benchmark --prior "$W/prior" --data "$W/test" --acceleration 4 --slices $N \
-    --num-particles $P --batch-slices $N --guidance dps --acquisition-window 0.1,0.4 $STEPS --strategies ads,fixed_dps --precision bf16 \
+    --num-particles $P --batch-slices $B --guidance dps --acquisition-window 0.1,0.4 $STEPS --strategies ads,fixed_dps --precision bf16 \
     --out "$OUT/gpu_ads_bf16.json" --no-progress --overwrite
 python - "$OUT/gpu_ads.json" "$OUT/gpu_card.txt" <<'PY'
 import json, sys
