@@ -1,4 +1,4 @@
-"""``gendiff offline ...``: make-dataset, train-agent, dataset-stats, train-diffusion (wiring only).
+"""``gendiff offline ...``: make-dataset, train-agent, dataset-stats, train-diffusion, synthesize (wiring only).
 
 Each sub-command takes one typed config (``--config FILE`` plus ``--field value`` overrides, configs/offline_*.yaml)
 and prints its result as JSON; train-agent also writes markdown and a learning-curve PNG beside ``--out``. The configs
@@ -13,11 +13,12 @@ from gendiff.commands import add_experiment, add_group
 
 
 def add_offline_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``offline`` group (make-dataset, train-agent, dataset-stats, train-diffusion)."""
+    """Add the ``offline`` group (make-dataset, train-agent, dataset-stats, train-diffusion, synthesize)."""
     from gendiff.offline.dataset_stats import DatasetStatsConfig, run_dataset_stats
     from gendiff.offline.datasets import MakeDatasetConfig, run_make_dataset
     from gendiff.offline.diffusion import TrajectoryDiffusionConfig, run_train_diffusion
     from gendiff.offline.pgd_loop import TrainAgentConfig, run_train_agent
+    from gendiff.offline.synthesize import SynthesizeConfig, run_synthesize
 
     sub = add_group(subparsers, "offline", "offline RL: Minari datasets, learners, policy-guided diffusion")
     add_experiment(sub, "make-dataset", MakeDatasetConfig, run_make_dataset,
@@ -29,3 +30,6 @@ def add_offline_commands(subparsers: argparse._SubParsersAction) -> None:
                    "TQ and SACo of a dataset (A Dataset Perspective on Offline RL)")
     add_experiment(sub, "train-diffusion", TrajectoryDiffusionConfig, run_train_diffusion,
                    "train the trajectory diffusion model (temporal U-Net, EDM) and save the PGD pipeline")
+    add_experiment(sub, "synthesize", SynthesizeConfig, run_synthesize,
+                   "write synthetic transitions (unguided, PGD-guided by a train-agent policy, or SynthER) to a "
+                   ".safetensors file; split over the processes of an accelerate launch")

@@ -26,7 +26,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from gendiff.config import check_literal_fields, check_numbers
-from gendiff.io import atomic_path, atomic_write_text, refuse_existing, seed_everything
+from gendiff.io import atomic_path, atomic_write_text, loading, refuse_existing, seed_everything
 from gendiff.offline.datasets import OfflineDataset, check_dataset_id, load_dataset
 from gendiff.offline.learners import OFFLINE_LEARNERS, OfflineLearner, build_learner
 
@@ -106,11 +106,37 @@ class BatchSampler:
         return torch.cat([self.real[i_real], self.synthetic[i_syn]])
 
 
-def _finite(tr: dict[str, Tensor]) -> dict[str, Tensor]:
+def finite_rows(tr: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The transitions whose every entry is finite (a diverged window's rows are dropped), same keys."""
     ok = torch.ones(tr["obs"].shape[0], dtype=torch.bool)
     for v in tr.values():
         ok &= torch.isfinite(v.reshape(v.shape[0], -1)).all(1)
     return {k: v[ok] for k, v in tr.items()}
+
+
+def with_sampler(pipe: Any, sampler: str) -> Any:
+    """``pipe`` with the sampler of ``TrainAgentConfig.sampler``: "heun" is the reference's (EDM Algorithm 2,
+    churn 80, :func:`gendiff.offline.diffusion.edm_heun_scheduler`), "euler" the scheduler it was saved with."""
+    if sampler == "heun":
+        from gendiff.offline.diffusion import edm_heun_scheduler
+
+        return pipe.with_scheduler(edm_heun_scheduler(pipe.scheduler))
+    return pipe
+
+
+def sample_windows(pipe: Any, windows: int, cfg: Any, policy: Any, generator: torch.Generator) -> dict[str, Tensor]:
+    """Transitions of ``windows`` sampled windows (``windows * (sample_horizon - 1)`` rows; environment units).
+
+    ``cfg`` supplies ``sample_horizon``, ``num_inference_steps``, ``guidance_coeff``, ``cosine_coeff`` and
+    ``normalize_grad`` (:class:`TrainAgentConfig` or ``gendiff.offline.synthesize.SynthesizeConfig``); ``policy``
+    None samples unguided, a learner guides the actions toward it (PGD; a deterministic actor as N(pi(s), I)).
+    """
+    res = pipe(batch_size=windows, horizon=cfg.sample_horizon, num_inference_steps=cfg.num_inference_steps,
+               policy=policy, guidance_scale=cfg.guidance_coeff if policy is not None else 0.0,
+               cosine_coeff=cfg.cosine_coeff, normalize_grad=cfg.normalize_grad,
+               policy_type="deterministic" if getattr(policy, "deterministic", True) else "stochastic",
+               generator=generator)
+    return res.transitions
 
 
 class SyntheticSource:
@@ -122,11 +148,7 @@ class SyntheticSource:
         self.synther: Any = None
         self.throughput: list[float] = []
         if cfg.synthetic in ("unguided", "pgd"):
-            self.pipe = self._pipeline(ds, run_dir)
-            if cfg.sampler == "heun":  # the reference sampler (EDM Algorithm 2, churn 80)
-                from gendiff.offline.diffusion import edm_heun_scheduler
-
-                self.pipe = self.pipe.with_scheduler(edm_heun_scheduler(self.pipe.scheduler))
+            self.pipe = with_sampler(self._pipeline(ds, run_dir), cfg.sampler)
         elif cfg.synthetic == "synther":
             from gendiff.offline.synther import SynthER, SynthERConfig
 
@@ -164,15 +186,9 @@ class SyntheticSource:
             per = max(cfg.sample_horizon - 1, 1)
             windows, parts = math.ceil(cfg.num_synthetic / per), []
             for start in range(0, windows, 256):
-                res = self.pipe(batch_size=min(256, windows - start), horizon=cfg.sample_horizon,
-                                num_inference_steps=cfg.num_inference_steps, policy=policy,
-                                guidance_scale=cfg.guidance_coeff if policy is not None else 0.0,
-                                cosine_coeff=cfg.cosine_coeff, normalize_grad=cfg.normalize_grad,
-                                policy_type="deterministic" if getattr(policy, "deterministic", True) else "stochastic",
-                                generator=self.gen)
-                parts.append(res.transitions)
+                parts.append(sample_windows(self.pipe, min(256, windows - start), cfg, policy, self.gen))
             out = {k: torch.cat([p[k] for p in parts])[: cfg.num_synthetic] for k in parts[0]}
-        out = _finite(out)
+        out = finite_rows(out)
         if out["obs"].shape[0] == 0:
             raise ValueError("the generator produced no usable transitions (all windows terminated at once?)")
         self.throughput.append(out["obs"].shape[0] / (time.perf_counter() - t0))
@@ -243,6 +259,29 @@ def learner_weights(learner: OfflineLearner) -> dict[str, Tensor]:
     """Every parameter and buffer of the learner's networks, keyed ``<attribute>.<name>``."""
     return {f"{attr}.{k}": v.detach().contiguous() for attr, mod in sorted(vars(learner).items())
             if isinstance(mod, torch.nn.Module) for k, v in mod.state_dict().items()}
+
+
+def load_learner_weights(learner: OfflineLearner, path: str | Path) -> OfflineLearner:
+    """Load the weights :func:`write_results` saved (``<out>.safetensors``) into ``learner``, built by
+    :func:`build_learner` for the same algorithm and sizes; ValueError naming the first mismatch."""
+    from safetensors.torch import load_file
+
+    with loading(path, "the learner's weights"):
+        saved = load_file(str(path))
+    mine = learner_weights(learner)
+    missing, extra = sorted(set(mine) - set(saved)), sorted(set(saved) - set(mine))
+    if missing or extra:
+        raise ValueError(f"{path} does not hold {type(learner).__name__} weights: missing {missing[:3]}, "
+                         f"unexpected {extra[:3]} (was it written by another --algo?)")
+    for attr, mod in vars(learner).items():
+        if isinstance(mod, torch.nn.Module):
+            state = {k[len(attr) + 1:]: v for k, v in saved.items() if k.startswith(attr + ".")}
+            for k, v in state.items():
+                if v.shape != mod.state_dict()[k].shape:
+                    raise ValueError(f"{path}: {attr}.{k} has shape {tuple(v.shape)}, this learner's is "
+                                     f"{tuple(mod.state_dict()[k].shape)} (another dataset's sizes or network?)")
+            mod.load_state_dict(state)
+    return learner
 
 
 def write_results(result: dict[str, Any], out: Path, learner: OfflineLearner | None = None) -> None:

@@ -161,3 +161,35 @@ def test_ads_benchmark_table_same_with_two_processes(tmp_path):
     assert len(strip[0]) == 6 and strip[0] == strip[1]  # three strategies x (dps, cs_tv)
     assert one["ads_order"] == two["ads_order"]
     assert proc.stdout.count("# ADS vs fixed masks") == 1  # the table is printed (and written) by one process
+
+
+def test_offline_synthesize_same_file_with_two_processes(tmp_path, monkeypatch):
+    """`gendiff offline synthesize` under two processes writes the one-process file bit for bit: chunk i's noise is
+    seeded by (seed, i) alone, the chunks are split round robin and gathered in order; PGD guidance included."""
+    from safetensors.torch import save_file
+
+    from gendiff.offline.datasets import load_dataset, make_dataset
+    from gendiff.offline.learners import build_learner
+    from gendiff.offline.pgd_loop import learner_weights
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    make_dataset("Hopper-v5", "random", 300, "t/mp/random-v0")
+    assert main(["offline", "train-diffusion", "--dataset-id", "t/mp/random-v0", "--horizon", "8", "--stride", "4",
+                 "--dim", "8", "--dim-mults", "1,2", "--train-steps", "3", "--batch-size", "8", "--no-progress",
+                 "--out-dir", str(tmp_path / "diff")]) == 0
+    ds = load_dataset("t/mp/random-v0")
+    save_file(learner_weights(build_learner("td3bc", ds.transitions(), ds.action_low, ds.action_high)),
+              str(tmp_path / "agent.safetensors"))
+    syn = ["offline", "synthesize", "--dataset-id", "t/mp/random-v0", "--pipeline", str(tmp_path / "diff" / "pipeline"),
+           "--policy", str(tmp_path / "agent.safetensors"), "--num-transitions", "35", "--sample-horizon", "8",
+           "--num-inference-steps", "3", "--sampler", "euler", "--chunk-windows", "2", "--no-progress", "--out"]
+    env = {"MINARI_DATASETS_PATH": str(tmp_path / "minari")}
+    # the one-process run with the launch's one thread per process (two threads round convolutions differently)
+    _ok(subprocess.run([sys.executable, "-m", "gendiff", *syn, str(tmp_path / "one.safetensors")], capture_output=True,
+                       text=True, timeout=300, env=launch_env(env)))
+    proc = launch([*syn, str(tmp_path / "two.safetensors")], env=env)
+    _ok(proc)
+    one, two = (load_file(str(tmp_path / f)) for f in ("one.safetensors", "two.safetensors"))
+    assert sorted(one) == sorted(two) and one["obs"].shape == (35, 11)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    assert proc.stdout.count('"transitions"') == 1  # the summary is printed by the main process only
