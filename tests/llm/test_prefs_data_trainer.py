@@ -141,3 +141,15 @@ def test_bad_input_gives_clear_errors(tiny, clean):
         from gendiff.llm.prefs.run import PrefMakeConfig, run_make
 
         run_make(PrefMakeConfig())
+
+
+@pytest.mark.parametrize("name", ["llm_prefs_make.yaml", "llm_prefs_train.yaml"])
+def test_yaml_mirrors_the_dataclass_defaults(name):
+    from pathlib import Path
+
+    from gendiff.config import from_dict, load_yaml
+    from gendiff.llm.prefs.run import PrefMakeConfig, PrefTrainRunConfig
+
+    cls = PrefMakeConfig if "make" in name else PrefTrainRunConfig
+    data = load_yaml(Path(__file__).resolve().parents[2] / "configs" / name)
+    assert set(data) == set(cls.__dataclass_fields__) and from_dict(cls, data) == cls()
