@@ -2,10 +2,12 @@
 
   gendiff llm train --task arithmetic --loss grpo --steps N --out DIR [--seed S] [--config FILE]
   gendiff llm entropy-law --runs DIR [DIR ...] --out PNG
+  gendiff llm prefs make --out DIR [--k 4 --prompts 256 --noise 0.2]
+  gendiff llm prefs train --data DIR --loss {dpo,adpo,adpo_listwise} --out RUN
 
 Each command takes one typed config (``--config FILE`` plus ``--field value`` overrides; configs/llm_train.yaml holds
 the trainer's defaults). The configs and run functions live in gendiff.llm.run (``LLMRunConfig``, ``run_train``) and
-gendiff.llm.entropy_law (``EntropyLawConfig``, ``run_entropy_law``).
+gendiff.llm.entropy_law (``EntropyLawConfig``, ``run_entropy_law``); the preference commands' in gendiff.llm.prefs.run.
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ from gendiff.commands import add_experiment, add_group
 
 
 def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``llm`` group (``train``, ``entropy-law``) to a ``gendiff`` sub-parser set."""
+    """Add the ``llm`` group (``train``, ``entropy-law``, ``prefs make`` / ``prefs train``) to a ``gendiff``
+    sub-parser set."""
     from gendiff.llm.entropy_law import EntropyLawConfig, run_entropy_law
+    from gendiff.llm.prefs.run import PrefMakeConfig, PrefTrainRunConfig, run_make, run_prefs_train
     from gendiff.llm.run import LLMRunConfig, run_train
 
     sub = add_group(subparsers, "llm", "entropy-aware LLM RL on a tiny offline model")
     add_experiment(sub, "train", LLMRunConfig, run_train, "RL-train a tiny LM on a verifiable task (LLMTrainer)")
     add_experiment(sub, "entropy-law", EntropyLawConfig, run_entropy_law,
                    "fit R = -a exp(H) + b to the (entropy, reward) pairs of run logs and plot it")
+    prefs = add_group(sub, "prefs", "preference data from the task reward and preference losses (DPO, ADPO)")
+    add_experiment(prefs, "make", PrefMakeConfig, run_make,
+                   "sample k completions per prompt, rank them by reward, save pairs and lists (datasets)")
+    add_experiment(prefs, "train", PrefTrainRunConfig, run_prefs_train,
+                   "train a policy on preference data with a preference loss; held-out greedy accuracy")

@@ -9,7 +9,8 @@ the same prompts, tokenisation, stopping rule and answer check.
    the sampled accuracy c_i / n averaged over prompts.
 4. Entropy: the mean token entropy H(pi_T) over the sampled completions' tokens (EOS included), the
    quantity the trainer logs as ``rollout/entropy``.
-5. Optional: ``answer_logprob``, the exact log pi_T(answer + EOS | prompt) by teacher forcing; exp of it
+5. Optional: ``answer_logprob``, the exact log pi_T(answer + EOS | prompt) by teacher forcing (``teacher_forced_batch``
+   builds the batch; the preference trainer uses it too); exp of it
    is the probability that one sample spells the reference answer and stops.
 """
 
@@ -128,13 +129,33 @@ def answer_logprob(model, tokenizer, prompts: Sequence[str], answers: Sequence[s
     from .trainer import policy_logp_entropy
 
     device = next(model.parameters()).device
-    ids, mask = _encode(tokenizer, list(prompts), device)
     rows = [tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for a in answers]
-    width = max(map(len, rows))
-    comp = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows], device=device)
-    keep = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-    zeros = torch.zeros(len(rows), width, device=device)
-    batch = Completions(ids, mask, comp, keep, zeros, zeros, torch.ones(len(rows), dtype=torch.bool, device=device))
+    batch = teacher_forced_batch(tokenizer, list(prompts), rows, device)
     logp, _ = policy_logp_entropy(model.eval(), batch, temperature)
-    return (logp * keep).sum(-1)
+    return (logp * batch.completion_mask).sum(-1)
+
+
+def teacher_forced_batch(tokenizer, prompts: list[str], completion_ids: Sequence[Sequence[int]], device=None) -> Completions:
+    """A ``Completions`` batch for a teacher-forced forward (``policy_logp_entropy``) over given completions.
+
+    Args:
+        tokenizer: left-padding tokenizer (the prompts are encoded as the sampler encodes them).
+        prompts: [B] prompts, one per completion.
+        completion_ids: [B] token-id lists (EOS included where the completion ended); none may be empty.
+        device: where the tensors go (None: CPU).
+
+    Returns:
+        ``Completions`` with completions right-padded (``pad``, mask 0), logp / entropy zeros, finished True.
+    """
+    if len(prompts) != len(completion_ids):
+        raise ValueError(f"{len(prompts)} prompts but {len(completion_ids)} completions")
+    if not prompts or any(len(r) == 0 for r in completion_ids):
+        raise ValueError("teacher_forced_batch needs at least one completion and no empty completion")
+    ids, mask = _encode(tokenizer, prompts, device)
+    width = max(map(len, completion_ids))
+    pad = tokenizer.pad_token_id
+    comp = torch.tensor([list(r) + [pad] * (width - len(r)) for r in completion_ids], device=device)
+    keep = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in completion_ids], device=device)
+    zeros = torch.zeros(len(prompts), width, device=device)
+    return Completions(ids, mask, comp, keep, zeros, zeros, torch.ones(len(prompts), dtype=torch.bool, device=device))
 
