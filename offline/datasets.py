@@ -429,6 +429,46 @@ def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force
     return load_dataset(cfg.dataset_id)
 
 
+def write_buffers(dataset_id: str, buffers: list, env_id: str, metadata: dict[str, Any], force: bool = False,
+                  ref: tuple[float, float] | None = None, algorithm: str = "gendiff",
+                  description: str = "") -> None:
+    """Write episode buffers as the Minari dataset ``dataset_id`` by build-then-swap (as :func:`make_dataset`).
+
+    The dataset is written under ``<datasets root>/.gendiff_staging/<id>/`` and moved into place only when
+    complete, so an existing one (with ``force``) is replaced only after success.
+
+    Args:
+        buffers: ``minari.data_collector.episode_buffer.EpisodeBuffer`` objects. env_id: the gymnasium id.
+        metadata: extra Minari metadata (keys ``gendiff_*``). ref: (ref_min_score, ref_max_score) or None.
+    Raises:
+        FileExistsError: the id exists and ``force`` is False. ValueError: a bad id.
+    """
+    import minari
+    from minari.namespace import create_namespace, list_local_namespaces
+
+    final = _dataset_dir(dataset_id)
+    if dataset_exists(dataset_id) and not force:
+        raise FileExistsError(f"Minari dataset {dataset_id!r} already exists under {datasets_root()}; "
+                              "pass --force to replace it")
+    stage = datasets_root() / STAGING / dataset_id
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    scores = {} if ref is None else {"ref_min_score": float(ref[0]), "ref_max_score": float(ref[1])}
+    with _minari_root(stage / "minari"):
+        ds = minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env_id, eval_env=env_id, algorithm_name=algorithm, author="gendiff",
+            author_email="gendiff@localhost", code_permalink="gendiff.offline", description=description or algorithm,
+            **scores)
+        ds.storage.update_metadata(metadata)
+        del ds
+    final.parent.mkdir(parents=True, exist_ok=True)
+    swap_dir(stage / "minari" / dataset_id, final)
+    shutil.rmtree(stage, ignore_errors=True)
+    namespace = dataset_id.rsplit("/", 1)[0] if "/" in dataset_id else None
+    if namespace is not None and namespace not in list_local_namespaces():
+        create_namespace(namespace)
+
+
 def load_or_make_dataset(env: str, level: Level, steps: int, dataset_id: str = "",
                          config: MakeDatasetConfig | None = None) -> OfflineDataset:
     """Load ``dataset_id`` when it exists locally, else build it with :func:`make_dataset` (never replaces)."""

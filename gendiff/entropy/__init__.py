@@ -20,6 +20,7 @@ is the one import users need):
 from gendiff.entropy.gaussian import (
     atanh_clipped,
     gaussian_entropy,
+    gaussian_kl,
     gaussian_log_prob,
     tanh_gaussian_log_prob,
     tanh_gaussian_sample,
@@ -29,7 +30,7 @@ from gendiff.entropy.particles import gaussian_mixture_entropy_mc, particle_entr
 from gendiff.entropy.tokens import token_entropy, token_logprobs
 
 __all__ = [
-    "atanh_clipped", "gaussian_entropy", "gaussian_log_prob", "gaussian_mixture_entropy_mc",
+    "atanh_clipped", "gaussian_entropy", "gaussian_kl", "gaussian_log_prob", "gaussian_mixture_entropy_mc",
     "logp_advantage_covariance", "masked_mean", "masked_var", "particle_entropy_scores", "select_max_entropy",
     "tanh_gaussian_log_prob", "tanh_gaussian_sample", "token_entropy", "token_logprobs", "windowed_entropy",
 ]

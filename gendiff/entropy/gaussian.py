@@ -35,6 +35,19 @@ def gaussian_entropy(log_std: Tensor) -> Tensor:
     return (0.5 + _HALF_LOG_2PI + log_std).sum(-1)
 
 
+def gaussian_kl(mean_q: Tensor, log_std_q: Tensor, mean_p: Tensor, log_std_p: Tensor) -> Tensor:
+    """KL(N(mean_q, std_q^2) || N(mean_p, std_p^2)) of diagonal Gaussians, summed over the last dim: [..., D] -> [...].
+
+    Per dimension: log(std_p / std_q) + (std_q^2 + (mean_q - mean_p)^2) / (2 std_p^2) - 1/2.
+    """
+    for name, t in (("mean_q", mean_q), ("log_std_q", log_std_q), ("mean_p", mean_p), ("log_std_p", log_std_p)):
+        _check_tensor(name, t, min_dim=1)
+    _broadcast(("mean_q", "log_std_q", "mean_p", "log_std_p"), mean_q, log_std_q, mean_p, log_std_p)
+    var_ratio = torch.exp(2 * (log_std_q - log_std_p))
+    diff = (mean_q - mean_p) * torch.exp(-log_std_p)
+    return (log_std_p - log_std_q + 0.5 * (var_ratio + diff.square()) - 0.5).sum(-1)
+
+
 def tanh_gaussian_log_prob(pre_tanh: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
     """log-density of a = tanh(u), u ~ N(mean, std^2), given u: [..., D] -> [...].
 

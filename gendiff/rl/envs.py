@@ -18,6 +18,8 @@
   policies can beat every deterministic one). Its expected return is 1 + 9 (0.5 + 0.5 * 0.2) = 6.4, while
   any policy on one mode earns 1 + 9 * 0.2 = 2.8 and a Gaussian straddling both modes earns little in the
   valley: the optimum itself is bimodal.
+- ``gendiff/Gamble-v0``, ``gendiff/GambleDeterministic-v0``: safe-or-gamble steps (:mod:`gendiff.rl.gamble`), the
+  stochastic task of return- / future-conditioned supervised learning (gendiff.offline.rcbc, gendiff.offline.doc).
 - ``gendiff/dmc-<domain>-<task>-v0``: DeepMind Control Suite tasks (HopperStand and the others of the
   GoRL reference) through :class:`DMControlEnv`. dm_control is not a dependency of gendiff; making one
   of these environments without it raises ``ImportError`` saying ``pip install dm_control``.
@@ -156,6 +158,11 @@ def _register() -> None:
     if "gendiff/TwoModesNoRepeat-v0" not in gym.registry:
         gym.register("gendiff/TwoModesNoRepeat-v0", entry_point=TwoModesEnv,
                      kwargs={"repeat_reward": 0.2, "observe_time": False, "context_per_step": False})
+    if "gendiff/Gamble-v0" not in gym.registry:  # gendiff/rl/gamble.py
+        gym.register("gendiff/Gamble-v0", entry_point="gendiff.rl.gamble:GambleEnv")
+    if "gendiff/GambleDeterministic-v0" not in gym.registry:
+        gym.register("gendiff/GambleDeterministic-v0", entry_point="gendiff.rl.gamble:GambleEnv",
+                     kwargs={"win_prob": 1.0})
     for domain, task in DMC_TASKS:
         env_id = f"gendiff/dmc-{domain}-{task}-v0"
         if env_id not in gym.registry:
