@@ -385,13 +385,10 @@ def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force
         FileExistsError: the id exists and ``force`` is False.
         ValueError: a bad id, an unknown env or one without continuous actions (before any work).
     """
-    import minari
-    from minari.namespace import create_namespace, list_local_namespaces
-
     base = config or MakeDatasetConfig()
     cfg = MakeDatasetConfig(**{**base.__dict__, "env": env, "level": level, "steps": steps,
                                "dataset_id": dataset_id or default_dataset_id(env, level), "force": force})
-    final = _dataset_dir(cfg.dataset_id)
+    _dataset_dir(cfg.dataset_id)  # a bad id: ValueError before any work
     check_env_for_dataset(cfg.env)  # before any training, and before anything is replaced
     seed_everything(cfg.seed)
     if dataset_exists(cfg.dataset_id) and not cfg.force:
@@ -405,27 +402,17 @@ def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force
     buffers, meta = _behaviour_buffers(cfg, (ref_min, ref_max), stage / "behaviour")
     if not np.isfinite(ref_max):  # no D4RL reference: the best behaviour policy's return stands for expert
         ref_max = max(meta.get("expert_return", meta.get("behaviour_return", ref_min + 1.0)), ref_min + 1.0)
-    with _minari_root(stage / "minari"):
-        ds = minari.create_dataset_from_buffers(
-            cfg.dataset_id, buffers, env=cfg.env, eval_env=cfg.env, algorithm_name=f"gendiff SAC ({cfg.level})",
-            author="gendiff", author_email="gendiff@localhost", code_permalink="gendiff.offline.datasets",
-            ref_min_score=float(ref_min), ref_max_score=float(ref_max),
-            description=f"D4RL-style {cfg.level} data for {cfg.env} made by gendiff")
-        extra = {f"gendiff_{k}": v for k, v in meta.items()}
-        ds.storage.update_metadata({**extra, "gendiff_level": cfg.level, "gendiff_reference": source,
-                                    "gendiff_policy_dir": str(policy_dir)})
-        del ds
+    extra = {f"gendiff_{k}": v for k, v in meta.items()}
+    _stage_minari(stage, cfg.dataset_id, buffers, cfg.env,
+                  {**extra, "gendiff_level": cfg.level, "gendiff_reference": source,
+                   "gendiff_policy_dir": str(policy_dir)},
+                  (ref_min, ref_max), f"gendiff SAC ({cfg.level})",
+                  f"D4RL-style {cfg.level} data for {cfg.env} made by gendiff", "gendiff.offline.datasets")
     # complete: swap the new dataset (and its behaviour policies) in place of the old
     if (stage / "behaviour").exists():
         policy_dir.parent.mkdir(parents=True, exist_ok=True)
         swap_dir(stage / "behaviour", policy_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    swap_dir(stage / "minari" / cfg.dataset_id, final)
-    shutil.rmtree(stage, ignore_errors=True)
-    # Minari's own bookkeeping: the id's namespace is registered, as create_dataset_from_buffers does
-    namespace = cfg.dataset_id.rsplit("/", 1)[0] if "/" in cfg.dataset_id else None
-    if namespace is not None and namespace not in list_local_namespaces():
-        create_namespace(namespace)
+    _publish_staged(stage, cfg.dataset_id)
     return load_dataset(cfg.dataset_id)
 
 
@@ -443,24 +430,38 @@ def write_buffers(dataset_id: str, buffers: list, env_id: str, metadata: dict[st
     Raises:
         FileExistsError: the id exists and ``force`` is False. ValueError: a bad id.
     """
-    import minari
-    from minari.namespace import create_namespace, list_local_namespaces
-
-    final = _dataset_dir(dataset_id)
+    _dataset_dir(dataset_id)  # a bad id: ValueError before any work
     if dataset_exists(dataset_id) and not force:
         raise FileExistsError(f"Minari dataset {dataset_id!r} already exists under {datasets_root()}; "
                               "pass --force to replace it")
     stage = datasets_root() / STAGING / dataset_id
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
+    _stage_minari(stage, dataset_id, buffers, env_id, metadata, ref, algorithm, description or algorithm,
+                  "gendiff.offline")
+    _publish_staged(stage, dataset_id)
+
+
+def _stage_minari(stage: Path, dataset_id: str, buffers: list, env_id: str, metadata: dict[str, Any],
+                  ref: tuple[float, float] | None, algorithm: str, description: str, permalink: str) -> None:
+    """Build-then-swap, step 1: write the Minari dataset under ``stage/minari`` (nothing outside ``stage``)."""
+    import minari
+
     scores = {} if ref is None else {"ref_min_score": float(ref[0]), "ref_max_score": float(ref[1])}
     with _minari_root(stage / "minari"):
         ds = minari.create_dataset_from_buffers(
             dataset_id, buffers, env=env_id, eval_env=env_id, algorithm_name=algorithm, author="gendiff",
-            author_email="gendiff@localhost", code_permalink="gendiff.offline", description=description or algorithm,
-            **scores)
+            author_email="gendiff@localhost", code_permalink=permalink, description=description, **scores)
         ds.storage.update_metadata(metadata)
         del ds
+
+
+def _publish_staged(stage: Path, dataset_id: str) -> None:
+    """Build-then-swap, step 2: move the complete staged dataset in place of the old one, drop the stage, and
+    register the id's namespace (Minari's own bookkeeping, as ``create_dataset_from_buffers`` does)."""
+    from minari.namespace import create_namespace, list_local_namespaces
+
+    final = _dataset_dir(dataset_id)
     final.parent.mkdir(parents=True, exist_ok=True)
     swap_dir(stage / "minari" / dataset_id, final)
     shutil.rmtree(stage, ignore_errors=True)
