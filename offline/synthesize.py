@@ -7,12 +7,14 @@ act, rew, next_obs, done in environment units, the layout of ``OfflineDataset.tr
 1. Load the dataset (sizes, environment) and the generator: a saved trajectory pipeline (``pipeline``, from
    ``gendiff offline train-diffusion``) or a saved SynthER model (``synther``). With ``policy``, the learner whose
    weights ``train-agent`` wrote guides the pipeline's actions toward it (PGD); without, sampling is unguided.
-2. Cut the work into chunks of ``chunk_windows`` windows (SynthER: ``chunk_windows * (sample_horizon - 1)``
-   transitions). Chunk i draws its noise from its own generator, seeded by (seed, i) alone, so the output does not
-   depend on how many processes share the chunks.
+2. Cut the work into chunks of ``chunk_windows`` windows (fewer if the request needs fewer; SynthER: that many
+   times ``sample_horizon - 1`` transitions). Chunk i draws its noise from its own generator, seeded by (seed, i)
+   alone, so the output does not depend on how many processes share the chunks.
 3. Each process of an ``accelerate launch`` samples its chunks (round robin, :func:`gendiff.distributed.my_items`);
    the chunks are gathered in order (:func:`gendiff.distributed.gather_by_index`). One process: all chunks.
-4. The main process drops rows with NaN/inf, keeps the first ``num_transitions`` and writes ``out`` atomically
+4. Rows with NaN/inf are dropped (and counted); a window that ends in a termination gives fewer rows than
+   ``sample_horizon - 1``, so while fewer than ``num_transitions`` rows exist, another round of chunks (the next
+   indices) is sampled. The main process keeps the first ``num_transitions`` rows and writes ``out`` atomically
    (the settings in the file's metadata) and a JSON summary beside it.
 """
 
@@ -43,6 +45,7 @@ from gendiff.offline.pgd_loop import (
 )
 
 KEYS = ("obs", "act", "rew", "next_obs", "done")
+MAX_ROUNDS = 20  # sampling rounds before giving up (each asks for what is still missing)
 
 
 @dataclass
@@ -95,6 +98,12 @@ def chunk_generator(seed: int, index: int, device: str | torch.device = "cpu") -
     return torch.Generator(device=device).manual_seed(state)
 
 
+def finite_and_count(rows: dict[str, Tensor]) -> tuple[dict[str, Tensor], int]:
+    """(the rows with every entry finite, how many were dropped)."""
+    kept = finite_rows(rows)
+    return kept, rows["obs"].shape[0] - kept["obs"].shape[0]
+
+
 def _generator(cfg: SynthesizeConfig, ds: OfflineDataset, device: str) -> tuple[Any, Any]:
     """Step 1: (pipeline or SynthER model, guiding policy or None)."""
     if cfg.synther:
@@ -116,12 +125,16 @@ def _generator(cfg: SynthesizeConfig, ds: OfflineDataset, device: str) -> tuple[
     return pipe, policy
 
 
+def windows_per_chunk(cfg: SynthesizeConfig) -> int:
+    """Windows in every chunk of a run: ``chunk_windows``, or fewer when the whole request needs fewer."""
+    return min(cfg.chunk_windows, math.ceil(cfg.num_transitions / max(cfg.sample_horizon - 1, 1)))
+
+
 def _chunk(cfg: SynthesizeConfig, gen: Any, policy: Any, index: int, device: str) -> dict[str, Tensor]:
     """Step 3 for chunk ``index``: its transitions on the CPU (gathered between processes by pickling)."""
     g = chunk_generator(cfg.seed, index, "cpu" if cfg.synther else device)
     per = max(cfg.sample_horizon - 1, 1)
-    windows = math.ceil(cfg.num_transitions / per)
-    size = min(cfg.chunk_windows, windows - index * cfg.chunk_windows)
+    size = windows_per_chunk(cfg)
     if cfg.synther:
         out = gen.sample(size * per, cfg.num_inference_steps, g)
     else:
@@ -144,21 +157,27 @@ def synthesize(cfg: SynthesizeConfig) -> dict[str, Any]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     gen, policy = _generator(cfg, ds, device)
     per = max(cfg.sample_horizon - 1, 1)
-    n_chunks = math.ceil(math.ceil(cfg.num_transitions / per) / cfg.chunk_windows)
-    mine = {}
-    for i in tqdm(my_items(n_chunks), disable=not (cfg.progress and is_main_process()), desc="synthesize"):
-        mine[i] = _chunk(cfg, gen, policy, i, device)
-    chunks = gather_by_index(mine)
-    rows = finite_rows({k: torch.cat([c[k] for c in chunks]) for k in KEYS})
-    dropped = sum(c["obs"].shape[0] for c in chunks) - rows["obs"].shape[0]
-    rows = {k: v[: cfg.num_transitions].contiguous() for k, v in rows.items()}
+    chunks: list[dict[str, Tensor]] = []
+    have, dropped, rounds = 0, 0, 0
+    bar = tqdm(total=cfg.num_transitions, disable=not (cfg.progress and is_main_process()), desc="synthesize")
+    while have < cfg.num_transitions:  # a window that terminates early yields fewer than sample_horizon - 1 rows
+        if rounds == MAX_ROUNDS:
+            raise ValueError(f"{MAX_ROUNDS} rounds of sampling gave {have} of {cfg.num_transitions} usable "
+                             "transitions (windows ending at once, or diverging); nothing written")
+        start = len(chunks)
+        n_new = math.ceil(math.ceil((cfg.num_transitions - have) / per) / windows_per_chunk(cfg))
+        mine = {start + j: finite_and_count(_chunk(cfg, gen, policy, start + j, device)) for j in my_items(n_new)}
+        for rows_i, bad in gather_by_index(mine):
+            chunks.append(rows_i)
+            have, dropped = have + rows_i["obs"].shape[0], dropped + bad
+        bar.update(min(have, cfg.num_transitions) - bar.n)
+        rounds += 1
+    bar.close()
+    rows = {k: torch.cat([c[k] for c in chunks])[: cfg.num_transitions].contiguous() for k in KEYS}
     summary = {"config": asdict(cfg), "transitions": int(rows["obs"].shape[0]), "non_finite_dropped": int(dropped),
-               "chunks": n_chunks, "generator": "synther" if cfg.synther else ("pgd" if policy is not None else
-                                                                             "unguided"),
+               "chunks": len(chunks), "rounds": rounds,
+               "generator": "synther" if cfg.synther else ("pgd" if policy is not None else "unguided"),
                "done_rate": float(rows["done"].mean()), "wall_s": time.perf_counter() - t0}
-    if rows["obs"].shape[0] < cfg.num_transitions:
-        raise ValueError(f"only {rows['obs'].shape[0]} of {cfg.num_transitions} transitions were finite; the "
-                         "generator diverged (check the pipeline and the guidance coefficient); nothing written")
     if is_main_process():
         from safetensors.torch import save_file
 

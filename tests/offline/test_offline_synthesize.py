@@ -53,6 +53,16 @@ def test_writes_transitions_and_summary(tiny, tmp_path, monkeypatch):
     assert torch.allclose(rows["next_obs"][:6], rows["obs"][1:7])
 
 
+def test_windows_that_end_early_are_made_up_by_more_chunks(tiny, tmp_path, monkeypatch):
+    """A window that terminates gives fewer than sample_horizon - 1 rows; more chunks are sampled until the file
+    holds the requested count (here the 3-step Heun sampler on a 4-step model ends many windows early)."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tiny / "minari"))
+    res = synthesize(_cfg(tiny, tmp_path / "h.safetensors", sampler="heun", num_transitions=35))
+    rows = load_file(str(tmp_path / "h.safetensors"))
+    assert res["transitions"] == 35 and rows["obs"].shape == (35, 11)
+    assert rows["done"].sum() > 0 and res["chunks"] > 3 and res["rounds"] > 1, res
+
+
 def test_chunks_are_seeded_by_index_alone(tiny, tmp_path, monkeypatch):
     """A chunk's rows do not depend on which chunks ran before it (what makes a split over processes exact)."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tiny / "minari"))
