@@ -33,6 +33,7 @@ class DynamicsResult:
         errors: [N] mean squared error over the qpos/qvel dimensions; mse, median: its mean and median.
         sq_errors: [N, k] the squared error per dimension (k = nq - skip + nv).
         rewards: [N] the simulator's reward for each step; terminated: [N] its termination flag.
+        next_obs: [N, obs_dim] the simulator's next observation (what a perfect dynamics model would give).
     """
 
     errors: np.ndarray
@@ -41,6 +42,7 @@ class DynamicsResult:
     sq_errors: np.ndarray
     rewards: np.ndarray
     terminated: np.ndarray
+    next_obs: np.ndarray
 
 
 def _layout(env: object) -> tuple[int, int, int]:
@@ -68,6 +70,7 @@ def dynamics_mse(env_id: str, obs: Tensor | np.ndarray, act: Tensor | np.ndarray
         env.reset(seed=0)
         u = env.unwrapped
         sq, rewards, terminated = np.empty((len(obs), k)), np.empty(len(obs)), np.zeros(len(obs), dtype=bool)
+        sim = np.empty_like(next_obs)
         for i in range(len(obs)):
             qpos = np.concatenate([np.zeros(skip), obs[i, :nq - skip]])  # 1.
             u.set_state(qpos, obs[i, nq - skip:k])
@@ -75,10 +78,22 @@ def dynamics_mse(env_id: str, obs: Tensor | np.ndarray, act: Tensor | np.ndarray
             if not np.isfinite(sim_next[:k]).all():
                 raise ValueError(f"transition {i}: the simulator diverged from the generated state")
             sq[i] = (sim_next[:k] - next_obs[i, :k]) ** 2  # 3.
+            sim[i] = sim_next[: next_obs.shape[1]]
     finally:
         env.close()
     errors = sq.mean(1)
-    return DynamicsResult(errors, float(errors.mean()), float(np.median(errors)), sq, rewards, terminated)
+    return DynamicsResult(errors, float(errors.mean()), float(np.median(errors)), sq, rewards, terminated, sim)
+
+
+def relabel_with_simulator(env_id: str, tr: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``tr`` with next_obs, rew and done replaced by the simulator's for the same (obs, act) (steps 1-2): the
+    transitions a perfect dynamics model would have generated from these states and actions. A diagnostic that
+    separates a generator's dynamics error from its choice of states and actions; MuJoCo tasks only."""
+    res = dynamics_mse(env_id, tr["obs"], tr["act"], tr["next_obs"])
+    like = tr["next_obs"]
+    return {**tr, "next_obs": torch.as_tensor(res.next_obs, dtype=like.dtype),
+            "rew": torch.as_tensor(res.rewards, dtype=tr["rew"].dtype),
+            "done": torch.as_tensor(res.terminated, dtype=tr["done"].dtype)}
 
 
 def check_transitions(env_id: str, tr: dict[str, Tensor], horizon: int | None = None) -> dict[str, Any]:

@@ -59,6 +59,8 @@ class TrainAgentConfig:
     normalize_grad: bool = False  # pgd: guide with g / (||g|| + eps)
     synther_train_steps: int = 2000  # training steps of a SynthER model trained here
     synther_dir: str = ""  # a saved SynthER model (SynthER.save); "" trains one (synther_train_steps) beside `out`
+    relabel: Literal["none", "simulator"] = "none"  # simulator: a diagnostic; each synthetic row's next_obs, reward
+    # and done replaced by the MuJoCo simulator's for its (obs, act): what a perfect dynamics model would give
     eval_every: int = 5000  # agent steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # episodes per evaluation
     progress: bool = True  # show a progress bar
@@ -144,6 +146,9 @@ class SyntheticSource:
 
     def __init__(self, cfg: TrainAgentConfig, ds: OfflineDataset, run_dir: Path) -> None:
         self.cfg, self.gen = cfg, torch.Generator().manual_seed(cfg.seed + 123)
+        self.env_id = ds.env_id
+        if cfg.relabel == "simulator" and ds.env_id is None:
+            raise ValueError(f"relabel='simulator' needs the dataset's environment; {ds.dataset_id!r} names none")
         self.pipe: Any = None
         self.synther: Any = None
         self.throughput: list[float] = []
@@ -191,6 +196,10 @@ class SyntheticSource:
         out = finite_rows(out)
         if out["obs"].shape[0] == 0:
             raise ValueError("the generator produced no usable transitions (all windows terminated at once?)")
+        if cfg.relabel == "simulator":
+            from gendiff.offline.dynamics import relabel_with_simulator
+
+            out = relabel_with_simulator(self.env_id, out)
         self.throughput.append(out["obs"].shape[0] / (time.perf_counter() - t0))
         return out
 

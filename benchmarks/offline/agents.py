@@ -7,7 +7,8 @@ with paired differences (the PGD issue's agent table).
    split over processes (e.g. one per algorithm) and resumed; ``--merge`` builds one table from several works.
 3. The table: final D4RL-normalised score (mean +- std over seeds), and paired differences (same seed) of
    pgd - none, pgd - unguided, synther - none, unguided - none with 95 % t-intervals (and the bootstrap
-   interval of the mean for comparison).
+   interval of the mean for comparison). Runs with ``--set relabel=simulator`` (the synthetic rows' next states,
+   rewards and dones from the simulator) are labelled ``unguided+sim`` / ``pgd+sim`` and paired with their plain rows.
 
   python benchmarks/offline/agents.py --tiny                       # smoke
 Full commands and results: benchmarks/offline/README.md.
@@ -29,7 +30,9 @@ import torch
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
 from gendiff.stats import bootstrap_ci, t_interval
 
-PAIRS = (("pgd", "none"), ("pgd", "unguided"), ("synther", "none"), ("unguided", "none"), ("pgd", "synther"))
+PAIRS = (("pgd", "none"), ("pgd", "unguided"), ("synther", "none"), ("unguided", "none"), ("pgd", "synther"),
+         ("unguided+sim", "none"), ("unguided+sim", "unguided"), ("pgd+sim", "pgd"))
+SIM = "+sim"  # label suffix of runs with relabel=simulator (synthetic next_obs / reward / done from the simulator)
 
 
 def _seeds(spec: str) -> list[int]:
@@ -100,8 +103,8 @@ def _load(works: list[Path]) -> dict[tuple[str, str, str], dict[int, float]]:
         for f in sorted(w.glob("*_s*.json")):
             r = json.loads(f.read_text())
             c = r["config"]
-            scores.setdefault((c["dataset_id"], c["algo"], c["synthetic"]), {})[int(c["seed"])] = \
-                float(r["final"]["score_mean"])
+            label = c["synthetic"] + (SIM if c.get("relabel", "none") == "simulator" else "")
+            scores.setdefault((c["dataset_id"], c["algo"], label), {})[int(c["seed"])] = float(r["final"]["score_mean"])
     return scores
 
 

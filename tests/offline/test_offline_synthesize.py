@@ -119,3 +119,25 @@ def test_bad_input_is_refused_before_any_work(tiny, tmp_path, monkeypatch):
     assert main(["offline", "synthesize", "--dataset-id", DATASET, "--pipeline", str(tmp_path / "missing"),
                  "--out", str(tmp_path / "x.safetensors")]) != 0
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_simulator_relabel_gives_the_real_next_states(tiny, monkeypatch):
+    """relabel_with_simulator (train-agent's relabel='simulator' diagnostic): on real Hopper transitions whose
+    next_obs / rew / done were scrambled it restores the recorded ones (up to float32 and velocity clipping)."""
+    from gendiff.offline.dynamics import relabel_with_simulator
+    from gendiff.offline.pgd_loop import SyntheticSource, TrainAgentConfig
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tiny / "minari"))
+    ds = load_dataset(DATASET)
+    tr = {k: v[:50] for k, v in ds.transitions().items()}
+    scrambled = {**tr, "next_obs": tr["next_obs"].flip(0), "rew": torch.zeros(50), "done": torch.ones(50)}
+    fixed = relabel_with_simulator("Hopper-v5", scrambled)
+    assert torch.allclose(fixed["next_obs"], tr["next_obs"], atol=1e-4)
+    assert torch.allclose(fixed["rew"], tr["rew"], atol=1e-4) and torch.equal(fixed["done"], tr["done"])
+    assert torch.equal(fixed["obs"], tr["obs"]) and torch.equal(fixed["act"], tr["act"])
+    cfg = TrainAgentConfig(dataset_id=DATASET, synthetic="unguided", diffusion_dir=str(tiny / "diff" / "pipeline"),
+                           num_synthetic=14, sample_horizon=8, num_inference_steps=3, sampler="euler",
+                           relabel="simulator", progress=False)
+    out = SyntheticSource(cfg, ds, tiny / "unused").generate(None)
+    again = relabel_with_simulator("Hopper-v5", out)
+    assert torch.allclose(out["next_obs"], again["next_obs"]) and out["obs"].shape[0] > 0
