@@ -31,7 +31,7 @@ def _core_commands(sub: argparse._SubParsersAction) -> None:
     from gendiff.images import ImagePriorConfig, train_image_prior
 
     add_experiment(sub, "train-prior", ImagePriorConfig, train_image_prior,
-                   "train an image prior on digits, faces, phantoms or a folder of images")
+                   "train an image prior on digits, faces, phantoms or a folder of images", multiprocess=True)
     bsub = add_group(sub, "bench", "benchmarks that write JSON + markdown under benchmarks/")
     add_experiment(bsub, "sampler", SamplerBenchConfig, run_sampler_bench,
                    "time per step: GuidedSampler vs the plain diffusers loop; DPS vs x0-space guidance")

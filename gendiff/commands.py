@@ -8,14 +8,36 @@ it.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import Any
 
 from gendiff.config import add_config_arguments, config_from_args
 
 
+def launched_processes() -> int:
+    """How many processes the launch that started this one has (``accelerate launch`` and torchrun set WORLD_SIZE);
+    1 without a launcher."""
+    try:
+        return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
+    except ValueError:
+        return 1
+
+
+def _single_process_only(command: str) -> None:
+    """ValueError under a launch of several processes: each would repeat the whole command on the same files."""
+    n = launched_processes()
+    if n > 1:
+        raise ValueError(f"`{command}` runs in one process; under this launch of {n} processes each would repeat it "
+                         "and write the same files. Run it without `accelerate launch` (several seeds: several "
+                         "plain processes). Commands that split their work over processes: train-prior, mri "
+                         "train-prior, mri benchmark, images benchmark, offline train-diffusion, offline synthesize, "
+                         "llm train (README, 'Scaling out')")
+
+
 def add_experiment(
     subparsers: argparse._SubParsersAction, name: str, cls: type, run: Callable[[Any], Any], help_: str,
+    multiprocess: bool = False,
 ) -> argparse.ArgumentParser:
     """A sub-command that takes one typed config (``--config FILE`` + ``--field value`` overrides).
 
@@ -25,13 +47,24 @@ def add_experiment(
         cls: the config dataclass; every field becomes a ``--field-name`` flag.
         run: called with the resolved ``cls`` instance; an int it returns is the exit status.
         help_: one line for ``--help`` (argparse's ``%`` escaping applies).
+        multiprocess: the command splits its work over the processes of an ``accelerate launch`` (one writer,
+            gathered results; tested in tests/test_multiprocess_training.py). Otherwise a launch of several
+            processes is refused with a clear error before any work.
 
     The parsed namespace carries ``_run`` (resolve the config, then run) and ``_config`` (the dataclass, for tools
     that only resolve, such as the test that checks every command in README.md).
     """
     parser = subparsers.add_parser(name, help=help_, description=help_.replace("%%", "%"))
     add_config_arguments(parser, cls)
-    parser.set_defaults(_run=lambda args: run(config_from_args(cls, args)), _config=cls)
+    command = parser.prog  # "gendiff GROUP NAME"
+
+    def _run(args: argparse.Namespace) -> Any:
+        cfg = config_from_args(cls, args)
+        if not multiprocess:
+            _single_process_only(command)
+        return run(cfg)
+
+    parser.set_defaults(_run=_run, _config=cls)
     return parser
 
 

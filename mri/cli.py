@@ -25,9 +25,9 @@ def add_mri_commands(sub: argparse._SubParsersAction) -> None:
     add_experiment(msub, "import", ImportConfig, import_images,
                    "import NIfTI / DICOM / .npy / .png magnitude images as fastMRI-format single-coil files")
     add_experiment(msub, "train-prior", MRIPriorConfig, train_mri_prior,
-                   "train a complex-image prior on a folder of fastMRI-format files")
+                   "train a complex-image prior on a folder of fastMRI-format files", multiprocess=True)
     add_experiment(msub, "benchmark", MRIBenchmarkConfig, mri_benchmark,
-                   "reconstruct held-out slices with ADS and fixed masks; SSIM/PSNR/NMSE with 95%% intervals")
+                   "reconstruct held-out slices with ADS and fixed masks; SSIM/PSNR/NMSE with 95%% intervals", multiprocess=True)
 
 
 def add_images_commands(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def add_images_commands(sub: argparse._SubParsersAction) -> None:
 
     isub = add_group(sub, "images", "active subsampling of images (pixels, columns)")
     add_experiment(isub, "benchmark", ImagesBenchmarkConfig, images_benchmark,
-                   "ADS vs random / data-variance pixel or column masks at several budgets (MAE)")
+                   "ADS vs random / data-variance pixel or column masks at several budgets (MAE)", multiprocess=True)
 
 
 def add_demo_command(sub: argparse._SubParsersAction) -> None:

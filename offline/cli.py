@@ -38,7 +38,7 @@ def add_offline_commands(subparsers: argparse._SubParsersAction) -> None:
     add_experiment(sub, "dataset-stats", DatasetStatsConfig, run_dataset_stats,
                    "TQ and SACo of a dataset (A Dataset Perspective on Offline RL)")
     add_experiment(sub, "train-diffusion", TrajectoryDiffusionConfig, run_train_diffusion,
-                   "train the trajectory diffusion model (temporal U-Net, EDM) and save the PGD pipeline")
+                   "train the trajectory diffusion model (temporal U-Net, EDM) and save the PGD pipeline", multiprocess=True)
     add_experiment(sub, "synthesize", SynthesizeConfig, run_synthesize,
                    "write synthetic transitions (unguided, PGD-guided by a train-agent policy, or SynthER) to a "
-                   ".safetensors file; split over the processes of an accelerate launch")
+                   ".safetensors file; split over the processes of an accelerate launch", multiprocess=True)

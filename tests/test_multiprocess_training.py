@@ -33,6 +33,7 @@ from multiproc import launch, launch_command, launch_env  # noqa: E402
 
 pytestmark = [pytest.mark.multiprocess, pytest.mark.filterwarnings("ignore::UserWarning")]
 UNET = "model/diffusion_pytorch_model.safetensors"
+ROOT = Path(__file__).resolve().parents[1]
 LR = 2e-4  # the three commands' learning rate in these tests (train-diffusion: set with --lr)
 
 
@@ -193,3 +194,16 @@ def test_offline_synthesize_same_file_with_two_processes(tmp_path, monkeypatch):
     assert sorted(one) == sorted(two) and one["obs"].shape == (35, 11)
     assert all(torch.equal(one[k], two[k]) for k in one)
     assert proc.stdout.count('"transitions"') == 1  # the summary is printed by the main process only
+
+
+def test_single_process_commands_refuse_a_launch(tmp_path):
+    """A command that does not split its work (here offline train-agent) refuses a two-process launch before any
+    work: both processes would run the whole command on the same files."""
+    proc = launch(["offline", "train-agent", "--dataset-id", "t/none/none-v0", "--out", str(tmp_path / "r.json")])
+    assert proc.returncode != 0
+    assert "`gendiff offline train-agent` runs in one process; under this launch of 2 processes" in proc.stderr
+    frames = [line for line in proc.stderr.splitlines() if line.strip().startswith("File ")]
+    ours = [f for f in frames if "site-packages/gendiff/" in f or (str(ROOT) in f and "site-packages" not in f
+                                                                     and "/bin/" not in f)]
+    assert not ours, ours  # the launcher's own traceback only
+    assert not (tmp_path / "r.json").exists()

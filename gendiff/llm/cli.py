@@ -25,7 +25,7 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     from gendiff.llm.run import LLMRunConfig, run_train
 
     sub = add_group(subparsers, "llm", "entropy-aware LLM RL on a tiny offline model")
-    add_experiment(sub, "train", LLMRunConfig, run_train, "RL-train a tiny LM on a verifiable task (LLMTrainer)")
+    add_experiment(sub, "train", LLMRunConfig, run_train, "RL-train a tiny LM on a verifiable task (LLMTrainer)", multiprocess=True)
     add_experiment(sub, "entropy-law", EntropyLawConfig, run_entropy_law,
                    "fit R = -a exp(H) + b to the (entropy, reward) pairs of run logs and plot it")
     prefs = add_group(sub, "prefs", "preference data from the task reward and preference losses (DPO, ADPO)")
