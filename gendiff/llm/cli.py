@@ -3,7 +3,7 @@
   gendiff llm train --task arithmetic --loss grpo --steps N --out DIR [--seed S] [--config FILE]
   gendiff llm entropy-law --runs DIR [DIR ...] --out PNG
   gendiff llm prefs make --out DIR [--k 4 --prompts 256 --noise 0.2]
-  gendiff llm prefs train --data DIR --loss {dpo,adpo,adpo_listwise} --out RUN
+  gendiff llm prefs train --data DIR --loss {dpo,adpo,adpo_listwise,cpl} --out RUN
 
 Each command takes one typed config (``--config FILE`` plus ``--field value`` overrides; configs/llm_train.yaml holds
 the trainer's defaults). The configs and run functions live in gendiff.llm.run (``LLMRunConfig``, ``run_train``) and

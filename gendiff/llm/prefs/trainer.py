@@ -76,8 +76,9 @@ def check_pref_config(cfg: PrefTrainConfig) -> Any:
     check_numbers(cfg, positive=("lr",), nonnegative=("weight_decay", "max_grad_norm"), fraction=("anchor_ema",))
     if cfg.anchor not in ("fixed", "ema"):
         raise ValueError(f"PrefTrainConfig.anchor must be 'fixed' or 'ema', got {cfg.anchor!r}")
-    if cfg.loss == "dpo" and cfg.anchor != "fixed":
-        raise ValueError("dpo always uses the frozen reference; anchor 'ema' is an ADPO option (adpo, adpo_listwise)")
+    if cfg.loss in ("dpo", "cpl") and cfg.anchor != "fixed":
+        raise ValueError(f"{cfg.loss} has no moving anchor (dpo: the frozen reference; cpl: reference-free); anchor "
+                         "'ema' is an ADPO option (adpo, adpo_listwise)")
     return cfg.loss_settings()
 
 
