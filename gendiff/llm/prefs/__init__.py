@@ -14,9 +14,11 @@ from .common import (
     register_preference_loss,
 )
 from .cpl import CPLConfig, cpl_loss
+from .did import did_entropy, did_log_probs, optimal_rejected_log_weights, sample_rejected
 from .dpo import DPOConfig, dpo_loss
 
 __all__ = [
     "ADPOConfig", "ADPOListwiseConfig", "CPLConfig", "DPOConfig", "PREFERENCE_LOSSES", "adpo_listwise_loss", "adpo_loss",
-    "anchored_kl", "check_preference_inputs", "cpl_loss", "dpo_loss", "preference_config_defaults", "register_preference_loss",
+    "anchored_kl", "check_preference_inputs", "cpl_loss", "did_entropy", "did_log_probs", "dpo_loss",
+    "optimal_rejected_log_weights", "preference_config_defaults", "register_preference_loss", "sample_rejected",
 ]
