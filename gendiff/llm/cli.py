@@ -28,7 +28,7 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     add_experiment(sub, "train", LLMRunConfig, run_train, "RL-train a tiny LM on a verifiable task (LLMTrainer)")
     add_experiment(sub, "entropy-law", EntropyLawConfig, run_entropy_law,
                    "fit R = -a exp(H) + b to the (entropy, reward) pairs of run logs and plot it")
-    prefs = add_group(sub, "prefs", "preference data from the task reward and preference losses (DPO, ADPO)")
+    prefs = add_group(sub, "prefs", "preference data from the task reward and preference losses (DPO, ADPO, CPL)")
     add_experiment(prefs, "make", PrefMakeConfig, run_make,
                    "sample k completions per prompt, rank them by reward, save pairs and lists (datasets)")
     add_experiment(prefs, "train", PrefTrainRunConfig, run_prefs_train,
