@@ -12,7 +12,7 @@
    the training pairs whose implicit reward (log pi - log pi_ref) ranks the *truly* better completion first
    (``true_pair_acc``; tells whether a method learnt the noise).
 
-Methods are ``loss[:anchor]`` (e.g. ``adpo_listwise:ema``); settings per loss with ``--beta`` (DPO), ``--tau``
+Methods are ``loss[:anchor]`` (e.g. ``adpo_listwise:ema``); settings per loss with ``--beta`` (DPO), ``--alpha`` (CPL; its grid is --grid-beta), ``--tau``
 (ADPO's tau_anc), ``--label-smoothing`` (pairwise ADPO's eps), ``--reward-temperature`` (listwise ADPO's tau_q).
 
     python benchmarks/llm/prefs_noise.py --seeds 100 --noise 0.2 --grid --out benchmarks/llm/prefs_noise_tuning.json
@@ -75,6 +75,8 @@ def true_pair_accuracy(model, ref, tok, clean) -> float:
 def loss_config(loss: str, a: argparse.Namespace, knob: float | None = None) -> dict:
     if loss == "dpo":
         return {"beta": knob if knob is not None else a.beta}
+    if loss == "cpl":  # reference-free: --alpha (and the CPLConfig default lambda 0.5)
+        return {"alpha": knob if knob is not None else a.alpha}
     if loss == "adpo":
         return {"tau_anc": knob if knob is not None else a.tau, "label_smoothing": a.label_smoothing}
     return {"tau_anc": knob if knob is not None else a.tau_listwise, "reward_temperature": a.reward_temperature}
@@ -103,6 +105,7 @@ def main() -> None:
     p.add_argument("--grid-tau", type=float, nargs="+", default=[0.5, 2.0, 10.0])
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--alpha", type=float, default=0.1, help="CPL's alpha (methods: cpl)")
     p.add_argument("--tau", type=float, default=1.0)
     p.add_argument("--tau-listwise", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
@@ -134,7 +137,7 @@ def main() -> None:
             data = add_label_noise(clean, f, seed=seed)
             for method in a.methods:
                 loss = method.partition(":")[0]
-                knobs = ([None] if not a.grid else a.grid_beta if loss == "dpo" else a.grid_tau)
+                knobs = ([None] if not a.grid else a.grid_beta if loss in ("dpo", "cpl") else a.grid_tau)
                 for knob, lr in itertools.product(knobs, a.grid_lr if a.grid else [a.lr]):
                     cell = run_cell(start, ref, tok, data, clean, method, loss_config(loss, a, knob), lr, seed, a, held)
                     cell["noise"] = f

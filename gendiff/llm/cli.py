@@ -3,7 +3,7 @@
   gendiff llm train --task arithmetic --loss grpo --steps N --out DIR [--seed S] [--config FILE]
   gendiff llm entropy-law --runs DIR [DIR ...] --out PNG
   gendiff llm prefs make --out DIR [--k 4 --prompts 256 --noise 0.2]
-  gendiff llm prefs train --data DIR --loss {dpo,adpo,adpo_listwise} --out RUN
+  gendiff llm prefs train --data DIR --loss {dpo,adpo,adpo_listwise,cpl} --out RUN
 
 Each command takes one typed config (``--config FILE`` plus ``--field value`` overrides; configs/llm_train.yaml holds
 the trainer's defaults). The configs and run functions live in gendiff.llm.run (``LLMRunConfig``, ``run_train``) and
@@ -28,7 +28,7 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     add_experiment(sub, "train", LLMRunConfig, run_train, "RL-train a tiny LM on a verifiable task (LLMTrainer)", multiprocess=True)
     add_experiment(sub, "entropy-law", EntropyLawConfig, run_entropy_law,
                    "fit R = -a exp(H) + b to the (entropy, reward) pairs of run logs and plot it")
-    prefs = add_group(sub, "prefs", "preference data from the task reward and preference losses (DPO, ADPO)")
+    prefs = add_group(sub, "prefs", "preference data from the task reward and preference losses (DPO, ADPO, CPL)")
     add_experiment(prefs, "make", PrefMakeConfig, run_make,
                    "sample k completions per prompt, rank them by reward, save pairs and lists (datasets)")
     add_experiment(prefs, "train", PrefTrainRunConfig, run_prefs_train,

@@ -194,7 +194,7 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
     ref_model, start = None, 0
     if rc.resume:  # the policy continues from the checkpoint; the KL reference stays the initial model
         ckpt = list_checkpoints(out)[-1]
-        ref_model = model if cfg.kl_coef > 0 else None
+        ref_model = model if cfg.kl_coef > 0 and cfg.reference == "initial" else None  # a soup is rebuilt
         model, _ = _load_lm(ckpt, "the checkpoint")
         model.eval()
     elif main:

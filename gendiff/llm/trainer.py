@@ -19,6 +19,8 @@ One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken 
    they are cached for the later updates and no extra no-grad pass is spent on them.
    Loss = ``POLICY_LOSSES[config.loss]`` + kl_coef * agg(k3), k3 = exp(ref - logp) - (ref - logp) - 1
    (Schulman's estimator of KL(pi || ref), to a frozen copy of the initial policy; kl_coef = 0: no copy).
+   ``reference = "soup:A,B"`` (SALSA) makes ref the weight average of the save_pretrained models A and B
+   (``gendiff.llm.soup.weight_soup``) instead of the initial policy.
 5. Carried states: ``actor/entropy_coef_next`` -> next step's ``entropy_coef`` (adaptive entropy bonus),
    running mean entropy -> ``entropy_history_mean`` (EPO), step / steps -> ``progress`` (EPO, D3S),
    HAPO's entropy map -> the next rollout's temperatures, the first rollout's entropy -> AEPO / DCPO's
@@ -99,6 +101,7 @@ from .sampling import (
     position_ids_from_mask,
     sample_completions,
 )
+from .soup import parse_reference, weight_soup
 
 RewardFn = Callable[..., Sequence[float]]
 PromptSource = Sequence[str] | Callable[[int, random.Random], list[str]]
@@ -130,7 +133,8 @@ class LLMTrainConfig:
     warmup_steps: int = 0  # learning-rate warm-up steps
     weight_decay: float = 0.0  # weight decay
     max_grad_norm: float = 1.0  # gradient-norm clip
-    kl_coef: float = 0.0  # weight of the KL penalty to the initial policy (0: none)
+    kl_coef: float = 0.0  # weight of the KL penalty to the reference (0: none)
+    reference: str = "initial"  # KL reference: the initial policy, or soup:A,B (SALSA: the average of models A, B)
     riskpo_momentum: float = 0.1  # momentum of RiskPO's online quantile estimates
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast dtype (GPU)
     seed: int = 0  # random seed
@@ -157,6 +161,8 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
                   fraction=("top_p", "riskpo_momentum"))
     if cfg.grad_accum > cfg.group_size * cfg.prompts_per_step:
         raise ValueError(f"grad_accum {cfg.grad_accum} exceeds the batch of {cfg.group_size * cfg.prompts_per_step}")
+    if parse_reference(cfg.reference) is not None and cfg.kl_coef <= 0:
+        raise ValueError(f"reference {cfg.reference!r} is a KL reference: it needs kl_coef > 0")
     loss_cfg = from_dict(POLICY_LOSSES.get(cfg.loss).config_class, _as_dict("loss_config", cfg.loss_config))
     adv_cfg = from_dict(ADVANTAGES.get(cfg.advantage).config_class, _as_dict("advantage_config", cfg.advantage_config))
     if cfg.loss == "hapo" and not 0.0 <= loss_cfg.temperature_tau < 1.0:
@@ -237,7 +243,8 @@ class LLMTrainer:
         prompts: a list of prompts (drawn uniformly with the seed) or ``fn(n, rng) -> list[str]``.
         config: ``LLMTrainConfig``.
         out_dir: where log.jsonl, checkpoints and the final model go (None: nothing is written).
-        ref_model: the KL reference (default: a frozen copy of ``model`` when kl_coef > 0).
+        ref_model: the KL reference (default when kl_coef > 0: the soup of ``config.reference`` = "soup:A,B",
+            else a frozen copy of ``model``).
         cluster_fn: ``fn(prompts, completions) -> [B] hashable keys``, the semantic classes of EMPO
             (advantage ``empo_reward``); default ``answer_clusters`` (equal stripped text).
     """
@@ -272,6 +279,12 @@ class LLMTrainer:
                              "processes: each process rolls out prompts_per_step / processes whole groups")
         self.ref_model = None
         if cfg.kl_coef > 0:
+            soup = parse_reference(cfg.reference) if ref_model is None else None
+            if soup is not None:  # SALSA: the KL reference is the weight average of the SFT models
+                ref_model = weight_soup(soup)
+                if ref_model.config.vocab_size != model.config.vocab_size:
+                    raise ValueError(f"the soup reference has vocabulary size {ref_model.config.vocab_size}, the "
+                                     f"policy {model.config.vocab_size}: they must share the tokenizer")
             self.ref_model = (ref_model or copy.deepcopy(model)).to(self.accelerator.device).eval()
             self.ref_model.requires_grad_(False)
         model.eval()  # no dropout: rollouts and updates see the same function

@@ -40,10 +40,10 @@ def ref_kl(q: list[float], s: list[float]) -> float:
 def test_registry_holds_the_preference_losses_apart_from_the_rl_losses():
     from gendiff.llm.losses import POLICY_LOSSES
 
-    assert set(PREFERENCE_LOSSES.names()) == {"dpo", "adpo", "adpo_listwise"}
+    assert set(PREFERENCE_LOSSES.names()) == {"dpo", "adpo", "adpo_listwise", "cpl"}
     assert not set(PREFERENCE_LOSSES.names()) & set(POLICY_LOSSES.names())
     assert PREFERENCE_LOSSES.get("adpo_listwise").kind == "listwise" and PREFERENCE_LOSSES.get("dpo").kind == "pairwise"
-    with pytest.raises(KeyError, match="valid names: adpo, adpo_listwise, dpo"):
+    with pytest.raises(KeyError, match="valid names: adpo, adpo_listwise, cpl, dpo"):
         PREFERENCE_LOSSES.get("ipo")
 
 

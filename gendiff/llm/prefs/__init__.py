@@ -1,5 +1,5 @@
 """Preference learning on locally made data: the preference-loss registry (``PREFERENCE_LOSSES``: dpo, adpo,
-adpo_listwise), the data maker (``make_preferences``) and the trainer (``PrefTrainer``).
+adpo_listwise, cpl), the data maker (``make_preferences``) and the trainer (``PrefTrainer``).
 
 Kept apart from the token-level RL losses of ``gendiff.llm.losses``: preference losses score whole completions.
 """
@@ -13,9 +13,12 @@ from .common import (
     preference_config_defaults,
     register_preference_loss,
 )
+from .cpl import CPLConfig, cpl_loss
+from .did import did_entropy, did_log_probs, optimal_rejected_log_weights, sample_rejected
 from .dpo import DPOConfig, dpo_loss
 
 __all__ = [
-    "ADPOConfig", "ADPOListwiseConfig", "DPOConfig", "PREFERENCE_LOSSES", "adpo_listwise_loss", "adpo_loss",
-    "anchored_kl", "check_preference_inputs", "dpo_loss", "preference_config_defaults", "register_preference_loss",
+    "ADPOConfig", "ADPOListwiseConfig", "CPLConfig", "DPOConfig", "PREFERENCE_LOSSES", "adpo_listwise_loss", "adpo_loss",
+    "anchored_kl", "check_preference_inputs", "cpl_loss", "did_entropy", "did_log_probs", "dpo_loss",
+    "optimal_rejected_log_weights", "preference_config_defaults", "register_preference_loss", "sample_rejected",
 ]

@@ -12,7 +12,8 @@ One step:
    the whole split before training (DPO always uses these). ``anchor = ema`` (ADPO's dynamic anchor): a copy
    of the policy whose weights follow theta_anc <- alpha theta_anc + (1 - alpha) theta after every step
    (``anchor_ema`` = alpha; alpha = 0: the anchor is the policy before this step, the previous policy), scored
-   without gradient on the same batch.
+   without gradient on the same batch. Logged: ``prefs/did_entropy``, the entropy of the differential information
+   distribution q proportional to pi / pi_ref over each row's candidates (``gendiff.llm.prefs.did``).
 4. Update: loss = ``PREFERENCE_LOSSES[loss](logp [b, K], anchor_logp [b, K], config, rewards=, mask=)``, AdamW,
    gradient-norm clip, then step 3's anchor update.
 
@@ -40,6 +41,7 @@ from gendiff.entropy import masked_mean
 from ..evaluation import teacher_forced_batch
 from ..trainer import policy_logp_entropy
 from .common import PREFERENCE_LOSSES
+from .did import did_entropy
 
 
 @dataclass
@@ -76,8 +78,9 @@ def check_pref_config(cfg: PrefTrainConfig) -> Any:
     check_numbers(cfg, positive=("lr",), nonnegative=("weight_decay", "max_grad_norm"), fraction=("anchor_ema",))
     if cfg.anchor not in ("fixed", "ema"):
         raise ValueError(f"PrefTrainConfig.anchor must be 'fixed' or 'ema', got {cfg.anchor!r}")
-    if cfg.loss == "dpo" and cfg.anchor != "fixed":
-        raise ValueError("dpo always uses the frozen reference; anchor 'ema' is an ADPO option (adpo, adpo_listwise)")
+    if cfg.loss in ("dpo", "cpl") and cfg.anchor != "fixed":
+        raise ValueError(f"{cfg.loss} has no moving anchor (dpo: the frozen reference; cpl: reference-free); anchor "
+                         "'ema' is an ADPO option (adpo, adpo_listwise)")
     return cfg.loss_settings()
 
 
@@ -204,6 +207,9 @@ class PrefTrainer:
         with torch.no_grad():
             metrics["actor/entropy"] = float(entropy)
             metrics["prefs/logratio_ref"] = float(masked_mean((logp - ref).detach(), mask))
+            # entropy of the differential information from the frozen reference to the policy (before this
+            # step's update), restricted to each row's candidates: in [0, log K] (gendiff.llm.prefs.did)
+            metrics["prefs/did_entropy"] = float(did_entropy(logp.detach(), ref, mask).mean())
         metrics["time/step"] = time.perf_counter() - t0
         metrics["step"] = self.step_count
         return metrics
