@@ -142,8 +142,8 @@ class LLMTrainConfig:
     seed: int = 0  # random seed
     log_every: int = 1  # steps between log.jsonl lines
     checkpoint_every: int = 0  # steps between checkpoint-<step>/ folders (0: none)
-    bupo_layer: int = 0  # BuPO: decoder layer l (1..L) whose internal policy the first bupo_steps steps optimise (0: off)
-    bupo_steps: int = 0  # BuPO: steps of the bottom-up phase on layer bupo_layer, then the top-layer objective
+    bupo_layer: int = 0  # BuPO: layer l (1..L) whose internal policy the first bupo_steps steps train (0: off)
+    bupo_steps: int = 0  # BuPO: steps of the bottom-up phase on bupo_layer, then the top-layer objective
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
