@@ -2,6 +2,7 @@
 
   gendiff llm train --task arithmetic --loss grpo --steps N --out DIR [--seed S] [--config FILE]
   gendiff llm entropy-law --runs DIR [DIR ...] --out PNG
+  gendiff llm layer-entropy --model DIR [--texts FILE] [--out STEM]
   gendiff llm prefs make --out DIR [--k 4 --prompts 256 --noise 0.2]
   gendiff llm prefs train --data DIR --loss {dpo,adpo,adpo_listwise,cpl} --out RUN
 
@@ -18,9 +19,10 @@ from gendiff.commands import add_experiment, add_group
 
 
 def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``llm`` group (``train``, ``entropy-law``, ``prefs make`` / ``prefs train``) to a ``gendiff``
-    sub-parser set."""
+    """Add the ``llm`` group (``train``, ``entropy-law``, ``layer-entropy``, ``prefs make`` / ``prefs train``) to
+    a ``gendiff`` sub-parser set."""
     from gendiff.llm.entropy_law import EntropyLawConfig, run_entropy_law
+    from gendiff.llm.layer_entropy import LayerEntropyConfig, run_layer_entropy
     from gendiff.llm.prefs.run import PrefMakeConfig, PrefTrainRunConfig, run_make, run_prefs_train
     from gendiff.llm.run import LLMRunConfig, run_train
 
@@ -28,6 +30,8 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     add_experiment(sub, "train", LLMRunConfig, run_train, "RL-train a tiny LM on a verifiable task (LLMTrainer)", multiprocess=True)
     add_experiment(sub, "entropy-law", EntropyLawConfig, run_entropy_law,
                    "fit R = -a exp(H) + b to the (entropy, reward) pairs of run logs and plot it")
+    add_experiment(sub, "layer-entropy", LayerEntropyConfig, run_layer_entropy,
+                   "entropy of each layer's internal policy lm_head(norm(h_l)) (BuPO's profile), JSON + markdown")
     prefs = add_group(sub, "prefs", "preference data from the task reward and preference losses (DPO, ADPO, CPL)")
     add_experiment(prefs, "make", PrefMakeConfig, run_make,
                    "sample k completions per prompt, rank them by reward, save pairs and lists (datasets)")

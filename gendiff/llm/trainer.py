@@ -21,6 +21,11 @@ One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken 
    (Schulman's estimator of KL(pi || ref), to a frozen copy of the initial policy; kl_coef = 0: no copy).
    ``reference = "soup:A,B"`` (SALSA) makes ref the weight average of the save_pretrained models A and B
    (``gendiff.llm.soup.weight_soup``) instead of the initial policy.
+4b. BuPO (Tan et al. 2025, Bottom-up Policy Optimization, Sec. 5): for the first ``bupo_steps`` steps the same
+   loss is computed on the internal policy of decoder layer ``bupo_layer``, pi^l_T = softmax(lm_head(norm(h_l)) / T)
+   (``gendiff.llm.layer_policies``): log pi^l_T and H(pi^l_T) replace log pi_T and H(pi_T) in the loss, the old
+   log-probs and the KL reference's log-probs. The rollouts still come from the full policy pi (as in the paper);
+   only layers <= l, the final norm and the lm_head receive gradient. Then the normal top-layer objective.
 5. Carried states: ``actor/entropy_coef_next`` -> next step's ``entropy_coef`` (adaptive entropy bonus),
    running mean entropy -> ``entropy_history_mean`` (EPO), step / steps -> ``progress`` (EPO, D3S),
    HAPO's entropy map -> the next rollout's temperatures, the first rollout's entropy -> AEPO / DCPO's
@@ -85,6 +90,7 @@ from gendiff.io import loading
 
 from .advantages import ADVANTAGES, target_temperature
 from .fast_decode import FastDecoder, supports_fast_decode
+from .layer_policies import find_layer_parts, layer_logits
 from .losses import (
     POLICY_LOSSES,
     HAPOStats,
@@ -140,6 +146,8 @@ class LLMTrainConfig:
     seed: int = 0  # random seed
     log_every: int = 1  # steps between log.jsonl lines
     checkpoint_every: int = 0  # steps between checkpoint-<step>/ folders (0: none)
+    bupo_layer: int = 0  # BuPO: layer l (1..L) whose internal policy the first bupo_steps steps train (0: off)
+    bupo_steps: int = 0  # BuPO: steps of the bottom-up phase on bupo_layer, then the top-layer objective
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
@@ -153,12 +161,16 @@ def _as_dict(name: str, value: Any) -> dict[str, Any]:
 def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
     """Validate ``cfg``; return the typed (loss config, advantage config)."""
     ints = {"steps": 1, "group_size": 1, "prompts_per_step": 1, "max_new_tokens": 1, "updates_per_rollout": 1,
-            "grad_accum": 1, "log_every": 1, "checkpoint_every": 0, "warmup_steps": 0}
+            "grad_accum": 1, "log_every": 1, "checkpoint_every": 0, "warmup_steps": 0, "bupo_layer": 0,
+            "bupo_steps": 0}
     for key, low in ints.items():
         if getattr(cfg, key) < low:
             raise ValueError(f"LLMTrainConfig.{key} must be >= {low}, got {getattr(cfg, key)}")
     check_numbers(cfg, positive=("temperature", "top_p", "lr"), nonnegative=("kl_coef", "weight_decay", "max_grad_norm"),
                   fraction=("top_p", "riskpo_momentum"))
+    if (cfg.bupo_layer > 0) != (cfg.bupo_steps > 0):
+        raise ValueError(f"BuPO needs both bupo_layer and bupo_steps > 0 (or both 0: off), got bupo_layer "
+                         f"{cfg.bupo_layer}, bupo_steps {cfg.bupo_steps}")
     if cfg.grad_accum > cfg.group_size * cfg.prompts_per_step:
         raise ValueError(f"grad_accum {cfg.grad_accum} exceeds the batch of {cfg.group_size * cfg.prompts_per_step}")
     if parse_reference(cfg.reference) is not None and cfg.kl_coef <= 0:
@@ -190,7 +202,8 @@ def check_rewards(rewards: Any, n: int) -> Tensor:
     return r
 
 
-def policy_logp_entropy(model, batch: Completions, temperature: float, fast: bool | None = None) -> tuple[Tensor, Tensor]:
+def policy_logp_entropy(model, batch: Completions, temperature: float, fast: bool | None = None,
+                        layer: int | None = None) -> tuple[Tensor, Tensor]:
     """log pi_T and H(pi_T) at the completion positions, from one forward over prompt + completion.
 
     Args:
@@ -199,6 +212,8 @@ def policy_logp_entropy(model, batch: Completions, temperature: float, fast: boo
         temperature: T of pi_T = softmax(logits / T).
         fast: use the ``FastDecoder`` forward (same function, fewer ops; gradients reach the model's
             parameters); None: whenever ``supports_fast_decode(model)``.
+        layer: None: the model's policy; l in 1..L: the internal layer policy pi^l (BuPO,
+            ``gendiff.llm.layer_policies``: logits lm_head(final_norm(h_l)), from the plain HF forward).
 
     Returns:
         (logp [B, T], entropy [B, T]) with gradient; values at mask = 0 are meaningless.
@@ -207,7 +222,9 @@ def policy_logp_entropy(model, batch: Completions, temperature: float, fast: boo
     ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
     mask = torch.cat([batch.prompt_mask, torch.ones_like(batch.completion_ids)], 1)
     pos = position_ids_from_mask(mask)
-    if supports_fast_decode(model) if fast is None else fast:
+    if layer is not None:
+        logits = layer_logits(model, ids, mask, layers=[layer], keep_last=t + 1, position_ids=pos)[layer]
+    elif supports_fast_decode(model) if fast is None else fast:
         logits = FastDecoder(model, grad=torch.is_grad_enabled()).logits(ids, mask, pos, t + 1)
     else:
         kwargs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
@@ -277,6 +294,14 @@ class LLMTrainer:
         if cfg.prompts_per_step % self.num_processes:
             raise ValueError(f"prompts_per_step {cfg.prompts_per_step} is not divisible by the {self.num_processes} "
                              "processes: each process rolls out prompts_per_step / processes whole groups")
+        if cfg.bupo_layer:  # BuPO: the layer must exist; DDP would wait for the gradients of the layers above l
+            n_layers = find_layer_parts(model).num_layers
+            if cfg.bupo_layer > n_layers:
+                raise ValueError(f"bupo_layer {cfg.bupo_layer} exceeds the {n_layers} decoder layers of "
+                                 f"{type(model).__name__}")
+            if self.num_processes > 1:
+                raise ValueError("bupo_layer runs on one process only: under DDP the layers above bupo_layer get no "
+                                 "gradient in the bottom-up phase")
         self.ref_model = None
         if cfg.kl_coef > 0:
             soup = parse_reference(cfg.reference) if ref_model is None else None
@@ -302,6 +327,11 @@ class LLMTrainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._reward_params = inspect.signature(reward_fn).parameters
         self._warned_empty = False
+
+    def _bupo_layer(self) -> int | None:
+        """Step 4b: the decoder layer whose internal policy this step optimises (None: the model's policy)."""
+        cfg = self.config
+        return cfg.bupo_layer if cfg.bupo_layer and self.state.step < cfg.bupo_steps else None
 
     # ------------------------------------------------------------------ rollout
     def _next_prompts(self) -> list[str]:
@@ -463,7 +493,7 @@ class LLMTrainer:
         ref = None
         if self.ref_model is not None:
             with self.accelerator.autocast():
-                ref, _ = policy_logp_entropy(self.ref_model, batch, cfg.temperature)
+                ref, _ = policy_logp_entropy(self.ref_model, batch, cfg.temperature, layer=self._bupo_layer())
         # the sampler's log pi_T of rows drawn at T (HAPO's adaptive temperature changes only the draw)
         return {"batch": batch, "advantages": adv, "ref_logp": ref, "texts": texts, "rewards": rewards,
                 "on_policy": ~is_reg, "metrics": metrics,
@@ -523,9 +553,10 @@ class LLMTrainer:
         sub: Completions = roll["batch"].select(rows)
         mask = sub.completion_mask
         bare = self.accelerator.unwrap_model(self.model)
+        layer = self._bupo_layer()  # 4b. BuPO: the internal policy of a lower layer in the first steps
         with self.accelerator.autocast():  # a DDP-wrapped model must run its own forward (gradient sync)
             logp, entropy = policy_logp_entropy(self.model, sub, self.config.temperature,
-                                                fast=None if bare is self.model else False)
+                                                fast=None if bare is self.model else False, layer=layer)
         first = old is None
         old = logp.detach() if first else old
         if not bool(mask.any()):  # only empty completions in this micro-batch
@@ -540,7 +571,11 @@ class LLMTrainer:
             loss = loss + self.config.kl_coef * kl
             metrics["kl/k3"] = float(kl.detach())
         on = roll["on_policy"][rows]
-        if first and bool(on.any()):  # sampler (KV cache) vs training forward, same parameters: ~1e-6
+        if layer is not None:  # actor/entropy stays the model's policy's (entropy law, EPO history): renamed
+            metrics["bupo/layer"] = float(layer)
+            if "actor/entropy" in metrics:
+                metrics["bupo/layer_entropy"] = metrics.pop("actor/entropy")
+        elif first and bool(on.any()):  # sampler (KV cache) vs training forward, same parameters: ~1e-6
             metrics["rollout/logp_mismatch"] = float((logp.detach() - sub.logp).abs().mul(mask)[on].max())
         return loss, metrics, old
 
