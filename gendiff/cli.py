@@ -10,6 +10,7 @@
   gendiff subrl ...                 submodular RL: SubPO vs the additive-reward policy gradient
   gendiff tabular ...               tabular RL: UCBVI, StepMix / EpsMix conservative exploration
   gendiff fishery ...               fishery control: best constant-mortality / constant-escapement policies
+  gendiff robust ...                robust RL: non-dominated policies against state-adversarial attacks
   gendiff llm ...                   entropy-aware LLM RL
 
 The front door is the one place in gendiff/ allowed to import gendiff.mri / gendiff.pipelines /
@@ -44,6 +45,7 @@ def _app_commands(sub: argparse._SubParsersAction) -> None:
     from gendiff.rl.cli import (
         add_fishery_commands,
         add_gorl_commands,
+        add_robust_commands,
         add_subrl_commands,
         add_tabular_commands,
     )
@@ -56,6 +58,7 @@ def _app_commands(sub: argparse._SubParsersAction) -> None:
     add_subrl_commands(sub)
     add_tabular_commands(sub)
     add_fishery_commands(sub)
+    add_robust_commands(sub)
     add_llm_commands(sub)
 
 

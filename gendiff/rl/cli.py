@@ -56,3 +56,13 @@ def add_fishery_commands(subparsers: argparse._SubParsersAction) -> None:
     sub = add_group(subparsers, "fishery", "fishery control: constant-mortality / constant-escapement optima")
     add_experiment(sub, "search", FisherySearchConfig, run_fishery_search,
                    "grid + golden-section search of a constant policy's mean profit, then its evaluation")
+
+
+def add_robust_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``robust`` group (discover: the non-dominated policy set against state-adversarial attacks,
+    gendiff.rl.nondominated)."""
+    from gendiff.rl.robust import RobustDiscoverConfig, run_robust_discover
+
+    sub = add_group(subparsers, "robust", "robust RL: non-dominated policies against state-adversarial attacks")
+    add_experiment(sub, "discover", RobustDiscoverConfig, run_robust_discover,
+                   "PPO policies trained under the attacks where the set is weakest; writes set.json / .md, weights")

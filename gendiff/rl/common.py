@@ -232,11 +232,14 @@ def require_box_spaces(env_id: str, what: str) -> None:
         raise ValueError(f"environment {env_id!r} has {obs} observations; {what} needs flat Box observations")
 
 
-def make_vec_env(env_id: str, num_envs: int, seed: int, **kwargs: object) -> SyncVectorEnv:
-    """``num_envs`` copies in a SyncVectorEnv (same-step autoreset), seeded seed, seed+1, ..."""
+def make_vec_env(env_id: str, num_envs: int, seed: int, wrapper: Callable[[gym.Env], gym.Env] | None = None,
+                 **kwargs: object) -> SyncVectorEnv:
+    """``num_envs`` copies in a SyncVectorEnv (same-step autoreset), seeded seed, seed+1, ...; ``wrapper`` (e.g. a
+    state-adversarial attack, gendiff.rl.attacks.AttackedObservation) wraps each copy."""
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-    envs = SyncVectorEnv([lambda: make_env(env_id, **kwargs) for _ in range(num_envs)],
+    wrap = wrapper or (lambda env: env)
+    envs = SyncVectorEnv([lambda: wrap(make_env(env_id, **kwargs)) for _ in range(num_envs)],
                          autoreset_mode=AutoresetMode.SAME_STEP)
     envs.reset(seed=[seed + i for i in range(num_envs)])
     envs.action_space.seed(seed)

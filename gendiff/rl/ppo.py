@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -275,8 +276,12 @@ class PPO:
     def learn(self, env_id: str, steps: int, seed: int = 0, progress: bool = True,
               on_rollout: Callable[[int, dict[str, Tensor], Tensor], None] | None = None,
               lr_fraction: Callable[[int], float] | None = None,
-              actor_scale_fraction: Callable[[int], float] | None = None) -> TrainLog:
+              actor_scale_fraction: Callable[[int], float] | None = None,
+              wrapper: Callable[[gym.Env], gym.Env] | None = None) -> TrainLog:
         """Train for ``steps`` env steps; ``on_rollout(env_step, rollout, advantages)`` sees each rollout.
+
+        ``wrapper`` wraps each training env (e.g. a state-adversarial attack on the observations the agent sees,
+        gendiff.rl.attacks.AttackedObservation); the evaluations every ``eval_every`` steps use the plain env.
 
         With ``anneal_lr`` the learning rate is ``lr * lr_fraction(env_steps_done)`` before each iteration;
         the default fraction falls linearly from 1 to 0 over the whole run (GoRL passes a per-stage one).
@@ -285,7 +290,7 @@ class PPO:
         reloaded agent given another ``actor_lr_scale``) takes effect.
         """
         cfg, log, t0 = self.config, TrainLog(), time.perf_counter()
-        envs = make_vec_env(env_id, cfg.num_envs, seed)
+        envs = make_vec_env(env_id, cfg.num_envs, seed, wrapper=wrapper)
         tracker = EpisodeTracker(cfg.num_envs)
         obs, _ = envs.reset(seed=seed)
         per_iter = cfg.num_envs * cfg.num_steps
