@@ -106,6 +106,9 @@ def finite_and_count(rows: dict[str, Tensor]) -> tuple[dict[str, Tensor], int]:
 
 def _generator(cfg: SynthesizeConfig, ds: OfflineDataset, device: str) -> tuple[Any, Any]:
     """Step 1: (pipeline or SynthER model, guiding policy or None)."""
+    for what, path in (("pipeline", cfg.pipeline), ("synther", cfg.synther), ("policy", cfg.policy)):
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"--{what} {path}: no such file or folder")
     if cfg.synther:
         from gendiff.offline.synther import SynthER
 

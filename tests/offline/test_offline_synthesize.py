@@ -116,6 +116,8 @@ def test_bad_input_is_refused_before_any_work(tiny, tmp_path, monkeypatch):
     with pytest.raises(FileExistsError, match="kept.safetensors"):
         synthesize(_cfg(tiny, out))
     assert out.read_bytes() == b"the user's file"
+    with pytest.raises(FileNotFoundError, match="--pipeline .*missing: no such file or folder"):
+        synthesize(_cfg(tiny, tmp_path / "x.safetensors", pipeline=str(tmp_path / "missing")))
     assert main(["offline", "synthesize", "--dataset-id", DATASET, "--pipeline", str(tmp_path / "missing"),
                  "--out", str(tmp_path / "x.safetensors")]) != 0
     assert not (tmp_path / "x.safetensors").exists()
