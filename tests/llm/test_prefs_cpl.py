@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from datasets import Dataset, DatasetDict
+from test_prefs_losses import pairs  # the same random (policy, reference) log-prob pairs
 
 from gendiff.llm.evaluation import teacher_forced_batch
 from gendiff.llm.prefs import PREFERENCE_LOSSES, CPLConfig, cpl_loss
@@ -17,13 +18,6 @@ from gendiff.llm.tasks import build_tiny_lm
 from gendiff.llm.trainer import policy_logp_entropy
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
-
-
-def pairs(seed: int, P: int = 6):
-    g = torch.Generator().manual_seed(seed)
-    logp = (-8.0 * torch.rand(P, 2, generator=g, dtype=torch.float64)).requires_grad_()
-    ref = logp.detach() + 0.7 * torch.randn(P, 2, generator=g, dtype=torch.float64)
-    return logp, ref
 
 
 def test_cpl_is_registered_as_a_pairwise_loss():
