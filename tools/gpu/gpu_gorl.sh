@@ -2,10 +2,10 @@
 # GoRL decoder throughput on one GPU (HopperStand sizes: obs 15, action 4), prepared for an H100 / H200.
 # Not run on the project's CPUs. Finishes in well under 5 minutes (hard limit 280 s below).
 #
-# The GPU machine has torch (CUDA), accelerate, safetensors, tqdm but not diffusers / gymnasium: their
-# Python 3.12 wheels travel in the git-ignored folder .gpu_wheels/ (e.g. `pip download --python-version 3.12
-# --only-binary :all: --no-deps -d .gpu_wheels diffusers gymnasium farama-notifications cloudpickle
-# huggingface-hub`) and are installed here without network into a private target folder.
+# The GPU machine has torch (CUDA), accelerate, huggingface-hub, safetensors, tqdm but not diffusers / gymnasium:
+# their Python 3.12 wheels travel in the git-ignored folder .gpu_wheels/ (tools/gpu/gpu_prepare_wheels.sh) and are
+# installed here without network into a private target folder. Run on an H200 on 2026-12-04
+# (benchmarks/gorl/gpu_gorl_h200.json).
 # Output: $OUT/gpu_gorl.json (+ the card's name); stdout shows a table.
 # CPU smoke of the same code at small batches: GPU_GORL_SMOKE=1 bash tools/gpu/gpu_gorl.sh
 source "$(dirname "$0")/gpu_env.sh"

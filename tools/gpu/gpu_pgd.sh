@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Policy-guided trajectory diffusion throughput on one GPU (Hopper sizes: obs 11, action 3, windows of 64),
-# prepared for an H100 / H200; not run on the project's CPUs. Hard limit 280 s (well under 5 minutes).
+# run on an H200 on 2026-12-04 (benchmarks/offline/gpu_pgd_h200.json). Hard limit 280 s (well under 5 minutes).
 #
-# The GPU machine has torch (CUDA), accelerate, safetensors, tqdm, scikit-image (scipy) but not diffusers /
-# gymnasium: their Python 3.12 wheels travel in the git-ignored folder .gpu_wheels/ (e.g. `pip download
-# --python-version 3.12 --only-binary :all: --no-deps -d .gpu_wheels diffusers huggingface-hub gymnasium
-# farama-notifications cloudpickle`) and are installed without network into a private target folder.
+# The GPU machine has torch (CUDA), accelerate, huggingface-hub, safetensors, tqdm, scikit-image (scipy) but not
+# diffusers / gymnasium: their Python 3.12 wheels travel in the git-ignored folder .gpu_wheels/
+# (tools/gpu/gpu_prepare_wheels.sh) and are installed without network into a private target folder.
 # gendiff itself comes from its carried wheel (tools/gpu/gpu_prepare_wheels.sh), with gendiff.offline and
 # gendiff.pipelines in it.
 # Measures: synthetic transitions per second, unguided and PGD-guided (TD3+BC actor as N(pi(s), 1)), for
