@@ -97,20 +97,30 @@ def run_all(a: argparse.Namespace) -> Path:
     return work
 
 
-def _load(works: list[Path]) -> dict[tuple[str, str, str], dict[int, float]]:
-    scores: dict[tuple[str, str, str], dict[int, float]] = {}
+Key = tuple[str, str, str]  # (dataset, algo, label)
+
+
+def _load(works: list[Path]) -> tuple[dict[Key, dict[int, float]], dict[Key, dict[int, list[float]]],
+                                      dict[Key, list[int]]]:
+    """Per (dataset, algo, label): the final score per seed, the score at each evaluation per seed, and the
+    evaluation steps."""
+    scores: dict[Key, dict[int, float]] = {}
+    curves: dict[Key, dict[int, list[float]]] = {}
+    steps: dict[Key, list[int]] = {}
     for w in works:
         for f in sorted(w.glob("*_s*.json")):
             r = json.loads(f.read_text())
             c = r["config"]
-            label = c["synthetic"] + (SIM if c.get("relabel", "none") == "simulator" else "")
-            scores.setdefault((c["dataset_id"], c["algo"], label), {})[int(c["seed"])] = float(r["final"]["score_mean"])
-    return scores
+            key = (c["dataset_id"], c["algo"], c["synthetic"] + (SIM if c.get("relabel", "none") == "simulator" else ""))
+            scores.setdefault(key, {})[int(c["seed"])] = float(r["final"]["score_mean"])
+            curves.setdefault(key, {})[int(c["seed"])] = [float(p.get("score_mean", np.nan)) for p in r["curve"]]
+            steps[key] = [int(p["step"]) for p in r["curve"]]
+    return scores, curves, steps
 
 
 def table(works: list[Path], out: Path) -> dict[str, Any]:
     """Step 3."""
-    scores = _load(works)
+    scores, curves, eval_steps = _load(works)
     settings = [json.loads((w / "settings.json").read_text()) for w in works if (w / "settings.json").exists()]
     rows, diffs = [], []
     for (ds, algo, syn), by_seed in sorted(scores.items()):
@@ -140,6 +150,16 @@ def table(works: list[Path], out: Path) -> dict[str, Any]:
     md += [f"| {d['dataset_id']} | {d['algo']} | {d['pair']} | {d['mean']:+.1f} | [{d['t95'][0]:+.1f}, "
            f"{d['t95'][1]:+.1f}] | [{d['boot95'][0]:+.1f}, {d['boot95'][1]:+.1f}] | {d['wins']} of {len(d['seeds'])} |"
            for d in diffs]
+    if any(len(st) > 1 for st in eval_steps.values()):
+        md += ["", "Mean score over seeds at each evaluation (intermediate: 5 episodes per seed; last: 10)", ""]
+        for key, by_seed in sorted(curves.items()):
+            steps = eval_steps[key]
+            runs = np.array([v for v in by_seed.values() if len(v) == len(steps)])
+            res.setdefault("curves", []).append({"dataset_id": key[0], "algo": key[1], "synthetic": key[2],
+                                                 "steps": steps, "mean": runs.mean(0).tolist()})
+            md.append(f"- {key[1]} / {key[2]}: " + ", ".join(f"{st // 1000}k {m:.1f}" for st, m in
+                                                           zip(steps, runs.mean(0))))
+        out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=float))
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return res
