@@ -24,15 +24,18 @@ def launched_processes() -> int:
         return 1
 
 
+MULTIPROCESS_COMMANDS: list[str] = []  # the commands declared with multiprocess=True, in declaration order
+
+
 def _single_process_only(command: str) -> None:
     """ValueError under a launch of several processes: each would repeat the whole command on the same files."""
     n = launched_processes()
     if n > 1:
+        names = ", ".join(c.removeprefix("gendiff ") for c in MULTIPROCESS_COMMANDS)
         raise ValueError(f"`{command}` runs in one process; under this launch of {n} processes each would repeat it "
                          "and write the same files. Run it without `accelerate launch` (several seeds: several "
-                         "plain processes). Commands that split their work over processes: train-prior, mri "
-                         "train-prior, mri benchmark, images benchmark, offline train-diffusion, offline synthesize, "
-                         "llm train (README, 'Scaling out')")
+                         f"plain processes). Commands that split their work over processes: {names} "
+                         "(README, 'Scaling out')")
 
 
 def add_experiment(
@@ -57,6 +60,8 @@ def add_experiment(
     parser = subparsers.add_parser(name, help=help_, description=help_.replace("%%", "%"))
     add_config_arguments(parser, cls)
     command = parser.prog  # "gendiff GROUP NAME"
+    if multiprocess and command not in MULTIPROCESS_COMMANDS:
+        MULTIPROCESS_COMMANDS.append(command)
 
     def _run(args: argparse.Namespace) -> Any:
         cfg = config_from_args(cls, args)
