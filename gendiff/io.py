@@ -212,3 +212,26 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def tree_fingerprint(path: str | os.PathLike) -> str:
+    """A short content hash of a file or of every file under a folder (relative names and bytes, in sorted order).
+
+    Results that span sessions record it for the inputs they were made from (a dataset, a saved pipeline), so that
+    runs made from a rebuilt input that differs are never mixed into one table unnoticed. Raises
+    FileNotFoundError naming ``path`` when it does not exist.
+    """
+    import hashlib
+
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"cannot fingerprint {root}: no such file or folder")
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root) if f != root else f.name).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()[:16]

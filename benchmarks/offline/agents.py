@@ -8,7 +8,13 @@ with paired differences (the PGD issue's agent table).
 3. The table: final D4RL-normalised score (mean +- std over seeds), and paired differences (same seed) of
    pgd - none, pgd - unguided, synther - none, unguided - none with 95 % t-intervals (and the bootstrap
    interval of the mean for comparison). Runs with ``--set relabel=simulator`` (the synthetic rows' next states,
-   rewards and dones from the simulator) are labelled ``unguided+sim`` / ``pgd+sim`` and paired with their plain rows.
+   rewards and dones from the simulator) are labelled ``unguided+sim`` / ``pgd+sim``, and runs with another real
+   share than the reference's 16 of 256 ``pgd@128real`` etc.; each such row is paired with ``none`` and with its
+   plain row.
+4. A work folder records its settings and a fingerprint of its inputs (the dataset's files, the pipeline, the
+   SynthER folder: ``gendiff.io.tree_fingerprint``). Running again into it with other settings or other inputs
+   (for example a dataset rebuilt in a later session that differs) stops with an error naming the difference, and
+   ``--merge`` refuses folders whose fingerprints for one dataset disagree, so no table mixes them unnoticed.
 
   python benchmarks/offline/agents.py --tiny                       # smoke
 Full commands and results: benchmarks/offline/README.md.
@@ -27,12 +33,49 @@ from typing import Any
 import numpy as np
 import torch
 
+from gendiff.io import tree_fingerprint
+from gendiff.offline.datasets import datasets_root
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
 from gendiff.stats import bootstrap_ci, t_interval
 
-PAIRS = (("pgd", "none"), ("pgd", "unguided"), ("synther", "none"), ("unguided", "none"), ("pgd", "synther"),
-         ("unguided+sim", "none"), ("unguided+sim", "unguided"), ("pgd+sim", "pgd"))
+PAIRS = (("pgd", "none"), ("pgd", "unguided"), ("synther", "none"), ("unguided", "none"), ("pgd", "synther"))
 SIM = "+sim"  # label suffix of runs with relabel=simulator (synthetic next_obs / reward / done from the simulator)
+REAL_DEFAULT = TrainAgentConfig.real_per_batch  # the reference's share (16 real of 256); others are labelled @<n>real
+
+
+def label(config: dict[str, Any]) -> str:
+    """A run's row label: its synthetic source, ``+sim`` when relabelled by the simulator, ``@<n>real`` when its
+    batches hold another number of real transitions than the reference's (rows with real data only: ``none``)."""
+    lab = config["synthetic"]
+    if lab == "none":
+        return lab
+    if config.get("relabel", "none") == "simulator":
+        lab += SIM
+    if int(config.get("real_per_batch", REAL_DEFAULT)) != REAL_DEFAULT:
+        lab += f"@{int(config['real_per_batch'])}real"
+    return lab
+
+
+def _base(lab: str) -> str:
+    """``pgd+sim@128real`` -> ``pgd``."""
+    return lab.split("+")[0].split("@")[0]
+
+
+def pairs(labels: set[str]) -> list[tuple[str, str]]:
+    """The paired differences to report: :data:`PAIRS`, then every modified row against ``none`` and its plain row."""
+    out = [p for p in PAIRS if p[0] in labels and p[1] in labels]
+    for lab in sorted(labels):
+        if lab != _base(lab):
+            out += [p for p in ((lab, "none"), (lab, _base(lab))) if p[1] in labels and p not in out]
+    return out
+
+
+def inputs_fingerprint(dataset_id: str, pipeline: str, synther: str) -> dict[str, str]:
+    """Step 4: content hashes of the dataset's local files and of the generators the runs use ("" when unused)."""
+    fp = {"dataset": tree_fingerprint(datasets_root() / dataset_id)}
+    for name, path in (("pipeline", pipeline), ("synther", synther)):
+        fp[name] = tree_fingerprint(path) if path else ""
+    return fp
 
 
 def _seeds(spec: str) -> list[int]:
@@ -74,13 +117,27 @@ def _overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def claim_work(work: Path, settings: dict[str, Any]) -> None:
+    """Step 4: write ``settings`` to ``work``/settings.json, or stop when the folder already holds runs made with
+    other settings or from other input files (never adds them to its finished runs)."""
+    if (work / "settings.json").exists():
+        before = json.loads((work / "settings.json").read_text())
+        differ = [k for k in settings if k in before and before[k] != settings[k]]
+        if differ:
+            raise SystemExit(f"{work} holds runs made with other settings ({', '.join(differ)}: "
+                             f"{ {k: before[k] for k in differ} } there, { {k: settings[k] for k in differ} } now); "
+                             "use another --tag")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "settings.json").write_text(json.dumps(settings, indent=1))
+
+
 def run_all(a: argparse.Namespace) -> Path:
     """Steps 1-2: the runs of one settings tag."""
     work = Path(a.work) / a.tag
-    work.mkdir(parents=True, exist_ok=True)
     base = _overrides(a.set)
-    (work / "settings.json").write_text(json.dumps({"dataset_id": a.dataset_id, "pipeline": a.pipeline,
-                                                    "synther": a.synther, "overrides": base}, indent=1))
+    settings = {"dataset_id": a.dataset_id, "pipeline": a.pipeline, "synther": a.synther, "overrides": base,
+                "inputs": inputs_fingerprint(a.dataset_id, a.pipeline, a.synther)}
+    claim_work(work, settings)
     for seed in _seeds(a.seeds):
         for algo in a.algos.split(","):
             for syn in a.synthetic.split(","):
@@ -111,7 +168,7 @@ def _load(works: list[Path]) -> tuple[dict[Key, dict[int, float]], dict[Key, dic
         for f in sorted(w.glob("*_s*.json")):
             r = json.loads(f.read_text())
             c = r["config"]
-            key = (c["dataset_id"], c["algo"], c["synthetic"] + (SIM if c.get("relabel", "none") == "simulator" else ""))
+            key = (c["dataset_id"], c["algo"], label(c))
             scores.setdefault(key, {})[int(c["seed"])] = float(r["final"]["score_mean"])
             curves.setdefault(key, {})[int(c["seed"])] = [float(p.get("score_mean", np.nan)) for p in r["curve"]]
             steps[key] = [int(p["step"]) for p in r["curve"]]
@@ -122,13 +179,19 @@ def table(works: list[Path], out: Path) -> dict[str, Any]:
     """Step 3."""
     scores, curves, eval_steps = _load(works)
     settings = [json.loads((w / "settings.json").read_text()) for w in works if (w / "settings.json").exists()]
+    seen: dict[str, str] = {}
+    for st in settings:  # step 4: one dataset, one set of files
+        fp = st.get("inputs", {}).get("dataset")
+        if fp and seen.setdefault(st["dataset_id"], fp) != fp:
+            raise SystemExit(f"the work folders hold runs on two different copies of {st['dataset_id']} "
+                             f"(fingerprints {seen[st['dataset_id']]} and {fp}); merge runs on one copy only")
     rows, diffs = [], []
     for (ds, algo, syn), by_seed in sorted(scores.items()):
         v = np.array(list(by_seed.values()))
         rows.append({"dataset_id": ds, "algo": algo, "synthetic": syn, "seeds": sorted(by_seed), "mean": v.mean(),
                      "std": v.std(ddof=1) if len(v) > 1 else 0.0})
     for ds, algo in sorted({(k[0], k[1]) for k in scores}):
-        for x, y in PAIRS:
+        for x, y in pairs({k[2] for k in scores if k[:2] == (ds, algo)}):
             sx, sy = scores.get((ds, algo, x), {}), scores.get((ds, algo, y), {})
             common = sorted(set(sx) & set(sy))
             if not common:

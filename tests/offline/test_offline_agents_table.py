@@ -1,0 +1,92 @@
+"""The agent study's bookkeeping (benchmarks/offline/agents.py): row labels, pairs, and the guards that keep runs made
+from other settings or other input files out of one table; and ``gendiff.io.tree_fingerprint`` underneath."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from gendiff.io import tree_fingerprint
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _agents():
+    spec = importlib.util.spec_from_file_location("bench_offline_agents", ROOT / "benchmarks/offline/agents.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_labels_and_pairs() -> None:
+    ag = _agents()
+    assert ag.label({"synthetic": "none", "real_per_batch": 128}) == "none"  # real data only: the share is moot
+    assert ag.label({"synthetic": "pgd", "real_per_batch": 16, "relabel": "none"}) == "pgd"
+    assert ag.label({"synthetic": "pgd", "real_per_batch": 128}) == "pgd@128real"
+    assert ag.label({"synthetic": "unguided", "relabel": "simulator", "real_per_batch": 16}) == "unguided+sim"
+    assert ag.label({"synthetic": "pgd", "relabel": "simulator", "real_per_batch": 128}) == "pgd+sim@128real"
+    got = ag.pairs({"none", "pgd", "unguided", "pgd+sim", "pgd@128real"})
+    assert got == [("pgd", "none"), ("pgd", "unguided"), ("unguided", "none"), ("pgd+sim", "none"),
+                   ("pgd+sim", "pgd"), ("pgd@128real", "none"), ("pgd@128real", "pgd")]
+
+
+def _run_file(work: Path, synthetic: str, seed: int, score: float, real: int = 16) -> None:
+    cfg = {"dataset_id": "gendiff/x/medium-v0", "algo": "td3bc", "synthetic": synthetic, "seed": seed,
+           "real_per_batch": real, "relabel": "none"}
+    (work / f"td3bc_{synthetic}_{real}_s{seed}.json").write_text(json.dumps(
+        {"config": cfg, "final": {"score_mean": score}, "curve": [{"step": 10, "score_mean": score}]}))
+
+
+def test_merge_pairs_share_rows_and_refuses_two_copies_of_a_dataset(tmp_path: Path) -> None:
+    ag = _agents()
+    a, b = tmp_path / "a", tmp_path / "b"
+    for w, fp in ((a, "1111"), (b, "1111")):
+        w.mkdir()
+        (w / "settings.json").write_text(json.dumps({"dataset_id": "gendiff/x/medium-v0", "overrides": {},
+                                                      "inputs": {"dataset": fp}}))
+    for seed, (none, pgd50) in enumerate([(10.0, 12.0), (20.0, 25.0)]):
+        _run_file(a, "none", seed, none)
+        _run_file(b, "pgd", seed, pgd50, real=128)
+    res = ag.table([a, b], tmp_path / "t")
+    (d,) = [d for d in res["paired"] if d["pair"] == "pgd@128real - none"]
+    assert d["mean"] == pytest.approx(3.5) and d["wins"] == 2
+    (b / "settings.json").write_text(json.dumps({"dataset_id": "gendiff/x/medium-v0", "overrides": {},
+                                                  "inputs": {"dataset": "2222"}}))
+    with pytest.raises(SystemExit, match="two different copies of gendiff/x/medium-v0"):
+        ag.table([a, b], tmp_path / "t2")
+
+
+def test_tree_fingerprint(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "sub" / "w.bin").write_bytes(b"abc")
+    (d / "c.json").write_text("{}")
+    fp = tree_fingerprint(d)
+    assert fp == tree_fingerprint(d) and len(fp) == 16
+    (d / "sub" / "w.bin").write_bytes(b"abd")  # one byte changed
+    assert tree_fingerprint(d) != fp
+    (d / "sub" / "w.bin").write_bytes(b"abc")
+    assert tree_fingerprint(d) == fp
+    (d / "sub" / "w.bin").rename(d / "sub" / "v.bin")  # same bytes, another name
+    assert tree_fingerprint(d) != fp
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        tree_fingerprint(tmp_path / "missing")
+
+
+def test_a_work_folder_refuses_runs_made_otherwise(tmp_path: Path) -> None:
+    ag = _agents()
+    w = tmp_path / "w"
+    first = {"dataset_id": "d", "pipeline": "p", "synther": "", "overrides": {"steps": 100},
+             "inputs": {"dataset": "1111", "pipeline": "aaaa", "synther": ""}}
+    ag.claim_work(w, first)
+    ag.claim_work(w, json.loads(json.dumps(first)))  # the same settings: resumes
+    with pytest.raises(SystemExit, match="other settings \\(overrides"):
+        ag.claim_work(w, {**first, "overrides": {"steps": 200}})
+    with pytest.raises(SystemExit, match="inputs"):  # a rebuilt pipeline with other weights, same path
+        ag.claim_work(w, {**first, "inputs": {**first["inputs"], "pipeline": "bbbb"}})
+    assert json.loads((w / "settings.json").read_text()) == first
