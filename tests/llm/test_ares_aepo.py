@@ -314,3 +314,23 @@ def test_trainer_runs_each_rollout(tiny, rollout, extra):
             or logs[1]["ares/kl_beta_medium"] != 1.0
     else:
         assert all(m["eb/global_mean"] >= 1 for m in logs)
+
+
+def test_cli_trains_with_each_rollout(tiny, tmp_path):
+    import argparse
+    import json
+
+    from gendiff.llm.cli import add_llm_commands
+
+    tiny.model.save_pretrained(tmp_path / "m")
+    tiny.tokenizer.save_pretrained(tmp_path / "m")
+    for rollout, conf in (("ares", "{window: 2, hwe_boost: 1.0}"), ("entropy_balanced", "{threshold: 0.3}")):
+        parser = argparse.ArgumentParser()
+        add_llm_commands(parser.add_subparsers(dest="command"))
+        out = tmp_path / rollout
+        args = parser.parse_args(["llm", "train", "--out", str(out), "--model", str(tmp_path / "m"), "--steps", "2",
+                                  "--group-size", "4", "--prompts-per-step", "2", "--max-new-tokens", "5",
+                                  "--eval-prompts", "8", "--no-progress", "--rollout", rollout, "--rollout-config", conf])
+        args._run(args)
+        logs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+        assert len(logs) == 2 and all(m["rollout/generated_tokens"] > 0 for m in logs)
