@@ -189,6 +189,20 @@ class ARESState:
         self.target: dict[str, int] = {}
         self.kl = DynamicKL(c.kl_target, c.kl_beta_init, c.kl_lr, c.kl_update_interval, c.kl_ema_decay, c.kl_deadzone)
 
+    def state_dict(self) -> dict:
+        """What a checkpoint needs to resume (plain JSON types)."""
+        k = self.kl
+        return {"threshold": self.threshold.value, "alpha": dict(self.alpha), "target": dict(self.target),
+                "kl": {"beta": dict(k.beta), "last_kl": dict(k.last_kl), "err_ema": dict(k.err_ema), "count": k.count}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        self.threshold.value = state["threshold"]
+        self.alpha, self.target = dict(state["alpha"]), dict(state["target"])
+        kl = state["kl"]
+        self.kl.beta, self.kl.last_kl, self.kl.err_ema = dict(kl["beta"]), dict(kl["last_kl"]), dict(kl["err_ema"])
+        self.kl.count = int(kl["count"])
+
     def token_temperature(self):
         """Step 1 for the sampler: a stateful ``fn(scaled [B, V]) -> [B]`` factor, 1 + hwe_boost where the trailing
         window of the entropies drawn so far reaches tau_H (None before the first threshold or with hwe_boost 0)."""

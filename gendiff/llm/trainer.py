@@ -272,6 +272,7 @@ class TrainerState:
     empty_total: int = 0
     hapo_stats: HAPOStats | None = None
     target_entropy: float | None = None
+    ares: dict[str, Any] | None = None  # ARESState.state_dict() (rollout ares)
 
 
 class LLMTrainer:
@@ -701,6 +702,8 @@ class LLMTrainer:
         for group in self.optimizer.param_groups:  # linear warm-up over the first warmup_steps steps
             group["lr"] = lr
         roll = self.rollout(self._next_prompts())
+        if self.ares is not None:
+            st.ares = self.ares.state_dict()
         metrics = {**roll["metrics"], **self.update(roll), "actor/lr": lr}
         if "actor/entropy_coef_next" in metrics:
             st.entropy_coef = metrics["actor/entropy_coef_next"]
@@ -783,6 +786,8 @@ class LLMTrainer:
             state = json.loads((path / "trainer_state.json").read_text())
             q = state.get("riskpo_quantiles")
             self.state = TrainerState(**{**state, "riskpo_quantiles": tuple(q) if q is not None else None})
+            if self.ares is not None and self.state.ares is not None:
+                self.ares.load_state_dict(self.state.ares)
             self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
             rng = torch.load(path / "rng.pt", weights_only=True)
             written_by = len(rng.get("per_process", [None]))

@@ -334,3 +334,19 @@ def test_cli_trains_with_each_rollout(tiny, tmp_path):
         args._run(args)
         logs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
         assert len(logs) == 2 and all(m["rollout/generated_tokens"] > 0 for m in logs)
+
+
+def test_ares_state_round_trips_through_a_checkpoint(tiny, tmp_path):
+    import copy
+
+    from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward
+
+    cfg = LLMTrainConfig(steps=2, group_size=4, prompts_per_step=2, max_new_tokens=5, lr=1e-3, rollout="ares",
+                         kl_coef=0.05, rollout_config={"kl_update_interval": 1, "window": 2})
+    tr = LLMTrainer(copy.deepcopy(tiny.model), tiny.tokenizer, arithmetic_reward, ArithmeticTask().prompt_source(), cfg)
+    tr.train(steps=1, progress=False)
+    tr.save_checkpoint(tmp_path / "ck")
+    again = LLMTrainer(copy.deepcopy(tiny.model), tiny.tokenizer, arithmetic_reward, ArithmeticTask().prompt_source(),
+                       cfg)
+    again.load_checkpoint(tmp_path / "ck")
+    assert again.ares.state_dict() == tr.ares.state_dict() and again.ares.threshold.value is not None
