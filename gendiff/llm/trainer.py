@@ -6,6 +6,11 @@ One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken 
    sampler (``gendiff.llm.sampling``) at ``temperature`` / ``top_p``. Loss ``hapo``: each token is drawn
    at T (1 + tau h), h from the last update's entropy map. Advantage ``aepo``: ``regularizer_size``
    more per prompt at T x ``target_temperature(H, H*)``.
+1c. ``rollout``: ``ares`` (``gendiff.llm.ares``: a hotter draw at high-window-entropy positions, the reward shaped
+   by the hierarchical entropy reward of the group's difficulty, per-difficulty KL weights) or ``entropy_balanced``
+   (``gendiff.llm.entropy_balanced``: agentic AEPO's pre-monitored split of the group_size budget between whole
+   rollouts and branches at high-entropy tokens). One process only; ``rollout/generated_tokens`` counts the tokens
+   sampled (branches share their parents' prefixes).
 2. Reward: ``reward_fn(prompts, completions, **meta) -> list[float]`` on the decoded completions; NaN,
    inf or a wrong count raise ``ValueError``.
 3. Advantage: ``ADVANTAGES[config.advantage]`` over the groups, with what each estimator needs: token
@@ -89,6 +94,8 @@ from gendiff.entropy import masked_mean, token_entropy, token_logprobs
 from gendiff.io import loading
 
 from .advantages import ADVANTAGES, target_temperature
+from .ares import ARESConfig, ARESState
+from .entropy_balanced import EBRolloutConfig, entropy_balanced_rollout
 from .fast_decode import FastDecoder, supports_fast_decode
 from .layer_policies import find_layer_parts, layer_logits
 from .losses import (
@@ -148,6 +155,8 @@ class LLMTrainConfig:
     checkpoint_every: int = 0  # steps between checkpoint-<step>/ folders (0: none)
     bupo_layer: int = 0  # BuPO: layer l (1..L) whose internal policy the first bupo_steps steps train (0: off)
     bupo_steps: int = 0  # BuPO: steps of the bottom-up phase on bupo_layer, then the top-layer objective
+    rollout: Literal["sample", "ares", "entropy_balanced"] = "sample"  # 1c. how a step's rows are drawn
+    rollout_config: dict[str, Any] = field(default_factory=dict)  # ARESConfig / EBRolloutConfig fields (YAML mapping)
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
@@ -173,6 +182,7 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
                          f"{cfg.bupo_layer}, bupo_steps {cfg.bupo_steps}")
     if cfg.grad_accum > cfg.group_size * cfg.prompts_per_step:
         raise ValueError(f"grad_accum {cfg.grad_accum} exceeds the batch of {cfg.group_size * cfg.prompts_per_step}")
+    check_rollout(cfg, _as_dict("rollout_config", cfg.rollout_config))
     if parse_reference(cfg.reference) is not None and cfg.kl_coef <= 0:
         raise ValueError(f"reference {cfg.reference!r} is a KL reference: it needs kl_coef > 0")
     loss_cfg = from_dict(POLICY_LOSSES.get(cfg.loss).config_class, _as_dict("loss_config", cfg.loss_config))
@@ -186,6 +196,21 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
     if cfg.advantage in ("aepo", "dcpo") and not 0.0 < adv_cfg.temp_low <= adv_cfg.temp_high:
         raise ValueError(f"{cfg.advantage} needs 0 < temp_low <= temp_high, got {adv_cfg.temp_low}, {adv_cfg.temp_high}")
     return loss_cfg, adv_cfg
+
+
+def check_rollout(cfg: LLMTrainConfig, mapping: dict[str, Any]) -> ARESConfig | EBRolloutConfig | None:
+    """Step 1c's typed settings (None for ``sample``), or ValueError naming the clash."""
+    kinds = {"ares": ARESConfig, "entropy_balanced": EBRolloutConfig}
+    if cfg.rollout not in ("sample", *kinds):
+        raise ValueError(f"unknown rollout {cfg.rollout!r}; valid: ['sample', 'ares', 'entropy_balanced']")
+    if cfg.rollout == "sample":
+        if mapping:
+            raise ValueError(f"rollout_config {mapping!r} needs rollout ares or entropy_balanced, not sample")
+        return None
+    if cfg.advantage == "aepo" or cfg.loss == "hapo" or cfg.bupo_layer:
+        raise ValueError(f"rollout {cfg.rollout!r} draws its own rows: it does not combine with advantage aepo, loss "
+                         f"hapo or BuPO (got advantage {cfg.advantage!r}, loss {cfg.loss!r}, bupo_layer {cfg.bupo_layer})")
+    return from_dict(kinds[cfg.rollout], mapping)
 
 
 def check_rewards(rewards: Any, n: int) -> Tensor:
@@ -247,6 +272,7 @@ class TrainerState:
     empty_total: int = 0
     hapo_stats: HAPOStats | None = None
     target_entropy: float | None = None
+    ares: dict[str, Any] | None = None  # ARESState.state_dict() (rollout ares)
 
 
 class LLMTrainer:
@@ -302,6 +328,10 @@ class LLMTrainer:
             if self.num_processes > 1:
                 raise ValueError("bupo_layer runs on one process only: under DDP the layers above bupo_layer get no "
                                  "gradient in the bottom-up phase")
+        self.rollout_cfg = check_rollout(cfg, _as_dict("rollout_config", cfg.rollout_config))
+        self.ares = ARESState(self.rollout_cfg) if cfg.rollout == "ares" else None
+        if cfg.rollout != "sample" and self.num_processes > 1:
+            raise ValueError(f"rollout {cfg.rollout!r} runs on one process only (its rows are drawn per prompt)")
         self.ref_model = None
         if cfg.kl_coef > 0:
             soup = parse_reference(cfg.reference) if ref_model is None else None
@@ -446,12 +476,21 @@ class LLMTrainer:
         t0 = time.perf_counter()
         hapo_tau = getattr(self.loss_cfg, "temperature_tau", 0.0) if cfg.loss == "hapo" else 0.0
         token_temp = hapo_token_temperature(st.hapo_stats, hapo_tau) if hapo_tau and st.hapo_stats else None
-        batch = self._sample(ids, mask, cfg.temperature, cfg.group_size, token_temp)  # 1.
+        draw_temp = self.ares.token_temperature() if self.ares is not None else token_temp  # 1c. ARES: hotter at HWE
+        if cfg.rollout == "entropy_balanced":  # 1c. agentic AEPO: global rollouts + branches at high-entropy steps
+            batch, generated, eb_metrics = entropy_balanced_rollout(
+                self.accelerator.unwrap_model(self.model), ids, mask, cfg.group_size, cfg.max_new_tokens, self.eos_ids,
+                self.pad_id, cfg.temperature, cfg.top_p, self.generator, self.rollout_cfg)
+            empty = batch.finished & (batch.completion_mask.sum(-1) == 1)
+            batch.completion_mask = batch.completion_mask * (~empty)[:, None]
+        else:
+            batch = self._sample(ids, mask, cfg.temperature, cfg.group_size, draw_temp)  # 1.
+            generated, eb_metrics = None, {}
         n_main = batch.completion_ids.shape[0]
         group_ids = torch.arange(n_main, device=ids.device) // cfg.group_size + first
         rep_prompts = [p for p in prompts for _ in range(cfg.group_size)]
         entropy = self._masked_mean(batch.entropy, batch.completion_mask)
-        metrics: dict[str, float] = {"rollout/entropy": entropy}
+        metrics: dict[str, float] = {"rollout/entropy": entropy, **eb_metrics}
         if token_temp is not None:  # the factors the draw used (from the same entropies of pi_T)
             metrics["hapo/temperature_factor_mean"] = self._masked_mean(hapo_temperature(
                 hapo_apply_stats(batch.entropy, st.hapo_stats), 1.0, hapo_tau), batch.completion_mask)
@@ -477,6 +516,11 @@ class LLMTrainer:
         comp_lists = [row[: int(n)].tolist() for row, n in zip(batch.completion_ids.cpu(), lengths.cpu(), strict=True)]
         meta = {"group_ids": group_ids.tolist(), "completion_ids": comp_lists, "step": st.step}
         rewards = self._call_reward(rep_prompts, texts, meta).to(ids.device, torch.float32)  # 2.
+        buckets = None
+        if self.ares is not None:  # 2b. ARES: r_acc + hierarchical entropy reward, difficulty from the pass rate
+            metrics["ares/accuracy_reward_mean"] = float(rewards.mean())
+            rewards, buckets, ares_metrics = self.ares.shape(rewards, group_ids, batch.entropy, batch.completion_mask)
+            metrics.update(ares_metrics)
         is_reg = torch.arange(len(texts), device=ids.device) >= n_main
         adv, adv_metrics = self._advantages(rewards, group_ids, batch, rep_prompts, texts, is_reg, entropy)  # 3.
         g_rewards, g_reg, g_lengths = self._glob(rewards), self._glob(is_reg), self._glob(lengths)
@@ -489,15 +533,24 @@ class LLMTrainer:
         keep = self._d3s_rows(adv, group_ids - first, batch.completion_mask)
         if keep is not None:  # 3b. D3S sample level: only the max-variance rollouts of each group
             batch, adv, is_reg = batch.select(keep), adv[keep], is_reg[keep]
+            buckets = None if buckets is None else [b for b, k in zip(buckets, keep.tolist(), strict=True) if k]
             metrics["d3s/kept_rollouts"] = float(self._global_sum(float(keep.sum()))[0])
         ref = None
         if self.ref_model is not None:
             with self.accelerator.autocast():
                 ref, _ = policy_logp_entropy(self.ref_model, batch, cfg.temperature, layer=self._bupo_layer())
+        kl_weight = None
+        if buckets is not None and ref is not None:  # 6. ARES dynamic KL: per-bucket weights, adapted to the KL now
+            m = batch.completion_mask.bool()
+            delta = ref - batch.logp
+            k3 = torch.where(m, torch.exp(delta) - delta - 1, torch.zeros_like(delta))
+            self.ares.kl.update(buckets, (k3.sum(-1) / m.sum(-1).clamp_min(1)).tolist())
+            kl_weight = self.ares.kl.weights(buckets).to(ids.device)
+        tokens = self._global_sum(float(batch.completion_mask.sum()))[0]
+        metrics["rollout/generated_tokens"] = float(tokens if generated is None else generated)
         # the sampler's log pi_T of rows drawn at T (HAPO's adaptive temperature changes only the draw)
         return {"batch": batch, "advantages": adv, "ref_logp": ref, "texts": texts, "rewards": rewards,
-                "on_policy": ~is_reg, "metrics": metrics,
-                "tokens": self._global_sum(float(batch.completion_mask.sum()))[0]}
+                "on_policy": ~is_reg, "metrics": metrics, "tokens": tokens, "kl_weight": kl_weight}
 
     def _advantages(self, rewards: Tensor, group_ids: Tensor, batch: Completions, prompts: list[str],
                     texts: list[str], is_reg: Tensor, entropy: float) -> tuple[Tensor, dict]:
@@ -567,6 +620,8 @@ class LLMTrainer:
         if self.ref_model is not None:
             delta = roll["ref_logp"][rows] - logp
             k3 = torch.where(mask.bool(), torch.exp(delta) - delta - 1, torch.zeros_like(delta))
+            if roll.get("kl_weight") is not None:  # ARES: the row's difficulty bucket weight beta_d
+                k3 = k3 * roll["kl_weight"][rows][:, None]
             kl = agg_loss(k3, mask, self.loss_cfg.loss_agg_mode, self.loss_cfg.norm_len)
             loss = loss + self.config.kl_coef * kl
             metrics["kl/k3"] = float(kl.detach())
@@ -647,6 +702,8 @@ class LLMTrainer:
         for group in self.optimizer.param_groups:  # linear warm-up over the first warmup_steps steps
             group["lr"] = lr
         roll = self.rollout(self._next_prompts())
+        if self.ares is not None:
+            st.ares = self.ares.state_dict()
         metrics = {**roll["metrics"], **self.update(roll), "actor/lr": lr}
         if "actor/entropy_coef_next" in metrics:
             st.entropy_coef = metrics["actor/entropy_coef_next"]
@@ -729,6 +786,8 @@ class LLMTrainer:
             state = json.loads((path / "trainer_state.json").read_text())
             q = state.get("riskpo_quantiles")
             self.state = TrainerState(**{**state, "riskpo_quantiles": tuple(q) if q is not None else None})
+            if self.ares is not None and self.state.ares is not None:
+                self.ares.load_state_dict(self.state.ares)
             self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
             rng = torch.load(path / "rng.pt", weights_only=True)
             written_by = len(rng.get("per_process", [None]))

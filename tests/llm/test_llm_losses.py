@@ -28,7 +28,7 @@ from gendiff.llm.losses import (
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
 EXPECTED = {"grpo", "clip_cov", "kl_cov", "entropy_bonus", "top_entropy", "steer", "hapo", "bapo", "epo",
-            "d3s_tokens"}
+            "d3s_tokens", "ebpo"}
 
 
 def batch(seed: int, B: int = 5, T: int = 8, token_adv: bool = False, empty_row: bool = True):

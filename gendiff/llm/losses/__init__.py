@@ -1,6 +1,6 @@
 """Token-level policy losses for LLM RL, one file per family, all in the ``POLICY_LOSSES`` registry.
 
-Keys: grpo, clip_cov, kl_cov, entropy_bonus, top_entropy, steer, hapo, bapo, epo, d3s_tokens.
+Keys: grpo, clip_cov, kl_cov, entropy_bonus, top_entropy, steer, hapo, bapo, epo, d3s_tokens, ebpo.
 See docs/llm_losses.md for formulas, defaults and papers.
 """
 
@@ -21,6 +21,7 @@ from .common import (
     ppo_clip_token_loss,
 )
 from .d3s import D3SConfig, d3s_keep_ratio, d3s_select_samples, d3s_token_select, d3s_tokens_loss
+from .ebpo import EBPOConfig, ebpo_loss, entropy_aware_advantage
 from .entropy_bonus import EntropyBonusConfig, entropy_bonus_loss
 from .epo import EPOConfig, epo_loss, epo_phase_weight
 from .grpo import GRPOLossConfig, grpo_loss
@@ -47,11 +48,11 @@ def get_policy_loss(name: str):
 
 
 __all__ = [
-    "AGG_MODES", "KNOWN_EXTRAS", "POLICY_LOSSES", "AggMode", "BAPOConfig", "ClipCovConfig", "D3SConfig",
+    "AGG_MODES", "KNOWN_EXTRAS", "POLICY_LOSSES", "AggMode", "BAPOConfig", "ClipCovConfig", "D3SConfig", "EBPOConfig",
     "EPOConfig", "EntropyBonusConfig", "GRPOLossConfig", "HAPOConfig", "KLCovConfig", "PPOClipConfig",
     "SteerConfig", "TopEntropyConfig", "agg_loss", "bapo_bounds", "bapo_loss", "check_policy_inputs",
     "clip_cov_loss", "clip_cov_select", "config_defaults", "d3s_keep_ratio", "d3s_select_samples",
-    "d3s_token_select", "d3s_tokens_loss", "default_config", "entropy_bonus_loss", "epo_loss",
+    "d3s_token_select", "d3s_tokens_loss", "default_config", "ebpo_loss", "entropy_aware_advantage", "entropy_bonus_loss", "epo_loss",
     "epo_phase_weight", "get_policy_loss", "grpo_loss", "HAPOStats", "hapo_apply_stats", "hapo_clip_bounds",
     "hapo_entropy_stats", "hapo_loss", "hapo_normalized_entropy", "hapo_redistribute", "hapo_temperature",
     "hapo_token_temperature", "kl_cov_loss", "kl_cov_select", "positive_share", "ppo_clip_token_loss",
