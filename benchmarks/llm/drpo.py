@@ -16,7 +16,7 @@
    paired DR-PO - GRPO differences with a 95 % t-interval over seeds.
 
     python benchmarks/llm/drpo.py --seeds 100 --rates 0.25 0.5 1.0 --out benchmarks/llm/drpo_tuning.json
-    python benchmarks/llm/drpo.py --seeds 0 1 2 --rates R --out benchmarks/llm/drpo.json
+    python benchmarks/llm/drpo.py --seeds 0 1 2 --rates 0.25 --out benchmarks/llm/drpo.json  # rate chosen on seed 100
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def markdown(res: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--rates", type=float, nargs="+", default=[0.5], help="DR-PO reset rates (GRPO, rate 0, always runs)")
+    p.add_argument("--rates", type=float, nargs="+", default=[0.25], help="DR-PO reset rates (GRPO, rate 0, always runs)")
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--prompts-per-step", type=int, default=16)
     p.add_argument("--group-size", type=int, default=8)
