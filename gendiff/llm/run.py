@@ -135,6 +135,17 @@ def run_train(rc: LLMRunConfig) -> dict:
         raise ValueError(f"--sft-steps must be >= 0, got {rc.sft_steps}")
     if rc.eval_prompts < 1:
         raise ValueError(f"--eval-prompts must be >= 1, got {rc.eval_prompts}")
+    if cfg.reset_rate > 0:  # DR-PO: the reset data must be of this task and hold no held-out problem
+        from .dataset_reset import check_reset_data
+        from .tasks import ArithmeticTask, solve
+
+        def is_task_prompt(prompt: str) -> bool:
+            try:
+                return bool(solve(prompt))
+            except ValueError:
+                return False
+
+        check_reset_data(cfg.reset_data, rc.task, ArithmeticTask().heldout(rc.eval_prompts), is_task_prompt)
     out = Path(rc.out)
     run_args = {"task": rc.task, "model": rc.model, "sft_steps": rc.sft_steps,
                 "partial_credit": rc.partial_credit, "eval_prompts": rc.eval_prompts}

@@ -11,6 +11,9 @@ One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken 
    (``gendiff.llm.entropy_balanced``: agentic AEPO's pre-monitored split of the group_size budget between whole
    rollouts and branches at high-entropy tokens). One process only; ``rollout/generated_tokens`` counts the tokens
    sampled (branches share their parents' prefixes).
+1d. DR-PO (``reset_rate`` > 0, ``gendiff.llm.dataset_reset``): a share of the step's prompts is replaced by a
+   dataset prompt + a prefix of its preferred response; the group continues it (no loss on the prefix tokens) and
+   the reward sees prefix + continuation.
 2. Reward: ``reward_fn(prompts, completions, **meta) -> list[float]`` on the decoded completions; NaN,
    inf or a wrong count raise ``ValueError``.
 3. Advantage: ``ADVANTAGES[config.advantage]`` over the groups, with what each estimator needs: token
@@ -96,6 +99,14 @@ from gendiff.io import loading
 from .advantages import ADVANTAGES, target_temperature
 from .ares import ARESConfig, ARESState
 from .entropy_balanced import EBRolloutConfig, entropy_balanced_rollout
+from .dataset_reset import (
+    DatasetReset,
+    check_reset_rate,
+    extend_prompts,
+    full_answers,
+    keep_eos_after_prefix,
+    reset_metrics,
+)
 from .fast_decode import FastDecoder, supports_fast_decode
 from .layer_policies import find_layer_parts, layer_logits
 from .losses import (
@@ -157,6 +168,8 @@ class LLMTrainConfig:
     bupo_steps: int = 0  # BuPO: steps of the bottom-up phase on bupo_layer, then the top-layer objective
     rollout: Literal["sample", "ares", "entropy_balanced"] = "sample"  # 1c. how a step's rows are drawn
     rollout_config: dict[str, Any] = field(default_factory=dict)  # ARESConfig / EBRolloutConfig fields (YAML mapping)
+    reset_rate: float = 0.0  # DR-PO: share of a step's prompts (whole groups) that start from a prefix of a preferred response of reset_data, in [0, 1] (0: off)
+    reset_data: str | None = None  # DR-PO: a `gendiff llm prefs make` folder; its pairs' chosen responses are the reset states
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
@@ -183,6 +196,9 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
     if cfg.grad_accum > cfg.group_size * cfg.prompts_per_step:
         raise ValueError(f"grad_accum {cfg.grad_accum} exceeds the batch of {cfg.group_size * cfg.prompts_per_step}")
     check_rollout(cfg, _as_dict("rollout_config", cfg.rollout_config))
+    check_reset_rate(cfg.reset_rate)
+    if cfg.reset_rate > 0 and not cfg.reset_data:
+        raise ValueError(f"reset_rate {cfg.reset_rate} needs reset_data (a `gendiff llm prefs make` folder)")
     if parse_reference(cfg.reference) is not None and cfg.kl_coef <= 0:
         raise ValueError(f"reference {cfg.reference!r} is a KL reference: it needs kl_coef > 0")
     loss_cfg = from_dict(POLICY_LOSSES.get(cfg.loss).config_class, _as_dict("loss_config", cfg.loss_config))
@@ -207,9 +223,10 @@ def check_rollout(cfg: LLMTrainConfig, mapping: dict[str, Any]) -> ARESConfig | 
         if mapping:
             raise ValueError(f"rollout_config {mapping!r} needs rollout ares or entropy_balanced, not sample")
         return None
-    if cfg.advantage == "aepo" or cfg.loss == "hapo" or cfg.bupo_layer:
+    if cfg.advantage == "aepo" or cfg.loss == "hapo" or cfg.bupo_layer or cfg.reset_rate > 0:
         raise ValueError(f"rollout {cfg.rollout!r} draws its own rows: it does not combine with advantage aepo, loss "
-                         f"hapo or BuPO (got advantage {cfg.advantage!r}, loss {cfg.loss!r}, bupo_layer {cfg.bupo_layer})")
+                         f"hapo, BuPO or DR-PO resets (got advantage {cfg.advantage!r}, loss {cfg.loss!r}, bupo_layer "
+                         f"{cfg.bupo_layer}, reset_rate {cfg.reset_rate})")
     return from_dict(kinds[cfg.rollout], mapping)
 
 
@@ -357,6 +374,8 @@ class LLMTrainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._reward_params = inspect.signature(reward_fn).parameters
         self._warned_empty = False
+        # DR-PO (gendiff.llm.dataset_reset): some groups start from a prefix of a preferred dataset response
+        self.reset = DatasetReset.load(cfg.reset_data, tokenizer, cfg.reset_rate) if cfg.reset_rate > 0 else None
 
     def _bupo_layer(self) -> int | None:
         """Step 4b: the decoder layer whose internal policy this step optimises (None: the model's policy)."""
@@ -462,17 +481,24 @@ class LLMTrainer:
 
     # ------------------------------------------------------------------ rollout (steps 1-3)
     @torch.no_grad()
-    def rollout(self, prompts: list[str]) -> dict[str, Any]:
+    def rollout(self, prompts: list[str], prefixes: list[list[int]] | None = None) -> dict[str, Any]:
         """Steps 1-3: sample, score, compute advantages. Returns the batch and its rollout metrics.
 
-        ``prompts`` are the step's prompts over all processes; each process rolls out its slice of them."""
+        ``prompts`` are the step's prompts over all processes; each process rolls out its slice of them.
+        ``prefixes`` (DR-PO, ``gendiff.llm.dataset_reset``): per prompt, token ids that the rollouts continue from;
+        they extend the prompt (no loss on them) and the reward sees prefix + continuation."""
         cfg, name, st = self.config, self.config.advantage, self.state
         n_proc, rank = self.num_processes, self.process_index
         ids, mask = self.encode_prompts(prompts)  # all prompts: the same left padding on every process
+        reset_stats = {}
+        if prefixes is not None:  # DR-PO roll-in: the prefix tokens extend the prompts
+            ids, mask = extend_prompts(ids, mask, prefixes, self.pad_id, self.context, cfg.max_new_tokens)
+            reset_stats = reset_metrics(prefixes)
         n_loc = len(prompts) // n_proc
         first = rank * n_loc  # this process's first prompt (its first group id)
         if n_proc > 1:
             ids, mask, prompts = ids[first : first + n_loc], mask[first : first + n_loc], prompts[first : first + n_loc]
+            prefixes = prefixes[first : first + n_loc] if prefixes is not None else None
         t0 = time.perf_counter()
         hapo_tau = getattr(self.loss_cfg, "temperature_tau", 0.0) if cfg.loss == "hapo" else 0.0
         token_temp = hapo_token_temperature(st.hapo_stats, hapo_tau) if hapo_tau and st.hapo_stats else None
@@ -490,7 +516,7 @@ class LLMTrainer:
         group_ids = torch.arange(n_main, device=ids.device) // cfg.group_size + first
         rep_prompts = [p for p in prompts for _ in range(cfg.group_size)]
         entropy = self._masked_mean(batch.entropy, batch.completion_mask)
-        metrics: dict[str, float] = {"rollout/entropy": entropy, **eb_metrics}
+        metrics: dict[str, float] = {"rollout/entropy": entropy, **eb_metrics, **reset_stats}
         if token_temp is not None:  # the factors the draw used (from the same entropies of pi_T)
             metrics["hapo/temperature_factor_mean"] = self._masked_mean(hapo_temperature(
                 hapo_apply_stats(batch.entropy, st.hapo_stats), 1.0, hapo_tau), batch.completion_mask)
@@ -506,6 +532,10 @@ class LLMTrainer:
             batch = pad_completions(batch, int(self.accelerator.gather(width).max()), self.pad_id)
             self._set_row_order(batch.completion_ids.shape[0], n_main)
         t_gen = time.perf_counter() - t0
+        row_prefixes = None
+        if prefixes is not None:  # DR-PO: EOS right after a prefix ends a non-empty answer: trained on, not "empty"
+            row_prefixes = [prefixes[g] for g in (group_ids - first).tolist()]
+            keep_eos_after_prefix(batch, row_prefixes, self.eos_ids)
         lengths = batch.completion_mask.sum(-1) + (batch.finished & (batch.completion_mask.sum(-1) == 0))
         n_empty = int((batch.completion_mask.sum(-1) == 0).sum())
         if n_empty and not self._warned_empty:
@@ -514,6 +544,8 @@ class LLMTrainer:
             self._warned_empty = True
         texts = self.tokenizer.batch_decode(batch.completion_ids, skip_special_tokens=True)
         comp_lists = [row[: int(n)].tolist() for row, n in zip(batch.completion_ids.cpu(), lengths.cpu(), strict=True)]
+        if row_prefixes is not None:  # DR-PO: the reward sees the whole answer, prefix + continuation
+            texts, comp_lists = full_answers(row_prefixes, comp_lists, self.tokenizer)
         meta = {"group_ids": group_ids.tolist(), "completion_ids": comp_lists, "step": st.step}
         rewards = self._call_reward(rep_prompts, texts, meta).to(ids.device, torch.float32)  # 2.
         buckets = None
@@ -530,6 +562,11 @@ class LLMTrainer:
                         "rollout/empty_count": int(self._global_sum(n_empty)[0]),
                         "rollout/truncated_frac": float((~self._glob(batch.finished)).float().mean()),
                         "time/generate": t_gen})
+        if row_prefixes is not None:  # DR-PO: the reward of the groups that started from the prompt alone
+            plain = self._glob(torch.tensor([not p for p in row_prefixes], device=ids.device))
+            from_prompt = ~g_reg & plain
+            if bool(from_prompt.any()):
+                metrics["drpo/reward_from_prompt"] = float(g_rewards[from_prompt].mean())
         keep = self._d3s_rows(adv, group_ids - first, batch.completion_mask)
         if keep is not None:  # 3b. D3S sample level: only the max-variance rollouts of each group
             batch, adv, is_reg = batch.select(keep), adv[keep], is_reg[keep]
@@ -701,7 +738,10 @@ class LLMTrainer:
         lr = cfg.lr * min(1.0, (st.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         for group in self.optimizer.param_groups:  # linear warm-up over the first warmup_steps steps
             group["lr"] = lr
-        roll = self.rollout(self._next_prompts())
+        prompts, prefixes = self._next_prompts(), None
+        if self.reset is not None:  # DR-PO: some groups start from a prefix of a preferred response
+            prompts, prefixes = self.reset.choose(prompts, self.rng)
+        roll = self.rollout(prompts, prefixes)
         if self.ares is not None:
             st.ares = self.ares.state_dict()
         metrics = {**roll["metrics"], **self.update(roll), "actor/lr": lr}
