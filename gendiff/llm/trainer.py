@@ -98,7 +98,6 @@ from gendiff.io import loading
 
 from .advantages import ADVANTAGES, target_temperature
 from .ares import ARESConfig, ARESState
-from .entropy_balanced import EBRolloutConfig, entropy_balanced_rollout
 from .dataset_reset import (
     DatasetReset,
     check_reset_rate,
@@ -107,6 +106,7 @@ from .dataset_reset import (
     keep_eos_after_prefix,
     reset_metrics,
 )
+from .entropy_balanced import EBRolloutConfig, entropy_balanced_rollout
 from .fast_decode import FastDecoder, supports_fast_decode
 from .layer_policies import find_layer_parts, layer_logits
 from .losses import (
