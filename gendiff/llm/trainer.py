@@ -148,6 +148,8 @@ class LLMTrainConfig:
     checkpoint_every: int = 0  # steps between checkpoint-<step>/ folders (0: none)
     bupo_layer: int = 0  # BuPO: layer l (1..L) whose internal policy the first bupo_steps steps train (0: off)
     bupo_steps: int = 0  # BuPO: steps of the bottom-up phase on bupo_layer, then the top-layer objective
+    critic: Literal["none", "ppo_max"] = "none"  # ppo_max: critic-based PPO-max (gendiff.llm.ppo_max.PPOMaxTrainer)
+    critic_config: dict[str, Any] = field(default_factory=dict)  # PPOMaxConfig fields (YAML mapping)
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
@@ -185,6 +187,10 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
         raise ValueError(f"aepo regularizer_size must be >= 1, got {adv_cfg.regularizer_size}")
     if cfg.advantage in ("aepo", "dcpo") and not 0.0 < adv_cfg.temp_low <= adv_cfg.temp_high:
         raise ValueError(f"{cfg.advantage} needs 0 < temp_low <= temp_high, got {adv_cfg.temp_low}, {adv_cfg.temp_high}")
+    if cfg.critic != "none" or cfg.critic_config:  # PPO-max: its own checks (advantage, KL, critic settings)
+        from .ppo_max import check_ppo_max_config
+
+        check_ppo_max_config(cfg, _as_dict("critic_config", cfg.critic_config))
     return loss_cfg, adv_cfg
 
 
@@ -271,6 +277,8 @@ class LLMTrainer:
                  cluster_fn: ClusterFn | None = None) -> None:
         self.config = cfg = config or LLMTrainConfig()
         self.loss_cfg, self.adv_cfg = check_config(cfg)
+        if cfg.critic != "none" and not getattr(self, "has_critic", False):
+            raise ValueError(f"critic {cfg.critic!r} needs gendiff.llm.ppo_max.PPOMaxTrainer, not LLMTrainer")
         self.loss_fn, self.adv_fn = POLICY_LOSSES.get(cfg.loss), ADVANTAGES.get(cfg.advantage)
         if not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable, got {type(reward_fn).__name__}")
