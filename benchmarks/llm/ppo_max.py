@@ -128,6 +128,11 @@ def markdown(res: dict) -> str:
         d = s[f"{m}_minus_grpo"]
         lines.append(f"{m} - grpo (95 % t-interval) | | | " + " | ".join(
             f"{d[k]['mean']:+.3f} [{d[k]['ci95'][0]:+.3f}, {d[k]['ci95'][1]:+.3f}]" for k in METRICS) + " |")
+    lines += ["", "Critic fit (PPO-max rows): clipped value loss, mean over seeds of the first / last 10 steps' mean:"]
+    for m in names[1:]:
+        vl = [r["value_loss"] for r in res["runs"] if r["method"] == m]
+        first, last = (statistics.mean(statistics.mean(v[a:b]) for v in vl) for a, b in ((0, 10), (-10, None)))
+        lines.append(f"- {m}: {first:.3f} -> {last:.3f}")
     secs = {m: statistics.mean(r["train_seconds"] for r in res["runs"] if r["method"] == m) for m in names}
     lines += ["", "Mean training wall time per run: " + ", ".join(f"{m} {v:.0f} s" for m, v in secs.items()) + ".",
               f"Machine: {res['machine']}, 1 torch thread (shared 2-core machine); total "
