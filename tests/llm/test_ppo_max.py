@@ -232,7 +232,7 @@ def test_ppo_max_trains_one_step_after_a_critic_warmup(saved):
     assert m["actor/ratio_mean"] == pytest.approx(1.0, abs=1e-6)  # the first update is on-policy
 
 
-def test_gendiff_llm_train_critic_ppo_max_checkpoints_its_critic(saved, tmp_path):
+def test_gendiff_llm_train_critic_ppo_max_checkpoints_and_resumes_its_critic(saved, tmp_path):
     parser = argparse.ArgumentParser()
     add_llm_commands(parser.add_subparsers(dest="command"))
     argv = ["llm", "train", "--out", str(tmp_path / "run"), "--model", str(saved), "--steps", "2", "--group-size",
@@ -244,4 +244,16 @@ def test_gendiff_llm_train_critic_ppo_max_checkpoints_its_critic(saved, tmp_path
     assert summary["critic"] == "ppo_max" and "greedy" in summary["after"]
     logs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert len(logs) == 2 and all("critic/value_loss" in m for m in logs)
-    assert (tmp_path / "run" / "checkpoint-2" / "critic.pt").is_file()
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    saved_critic = torch.load(ckpt / "critic.pt", weights_only=True)
+    model, tok = load(ckpt)
+    trainer = PPOMaxTrainer(model, tok, arithmetic_reward, ["1+1="], small(steps=3, critic_config={"lam": 0.9}))
+    assert trainer.load_checkpoint(ckpt) == 2
+    for k, v in trainer.critic.state_dict().items():
+        assert torch.equal(v, saved_critic["critic"][k]), k
+    assert torch.equal(trainer.moments.mean, saved_critic["moments"]["mean"])
+    # the CLI resumes the run (policy, critic, score moments) to step 3
+    argv[argv.index("--steps") + 1] = "3"
+    args = parser.parse_args([*argv, "--resume"])
+    args._run(args)
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3
