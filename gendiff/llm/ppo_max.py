@@ -12,12 +12,12 @@ One step of ``PPOMaxTrainer`` (``LLMTrainConfig.critic = "ppo_max"``, settings i
    r~ added at the last token, pi_ref = the frozen initial (SFT) policy, both at the sampling temperature T.
 4. Values: V(s_t) = w^T h_t + b from ``ValueModel`` (a linear head on the last hidden state of a copy of the policy's
    transformer), h_t the state before token t; V = 0 after the last token (terminal).
-5. GAE (Sec. 3.2.3): ``gae_advantages(r, V, mask, gamma, lam)`` -> A_t and returns R_t = A_t + V(s_t).
+5. GAE (Sec. 3.2): ``gae_advantages(r, V, mask, gamma, lam)`` -> A_t and returns R_t = A_t + V(s_t).
 6. Global advantage normalisation (Sec. 5.3.1): A is whitened over all valid tokens of the batch (``whiten``).
 7. Policy update: the ``POLICY_LOSSES`` loss (``grpo`` = PPO-clip, ratio clip eps = 0.2, the paper's policy-loss
    clipping) on the token advantages A, through ``LLMTrainer.update`` (its micro-batches, global gradient clipping
    ``max_grad_norm``, ``updates_per_rollout`` epochs); no KL term in the loss (it is in the reward).
-8. Critic update (value clipping, Sec. 5.3.2 / the released ``use_critic_loss_clip``): on the same micro-batches and
+8. Critic update (value-function loss clipping, the released ``use_critic_loss_clip``): on the same micro-batches and
    epochs, L_V = vf_coef * 0.5 * mean_t max((V - R)^2, (clip(V, V_old - eps_v, V_old + eps_v) - R)^2), its own AdamW
    (``critic_lr``) and gradient clip. The first ``critic_warmup_steps`` steps update only the critic (the paper's
    critic pre-training, done here on the policy's own first rollouts).
@@ -50,8 +50,9 @@ from .trainer import LLMTrainConfig, LLMTrainer, _as_dict, policy_logp_entropy
 
 @dataclass
 class PPOMaxConfig:
-    """PPO-max settings (``LLMTrainConfig.critic_config``); defaults follow the released MOSS-RLHF script except
-    ``critic_lr`` (tiny model: chosen on seed 100, see benchmarks/llm/README.md).
+    """PPO-max settings (``LLMTrainConfig.critic_config``). gamma, lam, value_clip and kl_coef are the released
+    MOSS-RLHF English script's; reward_norm "norm" follows the paper's text (the script scales by the std only) with
+    our reward_clip 5 (not tuned); critic_lr was chosen for the tiny model on seed 100 (benchmarks/llm/README.md).
 
     Attributes:
         critic_lr: AdamW learning rate of the critic (transformer copy + value head).
