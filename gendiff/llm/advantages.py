@@ -374,7 +374,7 @@ def check_right_padded(mask: Tensor, like: Tensor | None = None, name: str = "ma
 def gae_advantages(token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
                    lam: float = 0.95) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation over the tokens of each completion (Schulman et al. 2016, eq. 11-16; the
-    token-level MDP of Zheng et al. 2023, Secrets of RLHF I, Sec. 3.2.3: state = prompt + tokens so far).
+    token-level MDP of Zheng et al. 2023, Secrets of RLHF I, Sec. 3.2: state = prompt + tokens so far).
 
     1. delta_t = r_t + gamma V(s_{t+1}) - V(s_t), with V = 0 after a row's last valid token (terminal).
     2. A_t = sum_l (gamma lam)^l delta_{t+l} over the row's valid tokens (reverse scan).
