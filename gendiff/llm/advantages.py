@@ -7,6 +7,9 @@ Every estimator is a pure function::
 ``group_ids[i]`` names the prompt that rollout i answers (rollouts of one prompt form a group).
 Keys: grpo, dr_grpo, rloo, riskpo, empg, aepo, dcpo, hapo, empo_reward. Groups of one rollout carry
 no relative signal and get advantage 0 (verl treats them as mean 0, std 1, i.e. A = r).
+
+Critic-based token-level pieces (PPO-max, ``gendiff.llm.ppo_max``) live here too, outside the registry because they
+need a critic's values: ``gae_advantages`` (GAE over the completion tokens) and ``whiten`` (global normalisation).
 """
 
 from __future__ import annotations
@@ -352,3 +355,66 @@ def empo_advantage(rewards: Tensor | None, group_ids: Tensor, config: GRPOAdvCon
     if cluster_ids is None:
         raise ValueError("empo_reward needs cluster_ids=[B] (semantic cluster of each answer)")
     return grpo_advantage(empo_rewards(cluster_ids, group_ids), group_ids, config)
+
+
+# --------------------------------------------------------------------------- critic-based (token-level) estimators
+def check_right_padded(mask: Tensor, like: Tensor | None = None, name: str = "mask") -> Tensor:
+    """[B, T] bool of a right-padded completion mask (each row: valid tokens, then padding), or ValueError."""
+    if mask.dim() != 2 or (like is not None and like.shape != mask.shape):
+        want = "" if like is None else f" = {tuple(like.shape)}"
+        raise ValueError(f"{name} must be [B, T]{want}, got {tuple(mask.shape)}")
+    m = mask != 0
+    holes = (m[:, 1:] & ~m[:, :-1]).any(-1).nonzero().flatten().tolist()
+    if holes:
+        raise ValueError(f"{name} must be right-padded (valid tokens first, then padding); rows {holes[:10]} "
+                         "have a valid token after padding")
+    return m
+
+
+def gae_advantages(token_rewards: Tensor, values: Tensor, mask: Tensor, gamma: float = 1.0,
+                   lam: float = 0.95) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over the tokens of each completion (Schulman et al. 2016, eq. 11-16; the
+    token-level MDP of Zheng et al. 2023, Secrets of RLHF I, Sec. 3.2: state = prompt + tokens so far).
+
+    1. delta_t = r_t + gamma V(s_{t+1}) - V(s_t), with V = 0 after a row's last valid token (terminal).
+    2. A_t = sum_l (gamma lam)^l delta_{t+l} over the row's valid tokens (reverse scan).
+    3. Returns R_t = A_t + V(s_t), the critic's regression target.
+
+    Args:
+        token_rewards: [B, T] per-token rewards r_t.
+        values: [B, T] V(s_t) of the state before token t.
+        mask: [B, T] right-padded valid-token mask (``check_right_padded``).
+        gamma, lam: discount and GAE lambda, each in [0, 1].
+
+    Returns:
+        (advantages [B, T], returns [B, T]), 0 at padding. gamma = lam = 1 gives A_t = sum_{t' >= t} r_t' - V(s_t).
+    """
+    m = check_right_padded(mask, token_rewards)
+    if values.shape != token_rewards.shape:
+        raise ValueError(f"values must be [B, T] = {tuple(token_rewards.shape)}, got {tuple(values.shape)}")
+    if not (0.0 <= gamma <= 1.0 and 0.0 <= lam <= 1.0):
+        raise ValueError(f"gamma and lam must lie in [0, 1], got gamma {gamma}, lam {lam}")
+    for key, t in (("token_rewards", token_rewards), ("values", values)):
+        if not bool(torch.isfinite(t[m]).all()):
+            raise ValueError(f"{key} holds NaN or inf at valid tokens")
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    r, v = torch.where(m, token_rewards.to(values.dtype), zero), torch.where(m, values, zero)
+    adv = torch.zeros_like(v)
+    last = torch.zeros_like(v[:, 0])
+    for t in range(v.shape[1] - 1, -1, -1):
+        next_v = v[:, t + 1] if t + 1 < v.shape[1] else torch.zeros_like(last)  # 0 at padding: terminal
+        delta = r[:, t] + gamma * next_v - v[:, t]  # 1.
+        last = torch.where(m[:, t], delta + gamma * lam * last, zero)  # 2. (padding resets the scan)
+        adv[:, t] = last
+    return adv, torch.where(m, adv + v, zero)  # 3.
+
+
+def whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """Global normalisation over the valid entries of a batch: (x - mean) / sqrt(var + eps), population var;
+    0 at mask = 0 (Secrets of RLHF I, Sec. 5.3.1, advantage normalisation). ``x``, ``mask``: [B, T]."""
+    m = mask != 0
+    if x.shape != m.shape or not bool(m.any()):
+        raise ValueError(f"whiten needs x and a non-empty mask of one shape, got {tuple(x.shape)}, {tuple(m.shape)}")
+    mean = masked_mean(x, m)
+    var = masked_mean((x - mean) ** 2, m)
+    return torch.where(m, (x - mean) * torch.rsqrt(var + eps), torch.zeros_like(x))

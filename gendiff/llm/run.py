@@ -205,7 +205,8 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
     ref_model, start = None, 0
     if rc.resume:  # the policy continues from the checkpoint; the KL reference stays the initial model
         ckpt = list_checkpoints(out)[-1]
-        ref_model = model if cfg.kl_coef > 0 and cfg.reference == "initial" else None  # a soup is rebuilt
+        kl = cfg.kl_coef > 0 or cfg.critic == "ppo_max"  # PPO-max's reward KL is to the initial model too
+        ref_model = model if kl and cfg.reference == "initial" else None  # a soup is rebuilt
         model, _ = _load_lm(ckpt, "the checkpoint")
         model.eval()
     elif main:
@@ -215,8 +216,11 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
     def reward(prompts, completions, **_):
         return arithmetic_reward(prompts, completions, partial_credit=rc.partial_credit)
 
-    trainer = LLMTrainer(model, tokenizer, reward, task.prompt_source(held), cfg, out_dir=work,
-                         ref_model=ref_model, cluster_fn=arithmetic_answer_key)
+    trainer_cls = LLMTrainer
+    if cfg.critic == "ppo_max":  # PPO-max: the trainer with a critic (gendiff.llm.ppo_max)
+        from .ppo_max import PPOMaxTrainer as trainer_cls
+    trainer = trainer_cls(model, tokenizer, reward, task.prompt_source(held), cfg, out_dir=work,
+                          ref_model=ref_model, cluster_fn=arithmetic_answer_key)
     if rc.resume:
         start = trainer.load_checkpoint(ckpt)
         if start > cfg.steps:
@@ -230,7 +234,8 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
     logs = trainer.train(progress=rc.progress)
     after = held_out_eval(trainer.accelerator.unwrap_model(trainer.model))
     last = logs[-1] if logs else {}
-    summary = {"task": rc.task, "loss": cfg.loss, "advantage": cfg.advantage, "steps": cfg.steps, "seed": cfg.seed,
+    summary = {"task": rc.task, "loss": cfg.loss, "advantage": cfg.advantage, "critic": cfg.critic, "steps": cfg.steps,
+               "seed": cfg.seed,
                "resumed_from": start, "eval_prompts": len(held), "before": before, "after": after,
                "accuracy_before": before["greedy"], "accuracy_after": after["greedy"],
                "final_reward": last.get("reward/mean"), "final_entropy": last.get("actor/entropy"),

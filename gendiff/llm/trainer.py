@@ -170,6 +170,8 @@ class LLMTrainConfig:
     rollout_config: dict[str, Any] = field(default_factory=dict)  # ARESConfig / EBRolloutConfig fields (YAML mapping)
     reset_rate: float = 0.0  # DR-PO: share of a step's prompts (whole groups) that start from a prefix of a preferred response of reset_data, in [0, 1] (0: off)
     reset_data: str | None = None  # DR-PO: a `gendiff llm prefs make` folder; its pairs' chosen responses are the reset states
+    critic: Literal["none", "ppo_max"] = "none"  # ppo_max: critic-based PPO-max (gendiff.llm.ppo_max.PPOMaxTrainer)
+    critic_config: dict[str, Any] = field(default_factory=dict)  # PPOMaxConfig fields (YAML mapping)
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
@@ -211,6 +213,10 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
         raise ValueError(f"aepo regularizer_size must be >= 1, got {adv_cfg.regularizer_size}")
     if cfg.advantage in ("aepo", "dcpo") and not 0.0 < adv_cfg.temp_low <= adv_cfg.temp_high:
         raise ValueError(f"{cfg.advantage} needs 0 < temp_low <= temp_high, got {adv_cfg.temp_low}, {adv_cfg.temp_high}")
+    if cfg.critic != "none" or cfg.critic_config:  # PPO-max: its own checks (advantage, KL, critic settings)
+        from .ppo_max import check_ppo_max_config
+
+        check_ppo_max_config(cfg, _as_dict("critic_config", cfg.critic_config))
     return loss_cfg, adv_cfg
 
 
@@ -314,6 +320,8 @@ class LLMTrainer:
                  cluster_fn: ClusterFn | None = None) -> None:
         self.config = cfg = config or LLMTrainConfig()
         self.loss_cfg, self.adv_cfg = check_config(cfg)
+        if cfg.critic != "none" and not getattr(self, "has_critic", False):
+            raise ValueError(f"critic {cfg.critic!r} needs gendiff.llm.ppo_max.PPOMaxTrainer, not LLMTrainer")
         self.loss_fn, self.adv_fn = POLICY_LOSSES.get(cfg.loss), ADVANTAGES.get(cfg.advantage)
         if not callable(reward_fn):
             raise TypeError(f"reward_fn must be callable, got {type(reward_fn).__name__}")
@@ -812,11 +820,16 @@ class LLMTrainer:
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
             torch.save(rng, folder / "rng.pt")
             (folder / "python_rng.json").write_text(json.dumps(self.rng.getstate()))
+            self.write_checkpoint_extras(folder)
 
         if self.accelerator.is_main_process:
             atomic_dir(path, write)
         self.accelerator.wait_for_everyone()
         return path
+
+    def write_checkpoint_extras(self, folder: Path) -> None:
+        """What a subclass adds to a checkpoint (e.g. PPO-max's critic), written into the folder before it is
+        renamed into place, so a kill never leaves a checkpoint without it. Nothing here."""
 
     def load_checkpoint(self, path: str | Path) -> int:
         """Restore the state :meth:`save_checkpoint` wrote (the model's weights are loaded by the caller, e.g.
