@@ -173,6 +173,7 @@ def test_cli_discover_writes_its_results_and_reports_bad_input(tmp_path, capsys)
     assert main(args) == 0
     summary = json.loads((tmp_path / "r" / "set.json").read_text())
     assert summary["grid"] == ["none", "random@0.1"] and len(summary["returns"]) == len(summary["policies"])
+    assert summary["env_steps"]["train"] == 64 + 64 * len(summary["history"]) and summary["env_steps"]["eval"] > 0
     assert (tmp_path / "r" / "policy_1" / "model.safetensors").exists() and "| pi_1 |" in (tmp_path / "r" / "set.md").read_text()
     assert main(args) == 2  # no overwrite
 
