@@ -44,14 +44,14 @@ def main() -> None:
     p.add_argument("--env", default="InvertedPendulum-v5")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--eps", type=float, default=0.1, help="l-inf radius of the attacks (raw observation)")
-    p.add_argument("--base-steps", type=int, default=24_576, help="env steps of the set's attack-free pi_1")
-    p.add_argument("--candidate-steps", type=int, default=12_288, help="env steps of each set candidate (warm start)")
+    p.add_argument("--base-steps", type=int, default=20_480, help="env steps of the set's attack-free pi_1")
+    p.add_argument("--candidate-steps", type=int, default=8_192, help="env steps of each set candidate (warm start)")
     p.add_argument("--set-size", type=int, default=3)
     p.add_argument("--max-iterations", type=int, default=2)
-    p.add_argument("--grid-episodes", type=int, default=3, help="episodes per entry of the set's returns table R")
-    p.add_argument("--horizon", type=int, default=200, help="bandit rounds (episodes) per attack at test time")
+    p.add_argument("--grid-episodes", type=int, default=2, help="episodes per entry of the set's returns table R")
+    p.add_argument("--horizon", type=int, default=150, help="bandit rounds (episodes) per attack at test time")
     p.add_argument("--bandit-seeds", type=int, default=20, help="EXP3 runs on each table")
-    p.add_argument("--eval-episodes", type=int, default=50, help="test episodes of (a) and (b) per attack")
+    p.add_argument("--eval-episodes", type=int, default=30, help="test episodes of (a) and (b) per attack")
     p.add_argument("--out", default="robust", help="output stem, relative to this folder unless absolute")
     a = p.parse_args()
     if a.eval_episodes > a.horizon:
@@ -62,7 +62,7 @@ def main() -> None:
     methods = ("ppo", "worst_case_ppo", "set_exp3", "set_best_member", "set_uniform")
     rows: dict[str, dict[str, list[float]]] = {m: {s.name: [] for s in tests} for m in methods}
     extra: list[dict] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for seed in a.seeds:
         ts = time.perf_counter()
         cfg = NonDominatedConfig(env=a.env, seed=seed, base_steps=a.base_steps, candidate_steps=a.candidate_steps,
@@ -100,9 +100,15 @@ def main() -> None:
                 "pull_share": table.pull_share(), "ppo_std": float(base_r.std()),
                 "worst_case_ppo_std": float(worst_r.std()), "env_steps": int(length.sum())}
         info["wall_s"] = {"set": t_set, "set_and_baselines": t_train, "total": time.perf_counter() - ts}
+        info["cpu_s_cumulative"] = time.process_time() - c0
         extra.append(info)
         print(json.dumps({k: {s: round(v[-1], 1) for s, v in r.items()} for k, r in rows.items()}), flush=True)
-    wall = time.perf_counter() - t0
+        write(a, rows, extra, time.perf_counter() - t0, [s.name for s in tests], ppo)  # the seeds so far
+
+
+def write(a: argparse.Namespace, rows: dict[str, dict[str, list[float]]], extra: list[dict], wall: float,
+          names: list[str], ppo: PPOConfig) -> None:
+    """OUT.json and OUT.md for the seeds done so far."""
     results = {m: {s: {"mean": float(np.mean(v)), "std": float(np.std(v)), "per_seed": v} for s, v in r.items()}
                for m, r in rows.items()}
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs), "
@@ -111,8 +117,9 @@ def main() -> None:
     summary = {"env": a.env, "args": vars(a), "ppo_config": to_dict(ppo), "machine": machine, "wall_s": wall,
                "results": results, "per_seed": extra}
     atomic_write_text(out.with_suffix(".json"), json.dumps(summary, indent=2))
-    atomic_write_text(out.with_suffix(".md"), markdown(a, results, extra, wall, machine, [s.name for s in tests]))
-    print(out.with_suffix(".md").read_text())
+    atomic_write_text(out.with_suffix(".md"), markdown(a, results, extra, wall, machine, names))
+    if len(extra) == len(a.seeds):
+        print(out.with_suffix(".md").read_text())
 
 
 def markdown(a: argparse.Namespace, results: dict, extra: list[dict], wall: float, machine: str,
@@ -121,14 +128,15 @@ def markdown(a: argparse.Namespace, results: dict, extra: list[dict], wall: floa
     budgets = ", ".join(f"{e['env_steps']['set_total']} ({e['env_steps']['set']['train']} train + "
                         f"{e['env_steps']['set']['eval']} eval) -> {e['env_steps']['ppo']}" for e in extra)
     lines = [f"# Robust RL on {a.env}: natural and attacked returns, eps = {a.eps} (l-inf, raw observation)", "",
-             f"Seeds {a.seeds}. Equal env-step budgets: the set's pi_1 {a.base_steps} steps, <= {a.max_iterations} "
+             f"Seeds {[e['seed'] for e in extra]} of {a.seeds}. Equal env-step budgets: the set's pi_1 {a.base_steps} steps, <= {a.max_iterations} "
              f"warm-started candidates of {a.candidate_steps} steps (grid none, random@{a.eps:g}, mad@{a.eps:g}; "
              f"{a.grid_episodes} episodes per entry of R), K <= {a.set_size}; (a) and (b) then get the set's total "
              f"env steps rounded up to whole rollouts: per seed set total (train + eval) -> (a), (b): {budgets}. "
              f"set_exp3: EXP3 over the set for a horizon of {a.horizon} episodes per attack, average return over "
              f"the horizon, mean over {a.bandit_seeds} bandit seeds; set_best_member: the best fixed member in "
              f"hindsight on those episodes; set_uniform: the members' average. (a), (b): mean over the first "
-             f"{a.eval_episodes} of the same episodes. Mean +- std over seeds. Wall {wall:.0f} s on {machine}.", "",
+             f"{a.eval_episodes} of the same episodes. Mean +- std over seeds. Wall {wall:.0f} s (CPU "
+             f"{extra[-1]['cpu_s_cumulative']:.0f} s) on {machine}.", "",
              "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for m, r in results.items():
         lines.append(f"| {m} | " + " | ".join(f"{r[s]['mean']:.1f} +- {r[s]['std']:.1f}" for s in names) + " |")
