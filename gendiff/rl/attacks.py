@@ -17,8 +17,11 @@ observation (before any normalisation the agent applies); the environment itself
   box, moving the action by eps ||w||_1 (the known answer the tests check).
 
 Use them at evaluation as a wrapped action function (:func:`attacked_act`, for :func:`gendiff.rl.common.evaluate`),
-or in an environment as a gymnasium ObservationWrapper (:class:`AttackedObservation`, e.g. PPO training under
-attack via ``PPO.learn(..., wrapper=...)``).
+or batched over many policies and episodes at once (:func:`evaluate_policies_under_attack`: per-episode returns and
+lengths of K policies x n episodes, only live episodes stepped), or in an environment as a gymnasium
+ObservationWrapper (:class:`AttackedObservation`, e.g. PPO training under attack via ``PPO.learn(..., wrapper=...)``)
+or on a whole vector env (:class:`AttackedVectorObservation`, via ``PPO.learn(..., vector_wrapper=...)``: one
+batched attack per step for all copies instead of one per copy).
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from typing import Literal
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv, VectorWrapper
 from torch import Tensor
 
 from gendiff.config import check_literal_fields, check_numbers
+from gendiff.rl.common import make_env
 
-__all__ = ["AttackSpec", "AttackedObservation", "DiffPolicy", "StateAttack", "attacked_act", "ppo_policy"]
+__all__ = ["AttackSpec", "AttackedObservation", "AttackedVectorObservation", "DiffPolicy", "StateAttack",
+           "attacked_act", "evaluate_policies_under_attack", "ppo_policy"]
 
 DiffPolicy = Callable[[Tensor], Tensor]  # differentiable: raw obs [n, obs_dim] -> env actions [n, act_dim]
 AttackKind = Literal["none", "random", "mad"]
@@ -61,7 +67,7 @@ def ppo_policy(agent: object) -> DiffPolicy:
     """The deterministic action of a :class:`gendiff.rl.ppo.PPO` agent as a differentiable function of the raw
     observation: scale(tanh(T(s, mean(norm(s))))) [n, act_dim] for obs [n, obs_dim]."""
     def policy(obs: Tensor) -> Tensor:
-        u, _ = agent.actor.sample(agent._norm(obs), deterministic=True)
+        u, _ = agent.actor.sample(agent.normalize_obs(obs), deterministic=True)
         return agent.env_action(obs, u)
 
     return policy
@@ -133,3 +139,79 @@ class AttackedObservation(gym.ObservationWrapper):
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         return self.attack.perturb(observation, self.policy).astype(self.observation_space.dtype)
+
+
+class AttackedVectorObservation(VectorWrapper):
+    """Every observation a vector env returns, [n, obs_dim] (reset and step), is replaced by s + delta(s), computed
+    in one batched attack for all n copies; with same-step autoreset the episodes' last observations in
+    ``info["final_obs"]`` (the ones PPO bootstraps truncated episodes from) are attacked too, as the per-copy
+    :class:`AttackedObservation` would see them."""
+
+    def __init__(self, env: VectorEnv, attack: StateAttack, policy: DiffPolicy | None = None) -> None:
+        super().__init__(env)
+        self.attack, self.policy = attack, policy
+
+    def _perturb(self, obs: np.ndarray) -> np.ndarray:
+        return self.attack.perturb(obs, self.policy).astype(obs.dtype)
+
+    def reset(self, **kwargs: object) -> tuple[np.ndarray, dict]:
+        obs, info = self.env.reset(**kwargs)
+        return self._perturb(obs), info
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        obs, rew, term, trunc, info = self.env.step(actions)
+        if "_final_obs" in info:
+            final = info["final_obs"].copy()
+            for i in np.flatnonzero(info["_final_obs"]):
+                final[i] = self._perturb(np.asarray(final[i])[None])[0]
+            info = {**info, "final_obs": final}
+        return self._perturb(obs), rew, term, trunc, info
+
+
+@torch.no_grad()
+def evaluate_policies_under_attack(policies: list[DiffPolicy], env_id: str, spec: AttackSpec, episodes: int,
+                                   seed: int = 10_000, pgd_steps: int = 3, attack_seed: int = 0,
+                                   max_steps: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic returns and lengths [K, episodes] of K policies, each under ``spec`` computed on its own
+    policy (white-box), all K x episodes episodes run in lock-step.
+
+    Episode e of every policy starts from the env seeded ``seed + e`` (common random numbers across policies);
+    policy k's attack draws from its own generator seeded ``attack_seed`` (the same stream for every policy).
+    Only live episodes are stepped and attacked (one batched attack per policy and step), so episodes that end
+    early cost nothing afterwards.
+
+    Args:
+        policies: K differentiable deterministic policies, raw obs [n, obs_dim] -> env actions [n, act_dim]
+            (e.g. :func:`ppo_policy`).
+        episodes: episodes per policy (>= 1).
+    """
+    if not policies:
+        raise ValueError("evaluate_policies_under_attack: the policy list is empty")
+    if episodes < 1:
+        raise ValueError(f"evaluate_policies_under_attack: episodes must be >= 1, got {episodes}")
+    K = len(policies)
+    envs = [[make_env(env_id) for _ in range(episodes)] for _ in range(K)]
+    obs = np.stack([np.stack([env.reset(seed=seed + e)[0] for e, env in enumerate(row)]) for row in envs])
+    attacks = [StateAttack(spec, steps=pgd_steps, seed=attack_seed) for _ in range(K)]
+    total, length = np.zeros((K, episodes)), np.zeros((K, episodes), dtype=np.int64)
+    alive = np.ones((K, episodes), dtype=bool)
+    for _ in range(max_steps):
+        for k, policy in enumerate(policies):
+            idx = np.flatnonzero(alive[k])
+            if not len(idx):
+                continue
+            o = torch.as_tensor(obs[k, idx], dtype=torch.float32)
+            actions = policy(o + attacks[k].delta(o, policy)).numpy()
+            for a, i in zip(actions, idx, strict=True):
+                obs[k, i], rew, term, trunc, _ = envs[k][i].step(a)
+                total[k, i] += float(rew)
+                length[k, i] += 1
+                alive[k, i] = not (term or trunc)
+        if not alive.any():
+            break
+    for row in envs:
+        for env in row:
+            env.close()
+    if not np.isfinite(total).all():
+        raise FloatingPointError("evaluation returns contain NaN/inf")
+    return total, length

@@ -18,8 +18,16 @@ Training time (:func:`discover`):
   5. Keep it unless some member dominates it (R[i, j] >= R_new[j] for every j); mark j* as tried either way.
   6. Stop at ``set_size`` policies, after ``max_iterations`` candidates, or when every attack has been tried.
 
+Every env step of the discovery (the policies' training, warm-started candidates included, and the evaluation
+episodes of R) is counted in ``DiscoveredSet.env_steps``, so that baselines can be given the same budget.
+
 Test time (:func:`adaptive_defence`): per episode t, EXP3 picks a member, the episode runs under the (unknown to the
 defender) attack, and its return, normalised to [0, 1] with a fixed range, is the bandit's reward.
+:func:`defence_table` plays the same protocol from a table of every member's return on each of the T episodes
+(computed in one batched run, :func:`gendiff.rl.attacks.evaluate_policies_under_attack`): the attacker is oblivious
+(episode t's return under member i does not depend on the bandit's earlier choices), so revealing only the pulled
+entry of column t is the bandit game itself, and the same table serves several bandit seeds and gives the best
+fixed member in hindsight (the regret's comparator).
 """
 
 from __future__ import annotations
@@ -31,13 +39,20 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gendiff.config import check_numbers
-from gendiff.rl.attacks import AttackedObservation, AttackSpec, StateAttack, attacked_act, ppo_policy
+from gendiff.rl.attacks import (
+    AttackedVectorObservation,
+    AttackSpec,
+    StateAttack,
+    attacked_act,
+    evaluate_policies_under_attack,
+    ppo_policy,
+)
 from gendiff.rl.common import evaluate
 from gendiff.rl.exp3 import BanditRun, run_exp3
 from gendiff.rl.ppo import PPO, PPOConfig
 
-__all__ = ["DiscoveredSet", "NonDominatedConfig", "adaptive_defence", "attack_grid", "discover", "dominated",
-           "evaluate_under_attack", "returns_matrix", "train_ppo"]
+__all__ = ["DefenceTable", "DiscoveredSet", "NonDominatedConfig", "adaptive_defence", "attack_grid", "defence_table",
+           "discover", "dominated", "evaluate_under_attack", "returns_matrix", "train_ppo", "trained_steps"]
 
 
 @dataclass
@@ -81,10 +96,15 @@ def evaluate_under_attack(agent: PPO, env_id: str, spec: AttackSpec, episodes: i
 
 
 def returns_matrix(agents: list[PPO], env_id: str, grid: list[AttackSpec], episodes: int, pgd_steps: int = 3,
-                   seed: int = 10_000) -> np.ndarray:
-    """Step 2: R [len(agents), len(grid)], mean return of each agent under each attack."""
-    return np.asarray([[np.mean(evaluate_under_attack(a, env_id, s, episodes, seed, pgd_steps)) for s in grid]
-                       for a in agents])
+                   seed: int = 10_000) -> tuple[np.ndarray, int]:
+    """Step 2: R [len(agents), len(grid)], mean return of each agent under each attack (``episodes`` episodes per
+    entry, all agents batched), and the env steps those episodes took."""
+    policies = [ppo_policy(a) for a in agents]
+    R, steps = np.zeros((len(agents), len(grid))), 0
+    for j, spec in enumerate(grid):
+        ret, length = evaluate_policies_under_attack(policies, env_id, spec, episodes, seed, pgd_steps)
+        R[:, j], steps = ret.mean(1), steps + int(length.sum())
+    return R, steps
 
 
 def dominated(candidate: np.ndarray, members: np.ndarray) -> bool:
@@ -98,35 +118,50 @@ def train_ppo(env_id: str, steps: int, seed: int, config: PPOConfig | None = Non
     ``init``'s actor, critic and observation statistics when given."""
     agent = PPO.from_env(env_id, config or PPOConfig(eval_every=0), seed=seed)
     if init is not None:
-        for name, module in agent._checkpoint_modules().items():
-            module.load_state_dict(init._checkpoint_modules()[name].state_dict())
+        agent.load_weights_from(init)
     wrapper = None
-    if spec is not None and spec.name != "none":
+    if spec is not None and spec.name != "none":  # one batched attack of all the copies per step
         attack = StateAttack(spec, steps=pgd_steps, seed=seed)
-        wrapper = lambda env: AttackedObservation(env, attack, ppo_policy(agent))  # noqa: E731
-    agent.learn(env_id, steps, seed=seed, progress=progress, wrapper=wrapper)
+        wrapper = lambda envs: AttackedVectorObservation(envs, attack, ppo_policy(agent))  # noqa: E731
+    agent.learn(env_id, steps, seed=seed, progress=progress, vector_wrapper=wrapper)
     return agent
+
+
+def trained_steps(steps: int, config: PPOConfig) -> int:
+    """The env steps :meth:`PPO.learn` really takes for ``steps``: whole rollouts of num_envs x num_steps, >= 1."""
+    per_iter = config.num_envs * config.num_steps
+    return max(1, steps // per_iter) * per_iter
 
 
 @dataclass
 class DiscoveredSet:
-    """The non-dominated set: its policies, the grid, R [|Pi|, J] and one history row per candidate."""
+    """The non-dominated set: its policies, the grid, R [|Pi|, J], one history row per candidate, and the env steps
+    the discovery used: ``{"train": ..., "eval": ...}`` (training of pi_1 and of every candidate, kept or not;
+    the evaluation episodes of R)."""
 
     policies: list[PPO]
     grid: list[AttackSpec]
     returns: np.ndarray
     history: list[dict[str, Any]] = field(default_factory=list)
+    env_steps: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_env_steps(self) -> int:
+        """Every env step of the discovery (training + evaluation)."""
+        return sum(self.env_steps.values())
 
 
 def discover(cfg: NonDominatedConfig, ppo_config: PPOConfig | None = None,
              base: PPO | None = None) -> DiscoveredSet:
-    """Steps 1-6 of the module docstring. ``base``: an already trained attack-free pi_1 (step 1 is then skipped)."""
+    """Steps 1-6 of the module docstring. ``base``: an already trained attack-free pi_1 (step 1 is then skipped,
+    and its training is not counted in ``env_steps``)."""
     ppo_config = ppo_config or PPOConfig(eval_every=0)
     grid = attack_grid(cfg.kinds, cfg.eps_grid)
     # 1. the attack-free baseline policy
     policies = [base or train_ppo(cfg.env, cfg.base_steps, cfg.seed, ppo_config, progress=cfg.progress)]
+    train_steps = 0 if base is not None else trained_steps(cfg.base_steps, ppo_config)
     # 2. its returns over the grid
-    R = returns_matrix(policies, cfg.env, grid, cfg.eval_episodes, cfg.pgd_steps)
+    R, eval_steps = returns_matrix(policies, cfg.env, grid, cfg.eval_episodes, cfg.pgd_steps)
     tried, history = {0}, []  # "none" counts as tried: pi_1 was trained without attack
     bar = tqdm(range(cfg.max_iterations), disable=not cfg.progress, desc="non-dominated set")
     for it in bar:
@@ -139,7 +174,9 @@ def discover(cfg: NonDominatedConfig, ppo_config: PPOConfig | None = None,
         # 4. a candidate trained under that attack
         init = policies[int(R[:, j].argmax())] if cfg.warm_start else None
         cand = train_ppo(cfg.env, cfg.candidate_steps, cfg.seed + 1 + it, ppo_config, grid[j], init, cfg.pgd_steps)
-        r = returns_matrix([cand], cfg.env, grid, cfg.eval_episodes, cfg.pgd_steps)[0]
+        train_steps += trained_steps(cfg.candidate_steps, ppo_config)
+        rc, steps = returns_matrix([cand], cfg.env, grid, cfg.eval_episodes, cfg.pgd_steps)
+        r, eval_steps = rc[0], eval_steps + steps
         # 5. keep it unless a member dominates it
         keep = not dominated(r, R)
         history.append({"iteration": it, "attack": grid[j].name, "set_value_before": value.tolist(),
@@ -147,7 +184,7 @@ def discover(cfg: NonDominatedConfig, ppo_config: PPOConfig | None = None,
         if keep:
             policies.append(cand)
             R = np.vstack([R, r])
-    return DiscoveredSet(policies, grid, R, history)
+    return DiscoveredSet(policies, grid, R, history, {"train": train_steps, "eval": eval_steps})
 
 
 def adaptive_defence(policies: list[PPO], env_id: str, spec: AttackSpec, episodes: int,
@@ -170,3 +207,53 @@ def adaptive_defence(policies: list[PPO], env_id: str, spec: AttackSpec, episode
     run = run_exp3(pull, len(policies), episodes, gamma, seed)
     return run, raw
 
+
+
+@dataclass
+class DefenceTable:
+    """EXP3 over a set, played from a table of returns (module docstring).
+
+    returns: [K, T] member i's return on episode t; runs: one bandit run per bandit seed (arms [T], rewards [T]);
+    bandit_returns: [S, T] the return the bandit got in each round, per bandit seed.
+    """
+
+    returns: np.ndarray
+    runs: list[BanditRun]
+    bandit_returns: np.ndarray
+
+    @property
+    def mean_return(self) -> float:
+        """The paper's regret-style number: the bandit's average return over the horizon (mean over seeds)."""
+        return float(self.bandit_returns.mean())
+
+    @property
+    def best_member_return(self) -> float:
+        """The best fixed member in hindsight: max_i mean_t returns[i, t]."""
+        return float(self.returns.mean(1).max())
+
+    def pull_share(self) -> list[float]:
+        """Fraction of rounds each member was pulled, averaged over bandit seeds: [K]."""
+        return np.mean([r.pull_share(len(self.returns)) for r in self.runs], 0).tolist()
+
+    def mean_return_window(self, start: int, stop: int) -> float:
+        """The bandit's average return over rounds [start, stop) (mean over seeds)."""
+        return float(self.bandit_returns[:, start:stop].mean())
+
+
+def defence_table(returns: np.ndarray, return_range: tuple[float, float], bandit_seeds: list[int],
+                  gamma: float | None = None) -> DefenceTable:
+    """EXP3 over the K rows of ``returns`` [K, T] for T rounds, once per bandit seed: round t pulls a member I_t
+    and sees reward clip((returns[I_t, t] - lo) / (hi - lo), 0, 1), (lo, hi) = ``return_range``."""
+    returns = np.asarray(returns, dtype=np.float64)
+    lo, hi = return_range
+    if returns.ndim != 2 or not returns.size:
+        raise ValueError(f"defence_table: returns must be a non-empty [K, T] table, got shape {returns.shape}")
+    if not hi > lo:
+        raise ValueError(f"defence_table: return_range needs high > low, got {return_range}")
+    if not bandit_seeds:
+        raise ValueError("defence_table: give at least one bandit seed")
+    K, T = returns.shape
+    reward = np.clip((returns - lo) / (hi - lo), 0.0, 1.0)
+    runs = [run_exp3(lambda t, arm: float(reward[arm, t]), K, T, gamma, s) for s in bandit_seeds]
+    got = np.asarray([returns[np.asarray(r.arms), np.arange(T)] for r in runs])
+    return DefenceTable(returns, runs, got)

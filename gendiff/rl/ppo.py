@@ -152,9 +152,18 @@ class PPO:
         return cls(obs_dim, len(low), low, high, config, seed)
 
     # ------------------------------------------------------------------ persistence
-    def _checkpoint_modules(self) -> dict[str, nn.Module]:
+    def checkpoint_modules(self) -> dict[str, nn.Module]:
         """The modules a checkpoint holds, by name: actor, critic and the observation statistics."""
         return {"actor": self.actor, "critic": self.critic, "obs_rms": self.obs_rms}
+
+    _checkpoint_modules = checkpoint_modules  # the name save / load use
+
+    def load_weights_from(self, other: PPO) -> None:
+        """Copy ``other``'s actor, critic and observation statistics into this agent (a warm start; the optimiser
+        state, config and generator stay this agent's). Both must have the same sizes and head."""
+        theirs = other.checkpoint_modules()
+        for name, module in self.checkpoint_modules().items():
+            module.load_state_dict(theirs[name].state_dict())
 
     def save(self, path: str | Path) -> Path:
         """Write ``path/model.safetensors`` (actor, critic and the observation statistics) and ``path/config.json``
@@ -171,8 +180,12 @@ class PPO:
         load_modules(state, agent._checkpoint_modules(), path)
         return agent
 
-    def _norm(self, obs: Tensor) -> Tensor:
+    def normalize_obs(self, obs: Tensor) -> Tensor:
+        """The policy's and critic's input for raw observations [n, obs_dim]: (obs - mean) / std with the running
+        statistics when ``norm_obs``, else ``obs`` itself (differentiable in ``obs``)."""
         return self.obs_rms(obs) if self.config.norm_obs else obs
+
+    _norm = normalize_obs  # the name the training loop uses
 
     def env_action(self, obs: Tensor, u: Tensor) -> Tensor:
         """scale(tanh(T(s, u))): [n, d] environment actions (T = identity without a decoder)."""
@@ -277,11 +290,14 @@ class PPO:
               on_rollout: Callable[[int, dict[str, Tensor], Tensor], None] | None = None,
               lr_fraction: Callable[[int], float] | None = None,
               actor_scale_fraction: Callable[[int], float] | None = None,
-              wrapper: Callable[[gym.Env], gym.Env] | None = None) -> TrainLog:
+              wrapper: Callable[[gym.Env], gym.Env] | None = None,
+              vector_wrapper: Callable[[gym.vector.VectorEnv], gym.vector.VectorEnv] | None = None) -> TrainLog:
         """Train for ``steps`` env steps; ``on_rollout(env_step, rollout, advantages)`` sees each rollout.
 
         ``wrapper`` wraps each training env (e.g. a state-adversarial attack on the observations the agent sees,
-        gendiff.rl.attacks.AttackedObservation); the evaluations every ``eval_every`` steps use the plain env.
+        gendiff.rl.attacks.AttackedObservation); ``vector_wrapper`` wraps the vector env of all copies (e.g. the
+        batched gendiff.rl.attacks.AttackedVectorObservation); the evaluations every ``eval_every`` steps use the
+        plain env.
 
         With ``anneal_lr`` the learning rate is ``lr * lr_fraction(env_steps_done)`` before each iteration;
         the default fraction falls linearly from 1 to 0 over the whole run (GoRL passes a per-stage one).
@@ -291,6 +307,7 @@ class PPO:
         """
         cfg, log, t0 = self.config, TrainLog(), time.perf_counter()
         envs = make_vec_env(env_id, cfg.num_envs, seed, wrapper=wrapper)
+        envs = vector_wrapper(envs) if vector_wrapper is not None else envs
         tracker = EpisodeTracker(cfg.num_envs)
         obs, _ = envs.reset(seed=seed)
         per_iter = cfg.num_envs * cfg.num_steps

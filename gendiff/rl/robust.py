@@ -1,6 +1,7 @@
 """``gendiff robust discover``: the non-dominated policy set of gendiff.rl.nondominated, its config and runner.
 
-Writes OUT/set.json (the attack grid, R [|Pi|, J] of mean returns, the discovery history, the settings),
+Writes OUT/set.json (the attack grid, R [|Pi|, J] of mean returns, the discovery history, the env steps it used,
+the settings),
 OUT/set.md (R as a table), OUT/config.yaml and each policy as OUT/policy_<i>/ (``PPO.load``; safetensors + JSON).
 The benchmark (natural / random / gradient-attack returns of PPO, worst-case PPO and the set with EXP3) is
 benchmarks/control/robust.py.
@@ -50,7 +51,8 @@ def run_robust_discover(cfg: RobustDiscoverConfig) -> dict[str, Any]:
         policy.save(out / f"policy_{i + 1}")
     save_config(cfg, out)
     summary = {"settings": to_dict(cfg), "grid": [s.name for s in found.grid], "returns": found.returns.tolist(),
-               "history": found.history, "policies": [f"policy_{i + 1}" for i in range(len(found.policies))]}
+               "history": found.history, "env_steps": found.env_steps,
+               "policies": [f"policy_{i + 1}" for i in range(len(found.policies))]}
     atomic_write_text(out / "set.md", set_markdown(found, f"Non-dominated set on {cfg.env}, seed {cfg.seed}"))
     atomic_write_text(out / "set.json", json.dumps(summary, indent=2))
     print((out / "set.md").read_text())
