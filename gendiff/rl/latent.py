@@ -154,7 +154,7 @@ class PPOLatent:
     def sample_latent(self, obs: Tensor, deterministic: bool = False,
                       generator: torch.Generator | None = None) -> Tensor:
         gen = self.learner.generator if generator is None else generator
-        z, _ = self.learner.actor.sample(self.learner._norm(obs), deterministic, gen)
+        z, _ = self.learner.actor.sample(self.learner.normalize_obs(obs), deterministic, gen)
         return z
 
     def latent_actor(self) -> tuple[nn.Module, torch.optim.Optimizer]:
