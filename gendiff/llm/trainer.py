@@ -26,6 +26,9 @@ One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken 
    (``gendiff.llm.layer_policies``): log pi^l_T and H(pi^l_T) replace log pi_T and H(pi_T) in the loss, the old
    log-probs and the KL reference's log-probs. The rollouts still come from the full policy pi (as in the paper);
    only layers <= l, the final norm and the lm_head receive gradient. Then the normal top-layer objective.
+4c. SPEAR (``spear``, ``gendiff.llm.spear``): step 2's reward plus the curriculum's intrinsic reward (``intrinsic_fn``),
+   successes into the replay buffer after step 3, and each update adds w_sil(t) x the self-imitation loss on
+   replayed completions with recalibrated advantages (one process only).
 5. Carried states: ``actor/entropy_coef_next`` -> next step's ``entropy_coef`` (adaptive entropy bonus),
    running mean entropy -> ``entropy_history_mean`` (EPO), step / steps -> ``progress`` (EPO, D3S),
    HAPO's entropy map -> the next rollout's temperatures, the first rollout's entropy -> AEPO / DCPO's
@@ -108,6 +111,7 @@ from .sampling import (
     sample_completions,
 )
 from .soup import parse_reference, weight_soup
+from .spear import SPEAR, IntrinsicFn, SPEARConfig
 
 RewardFn = Callable[..., Sequence[float]]
 PromptSource = Sequence[str] | Callable[[int, random.Random], list[str]]
@@ -148,6 +152,8 @@ class LLMTrainConfig:
     checkpoint_every: int = 0  # steps between checkpoint-<step>/ folders (0: none)
     bupo_layer: int = 0  # BuPO: layer l (1..L) whose internal policy the first bupo_steps steps train (0: off)
     bupo_steps: int = 0  # BuPO: steps of the bottom-up phase on bupo_layer, then the top-layer objective
+    spear: bool = False  # SPEAR: replay buffer, self-imitation loss and intrinsic-reward curriculum (gendiff.llm.spear)
+    spear_config: dict[str, Any] = field(default_factory=dict)  # SPEARConfig fields (YAML mapping)
 
 
 def _as_dict(name: str, value: Any) -> dict[str, Any]:
@@ -183,6 +189,9 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
         raise ValueError(f"d3s_tokens sample_keep must be in (0, 1], got {loss_cfg.sample_keep}")
     if cfg.advantage == "aepo" and adv_cfg.regularizer_size < 1:
         raise ValueError(f"aepo regularizer_size must be >= 1, got {adv_cfg.regularizer_size}")
+    if cfg.spear_config and not cfg.spear:
+        raise ValueError(f"spear_config {cfg.spear_config!r} is given but spear is off: pass spear: true (--spear)")
+    from_dict(SPEARConfig, _as_dict("spear_config", cfg.spear_config))  # SPEARConfig checks its fields
     if cfg.advantage in ("aepo", "dcpo") and not 0.0 < adv_cfg.temp_low <= adv_cfg.temp_high:
         raise ValueError(f"{cfg.advantage} needs 0 < temp_low <= temp_high, got {adv_cfg.temp_low}, {adv_cfg.temp_high}")
     return loss_cfg, adv_cfg
@@ -264,11 +273,13 @@ class LLMTrainer:
             else a frozen copy of ``model``).
         cluster_fn: ``fn(prompts, completions) -> [B] hashable keys``, the semantic classes of EMPO
             (advantage ``empo_reward``); default ``answer_clusters`` (equal stripped text).
+        intrinsic_fn: SPEAR's intrinsic reward ``fn(prompts, completions, finished) -> [B]`` (e.g.
+            ``gendiff.llm.spear.format_reward``); None: the curriculum has no intrinsic term.
     """
 
     def __init__(self, model, tokenizer, reward_fn: RewardFn, prompts: PromptSource,
                  config: LLMTrainConfig | None = None, out_dir: str | Path | None = None, ref_model=None,
-                 cluster_fn: ClusterFn | None = None) -> None:
+                 cluster_fn: ClusterFn | None = None, intrinsic_fn: IntrinsicFn | None = None) -> None:
         self.config = cfg = config or LLMTrainConfig()
         self.loss_cfg, self.adv_cfg = check_config(cfg)
         self.loss_fn, self.adv_fn = POLICY_LOSSES.get(cfg.loss), ADVANTAGES.get(cfg.advantage)
@@ -302,6 +313,12 @@ class LLMTrainer:
             if self.num_processes > 1:
                 raise ValueError("bupo_layer runs on one process only: under DDP the layers above bupo_layer get no "
                                  "gradient in the bottom-up phase")
+        self.spear = None
+        if cfg.spear:  # 4c. SPEAR: one buffer, on one process
+            if self.num_processes > 1:
+                raise ValueError("spear runs on one process only: the replay buffer is not sharded over processes")
+            self.spear = SPEAR(from_dict(SPEARConfig, _as_dict("spear_config", cfg.spear_config)), tokenizer,
+                               intrinsic_fn, seed=cfg.seed + 1)
         self.ref_model = None
         if cfg.kl_coef > 0:
             soup = parse_reference(cfg.reference) if ref_model is None else None
@@ -476,10 +493,21 @@ class LLMTrainer:
         texts = self.tokenizer.batch_decode(batch.completion_ids, skip_special_tokens=True)
         comp_lists = [row[: int(n)].tolist() for row, n in zip(batch.completion_ids.cpu(), lengths.cpu(), strict=True)]
         meta = {"group_ids": group_ids.tolist(), "completion_ids": comp_lists, "step": st.step}
-        rewards = self._call_reward(rep_prompts, texts, meta).to(ids.device, torch.float32)  # 2.
+        rewards = task_rewards = self._call_reward(rep_prompts, texts, meta).to(ids.device, torch.float32)  # 2.
+        if self.spear is not None:  # 4c. SPEAR step 1: + w_in(t) x the intrinsic reward
+            rewards, spear_metrics = self.spear.shape_rewards(rewards, rep_prompts, texts, batch.finished, st.step)
+            metrics.update(spear_metrics)
         is_reg = torch.arange(len(texts), device=ids.device) >= n_main
         adv, adv_metrics = self._advantages(rewards, group_ids, batch, rep_prompts, texts, is_reg, entropy)  # 3.
+        replay = None
+        if self.spear is not None:  # 4c. SPEAR steps 2-3: successes into the buffer, this step's replay batch
+            metrics.update(self.spear.observe(batch, task_rewards, adv, group_ids, rep_prompts, st.step))
+            replay, spear_metrics = self.spear.replay_batch(st.step, ids.device)
+            metrics.update(spear_metrics)
         g_rewards, g_reg, g_lengths = self._glob(rewards), self._glob(is_reg), self._glob(lengths)
+        if self.spear is not None:  # reward/mean stays the task reward; the shaped one is logged beside it
+            metrics["spear/shaped_reward_mean"] = float(g_rewards[~g_reg].mean())
+            g_rewards = task_rewards
         metrics.update({**adv_metrics, "reward/mean": float(g_rewards[~g_reg].mean()),
                         "reward/std": float(g_rewards[~g_reg].std(unbiased=False)),
                         "response_length/mean": float(g_lengths[: n_main * n_proc].float().mean()),
@@ -496,7 +524,7 @@ class LLMTrainer:
                 ref, _ = policy_logp_entropy(self.ref_model, batch, cfg.temperature, layer=self._bupo_layer())
         # the sampler's log pi_T of rows drawn at T (HAPO's adaptive temperature changes only the draw)
         return {"batch": batch, "advantages": adv, "ref_logp": ref, "texts": texts, "rewards": rewards,
-                "on_policy": ~is_reg, "metrics": metrics,
+                "on_policy": ~is_reg, "metrics": metrics, "replay": replay,
                 "tokens": self._global_sum(float(batch.completion_mask.sum()))[0]}
 
     def _advantages(self, rewards: Tensor, group_ids: Tensor, batch: Completions, prompts: list[str],
@@ -628,6 +656,13 @@ class LLMTrainer:
                     if weights is not None:
                         loss = loss * weights[i]
                     self.accelerator.backward(loss / cfg.grad_accum)
+                for k, v in metrics.items():
+                    sums[k].append(v)
+            if roll.get("replay") is not None:  # 4c. SPEAR step 4: + w_sil(t) x the self-imitation loss
+                with self.accelerator.autocast():
+                    loss, metrics = self.spear.loss(self.model, roll["replay"], cfg.temperature, self.state.step,
+                                                    self.loss_generator)
+                self.accelerator.backward(loss)
                 for k, v in metrics.items():
                     sums[k].append(v)
             if cfg.max_grad_norm > 0:
