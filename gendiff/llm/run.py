@@ -174,6 +174,7 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
     from .evaluation import evaluate
     from .spear import format_reward
     from .tasks import ArithmeticTask, arithmetic_answer_key, arithmetic_reward, build_tiny_lm
+    from .templates import TEMPLATES
     from .trainer import LLMTrainer
 
     main = process_state().is_main_process
@@ -191,6 +192,12 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
         _on_main(lambda: build_tiny_lm(task, seed=cfg.seed, sft_steps=rc.sft_steps, out_dir=work / "sft",
                                        exclude=held) and None)
         model, tokenizer = _load_lm(work / "sft", "the run's SFT model")
+
+    for t in TEMPLATES[: rc.prompt_templates]:  # prompt augmentation: the tokenizer must spell every template
+        text = t.prompt(12, "+", 39) + t.render(12, "+", 39)
+        if tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) != text:
+            raise ValueError(f"--prompt-templates {rc.prompt_templates}: the model's tokenizer cannot spell template "
+                             f"{t.name!r} ({text!r}); SFT a model on the templates (no --model) or lower the count")
 
     def held_out_eval(m) -> dict[str, float]:
         ev = evaluate(m, tokenizer, held, arithmetic_reward, n_samples=16, ks=(1, 4, 16),

@@ -132,7 +132,7 @@ def sil_loss(logp: Tensor, behaviour_logp: Tensor, advantages: Tensor, mask: Ten
         entropy: optional [N, T], logged.
 
     Returns:
-        (loss, metrics under ``sil/``: loss, ratio, clipfrac, clip_cov_count, ...).
+        (loss, metrics under ``sil/``: policy (the loss), ratio_mean, clipfrac, clip_cov_count, ...).
     """
     loss, metrics = clip_cov_loss(logp, behaviour_logp, advantages, mask, config, entropy=entropy, generator=generator)
     return loss, {"sil/" + k.split("/", 1)[-1]: v for k, v in metrics.items()}
