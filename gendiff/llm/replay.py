@@ -27,6 +27,7 @@ class Trajectory:
 
     Attributes:
         prompt: its prompt text.
+        prompt_ids: the prompt's tokens as the policy saw them (no padding).
         completion_ids: its tokens ([T], EOS included when it finished).
         logp: [T] log pi_T of those tokens under the policy that sampled it (the behaviour policy).
         reward: its task reward (without any intrinsic reward).
@@ -35,6 +36,7 @@ class Trajectory:
     """
 
     prompt: str
+    prompt_ids: tuple[int, ...]
     completion_ids: tuple[int, ...]
     logp: tuple[float, ...]
     reward: float
@@ -64,27 +66,27 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return len(self.items)
 
-    def add(self, prompts: list[str], completion_ids: list[list[int]], logps: list[list[float]],
-            rewards: list[float], advantages: list[float], step: int) -> int:
+    def add(self, prompts: list[str], prompt_ids: list[list[int]], completion_ids: list[list[int]],
+            logps: list[list[float]], rewards: list[float], advantages: list[float], step: int) -> int:
         """Step 1: admit the successes with positive advantage among B rows; returns how many entered.
 
         Args:
-            prompts, completion_ids, logps, rewards, advantages: B rows each (``logps[i]`` as long as
+            prompts, prompt_ids, completion_ids, logps, rewards, advantages: B rows each (``logps[i]`` as long as
                 ``completion_ids[i]``; ``advantages`` per row, e.g. the mean over its tokens).
             step: the step that sampled them.
         """
         n = len(prompts)
-        if not n == len(completion_ids) == len(logps) == len(rewards) == len(advantages):
-            raise ValueError(f"ReplayBuffer.add needs as many rows of each: {n} prompts, {len(completion_ids)} "
-                             f"completions, {len(logps)} log-prob rows, {len(rewards)} rewards, "
-                             f"{len(advantages)} advantages")
+        if not n == len(prompt_ids) == len(completion_ids) == len(logps) == len(rewards) == len(advantages):
+            raise ValueError(f"ReplayBuffer.add needs as many rows of each: {n} prompts, {len(prompt_ids)} prompt "
+                             f"token rows, {len(completion_ids)} completions, {len(logps)} log-prob rows, "
+                             f"{len(rewards)} rewards, {len(advantages)} advantages")
         added = 0
-        for p, ids, lp, r, a in zip(prompts, completion_ids, logps, rewards, advantages, strict=True):
+        for p, pids, ids, lp, r, a in zip(prompts, prompt_ids, completion_ids, logps, rewards, advantages, strict=True):
             if len(ids) != len(lp):
                 raise ValueError(f"a completion of {len(ids)} tokens came with {len(lp)} log-probs")
             if r >= self.success_reward and a > 0 and len(ids) > 0:
-                self.items.append(Trajectory(p, tuple(int(i) for i in ids), tuple(float(x) for x in lp), float(r),
-                                             float(a), int(step)))
+                self.items.append(Trajectory(p, tuple(int(i) for i in pids), tuple(int(i) for i in ids),
+                                             tuple(float(x) for x in lp), float(r), float(a), int(step)))
                 added += 1
         return added
 

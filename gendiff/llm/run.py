@@ -137,7 +137,10 @@ def run_train(rc: LLMRunConfig) -> dict:
         raise ValueError(f"--sft-steps must be >= 0, got {rc.sft_steps}")
     from .templates import check_templates
 
-    check_templates(rc.prompt_templates)
+    try:
+        check_templates(rc.prompt_templates)
+    except ValueError as err:
+        raise ValueError(f"--prompt-templates: {err}") from None
     if rc.eval_prompts < 1:
         raise ValueError(f"--eval-prompts must be >= 1, got {rc.eval_prompts}")
     out = Path(rc.out)

@@ -41,6 +41,7 @@ from gendiff.config import check_numbers
 from .losses import ClipCovConfig, clip_cov_loss
 from .replay import ReplayBuffer, Trajectory
 from .sampling import Completions
+from .templates import match_template
 
 IntrinsicFn = Callable[[list[str], list[str], list[bool]], Sequence[float]]
 
@@ -141,8 +142,6 @@ def sil_loss(logp: Tensor, behaviour_logp: Tensor, advantages: Tensor, mask: Ten
 def format_reward(prompts: list[str], completions: list[str], finished: list[bool]) -> list[float]:
     """The arithmetic task's intrinsic reward: 1.0 when a completion ended with EOS and is well-formed in its prompt's
     template (``gendiff.llm.templates``: digits for "a+b=", "[digits]" for "ans a+b:", ...), else 0.0."""
-    from .templates import match_template
-
     if not len(prompts) == len(completions) == len(finished):
         raise ValueError(f"{len(prompts)} prompts, {len(completions)} completions, {len(finished)} finished flags")
     return [float(bool(f) and match_template(p)[0].extract(c) is not None)
@@ -159,18 +158,31 @@ class ReplayBatch:
     advantages: Tensor
 
 
+def replay_completions(prompt_ids: list[Sequence[int]], completion_ids: list[Sequence[int]], pad_id: int,
+                       device: torch.device | str | None = None) -> Completions:
+    """The stored tokens as a ``Completions`` batch for a teacher-forced forward: prompts left-padded, completions
+    right-padded (``pad_id``, mask 0); logp / entropy zeros, finished True."""
+    pw, cw = max(map(len, prompt_ids)), max(map(len, completion_ids))
+    ids = torch.tensor([[pad_id] * (pw - len(r)) + list(r) for r in prompt_ids], device=device)
+    mask = torch.tensor([[0] * (pw - len(r)) + [1] * len(r) for r in prompt_ids], device=device)
+    comp = torch.tensor([list(r) + [pad_id] * (cw - len(r)) for r in completion_ids], device=device)
+    keep = torch.tensor([[1] * len(r) + [0] * (cw - len(r)) for r in completion_ids], device=device)
+    zeros = torch.zeros(len(prompt_ids), cw, device=device)
+    return Completions(ids, mask, comp, keep, zeros, zeros, torch.ones(len(prompt_ids), dtype=torch.bool, device=device))
+
+
 class SPEAR:
-    """The trainer's SPEAR hooks (module docstring, steps 1-4).
+    """The trainer's SPEAR hooks (module docstring, steps 1-4); the trainer runs the replay forward.
 
     Args:
         config: ``SPEARConfig``.
-        tokenizer: the policy's tokenizer (replayed prompts are encoded as rollouts are).
+        pad_id: the padding token of replay batches.
         intrinsic_fn: ``fn(prompts, completions, finished) -> [B]`` intrinsic rewards (None: no intrinsic reward).
         seed: seeds the replay sampling.
     """
 
-    def __init__(self, config: SPEARConfig, tokenizer, intrinsic_fn: IntrinsicFn | None = None, seed: int = 0) -> None:
-        self.config, self.tokenizer, self.intrinsic_fn = config, tokenizer, intrinsic_fn
+    def __init__(self, config: SPEARConfig, pad_id: int, intrinsic_fn: IntrinsicFn | None = None, seed: int = 0) -> None:
+        self.config, self.pad_id, self.intrinsic_fn = config, pad_id, intrinsic_fn
         self.buffer = ReplayBuffer(config.buffer_size, config.max_age, config.success_reward, config.baseline_size)
         self.rng = random.Random(seed)
         self.clip = replace(ClipCovConfig(), clip_ratio=config.clip_ratio, cov_lb=config.cov_lb, cov_ub=config.cov_ub,
@@ -199,18 +211,17 @@ class SPEAR:
         groups = torch.unique(group_ids)
         self.buffer.observe_groups([float(task_rewards[group_ids == g].mean()) for g in groups])
         lengths = (mask.sum(-1) + (batch.finished & (mask.sum(-1) == 0))).tolist()
+        pids = [row[m.bool()].tolist() for row, m in zip(batch.prompt_ids.cpu(), batch.prompt_mask.cpu(), strict=True)]
         ids = [row[: int(n)].tolist() for row, n in zip(batch.completion_ids.cpu(), lengths, strict=True)]
         lps = [row[: int(n)].tolist() for row, n in zip(batch.logp.detach().cpu(), lengths, strict=True)]
         empty = ~mask.any(-1).cpu()  # EOS first: no real token, never stored
-        added = self.buffer.add(prompts, [[] if e else i for i, e in zip(ids, empty, strict=True)],
+        added = self.buffer.add(prompts, pids, [[] if e else i for i, e in zip(ids, empty, strict=True)],
                                 [[] if e else lp for lp, e in zip(lps, empty, strict=True)],
                                 task_rewards.tolist(), row_adv.tolist(), step)
         return {"spear/added": float(added)}
 
     def replay_batch(self, step: int, device: torch.device | str | None = None) -> tuple[ReplayBatch | None, dict]:
         """Step 3: evict stale entries, draw ``replay_batch`` of them, recalibrate, keep A~ > 0."""
-        from .evaluation import teacher_forced_batch
-
         cfg = self.config
         self.buffer.evict(step)
         metrics = {"spear/buffer_size": float(len(self.buffer)), "spear/sil_weight": sil_weight(step, cfg)}
@@ -229,19 +240,15 @@ class SPEAR:
         if not keep:
             return None, metrics
         rows = [drawn[i] for i in keep]
-        batch = teacher_forced_batch(self.tokenizer, [t.prompt for t in rows], [list(t.completion_ids) for t in rows],
-                                     device)
+        batch = replay_completions([t.prompt_ids for t in rows], [t.completion_ids for t in rows], self.pad_id, device)
         width = batch.completion_ids.shape[1]
         behaviour = torch.tensor([list(t.logp) + [0.0] * (width - len(t.logp)) for t in rows], device=device)
         metrics["spear/replay_adv_mean"] = float(adv[keep].mean())
         return ReplayBatch(batch, behaviour, adv[keep].to(device=device, dtype=torch.float32)), metrics
 
-    def loss(self, model, replay: ReplayBatch, temperature: float, step: int,
+    def loss(self, logp: Tensor, entropy: Tensor, replay: ReplayBatch, step: int,
              generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Any]]:
-        """Step 4: w_sil(t) L_SIL on the replay batch (a forward of ``model``: gradients reach it)."""
-        from .trainer import policy_logp_entropy
-
-        logp, entropy = policy_logp_entropy(model, replay.batch, temperature)
+        """Step 4: w_sil(t) L_SIL on the replay batch, from the policy's [N, T] log-probs and entropies of it."""
         loss, metrics = sil_loss(logp, replay.behaviour_logp, replay.advantages, replay.batch.completion_mask,
                                  self.clip, generator, entropy)
         return sil_weight(step, self.config) * loss, metrics

@@ -317,7 +317,7 @@ class LLMTrainer:
         if cfg.spear:  # 4c. SPEAR: one buffer, on one process
             if self.num_processes > 1:
                 raise ValueError("spear runs on one process only: the replay buffer is not sharded over processes")
-            self.spear = SPEAR(from_dict(SPEARConfig, _as_dict("spear_config", cfg.spear_config)), tokenizer,
+            self.spear = SPEAR(from_dict(SPEARConfig, _as_dict("spear_config", cfg.spear_config)), self.pad_id,
                                intrinsic_fn, seed=cfg.seed + 1)
         self.ref_model = None
         if cfg.kl_coef > 0:
@@ -660,8 +660,8 @@ class LLMTrainer:
                     sums[k].append(v)
             if roll.get("replay") is not None:  # 4c. SPEAR step 4: + w_sil(t) x the self-imitation loss
                 with self.accelerator.autocast():
-                    loss, metrics = self.spear.loss(self.model, roll["replay"], cfg.temperature, self.state.step,
-                                                    self.loss_generator)
+                    logp, entropy = policy_logp_entropy(self.model, roll["replay"].batch, cfg.temperature)
+                    loss, metrics = self.spear.loss(logp, entropy, roll["replay"], self.state.step, self.loss_generator)
                 self.accelerator.backward(loss)
                 for k, v in metrics.items():
                     sums[k].append(v)

@@ -107,17 +107,18 @@ def test_curriculum_schedule_known_values():
 
 def test_buffer_keeps_only_successes_fifo_capacity_and_age():
     buf = ReplayBuffer(capacity=3, max_age=2, success_reward=1.0, baseline_size=4)
-    added = buf.add(["a", "b", "c", "d"], [[1], [2, 3], [4], []], [[-0.1], [-0.2, -0.3], [-0.4], []],
+    added = buf.add(["a", "b", "c", "d"], [[9]] * 4, [[1], [2, 3], [4], []], [[-0.1], [-0.2, -0.3], [-0.4], []],
                     [1.0, 0.0, 1.0, 1.0], [0.5, 0.9, -0.1, 0.7], step=0)
     assert added == 1 and [t.prompt for t in buf.items] == ["a"]  # b failed, c had A < 0, d was empty
-    buf.add(["e", "f", "g"], [[5], [6], [7]], [[-1.0], [-1.0], [-1.0]], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], step=1)
+    buf.add(["e", "f", "g"], [[9]] * 3, [[5], [6], [7]], [[-1.0], [-1.0], [-1.0]], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], step=1)
     assert [t.prompt for t in buf.items] == ["e", "f", "g"]  # capacity 3: the oldest left first
-    buf.add(["h"], [[8]], [[-1.0]], [1.0], [1.0], step=3)
+    buf.add(["h"], [[9, 10]], [[8]], [[-1.0]], [1.0], [1.0], step=3)
     assert [t.prompt for t in buf.items] == ["f", "g", "h"]
     drawn = buf.sample(2, random.Random(0))
     assert len({t.prompt for t in drawn}) == 2 and len(buf.sample(5, random.Random(0))) == 3
     assert buf.evict(step=4) == 2 and [t.prompt for t in buf.items] == ["h"]  # f, g: age 3 > max_age 2
     assert buf.items[-1].logp == (-1.0,) and buf.items[-1].completion_ids == (8,)
+    assert buf.items[-1].prompt_ids == (9, 10)
     buf.observe_groups([0.1, 0.2, 0.3])
     buf.observe_groups([0.4, 0.5])
     assert list(buf.group_means) == [0.2, 0.3, 0.4, 0.5]  # the last baseline_size group means
@@ -128,9 +129,9 @@ def test_buffer_and_config_bad_input():
         ReplayBuffer(capacity=0)
     buf = ReplayBuffer()
     with pytest.raises(ValueError, match="as many rows"):
-        buf.add(["a"], [[1]], [[-1.0]], [1.0, 1.0], [1.0], step=0)
+        buf.add(["a"], [[9]], [[1]], [[-1.0]], [1.0, 1.0], [1.0], step=0)
     with pytest.raises(ValueError, match="2 tokens came with 1"):
-        buf.add(["a"], [[1, 2]], [[-1.0]], [1.0], [1.0], step=0)
+        buf.add(["a"], [[9]], [[1, 2]], [[-1.0]], [1.0], [1.0], step=0)
     with pytest.raises(ValueError, match="recalibration"):
         SPEARConfig(recalibration="mean")
     with pytest.raises(ValueError, match="sil_coef"):
@@ -176,6 +177,26 @@ def _trainer(path, spear: dict | None, steps: int = 4):
         return [float(len(c.strip()) % 2) for c in completions]
 
     return LLMTrainer(model, tok, odd_length, lambda n, rng: task.sample(n, rng)[0], cfg, intrinsic_fn=format_reward)
+
+
+def test_replayed_tokens_give_back_the_behaviour_log_probs(saved):
+    """A stored rollout, rebuilt by ``replay_completions``, has under the unchanged policy the log-probs the sampler
+    recorded: the self-imitation ratio starts at 1."""
+    from gendiff.llm.spear import SPEAR, replay_completions
+    from gendiff.llm.trainer import policy_logp_entropy
+
+    trainer = _trainer(saved, {"success_reward": 0.0})
+    roll = trainer.rollout(["12+34=", "5+678="])
+    spear: SPEAR = trainer.spear
+    items = list(spear.buffer.items)
+    assert items and all(len(t.prompt_ids) > 0 for t in items)
+    batch = replay_completions([t.prompt_ids for t in items], [t.completion_ids for t in items], trainer.pad_id)
+    assert batch.prompt_mask.sum().item() == sum(len(t.prompt_ids) for t in items)
+    with torch.no_grad():
+        logp, _ = policy_logp_entropy(trainer.model, batch, 1.0)
+    for i, t in enumerate(items):
+        assert logp[i, : len(t.logp)].tolist() == pytest.approx(list(t.logp), abs=1e-4)
+    assert roll["replay"] is None  # w_sil(0) = 0: no replay batch at step 0
 
 
 def test_spear_with_zero_weights_is_exactly_grpo(saved):
