@@ -16,7 +16,8 @@
    differences with a 95 % t-interval over seeds.
 
     python benchmarks/llm/spear_prompt_aug.py --tune --seeds 100            # settings, on seed 100
-    python benchmarks/llm/spear_prompt_aug.py --seeds 0 1 2 --out benchmarks/llm/spear_prompt_aug.json
+    python benchmarks/llm/spear_prompt_aug.py --seeds 0 1 2 --lr-grpo 5e-5 --lr-spear 2e-4 --lr-prompt-aug 5e-5 \
+        --out benchmarks/llm/spear_prompt_aug.json
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def markdown(res: dict) -> str:
              + ", ".join(f"{k} {v:.3f}" for k, v in res["sft"]["greedy_per_template"].items()) + ".", "",
              f"Each run: {a['prompts_per_step']} prompts x {a['group_size']} completions per step, max "
              f"{a['max_new_tokens']} new tokens, until {a['token_budget']} completion tokens (equal rollout tokens); "
-             f"lr per method {res['lrs']} (chosen on seed 100); SPEAR: c_sil {a['sil_coef']} ramped over "
+             f"lr per method {res['lrs']} (benchmarks/llm/README.md says how each was chosen); SPEAR: c_sil {a['sil_coef']} ramped over "
              f"{a['sil_ramp_steps']} steps, format reward c_in {a['intrinsic_coef']} decayed over "
              f"{a['intrinsic_decay_steps']} steps, {a['replay_batch']} replayed completions per step; prompt_aug: "
              f"{a['templates']} templates. Evaluation on plain held-out prompts.", "",
@@ -193,7 +194,11 @@ def main() -> None:
     p.add_argument("--sft-steps", type=int, default=400)
     p.add_argument("--runs-dir", type=Path, default=Path("runs/llm/spear_prompt_aug"))
     p.add_argument("--out", type=Path, default=Path("benchmarks/llm/spear_prompt_aug.json"))
+    p.add_argument("--report", action="store_true", help="rewrite the markdown of an existing --out JSON only")
     args = p.parse_args()
+    if args.report:
+        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text())))
+        return
     args.lrs = {m: v for m, v in (("grpo", args.lr_grpo), ("spear", args.lr_spear), ("prompt_aug", args.lr_prompt_aug))
                 if v is not None}
     t0 = time.perf_counter()
