@@ -229,8 +229,10 @@ def main() -> None:
         table = ["lr | method | seed | greedy | pass@1 | pass@16 | entropy | steps", "---|---|---|---|---|---|---|---"]
         table += [f"{r['settings']['lr']:g} | {r['method']} | {r['seed']} | {r['greedy']:.3f} | {r['pass@1']:.3f} | "
                   f"{r['pass@16']:.3f} | {r['entropy']:.3f} | {r['steps']}" for r in rows]
-        args.out.write_text(json.dumps({"tuning": rows, "machine": cpu_name(),
-                                        "total_seconds": time.perf_counter() - t0}, indent=2))
+        total = time.perf_counter() - t0
+        args.out.write_text(json.dumps({"tuning": rows, "machine": cpu_name(), "total_seconds": total}, indent=2))
+        table += ["", f"Machine: {cpu_name()}; total {total / 60:.1f} min (with the shared SFT model's training, when "
+                  "it was not cached)."]
         args.out.with_suffix(".md").write_text("# Settings on seed(s) " + str(args.seeds) + "\n\n" +
                                                "\n".join(table) + "\n")
         print("\n".join(table))
