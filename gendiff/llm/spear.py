@@ -203,8 +203,14 @@ class SPEAR:
         return rewards + w * r_in, metrics
 
     def observe(self, batch: Completions, task_rewards: Tensor, advantages: Tensor, group_ids: Tensor,
-                prompts: list[str], step: int) -> dict[str, float]:
-        """Step 2: baseline history and admission of this rollout's successes ([B] rows, advantages [B] or [B, T])."""
+                prompts: list[str], step: int, on_policy: Tensor | None = None) -> dict[str, float]:
+        """Step 2: baseline history and admission of this rollout's successes ([B] rows, advantages [B] or [B, T]);
+        ``on_policy`` [B] bool keeps only the rows drawn from pi_T itself (not AEPO's regulariser rows, whose
+        recorded log-probs are not of the policy that drew them)."""
+        if on_policy is not None and not bool(on_policy.all()):
+            keep = on_policy.nonzero().flatten()
+            batch, task_rewards, advantages = batch.select(on_policy), task_rewards[keep], advantages[keep]
+            group_ids, prompts = group_ids[keep], [prompts[i] for i in keep.tolist()]
         mask = batch.completion_mask.bool()
         row_adv = advantages if advantages.dim() == 1 else \
             (advantages * mask).sum(-1) / mask.sum(-1).clamp_min(1)

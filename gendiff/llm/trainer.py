@@ -501,7 +501,7 @@ class LLMTrainer:
         adv, adv_metrics = self._advantages(rewards, group_ids, batch, rep_prompts, texts, is_reg, entropy)  # 3.
         replay = None
         if self.spear is not None:  # 4c. SPEAR steps 2-3: successes into the buffer, this step's replay batch
-            metrics.update(self.spear.observe(batch, task_rewards, adv, group_ids, rep_prompts, st.step))
+            metrics.update(self.spear.observe(batch, task_rewards, adv, group_ids, rep_prompts, st.step, ~is_reg))
             replay, spear_metrics = self.spear.replay_batch(st.step, ids.device)
             metrics.update(spear_metrics)
         g_rewards, g_reg, g_lengths = self._glob(rewards), self._glob(is_reg), self._glob(lengths)

@@ -150,6 +150,26 @@ def test_buffer_and_config_bad_input():
         check_config(LLMTrainConfig(spear=True, spear_config="{replay_batch: 0}"))
 
 
+def test_observe_stores_only_on_policy_successes_and_records_group_means():
+    from gendiff.llm.sampling import Completions
+    from gendiff.llm.spear import SPEAR
+
+    spear = SPEAR(SPEARConfig(), pad_id=0)
+    ids = torch.tensor([[0, 5, 6], [7, 8, 9], [0, 0, 4]])  # left-padded prompts
+    pmask = (ids != 0).long()
+    comp = torch.tensor([[1, 2, 3], [1, 3, 0], [2, 0, 0]])
+    cmask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]])
+    logp = -torch.arange(9, dtype=torch.float32).reshape(3, 3) / 10
+    batch = Completions(ids, pmask, comp, cmask, logp, torch.zeros(3, 3), torch.tensor([True, True, True]))
+    out = spear.observe(batch, torch.tensor([1.0, 1.0, 0.0]), torch.tensor([0.5, 0.5, -1.0]), torch.tensor([0, 0, 1]),
+                        ["p0", "p1", "p2"], step=3, on_policy=torch.tensor([True, False, True]))
+    assert out["spear/added"] == 1.0  # row 1 is a regulariser row, row 2 failed
+    (t,) = spear.buffer.items
+    assert (t.prompt, t.prompt_ids, t.completion_ids, t.step) == ("p0", (5, 6), (1, 2, 3), 3)
+    assert t.logp == pytest.approx((0.0, -0.1, -0.2))
+    assert list(spear.buffer.group_means) == [1.0, 0.0]  # groups 0 (row 0 only) and 1
+
+
 def test_format_reward_reads_each_template():
     prompts = ["12+39=", "rev 12+39=", "sum 12+39=", "ans 12+39:", "ans 12+39:"]
     good = ["50", "15", "1c1 5c0 51", "[7]", "[51]"]  # well-formed (the answer need not be right)
