@@ -196,6 +196,16 @@ def parse_yaml_mapping(text: str, what: str) -> dict[str, Any]:
     return data
 
 
+def as_mapping(name: str, value: Any) -> dict[str, Any]:
+    """A config field that holds a mapping of field: value, given as a dict or as YAML text (a CLI flag); ValueError
+    naming ``name`` otherwise."""
+    if isinstance(value, str):
+        return parse_yaml_mapping(value, f"{name} {value!r}")
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a mapping of field: value, got {value!r}")
+    return value
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``yaml.safe_load``; a missing file, bad YAML or a non-mapping raises clearly."""
     path = Path(path)

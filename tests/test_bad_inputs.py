@@ -314,6 +314,7 @@ def test_llm_model_with_a_broken_config_is_one_line(tmp_path, capsys):
     ("--temperature", "0", "LLMTrainConfig.temperature"), ("--lr", "-1", "LLMTrainConfig.lr"),
     ("--weight-decay", "-0.1", "weight_decay"), ("--riskpo-momentum", "2", "riskpo_momentum"),
     ("--steps", "0", "LLMTrainConfig.steps"), ("--sft-steps", "-1", "--sft-steps"),
+    ("--prompt-templates", "0", "--prompt-templates"), ("--spear-config", "{sil_coef: 0.5}", "spear is off"),
 ])
 def test_llm_numbers_fail_before_any_work_naming_the_field(tmp_path, capsys, flag, value, needle):
     _error(capsys, ["llm", "train", "--out", str(tmp_path / "run"), flag, value], needle)

@@ -49,6 +49,8 @@ class LLMRunConfig(LLMTrainConfig):
                                                               "anew)"})
     sft_steps: int = field(default=300, metadata={"help": "SFT steps of the tiny LM"})
     partial_credit: bool = field(default=False, metadata={"help": "reward partly correct digits"})
+    prompt_templates: int = field(default=1, metadata={"help": "prompt augmentation: K prompt templates (SFT and RL "
+                                                                "prompts; gendiff.llm.templates), 1: plain a+b= only"})
     eval_prompts: int = field(default=200, metadata={"help": "held-out problems (never trained on) for greedy accuracy "
                                                              "and pass@k"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing run in --out (after the new run "
@@ -133,6 +135,12 @@ def run_train(rc: LLMRunConfig) -> dict:
     check_config(cfg)  # fail before the SFT minutes
     if rc.sft_steps < 0:
         raise ValueError(f"--sft-steps must be >= 0, got {rc.sft_steps}")
+    from .templates import check_templates
+
+    try:
+        check_templates(rc.prompt_templates)
+    except ValueError as err:
+        raise ValueError(f"--prompt-templates: {err}") from None
     if rc.eval_prompts < 1:
         raise ValueError(f"--eval-prompts must be >= 1, got {rc.eval_prompts}")
     if cfg.reset_rate > 0:  # DR-PO: the reset data must be of this task and hold no held-out problem
@@ -149,6 +157,8 @@ def run_train(rc: LLMRunConfig) -> dict:
     out = Path(rc.out)
     run_args = {"task": rc.task, "model": rc.model, "sft_steps": rc.sft_steps,
                 "partial_credit": rc.partial_credit, "eval_prompts": rc.eval_prompts}
+    if rc.prompt_templates != 1:  # recorded only when used: earlier runs resume unchanged
+        run_args["prompt_templates"] = rc.prompt_templates
     if rc.resume and (out / "config.yaml").is_file():  # the resumed run must be the same run
         saved = load_yaml(out / "config.yaml")
         if (out / RUN_ARGS).is_file():
@@ -176,11 +186,13 @@ def run_train(rc: LLMRunConfig) -> dict:
 def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_args: dict) -> dict:
     """SFT (or load) the model, train it in ``work`` (resuming from ``out``'s latest checkpoint), write the summary."""
     from .evaluation import evaluate
+    from .spear import format_reward
     from .tasks import ArithmeticTask, arithmetic_answer_key, arithmetic_reward, build_tiny_lm
+    from .templates import TEMPLATES
     from .trainer import LLMTrainer
 
     main = process_state().is_main_process
-    task = ArithmeticTask()
+    task = ArithmeticTask(templates=rc.prompt_templates)  # held-out problems and evaluation: plain "a+b=" prompts
     held = task.heldout(rc.eval_prompts)  # never trained on, by SFT or RL
     seed_everything(cfg.seed)
     if rc.model:
@@ -194,6 +206,12 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
         _on_main(lambda: build_tiny_lm(task, seed=cfg.seed, sft_steps=rc.sft_steps, out_dir=work / "sft",
                                        exclude=held) and None)
         model, tokenizer = _load_lm(work / "sft", "the run's SFT model")
+
+    for t in TEMPLATES[: rc.prompt_templates]:  # prompt augmentation: the tokenizer must spell every template
+        text = t.prompt(12, "+", 39) + t.render(12, "+", 39)
+        if tokenizer.decode(tokenizer(text)["input_ids"], skip_special_tokens=True) != text:
+            raise ValueError(f"--prompt-templates {rc.prompt_templates}: the model's tokenizer cannot spell template "
+                             f"{t.name!r} ({text!r}); SFT a model on the templates (no --model) or lower the count")
 
     def held_out_eval(m) -> dict[str, float]:
         ev = evaluate(m, tokenizer, held, arithmetic_reward, n_samples=16, ks=(1, 4, 16),
@@ -216,11 +234,11 @@ def _train(rc: LLMRunConfig, cfg: LLMTrainConfig, out: Path, work: Path, run_arg
     def reward(prompts, completions, **_):
         return arithmetic_reward(prompts, completions, partial_credit=rc.partial_credit)
 
-    trainer_cls = LLMTrainer
-    if cfg.critic == "ppo_max":  # PPO-max: the trainer with a critic (gendiff.llm.ppo_max)
+    trainer_cls, extra = LLMTrainer, {"intrinsic_fn": format_reward} if cfg.spear else {}
+    if cfg.critic == "ppo_max":  # PPO-max: the trainer with a critic (gendiff.llm.ppo_max); SPEAR is refused there
         from .ppo_max import PPOMaxTrainer as trainer_cls
     trainer = trainer_cls(model, tokenizer, reward, task.prompt_source(held), cfg, out_dir=work,
-                          ref_model=ref_model, cluster_fn=arithmetic_answer_key)
+                          ref_model=ref_model, cluster_fn=arithmetic_answer_key, **extra)
     if rc.resume:
         start = trainer.load_checkpoint(ckpt)
         if start > cfg.steps:

@@ -9,6 +9,8 @@
 3. SFT: next-token cross-entropy on ``<bos>prompt answer<eos>``, loss on the answer and ``<eos>`` only,
    left-padded batches with position ids counted from the first real token (as the sampler does).
 4. Task: multi-digit arithmetic, "12+345=" -> "357", with an exact-match reward (optional partial credit).
+   ``templates=K`` (prompt augmentation, ``gendiff.llm.templates``): each problem is stated in one of K prompt
+   templates drawn uniformly, and the reward reads the answer in that template's format.
 
 ``build_tiny_lm`` runs 1-3 and saves model and tokenizer with ``save_pretrained``.
 """
@@ -36,6 +38,7 @@ from transformers import (
 )
 
 from .sampling import sample_completions
+from .templates import TEMPLATES, check_templates, match_template
 
 SPECIALS = ("<pad>", "<bos>", "<eos>")
 _PROMPT_RE = re.compile(r"^\s*(-?\d+)\s*([+\-*])\s*(-?\d+)\s*=\s*$")
@@ -49,11 +52,14 @@ class ArithmeticTask:
         digits_a: digits of the first operand (2).
         digits_b: digits of the second operand (2).
         ops: operators drawn uniformly, among "+", "-", "*".
+        templates: K, the first K prompt templates of ``gendiff.llm.templates`` (1: plain "a+b=" only); with K > 1
+            each prompt's template is drawn uniformly.
     """
 
     digits_a: int = 2
     digits_b: int = 2
     ops: tuple[str, ...] = ("+",)
+    templates: int = 1
 
     def __post_init__(self) -> None:
         if self.digits_a < 1 or self.digits_b < 1:
@@ -61,21 +67,23 @@ class ArithmeticTask:
         bad = [o for o in self.ops if o not in "+-*" or len(o) != 1]
         if not self.ops or bad:
             raise ValueError(f"ops must be a non-empty subset of '+', '-', '*', got {self.ops}")
+        check_templates(self.templates, self.ops)
 
     def _operand(self, rng: random.Random, digits: int) -> int:
         return rng.randint(10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1)
 
     def sample(self, n: int, rng: random.Random, exclude: Collection[str] = ()) -> tuple[list[str], list[str]]:
-        """``n`` prompts like "12+34=" and their answers like "46"; a prompt in ``exclude`` (held-out
-        problems) is drawn again."""
+        """``n`` prompts like "12+34=" and their completions like "46" (in the drawn template's format); a problem
+        whose plain prompt "a+b=" is in ``exclude`` (held-out problems) is drawn again, whatever its template."""
         prompts, answers = [], []
         while len(prompts) < n:
             a, b = self._operand(rng, self.digits_a), self._operand(rng, self.digits_b)
-            prompt = f"{a}{rng.choice(self.ops)}{b}="
-            if prompt in exclude:
+            op = rng.choice(self.ops)
+            if f"{a}{op}{b}=" in exclude:
                 continue
-            prompts.append(prompt)
-            answers.append(solve(prompt))
+            t = TEMPLATES[rng.randrange(self.templates)] if self.templates > 1 else TEMPLATES[0]
+            prompts.append(t.prompt(a, op, b))
+            answers.append(t.render(a, op, b))
         return prompts, answers
 
     def n_problems(self) -> int:
@@ -91,10 +99,14 @@ class ArithmeticTask:
         if not 0 < n <= self.n_problems() // 2:
             raise ValueError(f"held-out size must be in [1, {self.n_problems() // 2}] (half the "
                              f"{self.n_problems()} problems), got {n}")
-        rng, seen = random.Random(seed), {}
+        rng, seen, plain = random.Random(seed), {}, self.plain()
         while len(seen) < n:
-            seen.setdefault(self.sample(1, rng)[0][0], None)
+            seen.setdefault(plain.sample(1, rng)[0][0], None)
         return list(seen)
+
+    def plain(self) -> ArithmeticTask:
+        """The same problems in the plain "a+b=" template only (held-out sets and greedy accuracy use it)."""
+        return ArithmeticTask(self.digits_a, self.digits_b, self.ops)
 
     def prompt_source(self, exclude: Collection[str] = ()) -> Callable[[int, random.Random], list[str]]:
         """``fn(n, rng) -> prompts`` for ``LLMTrainer``, never drawing a prompt in ``exclude``."""
@@ -108,11 +120,13 @@ class ArithmeticTask:
 
 
 def solve(prompt: str) -> str:
-    """The exact answer to an arithmetic prompt "a<op>b=" (ValueError for anything else)."""
+    """The exact answer to an arithmetic prompt "a<op>b=" or a templated one ("rev a+b=", ...; ValueError for
+    anything else), as ``str(value)`` whatever the template's answer format."""
     match = _PROMPT_RE.match(prompt)
     if match is None:
-        raise ValueError(f"not an arithmetic prompt of the form 'a+b=': {prompt!r}")
-    a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
+        a, op, b = match_template(prompt)[1]
+    else:
+        a, op, b = int(match.group(1)), match.group(2), int(match.group(3))
     return str(a + b if op == "+" else a - b if op == "-" else a * b)
 
 
@@ -131,10 +145,12 @@ def arithmetic_reward(
     prompts: list[str], completions: list[str], partial_credit: bool = False, **_: object
 ) -> list[float]:
     """Verifiable reward: 1.0 when the stripped completion equals the answer, else 0.0 (or
-    ``digit_credit`` * 0.5 with ``partial_credit``, so that an exact answer always scores highest).
+    ``digit_credit`` * 0.5 with ``partial_credit``, so that an exact answer always scores highest). A templated
+    prompt ("rev a+b=", ...) is scored on the answer its template's format gives (``gendiff.llm.templates``);
+    a completion that is not well-formed in it gets 0, also with ``partial_credit``.
 
     Args:
-        prompts: [B] prompts "a<op>b=".
+        prompts: [B] prompts "a<op>b=" (or of another template).
         completions: [B] decoded completions (special tokens removed).
 
     Returns:
@@ -144,8 +160,11 @@ def arithmetic_reward(
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     out = []
     for p, c in zip(prompts, completions, strict=True):
-        ans, pred = solve(p), c.strip()
-        if pred == ans:
+        ans = solve(p)
+        pred = c.strip() if _PROMPT_RE.match(p) is not None else match_template(p)[0].extract(c)
+        if pred is None:  # not well-formed in its template's format: no credit
+            out.append(0.0)
+        elif pred == ans:
             out.append(1.0)
         else:
             out.append(0.5 * digit_credit(pred, ans) if partial_credit else 0.0)
@@ -255,8 +274,8 @@ def sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, task: Arithm
 
 @torch.no_grad()
 def accuracy(model, tokenizer, task: ArithmeticTask, n: int = 200, seed: int = 1234) -> float:
-    """Greedy exact-match accuracy on ``n`` fresh prompts."""
-    prompts, _ = task.sample(n, random.Random(seed))
+    """Greedy exact-match accuracy on ``n`` fresh plain "a+b=" prompts."""
+    prompts, _ = task.plain().sample(n, random.Random(seed))
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
     out = sample_completions(model, enc["input_ids"], enc["attention_mask"], max_new_tokens=8,
                              eos_token_ids=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id,

@@ -34,6 +34,9 @@ One step (Shao et al. 2024, GRPO, Alg. 1, with the loss and the advantage taken 
    (``gendiff.llm.layer_policies``): log pi^l_T and H(pi^l_T) replace log pi_T and H(pi_T) in the loss, the old
    log-probs and the KL reference's log-probs. The rollouts still come from the full policy pi (as in the paper);
    only layers <= l, the final norm and the lm_head receive gradient. Then the normal top-layer objective.
+4c. SPEAR (``spear``, ``gendiff.llm.spear``): step 2's reward plus the curriculum's intrinsic reward (``intrinsic_fn``),
+   successes into the replay buffer after step 3, and each update adds w_sil(t) x the self-imitation loss on
+   replayed completions with recalibrated advantages (one process only).
 5. Carried states: ``actor/entropy_coef_next`` -> next step's ``entropy_coef`` (adaptive entropy bonus),
    running mean entropy -> ``entropy_history_mean`` (EPO), step / steps -> ``progress`` (EPO, D3S),
    HAPO's entropy map -> the next rollout's temperatures, the first rollout's entropy -> AEPO / DCPO's
@@ -92,7 +95,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from gendiff.checkpoints import atomic_dir
-from gendiff.config import check_numbers, from_dict, parse_yaml_mapping
+from gendiff.config import as_mapping, check_numbers, from_dict
 from gendiff.entropy import masked_mean, token_entropy, token_logprobs
 from gendiff.io import loading
 
@@ -126,6 +129,7 @@ from .sampling import (
     sample_completions,
 )
 from .soup import parse_reference, weight_soup
+from .spear import SPEAR, IntrinsicFn, SPEARConfig
 
 RewardFn = Callable[..., Sequence[float]]
 PromptSource = Sequence[str] | Callable[[int, random.Random], list[str]]
@@ -172,14 +176,11 @@ class LLMTrainConfig:
     reset_data: str | None = None  # DR-PO: a `gendiff llm prefs make` folder; its pairs' chosen responses are the reset states
     critic: Literal["none", "ppo_max"] = "none"  # ppo_max: critic-based PPO-max (gendiff.llm.ppo_max.PPOMaxTrainer)
     critic_config: dict[str, Any] = field(default_factory=dict)  # PPOMaxConfig fields (YAML mapping)
+    spear: bool = False  # SPEAR: replay buffer, self-imitation loss and intrinsic-reward curriculum (gendiff.llm.spear)
+    spear_config: dict[str, Any] = field(default_factory=dict)  # SPEARConfig fields (YAML mapping)
 
 
-def _as_dict(name: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        return parse_yaml_mapping(value, f"{name} {value!r}")
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a mapping of field: value, got {value!r}")
-    return value
+_as_dict = as_mapping  # the name this module's checks use
 
 
 def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
@@ -211,10 +212,16 @@ def check_config(cfg: LLMTrainConfig) -> tuple[Any, Any]:
         raise ValueError(f"d3s_tokens sample_keep must be in (0, 1], got {loss_cfg.sample_keep}")
     if cfg.advantage == "aepo" and adv_cfg.regularizer_size < 1:
         raise ValueError(f"aepo regularizer_size must be >= 1, got {adv_cfg.regularizer_size}")
+    if cfg.spear_config and not cfg.spear:
+        raise ValueError(f"spear_config {cfg.spear_config!r} is given but spear is off: pass spear: true (--spear)")
+    from_dict(SPEARConfig, _as_dict("spear_config", cfg.spear_config))  # SPEARConfig checks its fields
+    if cfg.spear and (cfg.rollout != "sample" or cfg.reset_rate > 0 or cfg.critic != "none"):
+        raise ValueError(f"spear replays plain rollouts of the policy: it needs rollout 'sample', reset_rate 0 and "
+                         f"critic 'none', got rollout {cfg.rollout!r}, reset_rate {cfg.reset_rate}, critic {cfg.critic!r}")
     if cfg.advantage in ("aepo", "dcpo") and not 0.0 < adv_cfg.temp_low <= adv_cfg.temp_high:
         raise ValueError(f"{cfg.advantage} needs 0 < temp_low <= temp_high, got {adv_cfg.temp_low}, {adv_cfg.temp_high}")
     if cfg.critic != "none" or cfg.critic_config:  # PPO-max: its own checks (advantage, KL, critic settings)
-        from .ppo_max import check_ppo_max_config
+        from .ppo_max_config import check_ppo_max_config
 
         check_ppo_max_config(cfg, _as_dict("critic_config", cfg.critic_config))
     return loss_cfg, adv_cfg
@@ -313,11 +320,13 @@ class LLMTrainer:
             else a frozen copy of ``model``).
         cluster_fn: ``fn(prompts, completions) -> [B] hashable keys``, the semantic classes of EMPO
             (advantage ``empo_reward``); default ``answer_clusters`` (equal stripped text).
+        intrinsic_fn: SPEAR's intrinsic reward ``fn(prompts, completions, finished) -> [B]`` (e.g.
+            ``gendiff.llm.spear.format_reward``); None: the curriculum has no intrinsic term.
     """
 
     def __init__(self, model, tokenizer, reward_fn: RewardFn, prompts: PromptSource,
                  config: LLMTrainConfig | None = None, out_dir: str | Path | None = None, ref_model=None,
-                 cluster_fn: ClusterFn | None = None) -> None:
+                 cluster_fn: ClusterFn | None = None, intrinsic_fn: IntrinsicFn | None = None) -> None:
         self.config = cfg = config or LLMTrainConfig()
         self.loss_cfg, self.adv_cfg = check_config(cfg)
         if cfg.critic != "none" and not getattr(self, "has_critic", False):
@@ -357,6 +366,14 @@ class LLMTrainer:
         self.ares = ARESState(self.rollout_cfg) if cfg.rollout == "ares" else None
         if cfg.rollout != "sample" and self.num_processes > 1:
             raise ValueError(f"rollout {cfg.rollout!r} runs on one process only (its rows are drawn per prompt)")
+        self.spear = None
+        if intrinsic_fn is not None and not cfg.spear:
+            raise ValueError("intrinsic_fn is SPEAR's intrinsic reward: it needs spear on (it would be ignored)")
+        if cfg.spear:  # 4c. SPEAR: one buffer, on one process
+            if self.num_processes > 1:
+                raise ValueError("spear runs on one process only: the replay buffer is not sharded over processes")
+            self.spear = SPEAR(from_dict(SPEARConfig, _as_dict("spear_config", cfg.spear_config)), self.pad_id,
+                               intrinsic_fn, seed=cfg.seed + 1)
         self.ref_model = None
         if cfg.kl_coef > 0:
             soup = parse_reference(cfg.reference) if ref_model is None else None
@@ -555,15 +572,26 @@ class LLMTrainer:
         if row_prefixes is not None:  # DR-PO: the reward sees the whole answer, prefix + continuation
             texts, comp_lists = full_answers(row_prefixes, comp_lists, self.tokenizer)
         meta = {"group_ids": group_ids.tolist(), "completion_ids": comp_lists, "step": st.step}
-        rewards = self._call_reward(rep_prompts, texts, meta).to(ids.device, torch.float32)  # 2.
+        rewards = task_rewards = self._call_reward(rep_prompts, texts, meta).to(ids.device, torch.float32)  # 2.
         buckets = None
         if self.ares is not None:  # 2b. ARES: r_acc + hierarchical entropy reward, difficulty from the pass rate
             metrics["ares/accuracy_reward_mean"] = float(rewards.mean())
             rewards, buckets, ares_metrics = self.ares.shape(rewards, group_ids, batch.entropy, batch.completion_mask)
             metrics.update(ares_metrics)
+        if self.spear is not None:  # 4c. SPEAR step 1: + w_in(t) x the intrinsic reward
+            rewards, spear_metrics = self.spear.shape_rewards(rewards, rep_prompts, texts, batch.finished, st.step)
+            metrics.update(spear_metrics)
         is_reg = torch.arange(len(texts), device=ids.device) >= n_main
         adv, adv_metrics = self._advantages(rewards, group_ids, batch, rep_prompts, texts, is_reg, entropy)  # 3.
+        replay = None
+        if self.spear is not None:  # 4c. SPEAR steps 2-3: successes into the buffer, this step's replay batch
+            metrics.update(self.spear.observe(batch, task_rewards, adv, group_ids, rep_prompts, st.step, ~is_reg))
+            replay, spear_metrics = self.spear.replay_batch(st.step, ids.device)
+            metrics.update(spear_metrics)
         g_rewards, g_reg, g_lengths = self._glob(rewards), self._glob(is_reg), self._glob(lengths)
+        if self.spear is not None:  # reward/mean stays the task reward; the shaped one is logged beside it
+            metrics["spear/shaped_reward_mean"] = float(g_rewards[~g_reg].mean())
+            g_rewards = task_rewards
         metrics.update({**adv_metrics, "reward/mean": float(g_rewards[~g_reg].mean()),
                         "reward/std": float(g_rewards[~g_reg].std(unbiased=False)),
                         "response_length/mean": float(g_lengths[: n_main * n_proc].float().mean()),
@@ -595,7 +623,7 @@ class LLMTrainer:
         metrics["rollout/generated_tokens"] = float(tokens if generated is None else generated)
         # the sampler's log pi_T of rows drawn at T (HAPO's adaptive temperature changes only the draw)
         return {"batch": batch, "advantages": adv, "ref_logp": ref, "texts": texts, "rewards": rewards,
-                "on_policy": ~is_reg, "metrics": metrics, "tokens": tokens, "kl_weight": kl_weight}
+                "on_policy": ~is_reg, "metrics": metrics, "replay": replay, "tokens": tokens, "kl_weight": kl_weight}
 
     def _advantages(self, rewards: Tensor, group_ids: Tensor, batch: Completions, prompts: list[str],
                     texts: list[str], is_reg: Tensor, entropy: float) -> tuple[Tensor, dict]:
@@ -728,6 +756,13 @@ class LLMTrainer:
                     if weights is not None:
                         loss = loss * weights[i]
                     self.accelerator.backward(loss / cfg.grad_accum)
+                for k, v in metrics.items():
+                    sums[k].append(v)
+            if roll.get("replay") is not None:  # 4c. SPEAR step 4: + w_sil(t) x the self-imitation loss
+                with self.accelerator.autocast():
+                    logp, entropy = policy_logp_entropy(self.model, roll["replay"].batch, cfg.temperature)
+                    loss, metrics = self.spear.loss(logp, entropy, roll["replay"], self.state.step, self.loss_generator)
+                self.accelerator.backward(loss)
                 for k, v in metrics.items():
                     sums[k].append(v)
             if cfg.max_grad_norm > 0:
