@@ -120,6 +120,7 @@ from .losses import (
     hapo_apply_stats,
     hapo_temperature,
     hapo_token_temperature,
+    k3_kl,
 )
 from .sampling import (
     Completions,
@@ -614,9 +615,8 @@ class LLMTrainer:
                 ref, _ = policy_logp_entropy(self.ref_model, batch, cfg.temperature, layer=self._bupo_layer())
         kl_weight = None
         if buckets is not None and ref is not None:  # 6. ARES dynamic KL: per-bucket weights, adapted to the KL now
-            m = batch.completion_mask.bool()
-            delta = ref - batch.logp
-            k3 = torch.where(m, torch.exp(delta) - delta - 1, torch.zeros_like(delta))
+            m = batch.completion_mask
+            k3 = k3_kl(ref, batch.logp, m)
             self.ares.kl.update(buckets, (k3.sum(-1) / m.sum(-1).clamp_min(1)).tolist())
             kl_weight = self.ares.kl.weights(buckets).to(ids.device)
         tokens = self._global_sum(float(batch.completion_mask.sum()))[0]
@@ -691,8 +691,7 @@ class LLMTrainer:
         adv = roll["advantages"][rows]
         loss, metrics = self.loss_fn(logp, old, adv, mask, self.loss_cfg, entropy=entropy, **self._loss_extras())
         if self.ref_model is not None:
-            delta = roll["ref_logp"][rows] - logp
-            k3 = torch.where(mask.bool(), torch.exp(delta) - delta - 1, torch.zeros_like(delta))
+            k3 = k3_kl(roll["ref_logp"][rows], logp, mask)
             if roll.get("kl_weight") is not None:  # ARES: the row's difficulty bucket weight beta_d
                 k3 = k3 * roll["kl_weight"][rows][:, None]
             kl = agg_loss(k3, mask, self.loss_cfg.loss_agg_mode, self.loss_cfg.norm_len)

@@ -30,7 +30,7 @@ from trl import GRPOTrainer
 from gendiff.config import from_dict
 from gendiff.entropy import masked_mean, token_entropy, token_logprobs
 
-from .losses import POLICY_LOSSES, agg_loss
+from .losses import POLICY_LOSSES, agg_loss, k3_kl
 from .sampling import position_ids_from_mask
 
 
@@ -87,8 +87,7 @@ class GendiffGRPOTrainer(GRPOTrainer):
             entropy_history_mean=sum(hist) / len(hist) if hist else None,
         )
         if self.beta != 0.0:
-            delta = inputs["ref_per_token_logps"] - logp
-            k3 = torch.where(mask.bool(), torch.exp(delta) - delta - 1, zero)
+            k3 = k3_kl(inputs["ref_per_token_logps"], logp, mask)
             kl = agg_loss(k3, mask, self.gendiff_loss_config.loss_agg_mode, self.gendiff_loss_config.norm_len)
             loss = loss + self.beta * kl
             metrics["kl/k3"] = float(kl.detach())

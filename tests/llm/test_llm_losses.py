@@ -416,3 +416,18 @@ def test_entropy_losses_require_entropy(name):
     logp, old, adv, mask, _ = batch(6)
     with pytest.raises(ValueError, match="needs entropy"):
         POLICY_LOSSES.get(name)(logp, old, adv, mask)
+
+
+def test_k3_kl_is_the_literal_estimator():
+    from gendiff.llm.losses import k3_kl
+
+    g = torch.Generator().manual_seed(0)
+    logp, ref = -torch.rand(3, 5, generator=g, dtype=torch.float64), -torch.rand(3, 5, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]])
+    got = k3_kl(ref, logp, mask)
+    for b in range(3):
+        for t in range(5):
+            d = float(ref[b, t] - logp[b, t])
+            want = math.exp(d) - d - 1 if mask[b, t] else 0.0
+            assert abs(float(got[b, t]) - want) < 1e-12
+    assert bool((got >= 0).all())  # exp(d) - d - 1 >= 0: an unbiased, non-negative estimate

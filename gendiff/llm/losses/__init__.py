@@ -18,6 +18,7 @@ from .common import (
     check_policy_inputs,
     config_defaults,
     default_config,
+    k3_kl,
     ppo_clip_token_loss,
 )
 from .d3s import D3SConfig, d3s_keep_ratio, d3s_select_samples, d3s_token_select, d3s_tokens_loss
@@ -50,7 +51,8 @@ def get_policy_loss(name: str):
 __all__ = [
     "AGG_MODES", "KNOWN_EXTRAS", "POLICY_LOSSES", "AggMode", "BAPOConfig", "ClipCovConfig", "D3SConfig", "EBPOConfig",
     "EPOConfig", "EntropyBonusConfig", "GRPOLossConfig", "HAPOConfig", "KLCovConfig", "PPOClipConfig",
-    "SteerConfig", "TopEntropyConfig", "agg_loss", "bapo_bounds", "bapo_loss", "check_policy_inputs",
+    "SteerConfig", "TopEntropyConfig", "agg_loss",
+    "k3_kl", "bapo_bounds", "bapo_loss", "check_policy_inputs",
     "clip_cov_loss", "clip_cov_select", "config_defaults", "d3s_keep_ratio", "d3s_select_samples",
     "d3s_token_select", "d3s_tokens_loss", "default_config", "ebpo_loss", "entropy_aware_advantage", "entropy_bonus_loss", "epo_loss",
     "epo_phase_weight", "get_policy_loss", "grpo_loss", "HAPOStats", "hapo_apply_stats", "hapo_clip_bounds",

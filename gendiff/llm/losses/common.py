@@ -186,6 +186,13 @@ def agg_loss(token_loss: Tensor, mask: Tensor, mode: AggMode = "token-mean", nor
     return masked_mean(per_seq, lengths > 0)
 
 
+def k3_kl(ref_logp: Tensor, logp: Tensor, mask: Tensor) -> Tensor:
+    """The per-token k3 estimator of KL(pi || pi_ref) (Schulman's "approximating KL"; GRPO's KL term):
+    exp(d) - d - 1 with d = log pi_ref - log pi, 0 where ``mask`` is 0. All [B, T]; returns [B, T]."""
+    delta = ref_logp - logp
+    return torch.where(mask.bool(), torch.exp(delta) - delta - 1, torch.zeros_like(delta))
+
+
 def ppo_clip_token_loss(ratio: Tensor, adv: Tensor, low: Tensor | float, high: Tensor | float) -> tuple[Tensor, Tensor]:
     """PPO surrogate per token: l = max(-A r, -A clip(r, low, high)) = -min(r A, clip(r) A).
 
