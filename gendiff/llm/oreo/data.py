@@ -6,9 +6,10 @@
 2. Trajectories: one row per distinct completion, with its token ids (EOS included when it ended) and its reward.
    A step is one token; with the default char-level tokenizer a token is one digit (or EOS).
 3. Pairs and lists from the same candidates (``build_preferences``: r_i > r_j pairs, non-constant lists), so that DPO
-   (``gendiff llm prefs train --data DIR``) trains on exactly the trajectories OREO sees.
+   (``gendiff llm prefs train --data DIR``) trains on exactly the trajectories OREO sees (left out when no prompt got
+   two different rewards).
 
-Returns a ``datasets.DatasetDict`` with splits ``trajectories``, ``pairs`` and ``lists``.
+Returns a ``datasets.DatasetDict`` with splits ``trajectories``, ``pairs`` and ``lists`` (the last two when any).
 """
 
 from __future__ import annotations
@@ -49,5 +50,10 @@ def make_trajectories(model, tokenizer, prompts: Sequence[str], reward_fn: Rewar
                 rows[col].append(value)
     if not rows["prompt"]:
         raise ValueError("no trajectory was sampled (every completion was empty)")
-    prefs = build_preferences(cands, 0, seed)  # 3.
-    return DatasetDict({"trajectories": Dataset.from_dict(rows), "pairs": prefs["pairs"], "lists": prefs["lists"]})
+    out = DatasetDict({"trajectories": Dataset.from_dict(rows)})
+    try:
+        prefs = build_preferences(cands, 0, seed)  # 3.
+    except ValueError:  # no prompt with two different rewards: OREO still trains; there is nothing for DPO
+        return out
+    out["pairs"], out["lists"] = prefs["pairs"], prefs["lists"]
+    return out
