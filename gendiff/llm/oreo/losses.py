@@ -91,10 +91,14 @@ def _check(name: str, mask: Tensor, rewards: Tensor, **tensors: Tensor | None) -
     return m
 
 
+def _valid(x: Tensor, mask: Tensor) -> Tensor:
+    """``x`` with 0 at invalid steps, so that padding (even NaN) reaches neither the loss nor the gradient."""
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def suffix_sums(x: Tensor, mask: Tensor) -> Tensor:
     """S_t = sum_{i >= t} x_i over valid steps; [B, T] -> [B, T] (0 at invalid steps contributes nothing)."""
-    x = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
-    return x.flip(-1).cumsum(-1).flip(-1)
+    return _valid(x, mask).flip(-1).cumsum(-1).flip(-1)
 
 
 def _per_trajectory_mean(sq: Tensor, mask: Tensor, extra: Tensor | None = None) -> Tensor:
@@ -126,19 +130,18 @@ def oreo_value_loss(values: Tensor, logp: Tensor, ref_logp: Tensor, rewards: Ten
                terminal_values=terminal_values)
     if config.terminal_value and terminal_values is None:
         raise ValueError("oreo_value_loss: config.terminal_value is set, so terminal_values [B] is required")
-    rho = (logp - ref_logp).detach()  # 1.
+    rho = _valid(logp.detach() - ref_logp.detach(), m)  # 1.
     target = rewards[:, None].to(values.dtype) - config.beta * suffix_sums(rho, m).to(values.dtype)  # (*)
-    delta = values - target  # 2. V(s_t) - R + beta sg[S_t]
+    delta = _valid(values, m) - target  # 2. V(s_t) - R + beta sg[S_t]
     extra = None
     if config.terminal_value:
         extra = (terminal_values - rewards.to(terminal_values.dtype)) ** 2
     loss = _per_trajectory_mean(delta**2, m, extra)
     with torch.no_grad():
-        zero = torch.zeros((), dtype=values.dtype, device=values.device)
         n = m.sum()
         metrics = {"loss/value": float(loss.detach()),
-                   "oreo/value_mean": float(torch.where(m, values.detach(), zero).sum() / n),
-                   "oreo/value_target_mean": float(torch.where(m, target, zero).sum() / n)}
+                   "oreo/value_mean": float(_valid(values.detach(), m).sum() / n),
+                   "oreo/value_target_mean": float(_valid(target, m).sum() / n)}
     return loss, metrics
 
 
@@ -161,19 +164,19 @@ def oreo_policy_loss(logp: Tensor, ref_logp: Tensor, values: Tensor, rewards: Te
     m = _check("oreo_policy_loss", mask, rewards, logp=logp, ref_logp=ref_logp, values=values, kl=kl)
     if config.alpha > 0 and kl is None:
         raise ValueError(f"oreo_policy_loss: alpha = {config.alpha} > 0 needs the per-step kl [B, T]")
-    rho = logp - ref_logp.detach()  # 1.
-    future = suffix_sums(rho.detach(), m) - torch.where(m, rho.detach(), torch.zeros_like(rho))  # sg[S_{t+1}]
-    delta = values.detach() - rewards[:, None].to(rho.dtype) + config.beta * (rho + future)  # 3.
+    rho = _valid(logp - ref_logp.detach(), m)  # 1.
+    future = suffix_sums(rho.detach(), m) - rho.detach()  # sg[S_{t+1}]
+    delta = _valid(values.detach(), m) - rewards[:, None].to(rho.dtype) + config.beta * (rho + future)  # 3.
     bellman = _per_trajectory_mean(delta**2, m)
     loss = bellman
     reg = torch.zeros((), dtype=rho.dtype, device=rho.device)
     if kl is not None:
-        reg = _per_trajectory_mean(kl, m)  # 4.
+        reg = _per_trajectory_mean(_valid(kl, m), m)  # 4.
         if config.alpha > 0:
             loss = loss + config.alpha * reg
     with torch.no_grad():
         n = m.sum()
         metrics = {"loss/policy": float(loss.detach()), "loss/bellman": float(bellman.detach()),
                    "oreo/kl": float(reg.detach()),
-                   "oreo/logratio": float(torch.where(m, rho.detach(), torch.zeros_like(rho)).sum() / n)}
+                   "oreo/logratio": float(rho.detach().sum() / n)}
     return loss, metrics
