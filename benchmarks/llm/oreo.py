@@ -10,7 +10,8 @@ policy alone vs DPO trained on pairs made from the same trajectories.
    DPO (``PrefTrainer``: ``--steps`` x ``--dpo-batch-size`` pairs, i.e. the same number of sequences per step).
 4. Measure on ``--eval-prompts`` held-out problems: greedy exact-match accuracy of start, OREO and DPO; the
    value-guided beam search (``value_guided_search``) of the OREO policy with the OREO value model for each
-   ``--search B,E``.
+   ``--search B,E``; and the value model's pair accuracy: the share of held-out problems where V after the correct
+   answer + EOS exceeds V after the answer off by one + EOS (0.5: the value cannot tell them apart).
 
     python benchmarks/llm/oreo.py --seeds 100 --grid --out benchmarks/llm/oreo_tuning.json
     python benchmarks/llm/oreo.py --seeds 0 1 2 --out benchmarks/llm/oreo.json
@@ -35,16 +36,17 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff.bench import cpu_name  # noqa: E402
-from gendiff.llm.evaluation import evaluate  # noqa: E402
+from gendiff.llm.evaluation import evaluate, teacher_forced_batch  # noqa: E402
 from gendiff.llm.oreo import (  # noqa: E402
     OREOTrainConfig,
     OREOTrainer,
     SearchConfig,
     make_trajectories,
+    state_values,
     value_guided_search,
 )
 from gendiff.llm.prefs.trainer import PrefTrainConfig, PrefTrainer  # noqa: E402
-from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm  # noqa: E402
+from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm, solve  # noqa: E402
 
 
 def start_policy(work: Path, sft_steps: int, held: list[str]):
@@ -58,6 +60,19 @@ def greedy(model, tok, held: list[str]) -> float:
     return evaluate(model, tok, held, arithmetic_reward, n_samples=1, ks=(1,), seed=0).greedy_accuracy
 
 
+@torch.no_grad()
+def value_pair_accuracy(value, tok, held: list[str]) -> float:
+    """Share of held-out problems whose finished correct answer gets a higher V(s_T) than the answer off by one."""
+    eos = tok.eos_token_id
+    terminal = []
+    for shift in (0, 1):
+        ids = [tok(str(int(solve(q)) + shift), add_special_tokens=False)["input_ids"] + [eos] for q in held]
+        batch = teacher_forced_batch(tok, held, ids)
+        v = state_values(value.eval(), batch)
+        terminal.append(v.gather(1, batch.completion_mask.sum(-1, keepdim=True)).squeeze(1))
+    return float((terminal[0] > terminal[1]).float().mean())
+
+
 def run_oreo(start, ref, tok, data, held, beta: float, lr: float, value_lr: float, seed: int, a) -> dict:
     model = copy.deepcopy(start)
     cfg = OREOTrainConfig(beta=beta, alpha=a.alpha, steps=a.steps, batch_size=a.batch_size, lr=lr, value_lr=value_lr,
@@ -67,7 +82,8 @@ def run_oreo(start, ref, tok, data, held, beta: float, lr: float, value_lr: floa
     logs = trainer.train(progress=False)
     cell = {"method": "oreo", "beta": beta, "alpha": a.alpha, "lr": lr, "value_lr": value_lr, "seed": seed,
             "greedy": greedy(model, tok, held), "final_value_loss": logs[-1]["loss/value"],
-            "final_policy_loss": logs[-1]["loss/policy"], "train_seconds": time.perf_counter() - t0, "search": {}}
+            "final_policy_loss": logs[-1]["loss/policy"], "train_seconds": time.perf_counter() - t0, "search": {},
+            "value_pair_acc": value_pair_accuracy(trainer.value_model, tok, held)}
     for be in a.search:
         b, e = (int(x) for x in be.split(","))
         t1 = time.perf_counter()
@@ -98,7 +114,7 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=0.0)
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--value-lr", type=float, default=1e-3)
-    p.add_argument("--search", nargs="+", default=["4,4"], help="beam width,expansions pairs")
+    p.add_argument("--search", nargs="+", default=["2,2", "4,4"], help="beam width,expansions pairs")
     p.add_argument("--dpo-beta", type=float, default=8.0, help="chosen on seed 100 in prefs_noise_tuning (0 % noise)")
     p.add_argument("--dpo-lr", type=float, default=3e-5)
     p.add_argument("--no-dpo", action="store_true")
@@ -184,6 +200,8 @@ def report(r: dict) -> str:
         lines.append(_row("OREO policy, greedy", settings, [c["greedy"] for c in cs]))
         for be in s["search"]:
             lines.append(_row(f"OREO policy + value, search B,E = {be}", settings, [c["search"][be] for c in cs]))
+        lines.append(_row("OREO value: pair accuracy (correct vs off by one)", settings,
+                          [c["value_pair_acc"] for c in cs]))
     if len(s["seeds"]) > 1:
         lines += ["", "Paired differences per seed (mean, 95 % t-interval over seeds):", ""]
         dpo = {c["seed"]: c["greedy"] for c in r["cells"] if c["method"] == "dpo"}

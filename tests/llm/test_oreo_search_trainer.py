@@ -147,3 +147,15 @@ def test_bad_input_gives_clear_errors(tiny, data):
         value_guided_search(tiny.model, lambda i, m: torch.zeros(len(i)), tiny.tokenizer, [])
     with pytest.raises(FileNotFoundError, match="not a saved OREO value model"):
         ValueModel.from_pretrained(tiny.path)
+
+
+@pytest.mark.parametrize("name", ["llm_oreo_make.yaml", "llm_oreo_train.yaml", "llm_oreo_search.yaml"])
+def test_yaml_mirrors_the_dataclass_defaults(name):
+    from pathlib import Path
+
+    from gendiff.config import from_dict, load_yaml
+    from gendiff.llm.oreo.run import OREOMakeConfig, OREOSearchConfig, OREOTrainRunConfig
+
+    cls = {"make": OREOMakeConfig, "train": OREOTrainRunConfig, "search": OREOSearchConfig}[name[9:-5]]
+    data = load_yaml(Path(__file__).resolve().parents[2] / "configs" / name)
+    assert set(data) == set(cls.__dataclass_fields__) and from_dict(cls, data) == cls()
