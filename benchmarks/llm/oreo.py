@@ -127,7 +127,12 @@ def main() -> None:
     p.add_argument("--eval-prompts", type=int, default=200)
     p.add_argument("--work", default="runs/llm/oreo")
     p.add_argument("--out", required=True)
+    p.add_argument("--report", action="store_true", help="only rewrite OUT.md from OUT.json")
     a = p.parse_args()
+    if a.report:
+        result = json.loads(Path(a.out).read_text())
+        Path(a.out).with_suffix(".md").write_text(report(result))
+        return
     torch.set_num_threads(1)
     t_all = time.perf_counter()
     task = ArithmeticTask()
@@ -176,14 +181,16 @@ def _row(name: str, settings: str, xs: list[float]) -> str:
 
 def report(r: dict) -> str:
     s = r["settings"]
-    lines = [f"# OREO on the tiny arithmetic LM ({'tuning grid' if s['grid'] else 'final table'})", "",
+    kind = "tuning grid" if s["grid"] else "final table" if max(s["seeds"]) < 100 else "tuning seed"
+    dpo = "" if s["no_dpo"] else (f"; DPO {s['steps']} steps x {s['dpo_batch_size']} pairs, beta {s['dpo_beta']}, "
+                                  f"lr {s['dpo_lr']:g}")
+    lines = [f"# OREO on the tiny arithmetic LM ({kind})", "",
              f"Machine: {r['machine']['cpu']}, torch {r['machine']['torch']}, {r['machine']['threads']} thread; "
              f"{r['minutes']:.1f} min. Seeds {s['seeds']}; start: tiny Llama (char-level, a step = one token = one "
              f"digit), SFT {s['sft_steps']} steps; data per seed: {s['prompts']} prompts x k = {s['k']} samples at "
              "T = 1, 0/1 exact-match reward (trajectories / correct / DPO pairs: "
              + ", ".join(f"{d['trajectories']} / {d['correct']} / {d['pairs']}" for d in r["data"])
-             + f"); OREO {s['steps']} steps x {s['batch_size']} trajectories, alpha {s['alpha']}; DPO {s['steps']} "
-             f"steps x {s['dpo_batch_size']} pairs, beta {s['dpo_beta']}, lr {s['dpo_lr']:g}; accuracy on "
+             + f"); OREO {s['steps']} steps x {s['batch_size']} trajectories, alpha {s['alpha']}{dpo}; accuracy on "
              f"{s['eval_prompts']} held-out problems.", "",
              "row | settings | mean accuracy | per seed", "---|---|---|---",
              _row("start (SFT), greedy", "-", [r["start_greedy"]] * len(s["seeds"]))]
