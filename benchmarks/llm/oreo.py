@@ -41,6 +41,7 @@ from gendiff.llm.oreo import (  # noqa: E402
     OREOTrainConfig,
     OREOTrainer,
     SearchConfig,
+    last_values,
     make_trajectories,
     state_values,
     value_guided_search,
@@ -87,7 +88,7 @@ def run_oreo(start, ref, tok, data, held, beta: float, lr: float, value_lr: floa
     for be in a.search:
         b, e = (int(x) for x in be.split(","))
         t1 = time.perf_counter()
-        found = value_guided_search(model, trainer.value_model.last_values, tok, held, SearchConfig(b, e))
+        found = value_guided_search(model, last_values(trainer.value_model), tok, held, SearchConfig(b, e))
         cell["search"][be] = sum(arithmetic_reward(held, found.texts)) / len(held)
         cell[f"search_seconds_{be}"] = time.perf_counter() - t1
     return cell

@@ -18,7 +18,10 @@ from gendiff.llm.oreo import (
     OREOTrainer,
     SearchConfig,
     ValueModel,
+    last_values,
+    load_value_model,
     make_trajectories,
+    save_value_model,
     state_values,
     value_guided_search,
 )
@@ -47,7 +50,7 @@ def test_trajectories_have_the_promised_columns(data):
 
 def test_state_values_read_each_state_at_its_last_token(tiny, tmp_path):
     torch.manual_seed(0)
-    value = ValueModel.from_policy(tiny.model)
+    value = ValueModel.from_causal_lm(tiny.model)
     torch.nn.init.normal_(value.head.weight)  # a non-trivial head
     tok = tiny.tokenizer
     prompts, comps = ["12+34=", "5+67="], [tok("46", add_special_tokens=False)["input_ids"] + [tok.eos_token_id],
@@ -58,16 +61,16 @@ def test_state_values_read_each_state_at_its_last_token(tiny, tmp_path):
         for b, (p, c) in enumerate(zip(prompts, comps, strict=True)):
             for t in range(len(c) + 1):  # s_0 .. s_T
                 ids = torch.tensor([tok(p)["input_ids"] + c[:t]])
-                assert float(v[b, t]) == pytest.approx(float(value.last_values(ids, torch.ones_like(ids))[0]), abs=1e-5)
-        value.save_pretrained(tmp_path / "v")
-        again = ValueModel.from_pretrained(tmp_path / "v")
+                assert float(v[b, t]) == pytest.approx(float(last_values(value)(ids, torch.ones_like(ids))[0]), abs=1e-5)
+        save_value_model(value, tmp_path / "v")
+        again = load_value_model(tmp_path / "v")
         assert torch.allclose(state_values(again, batch), v, atol=1e-6)
 
 
 def test_search_with_one_beam_and_one_expansion_is_greedy(tiny):
     held = ArithmeticTask().heldout(12)
-    value = ValueModel.from_policy(tiny.model)
-    found = value_guided_search(tiny.model, value.last_values, tiny.tokenizer, held, SearchConfig(1, 1, 8))
+    value = ValueModel.from_causal_lm(tiny.model)
+    found = value_guided_search(tiny.model, last_values(value), tiny.tokenizer, held, SearchConfig(1, 1, 8))
     enc = tiny.tokenizer(held, return_tensors="pt", padding=True)
     g = sample_completions(tiny.model, enc["input_ids"], enc["attention_mask"], 8, [tiny.tokenizer.eos_token_id],
                            tiny.tokenizer.pad_token_id, greedy=True)
@@ -106,7 +109,7 @@ def test_one_trainer_step_updates_both_models_and_writes_them(tiny, data, tmp_pa
     assert any(not torch.equal(a, b) for a, b in zip(p0, model.parameters(), strict=True))
     assert not torch.equal(h0, trainer.value_model.head.weight)
     assert (tmp_path / "run" / "final" / "config.json").is_file()
-    assert isinstance(ValueModel.from_pretrained(tmp_path / "run" / "value"), ValueModel)
+    assert isinstance(load_value_model(tmp_path / "run" / "value"), ValueModel)
 
 
 def test_cli_make_train_search(tiny, tmp_path, capsys):
@@ -146,7 +149,7 @@ def test_bad_input_gives_clear_errors(tiny, data):
     with pytest.raises(ValueError, match="at least one prompt"):
         value_guided_search(tiny.model, lambda i, m: torch.zeros(len(i)), tiny.tokenizer, [])
     with pytest.raises(FileNotFoundError, match="not a saved OREO value model"):
-        ValueModel.from_pretrained(tiny.path)
+        load_value_model(tiny.path)
 
 
 @pytest.mark.parametrize("name", ["llm_oreo_make.yaml", "llm_oreo_train.yaml", "llm_oreo_search.yaml"])

@@ -186,7 +186,7 @@ def run_oreo_search(sc: OREOSearchConfig) -> dict:
     """``gendiff llm oreo search``: greedy vs value-guided search on held-out problems (OUT.json / OUT.md)."""
     from ..tasks import ArithmeticTask, arithmetic_reward
     from .search import value_guided_search
-    from .value import ValueModel
+    from .value import last_values, load_value_model
 
     if not sc.run and not (sc.policy and sc.value and sc.out):
         raise ValueError("gendiff llm oreo search needs --run DIR (a gendiff llm oreo train folder) or all of "
@@ -201,11 +201,11 @@ def run_oreo_search(sc: OREOSearchConfig) -> dict:
     refuse_existing([json_path, md_path], sc.overwrite, "search results")
     model, tokenizer = _load_lm(policy_dir, "the policy")
     with loading(value_dir, "the value model"):
-        value = ValueModel.from_pretrained(value_dir)
+        value = load_value_model(value_dir)
     held = ArithmeticTask().heldout(sc.eval_prompts)
     greedy = _greedy(model, tokenizer, held)
     beam = SearchConfig(sc.beam_width, sc.expansions, sc.max_new_tokens)
-    found = value_guided_search(model, value.last_values, tokenizer, held, beam, progress=sc.progress)
+    found = value_guided_search(model, last_values(value), tokenizer, held, beam, progress=sc.progress)
     search = sum(arithmetic_reward(held, found.texts)) / len(held)
     result = {"policy": str(policy_dir), "value": str(value_dir), "eval_prompts": len(held),
               "beam_width": sc.beam_width, "expansions": sc.expansions, "greedy": greedy, "search": search}

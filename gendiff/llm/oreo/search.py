@@ -95,7 +95,7 @@ def value_guided_search(policy, value_fn: ValueFn, tokenizer, prompts: Sequence[
     Args:
         policy: a causal LM (eval mode).
         value_fn: ``fn(input_ids [N, L], attention_mask [N, L]) -> [N]`` the value of the state ending at each row's
-            last token (``ValueModel.last_values``, or any known function in tests).
+            last token (``gendiff.llm.oreo.last_values(value_model)``, or any known function in tests).
         tokenizer: the policy's tokenizer (with an EOS; a prompt encodes with its BOS).
         prompts: [P] prompts.
         config: ``SearchConfig``.

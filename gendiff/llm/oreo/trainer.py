@@ -34,7 +34,7 @@ from gendiff.entropy import masked_mean, token_entropy, token_kl, token_logprobs
 from ..evaluation import teacher_forced_batch
 from ..trainer import completion_logits
 from .losses import OREOConfig, oreo_policy_loss, oreo_value_loss
-from .value import ValueModel, state_values
+from .value import ValueModel, save_value_model, state_values
 
 
 @dataclass
@@ -86,7 +86,7 @@ class OREOTrainer:
         tokenizer: its left-padding tokenizer.
         data: a ``DatasetDict`` from ``make_trajectories`` (or its ``trajectories`` split).
         config: ``OREOTrainConfig``.
-        value_model: V_phi (default: ``ValueModel.from_policy(model)``).
+        value_model: V_phi (default: ``ValueModel.from_causal_lm(model)``, a copy of the start's body).
         ref_model: the frozen reference (default: a copy of ``model`` as given).
         out_dir: where log.jsonl, final/ (policy) and value/ go (None: nothing is written).
     """
@@ -98,7 +98,7 @@ class OREOTrainer:
         self.data = trajectory_split(data)
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = next(model.parameters()).device
-        self.value_model = (value_model or ValueModel.from_policy(model)).to(self.device).eval()
+        self.value_model = (value_model or ValueModel.from_causal_lm(model)).to(self.device).eval()
         self.ref_model = (ref_model if ref_model is not None else copy.deepcopy(model)).eval().requires_grad_(False)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -179,5 +179,5 @@ class OREOTrainer:
         if self.out_dir is not None:
             self.model.save_pretrained(self.out_dir / "final")
             self.tokenizer.save_pretrained(self.out_dir / "final")
-            self.value_model.save_pretrained(self.out_dir / "value")
+            save_value_model(self.value_model, self.out_dir / "value")
         return logs
