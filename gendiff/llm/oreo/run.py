@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -24,6 +23,7 @@ from typing import Literal
 from gendiff.config import load_yaml, save_config
 from gendiff.io import atomic_write_text, loading, refuse_existing, seed_everything
 
+from ..prefs.run import _load_lm, save_made_data
 from .search import SearchConfig
 from .trainer import OREOTrainConfig
 
@@ -75,15 +75,6 @@ class OREOSearchConfig(SearchConfig):
     progress: bool = True  # show the progress bar
 
 
-def _load_lm(path: str | Path, what: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"{what} {path} is not a save_pretrained folder (no config.json)")
-    with loading(path, what):
-        return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True).eval(), AutoTokenizer.from_pretrained(path)
-
-
 def run_oreo_make(cfg: OREOMakeConfig) -> dict:
     """``gendiff llm oreo make``: returns (and writes to DIR/stats.json) the data's counts."""
     from ..tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm
@@ -109,15 +100,7 @@ def run_oreo_make(cfg: OREOMakeConfig) -> dict:
     prompts = task.sample(cfg.prompts, random.Random(cfg.seed + 7919), exclude=held)[0]
     data = make_trajectories(model, tokenizer, prompts, arithmetic_reward, cfg.k, cfg.temperature, cfg.max_new_tokens,
                              cfg.seed, progress=cfg.progress)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".data.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    data.save_to_disk(str(tmp))
-    shutil.rmtree(out / "data", ignore_errors=True)
-    tmp.rename(out / "data")
-    model.save_pretrained(out / "policy")
-    tokenizer.save_pretrained(out / "policy")
-    save_config(cfg, out, "make.yaml")
+    save_made_data(out, data, model, tokenizer, cfg)
     rewards = data["trajectories"]["reward"]
     stats = {"prompts": len(prompts), "trajectories": len(rewards), "correct": int(sum(rewards)),
              "pairs": len(data["pairs"]) if "pairs" in data else 0,
