@@ -12,7 +12,7 @@ The formulas live in one module per family (all re-exported here, so ``from gend
 is the one import users need):
 
 - :mod:`gendiff.entropy.particles`: ADS particle entropy scores and candidate selection;
-- :mod:`gendiff.entropy.tokens`: chunked token entropy and token log-probs;
+- :mod:`gendiff.entropy.tokens`: chunked token entropy and token log-probs, per-position categorical KL;
 - :mod:`gendiff.entropy.masked`: masked statistics and the log-prob x advantage covariance;
 - :mod:`gendiff.entropy.gaussian`: Gaussian and tanh-Gaussian policies.
 """
@@ -27,10 +27,10 @@ from gendiff.entropy.gaussian import (
 )
 from gendiff.entropy.masked import logp_advantage_covariance, masked_mean, masked_var, windowed_entropy
 from gendiff.entropy.particles import gaussian_mixture_entropy_mc, particle_entropy_scores, select_max_entropy
-from gendiff.entropy.tokens import token_entropy, token_logprobs
+from gendiff.entropy.tokens import token_entropy, token_kl, token_logprobs
 
 __all__ = [
     "atanh_clipped", "gaussian_entropy", "gaussian_kl", "gaussian_log_prob", "gaussian_mixture_entropy_mc",
     "logp_advantage_covariance", "masked_mean", "masked_var", "particle_entropy_scores", "select_max_entropy",
-    "tanh_gaussian_log_prob", "tanh_gaussian_sample", "token_entropy", "token_logprobs", "windowed_entropy",
+    "tanh_gaussian_log_prob", "tanh_gaussian_sample", "token_entropy", "token_kl", "token_logprobs", "windowed_entropy",
 ]

@@ -142,3 +142,25 @@ def token_logprobs(logits: Tensor, tokens: Tensor, chunk_rows: int = 512) -> Ten
             f"tokens must lie in [0, {logits.shape[-1]}), got range [{int(tok.min())}, {int(tok.max())}]"
         )
     return _TokenLogprobs.apply(flat, tok, chunk_rows).reshape(tokens.shape)
+
+
+def token_kl(logits_p: Tensor, logits_q: Tensor) -> Tensor:
+    """Categorical KL(p || q) per position, sum_v p_v (log p_v - log q_v), from [..., V] logits of p and q.
+
+    Differentiable w.r.t. both (full softmax: meant for the per-step KL regulariser, not for 32k-vocab
+    blocks; see ``token_entropy`` for the chunked pattern). -inf in ``logits_p`` (tokens p never emits)
+    contributes 0.
+
+    Returns:
+        [...] KL in nats, float32 (float64 for float64 logits).
+    """
+    for name, t in (("logits_p", logits_p), ("logits_q", logits_q)):
+        if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() < 1:
+            raise ValueError(f"{name} must be a float tensor [..., V], got {getattr(t, 'shape', type(t))}")
+    if logits_p.shape != logits_q.shape:
+        raise ValueError(f"logits_p {tuple(logits_p.shape)} and logits_q {tuple(logits_q.shape)} must match")
+    dtype = torch.float64 if logits_p.dtype == torch.float64 else torch.float32
+    logp = torch.log_softmax(logits_p.to(dtype), -1)
+    logq = torch.log_softmax(logits_q.to(dtype), -1)
+    p = logp.exp()
+    return torch.where(p > 0, p * (logp - logq), torch.zeros((), dtype=dtype, device=p.device)).sum(-1)

@@ -5,10 +5,11 @@
   gendiff llm layer-entropy --model DIR [--texts FILE] [--out STEM]
   gendiff llm prefs make --out DIR [--k 4 --prompts 256 --noise 0.2]
   gendiff llm prefs train --data DIR --loss {dpo,adpo,adpo_listwise,cpl} --out RUN
+  gendiff llm oreo make --out DIR; gendiff llm oreo train --data DIR --out RUN; gendiff llm oreo search --run RUN
 
 Each command takes one typed config (``--config FILE`` plus ``--field value`` overrides; configs/llm_train.yaml holds
 the trainer's defaults). The configs and run functions live in gendiff.llm.run (``LLMRunConfig``, ``run_train``) and
-gendiff.llm.entropy_law (``EntropyLawConfig``, ``run_entropy_law``); the preference commands' in gendiff.llm.prefs.run.
+gendiff.llm.entropy_law (``EntropyLawConfig``, ``run_entropy_law``); the preference commands' in gendiff.llm.prefs.run, OREO's in gendiff.llm.oreo.run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
     a ``gendiff`` sub-parser set."""
     from gendiff.llm.entropy_law import EntropyLawConfig, run_entropy_law
     from gendiff.llm.layer_entropy import LayerEntropyConfig, run_layer_entropy
+    from gendiff.llm.oreo.run import (
+        OREOMakeConfig,
+        OREOSearchConfig,
+        OREOTrainRunConfig,
+        run_oreo_make,
+        run_oreo_search,
+        run_oreo_train,
+    )
     from gendiff.llm.prefs.run import PrefMakeConfig, PrefTrainRunConfig, run_make, run_prefs_train
     from gendiff.llm.run import LLMRunConfig, run_train
 
@@ -37,3 +46,10 @@ def add_llm_commands(subparsers: argparse._SubParsersAction) -> None:
                    "sample k completions per prompt, rank them by reward, save pairs and lists (datasets)")
     add_experiment(prefs, "train", PrefTrainRunConfig, run_prefs_train,
                    "train a policy on preference data with a preference loss; held-out greedy accuracy")
+    oreo = add_group(sub, "oreo", "OREO: policy + value from the soft Bellman equation on offline trajectories")
+    add_experiment(oreo, "make", OREOMakeConfig, run_oreo_make,
+                   "sample k completions per prompt, reward them (0/1), save trajectories (+ pairs for DPO)")
+    add_experiment(oreo, "train", OREOTrainRunConfig, run_oreo_train,
+                   "train the policy and the value model jointly (OREO); held-out greedy accuracy")
+    add_experiment(oreo, "search", OREOSearchConfig, run_oreo_search,
+                   "value-guided token-level beam search vs greedy decoding on held-out problems")

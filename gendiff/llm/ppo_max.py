@@ -78,9 +78,13 @@ class ValueModel(nn.Module):
         t = batch.completion_ids.shape[1]
         ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
         mask = torch.cat([batch.prompt_mask, torch.ones_like(batch.completion_ids)], 1)
+        return self.position_values(ids, mask)[:, -(t + 1) : -1]
+
+    def position_values(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """[B, L] float32 values at every position of left-padded ``ids`` [B, L] (the state that ends there)."""
         hidden = self.backbone(input_ids=ids, attention_mask=mask,
                                position_ids=position_ids_from_mask(mask)).last_hidden_state
-        return self.head(hidden[:, -(t + 1) : -1].float()).squeeze(-1)
+        return self.head(hidden.float()).squeeze(-1)
 
 
 def reparameterize_scores(scores: Tensor, moments: RunningMeanStd, mode: str, clip: float) -> Tensor:

@@ -274,6 +274,12 @@ def policy_logp_entropy(model, batch: Completions, temperature: float, fast: boo
     Returns:
         (logp [B, T], entropy [B, T]) with gradient; values at mask = 0 are meaningless.
     """
+    logits = completion_logits(model, batch, fast, layer) / temperature
+    return token_logprobs(logits, batch.completion_ids), token_entropy(logits)
+
+
+def completion_logits(model, batch: Completions, fast: bool | None = None, layer: int | None = None) -> Tensor:
+    """[B, T, V] float32 logits that predict each completion token (``policy_logp_entropy``'s forward, T = 1)."""
     t = batch.completion_ids.shape[1]
     ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
     mask = torch.cat([batch.prompt_mask, torch.ones_like(batch.completion_ids)], 1)
@@ -287,8 +293,7 @@ def policy_logp_entropy(model, batch: Completions, temperature: float, fast: boo
         if "logits_to_keep" in inspect.signature(model.forward).parameters:
             kwargs["logits_to_keep"] = t + 1
         logits = model(**kwargs).logits[:, -(t + 1) :]
-    logits = logits[:, :-1].float() / temperature
-    return token_logprobs(logits, batch.completion_ids), token_entropy(logits)
+    return logits[:, :-1].float()
 
 
 @dataclass

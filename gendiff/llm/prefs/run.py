@@ -71,6 +71,20 @@ def _load_lm(path: str | Path, what: str):
         return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True).eval(), AutoTokenizer.from_pretrained(path)
 
 
+def save_made_data(out: Path, data, model, tokenizer, cfg) -> None:
+    """OUT/data (``save_to_disk`` into a temporary folder, then renamed over the old one), OUT/policy and
+    OUT/make.yaml: what a ``make`` command writes (also ``gendiff llm oreo make``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".data.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    data.save_to_disk(str(tmp))
+    shutil.rmtree(out / "data", ignore_errors=True)
+    tmp.rename(out / "data")
+    model.save_pretrained(out / "policy")
+    tokenizer.save_pretrained(out / "policy")
+    save_config(cfg, out, "make.yaml")
+
+
 def run_make(cfg: PrefMakeConfig) -> dict:
     """``gendiff llm prefs make``: returns (and writes to DIR/stats.json) the data's counts."""
     from ..tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm
@@ -103,15 +117,7 @@ def run_make(cfg: PrefMakeConfig) -> dict:
 
     data = make_preferences(model, tokenizer, prompts, reward, cfg.k, cfg.temperature, cfg.max_new_tokens,
                             cfg.noise, cfg.seed, cfg.max_pairs_per_prompt, progress=cfg.progress)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".data.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    data.save_to_disk(str(tmp))
-    shutil.rmtree(out / "data", ignore_errors=True)
-    tmp.rename(out / "data")
-    model.save_pretrained(out / "policy")
-    tokenizer.save_pretrained(out / "policy")
-    save_config(cfg, out, "make.yaml")
+    save_made_data(out, data, model, tokenizer, cfg)
     stats = {"prompts": len(prompts), "pairs": len(data["pairs"]), "lists": len(data["lists"]),
              "flipped_pairs": sum(data["pairs"]["flipped"]), "flipped_lists": sum(data["lists"]["flipped"]),
              "noise": cfg.noise, "k": cfg.k, "seed": cfg.seed}
