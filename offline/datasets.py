@@ -112,6 +112,21 @@ class OfflineDataset:
         """D4RL normalised score 100 (R - R_random) / (R_expert - R_random)."""
         return normalized_score(returns, self.ref_min_score, self.ref_max_score)
 
+    def fingerprint(self) -> str:
+        """A short hash of the episodes' contents (every array's shape and values, in episode order).
+
+        Unlike a hash of the files, it ignores what HDF5 and Minari store beside the data (object timestamps,
+        library versions), so a dataset rebuilt with the same data gets the same fingerprint."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for e in self.episodes:
+            for a in (e.observations, e.actions, e.rewards, e.terminations, e.truncations):
+                a = np.ascontiguousarray(a)
+                h.update(f"{a.dtype.str}{a.shape}".encode())
+                h.update(a.tobytes())
+        return h.hexdigest()[:16]
+
     def transitions(self) -> dict[str, Tensor]:
         """All transitions as float32 tensors: obs/next_obs [N, obs_dim], act [N, act_dim], rew/done/timeout [N].
 

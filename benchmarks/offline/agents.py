@@ -11,8 +11,9 @@ with paired differences (the PGD issue's agent table).
    rewards and dones from the simulator) are labelled ``unguided+sim`` / ``pgd+sim``, and runs with another real
    share than the reference's 16 of 256 ``pgd@128real`` etc.; each such row is paired with ``none`` and with its
    plain row.
-4. A work folder records its settings and a fingerprint of its inputs (the dataset's files, the pipeline, the
-   SynthER folder: ``gendiff.io.tree_fingerprint``). Running again into it with other settings or other inputs
+4. A work folder records its settings and a fingerprint of its inputs (the dataset's contents:
+   ``OfflineDataset.fingerprint``; the pipeline's and SynthER's files: ``gendiff.io.tree_fingerprint``). Running
+   again into it with other settings or other inputs
    (for example a dataset rebuilt in a later session that differs) stops with an error naming the difference, and
    ``--merge`` refuses folders whose fingerprints for one dataset disagree, so no table mixes them unnoticed.
 
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from gendiff.io import tree_fingerprint
-from gendiff.offline.datasets import datasets_root
+from gendiff.offline.datasets import load_dataset
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
 from gendiff.stats import bootstrap_ci, t_interval
 
@@ -72,7 +73,7 @@ def pairs(labels: set[str]) -> list[tuple[str, str]]:
 
 def inputs_fingerprint(dataset_id: str, pipeline: str, synther: str) -> dict[str, str]:
     """Step 4: content hashes of the dataset's local files and of the generators the runs use ("" when unused)."""
-    fp = {"dataset": tree_fingerprint(datasets_root() / dataset_id)}
+    fp = {"dataset": load_dataset(dataset_id, check_env=False).fingerprint()}  # contents, not the HDF5 bytes
     for name, path in (("pipeline", pipeline), ("synther", synther)):
         fp[name] = tree_fingerprint(path) if path else ""
     return fp

@@ -114,3 +114,15 @@ def test_tq_and_saco():
     assert st.tq == pytest.approx(0.6) and st.saco == pytest.approx(0.75)
     st = dataset_stats(tr, 0.0, 2000.0, episode_length=1000)  # synthetic: per-step reward x length
     assert st.tq == pytest.approx(0.5)
+
+
+def test_a_rebuilt_dataset_has_the_same_fingerprint_and_other_data_another(minari_dir):
+    from gendiff.io import tree_fingerprint
+
+    first = make_dataset("Hopper-v5", "random", 120, "t/hopper/fp-v0")
+    again = make_dataset("Hopper-v5", "random", 120, "t/hopper/fp-v1")  # the same seed and settings, another id
+    assert first.fingerprint() == again.fingerprint() == load_dataset("t/hopper/fp-v0").fingerprint()
+    other = make_dataset("Hopper-v5", "random", 121, "t/hopper/fp-v2")
+    assert other.fingerprint() != first.fingerprint()
+    # the files themselves differ (ids, HDF5 metadata), which is why the content is hashed instead
+    assert tree_fingerprint(minari_dir / "t/hopper/fp-v0") != tree_fingerprint(minari_dir / "t/hopper/fp-v1")
