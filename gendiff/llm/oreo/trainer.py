@@ -17,7 +17,6 @@ Policy and value run in eval mode (no dropout). Single process.
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ from pathlib import Path
 import torch
 from datasets import Dataset, DatasetDict
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from gendiff.config import check_numbers
 from gendiff.entropy import masked_mean, token_entropy, token_kl, token_logprobs
 
 from ..evaluation import teacher_forced_batch
+from ..offline_loop import OfflineStepLoop
 from ..trainer import completion_logits
 from .losses import OREOConfig, oreo_policy_loss, oreo_value_loss
 from .value import ValueModel, save_value_model, state_values
@@ -78,7 +77,7 @@ def trajectory_split(data: Dataset | DatasetDict) -> Dataset:
     return data
 
 
-class OREOTrainer:
+class OREOTrainer(OfflineStepLoop):
     """OREO trainer (see the module docstring for the steps).
 
     Args:
@@ -107,16 +106,7 @@ class OREOTrainer:
         self.rng = random.Random(cfg.seed)
         self.order: list[int] = []
         self.step_count = 0
-
-    def _next_indices(self) -> list[int]:
-        """Step 1: the next ``batch_size`` rows of the seeded epoch order."""
-        out = []
-        while len(out) < min(self.config.batch_size, len(self.data)):
-            if not self.order:
-                self.order = list(range(len(self.data)))
-                self.rng.shuffle(self.order)
-            out.append(self.order.pop())
-        return out
+        self.loop_desc = "oreo"  # the progress bar (OfflineStepLoop.train)
 
     def losses(self, idx: list[int]) -> tuple[Tensor, Tensor, dict[str, float]]:
         """Steps 2-3 on rows ``idx``: (value loss, policy loss, metrics)."""
@@ -157,27 +147,10 @@ class OREOTrainer:
         metrics["step"] = self.step_count
         return metrics
 
-    def train(self, steps: int | None = None, progress: bool = True) -> list[dict[str, float]]:
-        """Run ``steps`` steps (default ``config.steps``); write log.jsonl, final/ and value/ when ``out_dir`` is set."""
-        steps = self.config.steps if steps is None else steps
-        log = None
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            log = (self.out_dir / "log.jsonl").open("a")
-        logs = []
-        try:
-            bar = tqdm(range(steps), desc="oreo", disable=not progress)
-            for _ in bar:
-                m = self.step()
-                logs.append(m)
-                bar.set_postfix(value=f"{m['loss/value']:.3f}", policy=f"{m['loss/policy']:.3f}")
-                if log is not None and self.step_count % self.config.log_every == 0:
-                    log.write(json.dumps(m) + "\n")
-        finally:
-            if log is not None:
-                log.close()
-        if self.out_dir is not None:
-            self.model.save_pretrained(self.out_dir / "final")
-            self.tokenizer.save_pretrained(self.out_dir / "final")
-            save_value_model(self.value_model, self.out_dir / "value")
-        return logs
+    def loop_postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        """The progress bar: the two losses."""
+        return {"value": f"{metrics['loss/value']:.3f}", "policy": f"{metrics['loss/policy']:.3f}"}
+
+    def save_extras(self, out_dir: Path) -> None:
+        """The value model beside final/: ``out_dir``/value."""
+        save_value_model(self.value_model, out_dir / "value")

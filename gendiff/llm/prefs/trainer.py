@@ -23,7 +23,6 @@ The policy runs in eval mode (no dropout). Single process (no accelerate / DDP, 
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,12 +32,12 @@ from typing import Any, Literal
 import torch
 from datasets import Dataset, DatasetDict
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from gendiff.config import check_numbers, from_dict, parse_yaml_mapping
 from gendiff.entropy import masked_mean
 
 from ..evaluation import teacher_forced_batch
+from ..offline_loop import OfflineStepLoop
 from ..trainer import policy_logp_entropy
 from .common import PREFERENCE_LOSSES
 from .did import did_entropy
@@ -99,7 +98,7 @@ def _split(data: Dataset | DatasetDict, kind: str) -> Dataset:
     return data
 
 
-class PrefTrainer:
+class PrefTrainer(OfflineStepLoop):
     """Preference-loss trainer (see the module docstring for the steps).
 
     Args:
@@ -130,6 +129,7 @@ class PrefTrainer:
         self.rng = random.Random(cfg.seed)
         self.order: list[int] = []
         self.step_count = 0
+        self.loop_desc = f"prefs {cfg.loss}"  # the progress bar (OfflineStepLoop.train)
 
     # ------------------------------------------------------------------ batches
     def _rows(self, idx: list[int]) -> tuple[list[str], list[list[int]], Tensor, Tensor | None]:
@@ -168,16 +168,6 @@ class PrefTrainer:
         width = max(p.shape[1] for p in parts)
         return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
 
-    def _next_indices(self) -> list[int]:
-        """Step 1: the next ``batch_size`` rows of the seeded epoch order."""
-        out = []
-        while len(out) < min(self.config.batch_size, len(self.data)):
-            if not self.order:
-                self.order = list(range(len(self.data)))
-                self.rng.shuffle(self.order)
-            out.append(self.order.pop())
-        return out
-
     # ------------------------------------------------------------------ step
     def step(self) -> dict[str, float]:
         """Steps 1-4 once; returns the metrics."""
@@ -214,26 +204,6 @@ class PrefTrainer:
         metrics["step"] = self.step_count
         return metrics
 
-    def train(self, steps: int | None = None, progress: bool = True) -> list[dict[str, float]]:
-        """Run ``steps`` steps (default ``config.steps``); write log.jsonl and final/ when ``out_dir`` is set."""
-        steps = self.config.steps if steps is None else steps
-        log = None
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            log = (self.out_dir / "log.jsonl").open("a")
-        logs = []
-        try:
-            bar = tqdm(range(steps), desc=f"prefs {self.config.loss}", disable=not progress)
-            for _ in bar:
-                m = self.step()
-                logs.append(m)
-                bar.set_postfix(loss=f"{m['loss/preference']:.3f}", entropy=f"{m['actor/entropy']:.3f}")
-                if log is not None and self.step_count % self.config.log_every == 0:
-                    log.write(json.dumps(m) + "\n")
-        finally:
-            if log is not None:
-                log.close()
-        if self.out_dir is not None:
-            self.model.save_pretrained(self.out_dir / "final")
-            self.tokenizer.save_pretrained(self.out_dir / "final")
-        return logs
+    def loop_postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        """The progress bar: the preference loss and the entropy."""
+        return {"loss": f"{metrics['loss/preference']:.3f}", "entropy": f"{metrics['actor/entropy']:.3f}"}
