@@ -4,7 +4,7 @@
 #   2. the trajectory model (20k steps, lr 2e-3, every skip connection) and SynthER (10k steps), trained by
 #      trajectory_model.py on the same 95 % of episodes, with its fidelity check at 20k steps written beside them
 #      (compare with trajectory_model_<env>_lr2e-3.md: the rebuilt model should land near the recorded error).
-# Everything runs on one thread; about 70 (Hopper) / 35 (HalfCheetah) minutes for the dataset and ~40 for the models
+# Everything runs on one thread; about 45 (Hopper) / 20 (HalfCheetah) minutes for the dataset and ~35 for the models
 # on an idle core. The agent study records a fingerprint of these files (agents.py), so runs made from a rebuilt copy
 # that differs are never merged with earlier ones unnoticed.
 #
