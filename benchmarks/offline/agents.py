@@ -13,9 +13,9 @@ with paired differences (the PGD issue's agent table).
    plain row.
 4. A work folder records its settings and a fingerprint of its inputs (the dataset's contents:
    ``OfflineDataset.fingerprint``; the pipeline's and SynthER's files: ``gendiff.io.tree_fingerprint``). Running
-   again into it with other settings or other inputs
-   (for example a dataset rebuilt in a later session that differs) stops with an error naming the difference, and
-   ``--merge`` refuses folders whose fingerprints for one dataset disagree, so no table mixes them unnoticed.
+   again into it with other settings or other inputs (for example a dataset rebuilt in a later session that
+   differs) stops with an error naming the difference, and ``--merge`` refuses folders whose fingerprints for one
+   dataset disagree, so no table mixes them unnoticed.
 
   python benchmarks/offline/agents.py --tiny                       # smoke
 Full commands and results: benchmarks/offline/README.md.
@@ -72,7 +72,7 @@ def pairs(labels: set[str]) -> list[tuple[str, str]]:
 
 
 def inputs_fingerprint(dataset_id: str, pipeline: str, synther: str) -> dict[str, str]:
-    """Step 4: content hashes of the dataset's local files and of the generators the runs use ("" when unused)."""
+    """Step 4: a hash of the dataset's contents and of the generators' files the runs use ("" when unused)."""
     fp = {"dataset": load_dataset(dataset_id, check_env=False).fingerprint()}  # contents, not the HDF5 bytes
     for name, path in (("pipeline", pipeline), ("synther", synther)):
         fp[name] = tree_fingerprint(path) if path else ""
