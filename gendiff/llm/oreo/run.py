@@ -15,7 +15,6 @@ search: held-out accuracy of greedy decoding and of the value-guided beam search
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -23,7 +22,7 @@ from typing import Literal
 from gendiff.config import load_yaml, save_config
 from gendiff.io import atomic_write_text, loading, refuse_existing, seed_everything
 
-from ..prefs.run import _load_lm, save_made_data
+from ..prefs.run import _load_lm, save_made_data, start_model_and_prompts
 from .search import SearchConfig
 from .trainer import OREOTrainConfig
 
@@ -77,7 +76,7 @@ class OREOSearchConfig(SearchConfig):
 
 def run_oreo_make(cfg: OREOMakeConfig) -> dict:
     """``gendiff llm oreo make``: returns (and writes to DIR/stats.json) the data's counts."""
-    from ..tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm
+    from ..tasks import ArithmeticTask, arithmetic_reward
     from .data import make_trajectories
 
     if not cfg.out:
@@ -91,13 +90,7 @@ def run_oreo_make(cfg: OREOMakeConfig) -> dict:
     refuse_existing([out / "data", out / "stats.json"], cfg.overwrite, "trajectory data")
     task = ArithmeticTask()
     held = task.heldout(cfg.eval_prompts)
-    seed_everything(cfg.seed)
-    if cfg.model:
-        model, tokenizer = _load_lm(cfg.model, "--model")
-    else:
-        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=cfg.sft_steps, exclude=held)
-        model, tokenizer = tiny.model.eval(), tiny.tokenizer
-    prompts = task.sample(cfg.prompts, random.Random(cfg.seed + 7919), exclude=held)[0]
+    model, tokenizer, prompts = start_model_and_prompts(cfg, task, held)
     data = make_trajectories(model, tokenizer, prompts, arithmetic_reward, cfg.k, cfg.temperature, cfg.max_new_tokens,
                              cfg.seed, progress=cfg.progress)
     save_made_data(out, data, model, tokenizer, cfg)

@@ -16,7 +16,7 @@ import random
 import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from gendiff.config import load_yaml, save_config
 from gendiff.io import atomic_write_text, loading, refuse_existing, seed_everything
@@ -85,9 +85,25 @@ def save_made_data(out: Path, data, model, tokenizer, cfg) -> None:
     save_config(cfg, out, "make.yaml")
 
 
+def start_model_and_prompts(cfg: Any, task: Any, held: list[str]) -> tuple[Any, Any, list[str]]:
+    """The model that data is sampled from (``cfg.model``, or the tiny LM SFT-trained anew without the held-out
+    problems ``held``) and ``cfg.prompts`` seeded training prompts of ``task`` (held-out excluded); shared by
+    ``prefs make`` and ``oreo make``."""
+    from ..tasks import build_tiny_lm
+
+    seed_everything(cfg.seed)
+    if cfg.model:
+        model, tokenizer = _load_lm(cfg.model, "--model")
+    else:
+        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=cfg.sft_steps, exclude=held)
+        model, tokenizer = tiny.model.eval(), tiny.tokenizer
+    prompts = task.sample(cfg.prompts, random.Random(cfg.seed + 7919), exclude=held)[0]
+    return model, tokenizer, prompts
+
+
 def run_make(cfg: PrefMakeConfig) -> dict:
     """``gendiff llm prefs make``: returns (and writes to DIR/stats.json) the data's counts."""
-    from ..tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm
+    from ..tasks import ArithmeticTask, arithmetic_reward
     from .data import make_preferences
 
     if not cfg.out:
@@ -104,13 +120,7 @@ def run_make(cfg: PrefMakeConfig) -> dict:
     refuse_existing([out / "data", out / "stats.json"], cfg.overwrite, "preference data")
     task = ArithmeticTask()
     held = task.heldout(cfg.eval_prompts)
-    seed_everything(cfg.seed)
-    if cfg.model:
-        model, tokenizer = _load_lm(cfg.model, "--model")
-    else:
-        tiny = build_tiny_lm(task, seed=cfg.seed, sft_steps=cfg.sft_steps, exclude=held)
-        model, tokenizer = tiny.model.eval(), tiny.tokenizer
-    prompts = task.sample(cfg.prompts, random.Random(cfg.seed + 7919), exclude=held)[0]
+    model, tokenizer, prompts = start_model_and_prompts(cfg, task, held)
 
     def reward(p: list[str], c: list[str]) -> list[float]:
         return arithmetic_reward(p, c, partial_credit=cfg.partial_credit)
