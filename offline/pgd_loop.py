@@ -3,9 +3,11 @@
 1. Load the Minari dataset; build the learner (OFFLINE_LEARNERS) on its transitions.
 2. Synthetic data: ``unguided`` and ``pgd`` sample trajectory windows from a
    :class:`gendiff.pipelines.PolicyGuidedTrajectoryPipeline` (a saved one, or one trained here);
-   ``synther`` samples single transitions from a residual-MLP EDM model; ``none`` uses real data only.
-   The first synthetic set is unguided; with ``pgd`` it is regenerated every ``regenerate_every`` (K) agent
-   steps with guidance from the current policy (reference: K = 10,000).
+   ``synther`` samples single transitions from a residual-MLP EDM model; ``none`` uses real data only;
+   ``resample`` is a control, a perfect generator: ``num_synthetic`` real transitions drawn afresh each time.
+   The first synthetic set is unguided; every ``regenerate_every`` (K) agent steps it is regenerated, with
+   guidance from the current policy for ``pgd`` and unguided for the others, as the reference regenerates its
+   unguided baseline (K = 10,000; ``regenerate_unguided=False`` keeps the non-PGD sets made once).
 3. Each agent step draws ``real_per_batch`` real and ``batch_size - real_per_batch`` synthetic transitions
    (reference: 16 + 240 = 256).
 4. Evaluate every ``eval_every`` steps and at the end (D4RL normalised score, >= 10 episodes);
@@ -30,7 +32,7 @@ from gendiff.io import atomic_path, atomic_write_text, loading, refuse_existing,
 from gendiff.offline.datasets import OfflineDataset, check_dataset_id, load_dataset
 from gendiff.offline.learners import OFFLINE_LEARNERS, OfflineLearner, build_learner
 
-Synthetic = Literal["none", "unguided", "pgd", "synther"]
+Synthetic = Literal["none", "unguided", "pgd", "synther", "resample"]
 
 
 @dataclass
@@ -46,8 +48,10 @@ class TrainAgentConfig:
     out: str = "results.json"  # results JSON (markdown and learning-curve PNG beside it)
     batch_size: int = 256  # transitions per agent step, real + synthetic
     real_per_batch: int = 16  # real transitions per batch (reference: 16 of 256)
-    regenerate_every: int = 10_000  # pgd: agent steps between regenerations of the synthetic set (K)
-    num_synthetic: int = 20_000  # synthetic transitions per (re)generation
+    regenerate_every: int = 10_000  # agent steps between regenerations of the synthetic set (K)
+    regenerate_unguided: bool = True  # regenerate the unguided / synther / resample sets too (the reference's
+    # unguided baseline is regenerated like PGD's); False: made once (tables made before 2026-12-04)
+    num_synthetic: int = 20_000  # synthetic transitions per (re)generation (the reference: ~1M, 8192 windows of 128)
     diffusion_dir: str = ""  # a saved pipeline; "" trains one (diffusion_train_steps) beside `out`
     diffusion_train_steps: int = 2000  # training steps of a trajectory model trained here
     horizon: int = 32  # window length of a trajectory model trained here
@@ -147,6 +151,7 @@ class SyntheticSource:
     def __init__(self, cfg: TrainAgentConfig, ds: OfflineDataset, run_dir: Path) -> None:
         self.cfg, self.gen = cfg, torch.Generator().manual_seed(cfg.seed + 123)
         self.env_id = ds.env_id
+        self.real = ds.transitions() if cfg.synthetic == "resample" else None
         if cfg.relabel == "simulator" and ds.env_id is None:
             raise ValueError(f"relabel='simulator' needs the dataset's environment; {ds.dataset_id!r} names none")
         self.pipe: Any = None
@@ -185,7 +190,14 @@ class SyntheticSource:
     def generate(self, policy: OfflineLearner | None) -> dict[str, Tensor]:
         """``num_synthetic`` transitions; guided by ``policy`` when given (PGD)."""
         cfg, t0 = self.cfg, time.perf_counter()
-        if self.synther is not None:
+        if self.real is not None:  # the control: real rows, without replacement within one set
+            n = self.real["obs"].shape[0]
+            if cfg.num_synthetic > n:
+                raise ValueError(f"synthetic='resample' draws num_synthetic={cfg.num_synthetic} of the dataset's "
+                                 f"{n} transitions; ask for at most {n}")
+            idx = torch.randperm(n, generator=self.gen)[: cfg.num_synthetic]
+            out = {k: v[idx] for k, v in self.real.items()}
+        elif self.synther is not None:
             out = self.synther.sample(cfg.num_synthetic, cfg.num_inference_steps, self.gen)
         else:
             per = max(cfg.sample_horizon - 1, 1)
@@ -230,8 +242,9 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     metrics: dict[str, Tensor] = {}
     for step in tqdm(range(1, cfg.steps + 1), disable=not cfg.progress, desc=f"{cfg.algo}/{cfg.synthetic}"):
         metrics = learner.learn(sampler.sample())  # 3. (metrics stay on the device until the end)
-        if cfg.synthetic == "pgd" and step % cfg.regenerate_every == 0 and step < cfg.steps:
-            sampler.set_synthetic(source.generate(learner))  # 2. guided by the current policy
+        if source is not None and step % cfg.regenerate_every == 0 and step < cfg.steps and (
+                cfg.synthetic == "pgd" or cfg.regenerate_unguided):  # 2. pgd: guided by the current policy
+            sampler.set_synthetic(source.generate(learner if cfg.synthetic == "pgd" else None))
         if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
             curve.append({"step": step, **_evaluate(learner, ds, min(cfg.eval_episodes, 5), cfg.seed)})
     final = _evaluate(learner, ds, cfg.eval_episodes, cfg.seed)  # 4.

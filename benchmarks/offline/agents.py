@@ -9,8 +9,10 @@ with paired differences (the PGD issue's agent table).
    pgd - none, pgd - unguided, synther - none, unguided - none with 95 % t-intervals (and the bootstrap
    interval of the mean for comparison). Runs with ``--set relabel=simulator`` (the synthetic rows' next states,
    rewards and dones from the simulator) are labelled ``unguided+sim`` / ``pgd+sim``, and runs with another real
-   share than the reference's 16 of 256 ``pgd@128real`` etc.; each such row is paired with ``none`` and with its
-   plain row.
+   share than the reference's 16 of 256 ``pgd@128real`` etc., another set size ``@<n>syn``, and non-PGD sets made
+   once (runs before ``regenerate_unguided``) ``+once``; each such row is paired with ``none`` and with its plain
+   row. ``resample`` (real rows as the synthetic set: a perfect generator) is paired with ``none`` and ``pgd``.
+   Two folders holding the same row and seed stop the merge (neither may silently replace the other).
 4. A work folder records its settings and a fingerprint of its inputs (the dataset's contents:
    ``OfflineDataset.fingerprint``; the pipeline's and SynthER's files: ``gendiff.io.tree_fingerprint``). Running
    again into it with other settings or other inputs (for example a dataset rebuilt in a later session that
@@ -39,26 +41,34 @@ from gendiff.offline.datasets import load_dataset
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
 from gendiff.stats import bootstrap_ci, t_interval
 
-PAIRS = (("pgd", "none"), ("pgd", "unguided"), ("synther", "none"), ("unguided", "none"), ("pgd", "synther"))
+PAIRS = (("pgd", "none"), ("pgd", "unguided"), ("synther", "none"), ("unguided", "none"), ("pgd", "synther"),
+         ("resample", "none"), ("pgd", "resample"))  # resample: the control with real rows as the synthetic set
 SIM = "+sim"  # label suffix of runs with relabel=simulator (synthetic next_obs / reward / done from the simulator)
 REAL_DEFAULT = TrainAgentConfig.real_per_batch  # the reference's share (16 real of 256); others are labelled @<n>real
+SYN_DEFAULT = TrainAgentConfig.num_synthetic  # synthetic transitions per set; others are labelled @<n>syn
 
 
 def label(config: dict[str, Any]) -> str:
-    """A run's row label: its synthetic source, ``+sim`` when relabelled by the simulator, ``@<n>real`` when its
-    batches hold another number of real transitions than the reference's (rows with real data only: ``none``)."""
+    """A run's row label: its synthetic source, ``+sim`` when relabelled by the simulator, ``+once`` when a
+    non-PGD set was made once (runs before ``regenerate_unguided`` existed), ``@<n>real`` when its batches hold
+    another number of real transitions than the reference's, ``@<n>syn`` when a set holds another number of
+    transitions than the default (rows with real data only: ``none``)."""
     lab = config["synthetic"]
     if lab == "none":
         return lab
     if config.get("relabel", "none") == "simulator":
         lab += SIM
+    if config["synthetic"] != "pgd" and not config.get("regenerate_unguided", False):
+        lab += "+once"
     if int(config.get("real_per_batch", REAL_DEFAULT)) != REAL_DEFAULT:
         lab += f"@{int(config['real_per_batch'])}real"
+    if int(config.get("num_synthetic", SYN_DEFAULT)) != SYN_DEFAULT:
+        lab += f"@{int(config['num_synthetic'])}syn"
     return lab
 
 
 def _base(lab: str) -> str:
-    """``pgd+sim@128real`` -> ``pgd``."""
+    """``pgd+sim@128real@100000syn`` -> ``pgd``."""
     return lab.split("+")[0].split("@")[0]
 
 
@@ -165,11 +175,16 @@ def _load(works: list[Path]) -> tuple[dict[Key, dict[int, float]], dict[Key, dic
     scores: dict[Key, dict[int, float]] = {}
     curves: dict[Key, dict[int, list[float]]] = {}
     steps: dict[Key, list[int]] = {}
+    source: dict[tuple[Key, int], Path] = {}
     for w in works:
         for f in sorted(w.glob("*_s*.json")):
             r = json.loads(f.read_text())
             c = r["config"]
             key = (c["dataset_id"], c["algo"], label(c))
+            if (key, int(c["seed"])) in source:  # two folders' runs of one row and seed: neither may hide the other
+                raise SystemExit(f"{f} and {source[key, int(c['seed'])]} are both row {key[2]!r} seed {c['seed']} "
+                                 f"of {key[1]} on {key[0]}; merge folders whose rows differ")
+            source[key, int(c["seed"])] = f
             scores.setdefault(key, {})[int(c["seed"])] = float(r["final"]["score_mean"])
             curves.setdefault(key, {})[int(c["seed"])] = [float(p.get("score_mean", np.nan)) for p in r["curve"]]
             steps[key] = [int(p["step"]) for p in r["curve"]]

@@ -28,7 +28,14 @@ def test_labels_and_pairs() -> None:
     assert ag.label({"synthetic": "none", "real_per_batch": 128}) == "none"  # real data only: the share is moot
     assert ag.label({"synthetic": "pgd", "real_per_batch": 16, "relabel": "none"}) == "pgd"
     assert ag.label({"synthetic": "pgd", "real_per_batch": 128}) == "pgd@128real"
-    assert ag.label({"synthetic": "unguided", "relabel": "simulator", "real_per_batch": 16}) == "unguided+sim"
+    assert ag.label({"synthetic": "unguided", "relabel": "simulator", "real_per_batch": 16,
+                     "regenerate_unguided": True}) == "unguided+sim"
+    # a non-PGD set made once (runs from before the field existed carry no regenerate_unguided), another set size
+    assert ag.label({"synthetic": "synther", "real_per_batch": 16}) == "synther+once"
+    assert ag.label({"synthetic": "pgd", "num_synthetic": 100_000}) == "pgd@100000syn"
+    assert ag.label({"synthetic": "resample", "regenerate_unguided": True, "num_synthetic": 5000,
+                     "real_per_batch": 128}) == "resample@128real@5000syn"
+    assert ag._base("resample@128real@5000syn") == "resample" and ag._base("synther+once") == "synther"
     assert ag.label({"synthetic": "pgd", "relabel": "simulator", "real_per_batch": 128}) == "pgd+sim@128real"
     got = ag.pairs({"none", "pgd", "unguided", "pgd+sim", "pgd@128real"})
     assert got == [("pgd", "none"), ("pgd", "unguided"), ("unguided", "none"), ("pgd+sim", "none"),
@@ -59,6 +66,16 @@ def test_merge_pairs_share_rows_and_refuses_two_copies_of_a_dataset(tmp_path: Pa
                                                   "inputs": {"dataset": "2222"}}))
     with pytest.raises(SystemExit, match="two different copies of gendiff/x/medium-v0"):
         ag.table([a, b], tmp_path / "t2")
+
+
+def test_merge_refuses_one_row_and_seed_from_two_folders(tmp_path: Path) -> None:
+    ag = _agents()
+    a, b = tmp_path / "a", tmp_path / "b"
+    for w in (a, b):
+        w.mkdir()
+        _run_file(w, "pgd", 0, 10.0 if w == a else 30.0)  # the same label and seed: which score is the row's?
+    with pytest.raises(SystemExit, match="both row 'pgd' seed 0"):
+        ag.table([a, b], tmp_path / "t")
 
 
 def test_tree_fingerprint(tmp_path: Path) -> None:

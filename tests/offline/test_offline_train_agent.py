@@ -6,6 +6,7 @@ import argparse
 import json
 
 import pytest
+import torch
 
 from gendiff.offline.cli import add_offline_commands
 from gendiff.offline.datasets import make_dataset
@@ -25,8 +26,9 @@ TINY = ["--steps", "30", "--batch-size", "32", "--regenerate-every", "10", "--nu
         "--num-inference-steps", "4", "--eval-every", "15", "--eval-episodes", "10", "--no-progress"]
 
 
-@pytest.mark.parametrize(("algo", "synthetic"), [("iql", "pgd"), ("td3bc", "none"), ("prdc", "synther")])
-def test_train_agent_writes_results(minari_dir, tmp_path, algo, synthetic):
+@pytest.mark.parametrize(("algo", "synthetic", "sets"), [("iql", "pgd", 3), ("td3bc", "none", 0),
+                                                          ("prdc", "synther", 3), ("td3bc", "resample", 3)])
+def test_train_agent_writes_results(minari_dir, tmp_path, algo, synthetic, sets):
     make_dataset("Hopper-v5", "random", 400, "t/hopper/random-v0")
     out = tmp_path / f"{algo}_{synthetic}.json"
     _run(["offline", "train-agent", "--dataset-id", "t/hopper/random-v0", "--algo", algo, "--synthetic", synthetic,
@@ -35,8 +37,32 @@ def test_train_agent_writes_results(minari_dir, tmp_path, algo, synthetic):
     assert res["final"]["episodes"] == 10 and "score_mean" in res["final"]
     assert [r["step"] for r in res["curve"]] == [15, 30]
     assert out.with_suffix(".md").exists() and out.with_suffix(".png").exists()
-    if synthetic == "pgd":
-        assert len(res["synthetic_per_s"]) == 3  # unguided first set + regenerated at steps 10 and 20
+    # every synthetic source: the first set + regenerated at steps 10 and 20 (the reference regenerates unguided too)
+    assert len(res["synthetic_per_s"]) == sets
+
+
+def test_unguided_sets_made_once_on_request_and_resample_draws_real_rows(minari_dir, tmp_path):
+    from gendiff.offline.datasets import load_dataset
+    from gendiff.offline.pgd_loop import SyntheticSource, TrainAgentConfig
+
+    make_dataset("Hopper-v5", "random", 400, "t/hopper/random-v0")
+    out = tmp_path / "once.json"
+    _run(["offline", "train-agent", "--dataset-id", "t/hopper/random-v0", "--synthetic", "resample",
+          "--no-regenerate-unguided", "--out", str(out), *TINY])
+    assert len(json.loads(out.read_text())["synthetic_per_s"]) == 1  # made once: the behaviour before the field
+    ds = load_dataset("t/hopper/random-v0")
+    real = ds.transitions()
+    cfg = TrainAgentConfig(dataset_id="t/hopper/random-v0", synthetic="resample", num_synthetic=300)
+    src = SyntheticSource(cfg, ds, tmp_path)
+    a, b = src.generate(None), src.generate(None)
+    rows = {tuple(r) for r in real["obs"].tolist()}
+    assert a["obs"].shape[0] == 300 and all(tuple(r) in rows for r in a["obs"].tolist())  # real rows only
+    pairs = {tuple(o) + tuple(u) for o, u in zip(a["obs"].tolist(), a["act"].tolist())}
+    assert len(pairs) == 300  # without replacement within one set
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # a fresh draw each time
+    with pytest.raises(ValueError, match="ask for at most 400"):
+        SyntheticSource(TrainAgentConfig(dataset_id="t/hopper/random-v0", synthetic="resample", num_synthetic=401),
+                        ds, tmp_path).generate(None)
 
 
 def test_dataset_stats_and_unknown_algo(minari_dir, tmp_path):
