@@ -29,7 +29,7 @@ def add_offline_commands(subparsers: argparse._SubParsersAction) -> None:
                    "build a D4RL-style Minari dataset with SAC behaviour policies (never overwrites without --force; "
                    "replaces only after success)")
     add_experiment(sub, "train-agent", TrainAgentConfig, run_train_agent,
-                   "train TD3+BC / IQL / PRDC on real + synthetic (none, unguided, pgd, synther) data")
+                   "train TD3+BC / IQL / PRDC on real + synthetic (none, unguided, pgd, synther; resample: a control) data")
     add_experiment(sub, "make-gamble", MakeGambleConfig, run_make_gamble,
                    "a Minari dataset of the safe-or-gamble task (gendiff/Gamble-v0) from a mix of behaviour policies")
     add_experiment(sub, "train-rcsl", RCSLTrainConfig, run_train_rcsl,

@@ -152,6 +152,9 @@ class SyntheticSource:
         self.cfg, self.gen = cfg, torch.Generator().manual_seed(cfg.seed + 123)
         self.env_id = ds.env_id
         self.real = ds.transitions() if cfg.synthetic == "resample" else None
+        if self.real is not None and cfg.num_synthetic > self.real["obs"].shape[0]:
+            raise ValueError(f"synthetic='resample' draws num_synthetic={cfg.num_synthetic} of the dataset's "
+                             f"{self.real['obs'].shape[0]} transitions; ask for at most {self.real['obs'].shape[0]}")
         if cfg.relabel == "simulator" and ds.env_id is None:
             raise ValueError(f"relabel='simulator' needs the dataset's environment; {ds.dataset_id!r} names none")
         self.pipe: Any = None
@@ -191,11 +194,7 @@ class SyntheticSource:
         """``num_synthetic`` transitions; guided by ``policy`` when given (PGD)."""
         cfg, t0 = self.cfg, time.perf_counter()
         if self.real is not None:  # the control: real rows, without replacement within one set
-            n = self.real["obs"].shape[0]
-            if cfg.num_synthetic > n:
-                raise ValueError(f"synthetic='resample' draws num_synthetic={cfg.num_synthetic} of the dataset's "
-                                 f"{n} transitions; ask for at most {n}")
-            idx = torch.randperm(n, generator=self.gen)[: cfg.num_synthetic]
+            idx = torch.randperm(self.real["obs"].shape[0], generator=self.gen)[: cfg.num_synthetic]
             out = {k: v[idx] for k, v in self.real.items()}
         elif self.synther is not None:
             out = self.synther.sample(cfg.num_synthetic, cfg.num_inference_steps, self.gen)

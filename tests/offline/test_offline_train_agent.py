@@ -62,7 +62,7 @@ def test_unguided_sets_made_once_on_request_and_resample_draws_real_rows(minari_
     assert not all(torch.equal(a[k], b[k]) for k in a)  # a fresh draw each time
     with pytest.raises(ValueError, match="ask for at most 400"):
         SyntheticSource(TrainAgentConfig(dataset_id="t/hopper/random-v0", synthetic="resample", num_synthetic=401),
-                        ds, tmp_path).generate(None)
+                        ds, tmp_path)
 
 
 def test_dataset_stats_and_unknown_algo(minari_dir, tmp_path):
