@@ -1,0 +1,158 @@
+r"""Where synthetic rows lie against the real data: the states' distance to it, and how well each action fits its state.
+
+The agent study's diagnostics left the synthetic *states and actions* as the suspect (the simulator's next states do
+not rescue them). This measures them, against held-out real rows as the yardstick:
+
+1. Split the real transitions: ``--held-out`` rows for the yardstick, the rest as the reference set.
+2. Behaviour cloning: an MLP (256x2, ReLU) regresses action on z-scored state over the reference set
+   (``--bc-steps`` Adam steps, lr 1e-3, batch 256). It stands in for the behaviour policy's mean.
+3. Per source (real held-out; unguided and PGD windows from ``--pipeline``; SynthER from ``--synther``), on
+   ``--transitions`` rows:
+   - ``state_nn``: the z-scored distance of each row's state to the nearest reference state;
+   - ``bc_residual``: ||a - f(s)||^2, how far the action lies from what the data does at that state (real rows:
+     the behaviour's own noise plus the fit's error);
+   - the same residual on the rows whose ``state_nn`` is below the real rows' median (familiar states only), which
+     separates "the states are elsewhere" from "the actions do not fit familiar states";
+   - the share of saturated actions (|a| > 0.99).
+   Each mean comes with a 95 % bootstrap interval over rows.
+4. PGD is guided by a TD3+BC agent saved by ``agents.py`` / ``train-agent`` (``--agent``: its .safetensors), with
+   ``--coeff`` and the reference's Heun sampler (``--sampler``, ``--inference-steps``: how sampling changes it).
+
+  python benchmarks/offline/coverage.py --tiny --dataset-id gendiff/hopper/randomtiny-v0   # smoke
+Full commands and results: benchmarks/offline/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gendiff.offline.datasets import load_dataset
+from gendiff.offline.diffusion import load_trajectory_pipeline
+from gendiff.offline.learners import build_learner
+from gendiff.offline.pgd_loop import load_learner_weights, sample_windows, with_sampler
+from gendiff.offline.synther import SynthER
+from gendiff.stats import bootstrap_ci
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset-id", default="gendiff/hopper/medium-v3")
+    p.add_argument("--pipeline", required=True, help="a saved trajectory pipeline folder")
+    p.add_argument("--synther", default="", help="a saved SynthER folder ('' skips the row)")
+    p.add_argument("--agent", default="", help="a TD3+BC learner's .safetensors to guide PGD ('' skips the row)")
+    p.add_argument("--coeff", type=float, default=0.1)
+    p.add_argument("--transitions", type=int, default=2000)
+    p.add_argument("--held-out", type=int, default=2000)
+    p.add_argument("--bc-steps", type=int, default=5000)
+    p.add_argument("--sample-horizon", type=int, default=64)
+    p.add_argument("--inference-steps", type=int, default=64)
+    p.add_argument("--sampler", choices=("heun", "euler"), default="heun",
+                   help="heun: the reference's EDM Algorithm 2 (churn 80); euler: the scheduler the pipeline was saved with")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/offline/coverage_hopper")
+    p.add_argument("--tiny", action="store_true")
+    a = p.parse_args()
+    if a.tiny:
+        a.transitions, a.held_out, a.bc_steps, a.sample_horizon, a.inference_steps = 64, 64, 50, 16, 4
+    return a
+
+
+def fit_bc(obs: Tensor, act: Tensor, steps: int, seed: int) -> nn.Module:
+    """Step 2: f(z-scored s) -> a, an MLP fitted by mean squared error."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(obs.shape[1], 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+                        nn.Linear(256, act.shape[1]))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        i = torch.randint(0, obs.shape[0], (256,), generator=g)
+        loss = (net(obs[i]) - act[i]).square().sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def _mean_ci(v: Tensor) -> dict[str, Any]:
+    x = v.double().numpy()
+    return {"mean": float(x.mean()) if x.size else float("nan"), "ci95": bootstrap_ci(x), "n": int(x.size)}
+
+
+def measure(obs: Tensor, act: Tensor, ref_z: Tensor, mu: Tensor, sd: Tensor, bc: nn.Module,
+            familiar: float | None) -> dict[str, Any]:
+    """Step 3 for one source: ``obs`` [N, S], ``act`` [N, A]; ``familiar`` the distance below which a state counts as
+    familiar (None: this is the yardstick, whose median defines it)."""
+    z = (obs - mu) / sd
+    nn_dist = torch.cdist(z, ref_z).min(1).values
+    with torch.no_grad():
+        resid = (act - bc(z)).square().sum(-1)
+    cut = float(nn_dist.median()) if familiar is None else familiar
+    near = nn_dist <= cut
+    return {"state_nn": _mean_ci(nn_dist), "state_nn_median": float(nn_dist.median()),
+            "bc_residual": _mean_ci(resid), "bc_residual_familiar": _mean_ci(resid[near]),
+            "familiar_share": float(near.float().mean()), "saturated": float((act.abs() > 0.99).float().mean()),
+            "familiar_cut": cut}
+
+
+def main() -> None:
+    a = _args()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    ds = load_dataset(a.dataset_id)
+    real = ds.transitions()
+    perm = torch.randperm(real["obs"].shape[0], generator=torch.Generator().manual_seed(a.seed))
+    held, ref = perm[: a.held_out], perm[a.held_out:]  # 1.
+    mu, sd = real["obs"][ref].mean(0), real["obs"][ref].std(0) + 1e-6
+    ref_z = (real["obs"][ref] - mu) / sd
+    bc = fit_bc(ref_z, real["act"][ref], a.bc_steps, a.seed)  # 2.
+    rows: dict[str, dict[str, Any]] = {}
+    rows["real (held out)"] = measure(real["obs"][held], real["act"][held], ref_z, mu, sd, bc, None)  # 3.
+    cut = rows["real (held out)"]["familiar_cut"]
+    pipe = with_sampler(load_trajectory_pipeline(a.pipeline, ds, strict=False), a.sampler)
+    gen = torch.Generator().manual_seed(a.seed)
+    windows = -(-a.transitions // (a.sample_horizon - 1))
+    cfg = argparse.Namespace(sample_horizon=a.sample_horizon, num_inference_steps=a.inference_steps,
+                             guidance_coeff=a.coeff, cosine_coeff=0.3, normalize_grad=False)
+    tr = sample_windows(pipe, windows, cfg, None, gen)
+    rows["unguided"] = measure(tr["obs"][: a.transitions], tr["act"][: a.transitions], ref_z, mu, sd, bc, cut)
+    if a.agent:  # 4.
+        agent = load_learner_weights(build_learner("td3bc", real, ds.action_low, ds.action_high, seed=a.seed), a.agent)
+        tr = sample_windows(pipe, windows, cfg, agent, gen)
+        rows[f"pgd (coeff {a.coeff:g})"] = measure(tr["obs"][: a.transitions], tr["act"][: a.transitions], ref_z, mu,
+                                                   sd, bc, cut)
+    if a.synther:
+        s = SynthER.load(a.synther).sample(a.transitions, a.inference_steps, gen)
+        rows["synther"] = measure(s["obs"], s["act"], ref_z, mu, sd, bc, cut)
+    res = {"settings": vars(a), "rows": rows, "wall_s": time.perf_counter() - t0,
+           "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.json").write_text(json.dumps(res, indent=1))
+    md = [f"# Where synthetic rows lie: {a.dataset_id}", "",
+          f"Machine: {res['machine']}. {a.transitions} rows per source, seed {a.seed}; reference set: the dataset less "
+          f"{a.held_out} held-out rows; BC fit {a.bc_steps} steps; windows of {a.sample_horizon}, {a.sampler} "
+          f"{a.inference_steps} steps; PGD coeff {a.coeff:g} guided by {a.agent or '(not run)'}. "
+          f"Familiar states: nearest-reference distance <= {cut:.3f} (the held-out real rows' median). "
+          f"Wall {res['wall_s']:.0f} s.", "",
+          "| rows | state distance to the real data [95 %] | BC residual ||a - f(s)||^2 [95 %] | "
+          "BC residual, familiar states only | familiar share | |a| > 0.99 |", "|---|---|---|---|---|---|"]
+
+    def cell(m: dict[str, Any]) -> str:
+        return f"{m['mean']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
+
+    md += [f"| {k} | {cell(r['state_nn'])} | {cell(r['bc_residual'])} | {cell(r['bc_residual_familiar'])} | "
+           f"{r['familiar_share']:.2f} | {r['saturated']:.3f} |" for k, r in rows.items()]
+    Path(f"{out}.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
