@@ -73,11 +73,13 @@ def _base(lab: str) -> str:
 
 
 def pairs(labels: set[str]) -> list[tuple[str, str]]:
-    """The paired differences to report: :data:`PAIRS`, then every modified row against ``none`` and its plain row."""
+    """The paired differences to report: :data:`PAIRS`, then every modified row against ``none`` and its plain row,
+    and ``pgd`` against every modified non-PGD row (e.g. ``unguided+once``, the tables made before 2026-12-04)."""
     out = [p for p in PAIRS if p[0] in labels and p[1] in labels]
     for lab in sorted(labels):
         if lab != _base(lab):
-            out += [p for p in ((lab, "none"), (lab, _base(lab))) if p[1] in labels and p not in out]
+            mine = [(lab, "none"), (lab, _base(lab))] + ([("pgd", lab)] if _base(lab) != "pgd" else [])
+            out += [p for p in mine if p[0] in labels and p[1] in labels and p not in out]
     return out
 
 

@@ -40,6 +40,10 @@ def test_labels_and_pairs() -> None:
     got = ag.pairs({"none", "pgd", "unguided", "pgd+sim", "pgd@128real"})
     assert got == [("pgd", "none"), ("pgd", "unguided"), ("unguided", "none"), ("pgd+sim", "none"),
                    ("pgd+sim", "pgd"), ("pgd@128real", "none"), ("pgd@128real", "pgd")]
+    # the tables made before regenerate_unguided: pgd still meets its unguided and SynthER rows
+    assert ag.pairs({"none", "pgd", "unguided+once", "synther+once"}) == [
+        ("pgd", "none"), ("synther+once", "none"), ("pgd", "synther+once"), ("unguided+once", "none"),
+        ("pgd", "unguided+once")]
 
 
 def _run_file(work: Path, synthetic: str, seed: int, score: float, real: int = 16) -> None:
