@@ -32,13 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import load_trajectory_pipeline
 from gendiff.offline.learners import build_learner
-from gendiff.offline.pgd_loop import load_learner_weights, sample_windows, with_sampler
+from gendiff.offline.pgd_loop import TrainAgentConfig, load_learner_weights, sample_windows, with_sampler
 from gendiff.offline.synther import SynthER
+from gendiff.rl.common import mlp
 from gendiff.stats import bootstrap_ci
 
 
@@ -68,8 +70,7 @@ def _args() -> argparse.Namespace:
 def fit_bc(obs: Tensor, act: Tensor, steps: int, seed: int) -> nn.Module:
     """Step 2: f(z-scored s) -> a, an MLP fitted by mean squared error."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(obs.shape[1], 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                        nn.Linear(256, act.shape[1]))
+    net = mlp(obs.shape[1], act.shape[1])
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -86,12 +87,13 @@ def _mean_ci(v: Tensor) -> dict[str, Any]:
     return {"mean": float(x.mean()) if x.size else float("nan"), "ci95": bootstrap_ci(x), "n": int(x.size)}
 
 
-def measure(obs: Tensor, act: Tensor, ref_z: Tensor, mu: Tensor, sd: Tensor, bc: nn.Module,
+def measure(obs: Tensor, act: Tensor, ref: cKDTree, mu: Tensor, sd: Tensor, bc: nn.Module,
             familiar: float | None) -> dict[str, Any]:
-    """Step 3 for one source: ``obs`` [N, S], ``act`` [N, A]; ``familiar`` the distance below which a state counts as
-    familiar (None: this is the yardstick, whose median defines it)."""
+    """Step 3 for one source: ``obs`` [N, S], ``act`` [N, A]; ``ref`` a tree of the z-scored reference states (built
+    once); ``familiar`` the distance below which a state counts as familiar (None: this is the yardstick, whose median
+    defines it)."""
     z = (obs - mu) / sd
-    nn_dist = torch.cdist(z, ref_z).min(1).values
+    nn_dist = torch.as_tensor(ref.query(z.double().numpy(), k=1)[0], dtype=torch.float32)
     with torch.no_grad():
         resid = (act - bc(z)).square().sum(-1)
     cut = float(nn_dist.median()) if familiar is None else familiar
@@ -112,25 +114,26 @@ def main() -> None:
     held, ref = perm[: a.held_out], perm[a.held_out:]  # 1.
     mu, sd = real["obs"][ref].mean(0), real["obs"][ref].std(0) + 1e-6
     ref_z = (real["obs"][ref] - mu) / sd
+    tree = cKDTree(ref_z.double().numpy())
     bc = fit_bc(ref_z, real["act"][ref], a.bc_steps, a.seed)  # 2.
     rows: dict[str, dict[str, Any]] = {}
-    rows["real (held out)"] = measure(real["obs"][held], real["act"][held], ref_z, mu, sd, bc, None)  # 3.
+    rows["real (held out)"] = measure(real["obs"][held], real["act"][held], tree, mu, sd, bc, None)  # 3.
     cut = rows["real (held out)"]["familiar_cut"]
     pipe = with_sampler(load_trajectory_pipeline(a.pipeline, ds, strict=False), a.sampler)
     gen = torch.Generator().manual_seed(a.seed)
     windows = -(-a.transitions // (a.sample_horizon - 1))
-    cfg = argparse.Namespace(sample_horizon=a.sample_horizon, num_inference_steps=a.inference_steps,
-                             guidance_coeff=a.coeff, cosine_coeff=0.3, normalize_grad=False)
+    cfg = TrainAgentConfig(dataset_id="", sample_horizon=a.sample_horizon, num_inference_steps=a.inference_steps,
+                           guidance_coeff=a.coeff)
     tr = sample_windows(pipe, windows, cfg, None, gen)
-    rows["unguided"] = measure(tr["obs"][: a.transitions], tr["act"][: a.transitions], ref_z, mu, sd, bc, cut)
+    rows["unguided"] = measure(tr["obs"][: a.transitions], tr["act"][: a.transitions], tree, mu, sd, bc, cut)
     if a.agent:  # 4.
         agent = load_learner_weights(build_learner("td3bc", real, ds.action_low, ds.action_high, seed=a.seed), a.agent)
         tr = sample_windows(pipe, windows, cfg, agent, gen)
-        rows[f"pgd (coeff {a.coeff:g})"] = measure(tr["obs"][: a.transitions], tr["act"][: a.transitions], ref_z, mu,
+        rows[f"pgd (coeff {a.coeff:g})"] = measure(tr["obs"][: a.transitions], tr["act"][: a.transitions], tree, mu,
                                                    sd, bc, cut)
     if a.synther:
         s = SynthER.load(a.synther).sample(a.transitions, a.inference_steps, gen)
-        rows["synther"] = measure(s["obs"], s["act"], ref_z, mu, sd, bc, cut)
+        rows["synther"] = measure(s["obs"], s["act"], tree, mu, sd, bc, cut)
     res = {"settings": vars(a), "rows": rows, "wall_s": time.perf_counter() - t0,
            "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
     out = Path(a.out)
