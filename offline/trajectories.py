@@ -83,3 +83,13 @@ def make_windows(episodes: Sequence[Episode], low: Sequence[float], high: Sequen
         raise ValueError(f"no window of length {horizon} survives (every long-enough episode ends in a time-out "
                          "exactly at a window end); change horizon or stride")
     return torch.stack(out)
+
+
+def split_episodes(episodes: Sequence[Episode], seed: int, frac: float = 0.05) -> tuple[list[Episode], list[Episode]]:
+    """Seeded (training, held-out) episodes: ``round(frac * len)`` held out, at least one; order kept in each.
+
+    The split the trajectory-model benchmarks train and check with (the reference holds out 5 % of windows).
+    """
+    order = np.random.default_rng(seed).permutation(len(episodes))
+    held = set(order[: max(1, int(round(frac * len(episodes))))].tolist())
+    return [e for i, e in enumerate(episodes) if i not in held], [e for i, e in enumerate(episodes) if i in held]

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from gendiff.offline.datasets import load_dataset
@@ -43,6 +42,7 @@ from gendiff.offline.diffusion import (
 )
 from gendiff.offline.dynamics import check_transitions
 from gendiff.offline.synther import SynthER, SynthERConfig
+from gendiff.offline.trajectories import split_episodes
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.training import TrainConfig, train_denoiser
 from gendiff.trajectory_layout import TrajectoryNormalizer
@@ -93,15 +93,6 @@ def _variant(spec: str) -> tuple[str, dict[str, Any]]:
         else:
             out[k] = type(getattr(TrajectoryDiffusionConfig, k))(v)
     return name, out
-
-
-def _split(episodes: list, seed: int, frac: float = 0.05) -> tuple[list, list]:
-    """Step 1: held-out episodes (at least one)."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(episodes))
-    n_val = max(1, int(round(frac * len(episodes))))
-    val = set(order[:n_val].tolist())
-    return [e for i, e in enumerate(episodes) if i not in val], [e for i, e in enumerate(episodes) if i in val]
 
 
 @torch.no_grad()
@@ -286,7 +277,7 @@ def main() -> None:
     ds = load_dataset(a.dataset_id)
     if a.tiny:
         ds = type(ds)(ds.dataset_id, ds.env_id, ds.episodes[:20], ds.action_low, ds.action_high)
-    train_eps, val_eps = _split(ds.episodes, a.seed)
+    train_eps, val_eps = split_episodes(ds.episodes, a.seed)
     checkpoints = [int(s) for s in a.checkpoints.split(",")]
     if a.export:
         for spec in a.variants:

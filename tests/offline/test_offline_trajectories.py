@@ -21,7 +21,7 @@ from gendiff.offline.diffusion import (
 )
 from gendiff.offline.dynamics import dynamics_mse
 from gendiff.offline.synther import SynthER, SynthERConfig
-from gendiff.offline.trajectories import make_windows
+from gendiff.offline.trajectories import make_windows, split_episodes
 from gendiff.pipelines import PolicyGuidedTrajectoryPipeline
 from gendiff.training import TrainConfig, train_denoiser
 from gendiff.trajectory_layout import TrajectoryNormalizer, windows_to_transitions
@@ -245,3 +245,14 @@ def test_load_or_train_refuses_a_pipeline_of_another_dataset(tmp_path):
         load_or_train_trajectory_diffusion(same_sizes, cfg)
     with pytest.warns(UserWarning, match="not 'line/other-v0'"):  # train-agent --diffusion-dir: the user's choice
         load_trajectory_pipeline(tmp_path / "d" / "pipeline", same_sizes, strict=False)
+
+
+def test_split_episodes_is_seeded_disjoint_and_holds_out_at_least_one() -> None:
+    eps = [_episode(10 + i, terminated=False) for i in range(40)]
+    train, held = split_episodes(eps, seed=3)
+    assert len(held) == 2 and len(train) == 38  # round(0.05 * 40)
+    assert {id(e) for e in train}.isdisjoint(id(e) for e in held)
+    assert [len(e) for e in train] == sorted(len(e) for e in train)  # order kept
+    again = split_episodes(eps, seed=3)[1]
+    assert [id(e) for e in again] == [id(e) for e in held]
+    assert len(split_episodes(eps[:3], seed=0)[1]) == 1  # 5 % of 3 rounds to 0: still one held out
