@@ -148,10 +148,14 @@ def sample_windows(pipe: Any, windows: int, cfg: Any, policy: Any, generator: to
 class SyntheticSource:
     """Step 2: makes (and remakes) the synthetic transition set for one run."""
 
-    def __init__(self, cfg: TrainAgentConfig, ds: OfflineDataset, run_dir: Path) -> None:
+    def __init__(self, cfg: TrainAgentConfig, ds: OfflineDataset, run_dir: Path,
+                 real: dict[str, Tensor] | None = None) -> None:
+        """``real``: ``ds.transitions()`` when the caller already holds them (read from ``ds`` otherwise)."""
         self.cfg, self.gen = cfg, torch.Generator().manual_seed(cfg.seed + 123)
         self.env_id = ds.env_id
-        self.real = ds.transitions() if cfg.synthetic == "resample" else None
+        if real is None and (cfg.synthetic == "resample" or (cfg.synthetic == "synther" and not cfg.synther_dir)):
+            real = ds.transitions()
+        self.real = real if cfg.synthetic == "resample" else None
         if self.real is not None and cfg.num_synthetic > self.real["obs"].shape[0]:
             raise ValueError(f"synthetic='resample' draws num_synthetic={cfg.num_synthetic} of the dataset's "
                              f"{self.real['obs'].shape[0]} transitions; ask for at most {self.real['obs'].shape[0]}")
@@ -172,7 +176,7 @@ class SyntheticSource:
                                      f"{self.synther.obs_dim}/{self.synther.act_dim}, the dataset has "
                                      f"{ds.obs_dim}/{ds.act_dim}")
             else:
-                self.synther = SynthER.fit(ds.transitions(), ds.action_low, ds.action_high,
+                self.synther = SynthER.fit(real, ds.action_low, ds.action_high,
                                            SynthERConfig(train_steps=cfg.synther_train_steps, seed=cfg.seed),
                                            run_dir / "synther")
 
@@ -233,7 +237,7 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     real = ds.transitions()
     run_dir = out.with_suffix("") if out.suffix else out / "run"
     learner = build_learner(cfg.algo, real, ds.action_low, ds.action_high, _learner_config(cfg), cfg.seed)
-    source = SyntheticSource(cfg, ds, run_dir) if cfg.synthetic != "none" else None
+    source = SyntheticSource(cfg, ds, run_dir, real) if cfg.synthetic != "none" else None
     sampler = BatchSampler(learner, real, cfg.batch_size, cfg.real_per_batch, cfg.seed)
     if source is not None:
         sampler.set_synthetic(source.generate(None))
