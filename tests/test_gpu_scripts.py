@@ -74,6 +74,17 @@ def test_gpu_pgd_smoke_samples_unguided_and_guided(tmp_path: Path, gpu_like_env:
     assert all(r["updates_per_s"] > 0 for r in out["learners"])
 
 
+def test_gpu_pgd_width_smoke_trains_each_width_and_samples_back(tmp_path: Path, gpu_like_env: dict[str, str]) -> None:
+    _run_smoke("gpu_pgd_width.sh", "GPU_PGD_WIDTH_SMOKE", tmp_path, gpu_like_env)
+    out = json.loads((tmp_path / "gpu_pgd_width.json").read_text())
+    assert out["card"] == CARD and out["dataset"] == "smoke/random-v0"
+    (row,) = out["rows"]
+    assert row["width"] == 8 and row["steps"] >= 1 and row["params"] > 0
+    assert [(r["sigma"], r["churn"]) for r in row["denoise_back"]] == [
+        (0.0, None), (0.2, 80.0), (0.2, 0.0), (1.0, 80.0), (1.0, 0.0), (80.0, 80.0), (80.0, 0.0)]
+    assert all(math.isfinite(r["state_nn"]["mean"]) and r["state_nn"]["n"] == 4 * 16 for r in row["denoise_back"])
+
+
 def test_gpu_ads_smoke_compares_every_mask_in_fp32_and_bf16(tmp_path: Path, gpu_like_env: dict[str, str]) -> None:
     _run_smoke("gpu_ads.sh", "GPU_ADS_SMOKE", tmp_path, gpu_like_env)
     fp32 = json.loads((tmp_path / "gpu_ads.json").read_text())

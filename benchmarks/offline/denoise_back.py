@@ -34,9 +34,10 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from gendiff.offline.datasets import load_dataset
+from gendiff.offline.datasets import OfflineDataset, load_dataset
 from gendiff.offline.diffusion import edm_heun_scheduler, load_trajectory_pipeline
 from gendiff.offline.trajectories import make_windows, split_episodes
+from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.schedulers import EDMHeunScheduler
 from gendiff.stats import bootstrap_ci
 
@@ -69,20 +70,18 @@ def steps_from(sigma: float, full_steps: int, sched: EDMHeunScheduler) -> int:
     return max(4, round(full_steps * math.log(sigma / lo) / math.log(hi / lo)))
 
 
-def main() -> None:
-    a = _args()
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    ds = load_dataset(a.dataset_id)
-    train_eps, held_eps = split_episodes(ds.episodes, a.seed)  # 1.
-    pipe = load_trajectory_pipeline(a.pipeline, ds, strict=False)
-    norm = pipe.normalizer
-    x0 = norm.normalize(make_windows(held_eps, ds.action_low, ds.action_high, a.horizon, a.horizon))[: a.windows]
+def denoise_back(pipe: PolicyGuidedTrajectoryPipeline, ds: OfflineDataset, sigmas: list[float], windows: int,
+                 horizon: int, full_steps: int, seed: int) -> tuple[list[dict[str, Any]], int]:
+    """Steps 1-3 for one pipeline (on its own device): (rows, number of held-out episodes). The first row is the
+    yardstick (real x0); then one row per start sigma and churn (the reference's 80, and 0)."""
+    train_eps, held_eps = split_episodes(ds.episodes, seed)  # 1.
+    norm, dev = pipe.normalizer, pipe.device
+    x0 = norm.normalize(make_windows(held_eps, ds.action_low, ds.action_high, horizon, horizon))[:windows]
     ref = torch.cat([torch.as_tensor(e.observations[:-1], dtype=torch.float32) for e in train_eps])  # [N, S]
     mu, sd = ref.mean(0), ref.std(0) + 1e-6
     tree = cKDTree(((ref - mu) / sd).double().numpy())
 
-    def measure(x: Tensor) -> dict[str, Any]:  # x [W, H, D] z-scored windows
+    def measure(x: Tensor) -> dict[str, Any]:  # x [W, H, D] z-scored windows (CPU)
         obs = norm.unnormalize(x)[..., norm.obs_slice].reshape(-1, norm.obs_dim)
         dist = torch.as_tensor(tree.query(((obs - mu) / sd).double().numpy(), k=1)[0], dtype=torch.float32)
         return {"state_nn": _mean_ci(dist), "obs_change": float((x - x0)[..., norm.obs_slice].square().mean()),
@@ -90,28 +89,40 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = [{"sigma": 0.0, "churn": None, "steps": 0, **measure(x0)}]
     base = edm_heun_scheduler(pipe.scheduler)
-    gen = torch.Generator().manual_seed(a.seed)
-    for sigma in (float(s) for s in a.sigmas.split(",")):  # 2.
+    gen = torch.Generator().manual_seed(seed)  # start noise; on a GPU the churn noise has its own generator
+    pipe_gen = gen if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
+    for sigma in sigmas:  # 2.
         for churn in (base.config.s_churn, 0.0):
             sched = EDMHeunScheduler.from_config(base.config, sigma_max=sigma, s_churn=churn)
-            n = steps_from(sigma, a.inference_steps, base)
+            n = steps_from(sigma, full_steps, base)
             sched.set_timesteps(n)
             s0 = sched.init_noise_sigma
-            noise = torch.randn(x0.shape, generator=gen)
-            out = pipe.with_scheduler(sched)(batch_size=x0.shape[0], horizon=a.horizon, num_inference_steps=n,
-                                             latents=(x0 / s0 + noise)[:, None], generator=gen)
+            start = x0 / s0 + torch.randn(x0.shape, generator=gen)
+            out = pipe.with_scheduler(sched)(batch_size=x0.shape[0], horizon=horizon, num_inference_steps=n,
+                                             latents=start[:, None].to(dev), generator=pipe_gen)
             rows.append({"sigma": sigma, "churn": churn, "steps": n, "start_sigma": s0,
-                         **measure(norm.normalize(out.windows))})  # 3.
-            r = rows[-1]
-            print(f"sigma {sigma:g} churn {churn:g}: state distance {r['state_nn']['mean']:.4f}", flush=True)
-    res = {"settings": vars(a), "rows": rows, "held_out_episodes": len(held_eps), "wall_s": time.perf_counter() - t0,
+                         **measure(norm.normalize(out.windows.float().cpu()))})  # 3.
+            print(f"sigma {sigma:g} churn {churn:g}: state distance {rows[-1]['state_nn']['mean']:.4f}", flush=True)
+    return rows, len(held_eps)
+
+
+def main() -> None:
+    a = _args()
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    ds = load_dataset(a.dataset_id)
+    pipe = load_trajectory_pipeline(a.pipeline, ds, strict=False)
+    rows, n_held = denoise_back(pipe, ds, [float(s) for s in a.sigmas.split(",")], a.windows, a.horizon,
+                                a.inference_steps, a.seed)
+    n_windows = rows[0]["state_nn"]["n"] // a.horizon
+    res = {"settings": vars(a), "rows": rows, "held_out_episodes": n_held, "wall_s": time.perf_counter() - t0,
            "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{out}.json").write_text(json.dumps(res, indent=1))
     md = [f"# Real windows noised and sampled back: {a.dataset_id}", "",
-          f"Machine: {res['machine']}. Pipeline {a.pipeline}; {x0.shape[0]} windows of {a.horizon} steps from the "
-          f"{len(held_eps)} held-out episodes (split seed {a.seed}); reference: the training episodes' states; a full "
+          f"Machine: {res['machine']}. Pipeline {a.pipeline}; {n_windows} windows of {a.horizon} steps from the "
+          f"{n_held} held-out episodes (split seed {a.seed}); reference: the training episodes' states; a full "
           f"run {a.inference_steps} Heun steps; intervals over states (correlated within a window: too narrow). "
           f"Wall {res['wall_s']:.0f} s.", "",
           "| start sigma | churn | steps | state distance to the data [95 %] | state change vs x0 (z^2) | "
