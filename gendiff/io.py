@@ -75,6 +75,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+RESULT_EXTENSIONS = (".json", ".md", ".png", ".csv", ".txt", ".jsonl")
+
+
+def beside(out: str | os.PathLike, ext: str) -> Path:
+    """The results file ``out`` with the extension ``ext`` (e.g. a table's ".md" beside its ".json").
+
+    A results extension (:data:`RESULT_EXTENSIONS`) ending ``out`` is replaced; anything else is kept and ``ext``
+    appended: ``--out runs/coeff0.3`` gives ``runs/coeff0.3.md``, where ``Path.with_suffix`` gives
+    ``runs/coeff0.md`` and lets the runs of two coefficients overwrite each other's files.
+    """
+    p = Path(out)
+    return p.with_suffix(ext) if p.suffix.lower() in RESULT_EXTENSIONS else p.with_name(p.name + ext)
+
+
 # --------------------------------------------------------------------------------------------------
 # Run folders
 # --------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from gendiff.cli import main
-from gendiff.io import recover_swap, staging_dir, swap_dir
+from gendiff.io import beside, recover_swap, staging_dir, swap_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 ROOT = Path(__file__).resolve().parents[1]
@@ -416,3 +416,11 @@ def test_llm_sft_of_any_length_runs():
 
     for steps in (1, 2, 10):
         assert len(build_tiny_lm(sft_steps=steps, layers=1, hidden=16, batch_size=4).sft_losses) == steps
+
+
+def test_beside_keeps_a_dot_in_the_name_and_swaps_a_results_extension() -> None:
+    assert beside("runs/coeff0.3", ".md") == Path("runs/coeff0.3.md")  # with_suffix: runs/coeff0.md
+    assert beside("runs/coeff0.1", ".md") != beside("runs/coeff0.3", ".md")
+    assert beside("runs/table.json", ".md") == Path("runs/table.md")
+    assert beside(Path("runs/table"), ".json") == Path("runs/table.json")
+    assert beside("runs/fig.PNG", ".json") == Path("runs/fig.json")

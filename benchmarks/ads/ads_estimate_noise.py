@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
+from gendiff.io import beside
 from gendiff.mri.data import load_images
 from gendiff.mri.prior import load_prior
 from gendiff.mri.study import pick_slices
@@ -77,7 +78,7 @@ def main() -> None:
     ap.add_argument("--render-only", action="store_true", help="rewrite the markdown from --out's JSON")
     args = ap.parse_args()
     if args.render_only:
-        write_markdown(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".md"))
+        write_markdown(json.loads(Path(args.out).read_text()), beside(Path(args.out), ".md"))
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,7 +102,7 @@ def main() -> None:
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(payload, indent=2))
-    write_markdown(payload, out_path.with_suffix(".md"))
+    write_markdown(payload, beside(out_path, ".md"))
 
 
 def _fmt(v: float, spec: str) -> str:

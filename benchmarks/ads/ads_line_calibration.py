@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from gendiff.bench import machine_info
+from gendiff.io import beside
 from gendiff.mri.data import load_images
 from gendiff.mri.prior import load_prior
 from gendiff.mri.study import pick_slices
@@ -146,7 +147,7 @@ def main() -> None:
                   "|---:|---:|---:|" + "---:|" * len(reach)]
         lines += [f"| {r['steps']} | {r['eta']:g} | {r['total_ratio']:.3f} | "
                   + " | ".join(f"{r['ratio_by_offset'][o]:.2f}" for o in reach) + " |" for r in sweep_rows]
-    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(path, ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -33,6 +33,7 @@ import torch
 
 from gendiff.bench import machine_info
 from gendiff.config import rename_aliases
+from gendiff.io import beside
 from gendiff.mri.benchmark import RunSettings, run_strategy
 from gendiff.mri.study import ReconstructionConfig, add_study_arguments, load_study
 
@@ -88,7 +89,7 @@ def main() -> None:
     ap.add_argument("--render-only", action="store_true", help="rewrite the markdown from --out's JSON")
     args = ap.parse_args()
     if args.render_only:
-        render(json.loads(Path(args.out).read_text()), Path(args.out).with_suffix(".md"))
+        render(json.loads(Path(args.out).read_text()), beside(Path(args.out), ".md"))
         return
     pipe, targets, train, budget, window = load_study(args)
     size = int(pipe.unet.config.sample_size)
@@ -120,7 +121,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2))
-    render(payload, out.with_suffix(".md"))
+    render(payload, beside(out, ".md"))
 
 
 def slice_oracle(rows: list[dict], reference: str = "data_variance") -> dict:

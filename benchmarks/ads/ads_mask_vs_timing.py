@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from gendiff.bench import machine_info
+from gendiff.io import beside
 from gendiff.mri.benchmark import RunSettings, run_strategy
 from gendiff.mri.study import add_study_arguments, load_study
 
@@ -62,7 +63,7 @@ def main() -> None:
              "|---:|---|---:|---:|---:|---:|"]
     lines += [f"| {r['scale']} | {r['strategy']} | {r['ssim_x100']:.2f} | {r['psnr']:.2f} | "
               f"{r['ads_minus_ssim_x100']:+.2f} | {r['ads_minus_psnr']:+.2f} |" for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from gendiff.config import rename_aliases
+from gendiff.io import beside
 from gendiff.mri.study import MRIBenchmarkConfig
 from gendiff.stats import bootstrap_ci
 
@@ -103,7 +104,7 @@ def main() -> None:
     out = Path(args.out)
     out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
     table = markdown(rows, machine)
-    out.with_suffix(".md").write_text(table)
+    beside(out, ".md").write_text(table)
     print(table)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from gendiff.bench import machine_info
+from gendiff.io import beside
 from gendiff.mri.benchmark import RunSettings, run_strategy
 from gendiff.mri.data import load_images
 from gendiff.mri.prior import load_prior
@@ -102,7 +103,7 @@ def report(payload: dict, out: Path) -> None:
               f"{r['nfe_per_slice']} | {r['nbe_per_slice']} |" for r in rows]
     lines += ["", f"Fewest steps within {s['tolerance']} SSIM points of the {rows[-1]['steps']}-step result: "
               f"**{fewest}**"]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gendiff.io import beside
 from gendiff.rl.fishery import (
     FisheryEnv,
     best_constant_policy,
@@ -129,13 +130,13 @@ def main() -> None:
     for seed in args.seeds:
         rows[seed], policies = run_seed(seed, steps, env, root)
         if seed == args.seeds[0]:
-            plot(rows[seed], policies, env, Path(args.out).with_suffix(".png"), seed)
+            plot(rows[seed], policies, env, beside(Path(args.out), ".png"), seed)
         print(seed, {k: (round(v["profit"], 3), round(v["final_x"], 3)) for k, v in rows[seed].items()}, flush=True)
     res = summary(rows)
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                "1 thread")
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({
+    beside(out, ".json").write_text(json.dumps({
         "env": ENV_ID, "machine": machine, "seeds": args.seeds, "steps": steps, "eval_seed": EVAL_SEED,
         "eval_episodes": EVAL_EPISODES, "search_episodes": SEARCH_EPISODES, "results": res,
         "per_seed": {s: {k: {kk: vv for kk, vv in v.items() if kk != "x_mean"} for k, v in r.items()}
@@ -151,7 +152,7 @@ def main() -> None:
         lines.append(f"| {name} | {par} | {r['profit']['mean']:.3f} +- {r['profit']['std']:.3f} | "
                      f"{r['final_x']['mean']:.3f} +- {r['final_x']['std']:.3f} | "
                      f"{100 * r['collapsed']['mean']:.1f}% |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from gendiff.config import to_dict
-from gendiff.io import atomic_write_text
+from gendiff.io import atomic_write_text, beside
 from gendiff.rl.attacks import AttackSpec, evaluate_policies_under_attack, ppo_policy
 from gendiff.rl.nondominated import NonDominatedConfig, defence_table, discover, train_ppo, trained_steps
 from gendiff.rl.ppo import PPOConfig
@@ -116,10 +116,10 @@ def write(a: argparse.Namespace, rows: dict[str, dict[str, list[float]]], extra:
     out = Path(a.out) if Path(a.out).is_absolute() else HERE / a.out
     summary = {"env": a.env, "args": vars(a), "ppo_config": to_dict(ppo), "machine": machine, "wall_s": wall,
                "results": results, "per_seed": extra}
-    atomic_write_text(out.with_suffix(".json"), json.dumps(summary, indent=2))
-    atomic_write_text(out.with_suffix(".md"), markdown(a, results, extra, wall, machine, names))
+    atomic_write_text(beside(out, ".json"), json.dumps(summary, indent=2))
+    atomic_write_text(beside(out, ".md"), markdown(a, results, extra, wall, machine, names))
     if len(extra) == len(a.seeds):
-        print(out.with_suffix(".md").read_text())
+        print(beside(out, ".md").read_text())
 
 
 def markdown(a: argparse.Namespace, results: dict, extra: list[dict], wall: float, machine: str,

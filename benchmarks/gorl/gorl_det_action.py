@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
+from gendiff.io import beside
 from gendiff.rl.common import evaluate
 from gendiff.rl.gorl import GoRL
 from gendiff.rl.train import FINAL_EVAL_SEED as EVAL_SEED  # the runs' final-evaluation episode seeds
@@ -72,7 +73,7 @@ def main() -> None:
     out = {"machine": machine_info(), "runs": args.runs, "draws": args.draws, "episodes": args.episodes,
            "eval_seed": EVAL_SEED, "rows": rows, "mean_action_minus_latent_mean": float(diff.mean())}
     stem = Path(args.out)
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=2))
+    beside(stem, ".json").write_text(json.dumps(out, indent=2))
     lines = [f"# GoRL's deterministic action: decoder at the latent mean vs the mean action ({Path(args.runs).name}, "
              f"{len(rows)} runs)", "",
              f"Machine: {out['machine']['cpu']}, 1 thread. Runs: `{args.runs}`. {args.episodes} episodes per run "
@@ -83,7 +84,7 @@ def main() -> None:
     lines += [f"| {r['run']} | {r['stochastic']:.0f} | {r['recorded_deterministic']:.0f} | {r['latent_mean']:.0f} | "
               f"{r['mean_action']:.0f} | {r['mean_action'] - r['latent_mean']:+.0f} |" for r in rows]
     lines += ["", f"Mean difference (mean action - latent mean): {diff.mean():+.0f} over {len(rows)} runs."]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(stem, ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -65,6 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from gendiff.bench import machine_info
+from gendiff.io import beside
 from gendiff.rl.benchmark import GorlBenchmarkConfig, run_benchmark
 from gendiff.rl.train import plot_curves
 from gendiff.stats import bootstrap_ci
@@ -188,8 +189,8 @@ def report(runs_dir: Path, stem: Path = HERE / "gorl_hopper", compare: tuple[tup
     out = {"machine": machine_info(), "runs_dir": str(runs_dir), "results": summary, "gorl_minus_ppo": paired,
            "sac_curve_points": sac_points, "sac_reference_300k": SAC_REFERENCE,
            "curves": {algo: [m["curve"] for m in rs] for algo, rs in rows.items()}}
-    stem.with_suffix(".json").write_text(json.dumps(out, indent=2))
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(stem, ".json").write_text(json.dumps(out, indent=2))
+    beside(stem, ".md").write_text("\n".join(lines) + "\n")
     if onpolicy:
         plot_curves({a: [(m["curve"]["steps"], m["curve"]["mean"]) for m in rs] for a, rs in onpolicy.items()},
                     stem.with_name(stem.name + "_curves.png"), "Hopper-v5: GoRL-fm vs Gaussian PPO (mean +- std)")
@@ -237,7 +238,7 @@ def main() -> None:
             report(runs, stem, pairs)
         except ValueError as err:  # a --compare group that is not there
             p.error(str(err))
-        print(stem.with_suffix(".md").read_text())
+        print(beside(stem, ".md").read_text())
 
 
 if __name__ == "__main__":

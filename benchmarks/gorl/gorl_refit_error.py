@@ -43,6 +43,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from gendiff.bench import machine_info
+from gendiff.io import beside
 from gendiff.rl.gorl import GoRL, GoRLConfig
 from gendiff.rl.ppo import PPOConfig
 from gendiff.rl.train import final_returns
@@ -103,9 +104,9 @@ def merge(paths: list[Path], out: Path) -> None:
         shift = np.mean([r["policy_shift"] for r in rows]) if "policy_shift" in rows[0] else None
         lines.append(f"| {label} | {'-' if shift is None else f'{shift:.3f}'} | {cells['stochastic'][0]} | "
                      f"{cells['deterministic'][0]} | {cells['stochastic'][1]} | {cells['deterministic'][1]} |")
-    out.with_suffix(".json").write_text(json.dumps({"machine": runs[0]["machine"], "seeds": seeds,
+    beside(out, ".json").write_text(json.dumps({"machine": runs[0]["machine"], "seeds": seeds,
                                                     "runs": [str(p) for p in paths], "summary": summary}, indent=2))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -175,7 +176,7 @@ def main() -> None:
     res = {"machine": machine_info(), "env": a.env, "steps": a.steps, "seed": a.seed, "episodes": a.episodes,
            "continue_steps": a.continue_steps, "actor_lr_scale": a.actor_lr_scale,
            "recipe": dataclasses.asdict(RECIPE), "rows": rows}
-    out.with_suffix(".json").write_text(json.dumps(res, indent=2))
+    beside(out, ".json").write_text(json.dumps(res, indent=2))
     lines = [f"# One GoRL refit on {a.env}: distillation error and return", "",
              f"Machine: {machine_info()['cpu']}, 1 thread. Stage 0 ({a.steps:,} env steps, PPO with constant LR through "
              f"the identity decoder, seed {a.seed}), then one refit per setting from the same saved agent on the same "
@@ -190,7 +191,7 @@ def main() -> None:
                   ("stochastic", ".0f"), ("deterministic", ".0f"), ("continued_stochastic", ".0f"),
                   ("continued_deterministic", ".0f"))]
         lines.append(f"| {r['setting']} | {' | '.join(cells)} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff import stats  # noqa: E402
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.evaluation import evaluate  # noqa: E402
 from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm  # noqa: E402
 from gendiff.llm.trainer import LLMTrainConfig, LLMTrainer  # noqa: E402
@@ -202,7 +203,7 @@ def main() -> None:
         old = json.loads(args.out.read_text())["runs"] if args.out.is_file() else []
         keep = {(r["method"], r["seed"], json.dumps(r["settings"], sort_keys=True)): r for r in old + runs}
         args.out.write_text(json.dumps({"machine": cpu_name(), "runs": list(keep.values())}, indent=2))
-        args.out.with_suffix(".md").write_text(tuning_markdown(list(keep.values()), args.k))
+        beside(args.out, ".md").write_text(tuning_markdown(list(keep.values()), args.k))
         print(tuning_markdown(list(keep.values()), args.k))
         return
     res = {"settings": settings(args), "seeds": args.seeds, "machine": cpu_name(),
@@ -210,7 +211,7 @@ def main() -> None:
                    "entropy": sft.entropy},
            "summary": summarise(runs, args.seeds), "runs": runs, "total_seconds": time.perf_counter() - t0}
     args.out.write_text(json.dumps(res, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(res))
+    beside(args.out, ".md").write_text(markdown(res))
     print(markdown(res))
 
 

@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff import stats  # noqa: E402
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.evaluation import evaluate  # noqa: E402
 from gendiff.llm.layer_entropy import layer_entropy_table, markdown_table  # noqa: E402
 from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm, solve  # noqa: E402
@@ -151,7 +152,7 @@ def main() -> None:
         model, tok = AutoModelForCausalLM.from_pretrained(args.model), AutoTokenizer.from_pretrained(args.model)
         res = {"model": str(args.model), "class": type(model).__name__, **profile(model, tok, held)}
         args.out.write_text(json.dumps(res, indent=2))
-        args.out.with_suffix(".md").write_text(f"# Layer entropy: {res['class']}\n\n" + markdown_table(res))
+        beside(args.out, ".md").write_text(f"# Layer entropy: {res['class']}\n\n" + markdown_table(res))
         print(markdown_table(res))
         return
     t0 = time.perf_counter()
@@ -175,7 +176,7 @@ def main() -> None:
            "profile_sft": prof, "summary": summarise(runs, args.seeds), "runs": runs,
            "total_seconds": time.perf_counter() - t0}
     args.out.write_text(json.dumps(res, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(res))
+    beside(args.out, ".md").write_text(markdown(res))
     print(markdown(res))
 
 

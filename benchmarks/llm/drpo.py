@@ -35,6 +35,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff import stats  # noqa: E402
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.dataset_reset import check_reset_data  # noqa: E402
 from gendiff.llm.evaluation import evaluate  # noqa: E402
 from gendiff.llm.prefs.run import PrefMakeConfig, run_make  # noqa: E402
@@ -193,7 +194,7 @@ def main() -> None:
            "data": data, "summary": summarise(runs, a.seeds, a.rates), "runs": runs,
            "total_seconds": time.perf_counter() - t0}
     a.out.write_text(json.dumps(res, indent=2, default=str))
-    a.out.with_suffix(".md").write_text(markdown(res))
+    beside(a.out, ".md").write_text(markdown(res))
     print(markdown(res))
 
 

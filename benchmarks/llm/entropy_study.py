@@ -32,6 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff import stats  # noqa: E402
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.entropy_law import fit_entropy_law  # noqa: E402
 from gendiff.llm.evaluation import evaluate  # noqa: E402
 from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm  # noqa: E402
@@ -222,8 +223,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.render_only:
         res = json.loads(args.out.read_text())
-        write_md(res, args.out.with_suffix(".md"))
-        plot(res, args.out.with_suffix(".png"))
+        write_md(res, beside(args.out, ".md"))
+        plot(res, beside(args.out, ".png"))
         return
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -252,9 +253,9 @@ def main() -> None:
            "max_logp_mismatch": max(r["max_logp_mismatch"] for r in results),
            "total_seconds": time.perf_counter() - t0}
     args.out.write_text(json.dumps(res, indent=2))
-    write_md(res, args.out.with_suffix(".md"))
-    plot(res, args.out.with_suffix(".png"))
-    print(args.out.with_suffix(".md").read_text())
+    write_md(res, beside(args.out, ".md"))
+    plot(res, beside(args.out, ".png"))
+    print(beside(args.out, ".md").read_text())
 
 
 if __name__ == "__main__":

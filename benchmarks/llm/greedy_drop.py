@@ -38,6 +38,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.evaluation import answer_logprob, evaluate  # noqa: E402
 from gendiff.llm.sampling import position_ids_from_mask, sample_completions  # noqa: E402
 from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm, solve  # noqa: E402
@@ -114,7 +115,7 @@ def report(files: list[Path], out: Path) -> None:
                          f"{s['pass']['1']:.3f} | {s['pass']['16']:.3f} | {s['entropy']:.3f} | {s['p_answer_gt_half']:.3f} | "
                          f"{kl} | {w.get('digit_0_from_right', 0)} / {w.get('digit_1_from_right', 0)} / {length} |")
     lines += ["", f"Max rollout/logp_mismatch over these runs: {max(r['max_logp_mismatch'] for r in runs):.1e}.", ""]
-    out.with_suffix(".md").write_text("\n".join(lines))
+    beside(out, ".md").write_text("\n".join(lines))
 
 
 def main() -> None:

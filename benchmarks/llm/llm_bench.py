@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
 
+from gendiff.io import beside
 from gendiff.llm.tasks import ArithmeticTask, build_model, train_tokenizer  # noqa: E402
 from gendiff.llm.trainer import LLMTrainConfig, LLMTrainer  # noqa: E402
 
@@ -205,7 +206,7 @@ def main() -> None:
     res["speedup_tokens_per_s"] = res["gendiff"]["median_tokens_per_s"] / res["trl"]["median_tokens_per_s"]
     res["entropy_memory"] = "../entropy_memory.json"
     args.out.write_text(json.dumps(res, indent=2))
-    write_md(res, args.out.with_suffix(".md"))
+    write_md(res, beside(args.out, ".md"))
     print(json.dumps(res, indent=2))
 
 

@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.entropy_law import entropy_law_from_runs, fit_entropy_law  # noqa: E402
 from gendiff.llm.tasks import ArithmeticTask, accuracy, arithmetic_reward, build_tiny_lm  # noqa: E402
 from gendiff.llm.trainer import LLMTrainConfig, LLMTrainer  # noqa: E402
@@ -155,8 +156,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.render_only:
         res = json.loads(args.out.read_text())
-        plot(res["runs"], args.out.with_suffix(".png"))
-        write_md(res, args.out.with_suffix(".md"))
+        plot(res["runs"], beside(args.out, ".png"))
+        write_md(res, beside(args.out, ".md"))
         return
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -199,9 +200,9 @@ def main() -> None:
            "summary": summarise(results), "entropy_law": law,
            "total_seconds": earlier_seconds + time.perf_counter() - t0, "runs": results}
     args.out.write_text(json.dumps(res, indent=2))
-    plot(results, args.out.with_suffix(".png"))
-    write_md(res, args.out.with_suffix(".md"))
-    print(args.out.with_suffix(".md").read_text())
+    plot(results, beside(args.out, ".png"))
+    write_md(res, beside(args.out, ".md"))
+    print(beside(args.out, ".md").read_text())
 
 
 def write_md(res: dict, path: Path) -> None:

@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.evaluation import evaluate, teacher_forced_batch  # noqa: E402
 from gendiff.llm.oreo import (  # noqa: E402
     OREOTrainConfig,
@@ -132,7 +133,7 @@ def main() -> None:
     a = p.parse_args()
     if a.report:
         result = json.loads(Path(a.out).read_text())
-        Path(a.out).with_suffix(".md").write_text(report(result))
+        beside(Path(a.out), ".md").write_text(report(result))
         return
     torch.set_num_threads(1)
     t_all = time.perf_counter()
@@ -163,7 +164,7 @@ def main() -> None:
               "data": data_stats, "cells": cells, "minutes": (time.perf_counter() - t_all) / 60}
     out = Path(a.out)
     out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(report(result))
+    beside(out, ".md").write_text(report(result))
     print(report(result))
 
 

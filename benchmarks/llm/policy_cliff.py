@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from gendiff.io import beside
 from gendiff.rl.policy_cliff import regularized_optimum, train_softmax_policy
 
 
@@ -69,7 +70,7 @@ def main() -> None:
         err = f"{r['max_err_vs_sigmoid']:.1e}" if "max_err_vs_sigmoid" in r else "-"
         md.append(f"{r['alpha']:g} | {r['steps'] or 'optimum'} | " + " | ".join(f"{x:.3f}" for x in r["p_arm1"])
                   + f" | {r['max_jump_between_grid_points']:.3f} | {r['slope_at_0']:.3g} | {err}")
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    beside(args.out, ".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -31,6 +31,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff import stats  # noqa: E402
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.evaluation import evaluate  # noqa: E402
 from gendiff.llm.ppo_max import PPOMaxTrainer  # noqa: E402
 from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm  # noqa: E402
@@ -182,7 +183,7 @@ def main() -> None:
                    "entropy": sft.entropy},
            "summary": summarise(runs, names, args.seeds), "runs": runs, "total_seconds": time.perf_counter() - t0}
     args.out.write_text(json.dumps(res, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(res))
+    beside(args.out, ".md").write_text(markdown(res))
     print(markdown(res))
 
 

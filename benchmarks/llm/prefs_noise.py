@@ -38,6 +38,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.evaluation import evaluate, teacher_forced_batch  # noqa: E402
 from gendiff.llm.prefs.data import add_label_noise, build_preferences, sample_candidates  # noqa: E402
 from gendiff.llm.prefs.trainer import PrefTrainConfig, PrefTrainer  # noqa: E402
@@ -149,7 +150,7 @@ def main() -> None:
               "data": data_stats, "cells": cells, "minutes": (time.perf_counter() - t_all) / 60}
     out = Path(a.out)
     out.write_text(json.dumps(result, indent=2))
-    out.with_suffix(".md").write_text(report(result))
+    beside(out, ".md").write_text(report(result))
     print(report(result))
 
 

@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.evaluation import evaluate  # noqa: E402
 from gendiff.llm.soup import weight_soup  # noqa: E402
 from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm, sft  # noqa: E402
@@ -102,7 +103,7 @@ def main() -> None:
                "start_greedy": starts, "cells": cells, "cpu": cpu_name(), "python": platform.python_version(),
                "torch": torch.__version__, "seconds": time.perf_counter() - t_all}
     out.write_text(json.dumps(summary, indent=2))
-    out.with_suffix(".md").write_text(table(summary))
+    beside(out, ".md").write_text(table(summary))
     print(table(summary))
 
 

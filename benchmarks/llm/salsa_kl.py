@@ -37,6 +37,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff import stats  # noqa: E402
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.soup import weight_soup  # noqa: E402
 from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward  # noqa: E402
 from gendiff.llm.trainer import LLMTrainConfig, LLMTrainer  # noqa: E402
@@ -143,7 +144,7 @@ def main() -> None:
     md = "\n".join([f"# {title}", "", head, "", *body, "", f"Total {res['seconds'] / 60:.1f} min on {res['cpu']}, "
                     "1 torch thread.", ""])
     a.out.write_text(json.dumps(res, indent=2, default=str))
-    a.out.with_suffix(".md").write_text(md)
+    beside(a.out, ".md").write_text(md)
     print(md)
 
 

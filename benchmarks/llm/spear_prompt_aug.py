@@ -35,6 +35,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from gendiff import stats  # noqa: E402
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside
 from gendiff.llm.evaluation import evaluate  # noqa: E402
 from gendiff.llm.spear import format_reward  # noqa: E402
 from gendiff.llm.tasks import ArithmeticTask, arithmetic_reward, build_tiny_lm  # noqa: E402
@@ -197,7 +198,7 @@ def main() -> None:
     p.add_argument("--report", action="store_true", help="rewrite the markdown of an existing --out JSON only")
     args = p.parse_args()
     if args.report:
-        args.out.with_suffix(".md").write_text(markdown(json.loads(args.out.read_text())))
+        beside(args.out, ".md").write_text(markdown(json.loads(args.out.read_text())))
         return
     args.lrs = {m: v for m, v in (("grpo", args.lr_grpo), ("spear", args.lr_spear), ("prompt_aug", args.lr_prompt_aug))
                 if v is not None}
@@ -233,7 +234,7 @@ def main() -> None:
         args.out.write_text(json.dumps({"tuning": rows, "machine": cpu_name(), "total_seconds": total}, indent=2))
         table += ["", f"Machine: {cpu_name()}; total {total / 60:.1f} min (with the shared SFT model's training, when "
                   "it was not cached)."]
-        args.out.with_suffix(".md").write_text("# Settings on seed(s) " + str(args.seeds) + "\n\n" +
+        beside(args.out, ".md").write_text("# Settings on seed(s) " + str(args.seeds) + "\n\n" +
                                                "\n".join(table) + "\n")
         print("\n".join(table))
         return
@@ -252,7 +253,7 @@ def main() -> None:
            "summary": summarise(runs, args.seeds), "curve_fracs": fracs,
            "curves": curves(runs, fracs, args.token_budget), "runs": runs, "total_seconds": time.perf_counter() - t0}
     args.out.write_text(json.dumps(res, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(res))
+    beside(args.out, ".md").write_text(markdown(res))
     print(markdown(res))
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gendiff.io import tree_fingerprint
+from gendiff.io import beside, tree_fingerprint
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
 from gendiff.stats import bootstrap_ci, t_interval
@@ -220,7 +220,7 @@ def table(works: list[Path], out: Path) -> dict[str, Any]:
     res = {"rows": rows, "paired": diffs, "settings": settings, "works": [str(w) for w in works],
            "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread per run (2 shared cores)"}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=float))
+    beside(out, ".json").write_text(json.dumps(res, indent=1, default=float))
     md = ["# Offline agents: final D4RL-normalised score (10 evaluation episodes per run)", "",
           f"Machine: {res['machine']}. Settings per work folder: " + "; ".join(json.dumps(s["overrides"]) for s in settings),
           "", "| dataset | algo | synthetic | score mean +- std | seeds |", "|---|---|---|---|---|"]
@@ -240,8 +240,8 @@ def table(works: list[Path], out: Path) -> dict[str, Any]:
                                                  "steps": steps, "mean": runs.mean(0).tolist()})
             md.append(f"- {key[1]} / {key[2]}: " + ", ".join(f"{st // 1000}k {m:.1f}" for st, m in
                                                            zip(steps, runs.mean(0))))
-        out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=float))
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+        beside(out, ".json").write_text(json.dumps(res, indent=1, default=float))
+    beside(out, ".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return res
 

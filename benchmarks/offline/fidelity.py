@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from gendiff.io import beside
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import edm_heun_scheduler, load_trajectory_pipeline
 from gendiff.offline.dynamics import check_transitions
@@ -122,7 +123,7 @@ def main() -> None:
            "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    beside(out, ".json").write_text(json.dumps(res, indent=1))
     md = [f"# Dynamics fidelity and guidance on {a.dataset_id} ({ds.env_id})", "",
           f"Machine: {res['machine']}. Pipeline {a.pipeline} (residual layout: {pipe.normalizer.residual}); "
           f"{a.transitions} transitions per row, windows of {a.sample_horizon}, EDM Algorithm 2 with "
@@ -144,7 +145,7 @@ def main() -> None:
             md.append(f"| {p['coeff']:g} | {sh.get('target_log_likelihood', float('nan')):.3f} | "
                       f"{sh.get('dynamics_mse', float('nan')):.4g} | {p['direction']['target_log_likelihood']:.3f} | "
                       f"{p['direction']['dynamics_mse']:.4g} |")
-    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    beside(out, ".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -24,6 +24,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from gendiff.io import beside  # noqa: E402
 from gendiff.offline.datasets import load_or_make_dataset  # noqa: E402
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent  # noqa: E402
 
@@ -55,7 +56,7 @@ def main() -> None:
                      "final_return": res["final"]["return_mean"], "final_score": res["final"].get("score_mean")})
         print(rows[-1], flush=True)
     out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps({"dataset_id": args.dataset_id, "seed": args.seed, "threads": 1,
+    beside(out, ".json").write_text(json.dumps({"dataset_id": args.dataset_id, "seed": args.seed, "threads": 1,
                                                     "runs": rows}, indent=2))
     lines = [f"# {args.steps:,} updates on one CPU thread ({args.dataset_id}, seed {args.seed})", "",
              "train_agent, synthetic none, batch 256, final 10-episode evaluation included; the 2-core machine was "
@@ -64,8 +65,8 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['algo']} | {r['cpu_s'] / 60:.1f} min | {r['wall_s'] / 60:.1f} min | "
                      f"{r['updates_per_cpu_s']:.0f} | {r['load_average_start']:.1f} / {r['load_average_end']:.1f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(out.with_suffix(".md").read_text())
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
+    print(beside(out, ".md").read_text())
 
 
 if __name__ == "__main__":

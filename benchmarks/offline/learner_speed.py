@@ -50,6 +50,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from gendiff.bench import cpu_name  # noqa: E402
+from gendiff.io import beside  # noqa: E402
 from gendiff.offline.datasets import OfflineDataset, load_dataset, load_or_make_dataset  # noqa: E402
 from gendiff.offline.learners import build_learner  # noqa: E402
 from gendiff.offline.pgd_loop import BatchSampler  # noqa: E402
@@ -264,9 +265,9 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({**meta, "results": results}, indent=2))
-    out.with_suffix(".md").write_text(markdown(meta, results))
-    print(out.with_suffix(".md").read_text())
+    beside(out, ".json").write_text(json.dumps({**meta, "results": results}, indent=2))
+    beside(out, ".md").write_text(markdown(meta, results))
+    print(beside(out, ".md").read_text())
 
 
 def markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from gendiff.io import beside
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import (
     DATASET_RECORD,
@@ -267,7 +268,7 @@ def write_markdown(res: dict[str, Any], out: Path) -> None:
             if v["config"]["residual"]:
                 cells.append(f"{h['delta']:.4g}")
         lines.append(f"| {s:g} | " + " | ".join(cells) + " |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -290,19 +291,19 @@ def main() -> None:
                            "baselines": baselines(ds, train_eps, a), "variants": {}}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    earlier = json.loads(out.with_suffix(".json").read_text())["variants"] if a.extend else {}
+    earlier = json.loads(beside(out, ".json").read_text())["variants"] if a.extend else {}
 
     def save(name: str, variant: dict[str, Any]) -> None:
         res["variants"][name] = variant
         res["wall_s"] = time.perf_counter() - t0
-        out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+        beside(out, ".json").write_text(json.dumps(res, indent=1))
         write_markdown(res, out)
 
     for spec in a.variants:
         name, overrides = _variant(spec)
         save(name, run_variant(name, overrides, ds, train_eps, val_eps, a, checkpoints, lambda v, n=name: save(n, v),
                                done=earlier.get(name, {}).get("rows")))
-    print(out.with_suffix(".md").read_text())
+    print(beside(out, ".md").read_text())
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gendiff.io import beside
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_PRIOR = ROOT / "gendiff" / "assets" / "mri_prior_32"
 PY = sys.executable
@@ -582,8 +584,8 @@ def write_report(results: list[Result], out: Path, wall: float, groups: list[str
     payload = {"machine": machine, "groups": groups, "wall_s": wall, "cases": len(results), "failed": failed,
                "tracebacks": tracebacks, "data_lost": lost, "wrong_results": wrong,
                "results": [r.__dict__ for r in results]}
-    out.with_suffix(".json").parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+    beside(out, ".json").parent.mkdir(parents=True, exist_ok=True)
+    beside(out, ".json").write_text(json.dumps(payload, indent=2))
     esc = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
     lines = [f"# Issue 32 battery: {len(results)} cases, {failed} failed; {tracebacks} tracebacks, {lost} data lost, "
              f"{wrong} silent wrong results", "",
@@ -595,7 +597,7 @@ def write_report(results: list[Result], out: Path, wall: float, groups: list[str
         note = f" ({'; '.join(r.notes[1:])})" if r.group != "bad" and len(r.notes) > 1 else ""
         lines.append(f"| {i} | {r.group} | {esc(r.case)} | {esc(r.issue)} | {r.code} | {esc(r.message[:220])} | "
                      f"{esc(r.verdict)}{esc(note)} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> int:

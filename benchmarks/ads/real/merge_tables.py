@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gendiff.config import rename_aliases
+from gendiff.io import beside
 from gendiff.mri.benchmark import METRICS
 from gendiff.mri.study import MRIBenchmarkConfig
 from gendiff.stats import bootstrap_ci
@@ -74,7 +75,7 @@ def main() -> None:
         lines.append(f"| {r['strategy']} | {r['reconstructor']} | {100 * r['ssim']:.2f} [{100 * lo:.2f}, "
                      f"{100 * hi:.2f}] | {r['psnr']:.2f} | {diff(r, 'ssim', 100)} | {diff(r, 'psnr', 1)} | "
                      f"{r['seconds_per_slice']:.2f} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

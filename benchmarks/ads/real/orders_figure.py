@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from gendiff.io import beside
 from gendiff.mri.benchmark import mask_adaptivity
 from gendiff.mri.figures import order_figure
 
@@ -44,8 +45,8 @@ def main() -> None:
         n = orders[key].shape
         lines.append(f"| {key} | {n[0]} | {a['distinct_masks']} | {100 * a['modal_mask_share']:.0f} % | "
                      f"{a['pairwise_lines_differing']:.2f} of {n[1]} ({100 * a['pairwise_fraction_differing']:.1f} %) |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(table, indent=2))
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".json").write_text(json.dumps(table, indent=2))
     print("\n".join(lines))
 
 

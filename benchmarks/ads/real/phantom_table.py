@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gendiff.io import beside
 from gendiff.mri.benchmark import METRICS, magnitude_image, mask_adaptivity
 from gendiff.mri.data import load_images
 from gendiff.mri.metrics import slice_metrics
@@ -102,7 +103,7 @@ def main() -> None:
         lo, hi = r["ssim_ci95"]
         lines.append(f"| {r['strategy']} | {r['reconstructor']} | {100 * r['ssim']:.2f} [{100 * lo:.2f}, "
                      f"{100 * hi:.2f}] | {r['psnr']:.2f} | {diff(r, 'ssim', 100)} | {diff(r, 'psnr', 1)} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

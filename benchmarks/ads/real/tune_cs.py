@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_info
+from gendiff.io import beside
 from gendiff.mri.data import load_images
 from gendiff.mri.reconstruction import choose_weight
 from gendiff.mri.strategies import StrategyContext, make_mask
@@ -66,7 +67,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=lambda o: np.asarray(o).tolist()))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    beside(out, ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

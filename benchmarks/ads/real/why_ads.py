@@ -30,6 +30,7 @@ import torch
 
 from gendiff.bench import machine_info
 from gendiff.entropy.particles import residual_line_variance
+from gendiff.io import beside
 from gendiff.mri.study import add_study_arguments, load_study
 from gendiff.operators import make_operator
 from gendiff.parameterization import noise_coefficients
@@ -107,7 +108,7 @@ def main() -> None:
             f"ADS {reach['ads']:.0f}, data variance {reach['data_variance']:.0f}\n"
             f"- ADS lines (offsets, any slice): {result['ads_lines']}\n"
             f"- data-variance lines (offsets): {result['data_variance_lines']}\n")
-    path.with_suffix(".md").write_text(text)
+    beside(path, ".md").write_text(text)
     print(text)
 
 
