@@ -65,6 +65,8 @@ class TrainAgentConfig:
     synther_dir: str = ""  # a saved SynthER model (SynthER.save); "" trains one (synther_train_steps) beside `out`
     relabel: Literal["none", "simulator"] = "none"  # simulator: a diagnostic; each synthetic row's next_obs, reward
     # and done replaced by the MuJoCo simulator's for its (obs, act): what a perfect dynamics model would give
+    synthetic_terminals: bool = True  # False: a diagnostic; the synthetic set's terminal rows (done = 1) are dropped,
+    # so e.g. `resample` serves real rows without the falls, as the trajectory model generates none
     eval_every: int = 5000  # agent steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # episodes per evaluation
     progress: bool = True  # show a progress bar
@@ -209,6 +211,9 @@ class SyntheticSource:
                 parts.append(sample_windows(self.pipe, min(256, windows - start), cfg, policy, self.gen))
             out = {k: torch.cat([p[k] for p in parts])[: cfg.num_synthetic] for k in parts[0]}
         out = finite_rows(out)
+        if not cfg.synthetic_terminals:
+            keep = out["done"] < 0.5
+            out = {k: v[keep] for k, v in out.items()}
         if out["obs"].shape[0] == 0:
             raise ValueError("the generator produced no usable transitions (all windows terminated at once?)")
         if cfg.relabel == "simulator":

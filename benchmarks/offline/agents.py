@@ -10,7 +10,8 @@ with paired differences (the PGD issue's agent table).
    interval of the mean for comparison). Runs with ``--set relabel=simulator`` (the synthetic rows' next states,
    rewards and dones from the simulator) are labelled ``unguided+sim`` / ``pgd+sim``, and runs with another real
    share than the reference's 16 of 256 ``pgd@128real`` etc., another set size ``@<n>syn``, and non-PGD sets made
-   once (runs before ``regenerate_unguided``) ``+once``; each such row is paired with ``none`` and with its plain
+   once (runs before ``regenerate_unguided``) ``+once``, sets without their terminal rows
+   (``--set synthetic_terminals=false``) ``+nofalls``; each such row is paired with ``none`` and with its plain
    row. ``resample`` (real rows as the synthetic set: a perfect generator) is paired with ``none`` and ``pgd``.
    Two folders holding the same row and seed stop the merge (neither may silently replace the other).
 4. A work folder records its settings and a fingerprint of its inputs (the dataset's contents:
@@ -50,7 +51,8 @@ SYN_DEFAULT = TrainAgentConfig.num_synthetic  # synthetic transitions per set; o
 
 def label(config: dict[str, Any]) -> str:
     """A run's row label: its synthetic source, ``+sim`` when relabelled by the simulator, ``+once`` when a
-    non-PGD set was made once (runs before ``regenerate_unguided`` existed), ``@<n>real`` when its batches hold
+    non-PGD set was made once (runs before ``regenerate_unguided`` existed), ``+nofalls`` when the synthetic set's
+    terminal rows were dropped (``synthetic_terminals=false``), ``@<n>real`` when its batches hold
     another number of real transitions than the reference's, ``@<n>syn`` when a set holds another number of
     transitions than the default (rows with real data only: ``none``)."""
     lab = config["synthetic"]
@@ -60,6 +62,8 @@ def label(config: dict[str, Any]) -> str:
         lab += SIM
     if config["synthetic"] != "pgd" and not config.get("regenerate_unguided", False):
         lab += "+once"
+    if not config.get("synthetic_terminals", True):
+        lab += "+nofalls"
     if int(config.get("real_per_batch", REAL_DEFAULT)) != REAL_DEFAULT:
         lab += f"@{int(config['real_per_batch'])}real"
     if int(config.get("num_synthetic", SYN_DEFAULT)) != SYN_DEFAULT:

@@ -37,6 +37,10 @@ def test_labels_and_pairs() -> None:
                      "real_per_batch": 128}) == "resample@128real@5000syn"
     assert ag._base("resample@128real@5000syn") == "resample" and ag._base("synther+once") == "synther"
     assert ag.label({"synthetic": "pgd", "relabel": "simulator", "real_per_batch": 128}) == "pgd+sim@128real"
+    nofalls = {"synthetic": "resample", "regenerate_unguided": True, "synthetic_terminals": False}
+    assert ag.label(nofalls) == "resample+nofalls" and ag._base("resample+nofalls") == "resample"
+    assert ag.pairs({"none", "resample", "resample+nofalls"}) == [
+        ("resample", "none"), ("resample+nofalls", "none"), ("resample+nofalls", "resample")]
     got = ag.pairs({"none", "pgd", "unguided", "pgd+sim", "pgd@128real"})
     assert got == [("pgd", "none"), ("pgd", "unguided"), ("unguided", "none"), ("pgd+sim", "none"),
                    ("pgd+sim", "pgd"), ("pgd@128real", "none"), ("pgd@128real", "pgd")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import pytest
@@ -60,6 +61,12 @@ def test_unguided_sets_made_once_on_request_and_resample_draws_real_rows(minari_
     pairs = {tuple(o) + tuple(u) for o, u in zip(a["obs"].tolist(), a["act"].tolist())}
     assert len(pairs) == 300  # without replacement within one set
     assert not all(torch.equal(a[k], b[k]) for k in a)  # a fresh draw each time
+    falls = int((real["done"] > 0.5).sum())
+    assert falls > 0  # random Hopper data falls often
+    whole = TrainAgentConfig(dataset_id="t/hopper/random-v0", synthetic="resample", num_synthetic=400)
+    assert int((SyntheticSource(whole, ds, tmp_path).generate(None)["done"] > 0.5).sum()) == falls
+    nofalls = SyntheticSource(dataclasses.replace(whole, synthetic_terminals=False), ds, tmp_path).generate(None)
+    assert nofalls["obs"].shape[0] == 400 - falls and not bool((nofalls["done"] > 0.5).any())
     with pytest.raises(ValueError, match="ask for at most 400"):
         SyntheticSource(TrainAgentConfig(dataset_id="t/hopper/random-v0", synthetic="resample", num_synthetic=401),
                         ds, tmp_path)
