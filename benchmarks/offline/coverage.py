@@ -41,7 +41,7 @@ from gendiff.offline.learners import build_learner
 from gendiff.offline.pgd_loop import TrainAgentConfig, load_learner_weights, sample_windows, with_sampler
 from gendiff.offline.synther import SynthER
 from gendiff.rl.common import mlp
-from gendiff.stats import bootstrap_ci
+from gendiff.stats import mean_ci
 
 
 def _args() -> argparse.Namespace:
@@ -82,11 +82,6 @@ def fit_bc(obs: Tensor, act: Tensor, steps: int, seed: int) -> nn.Module:
     return net.eval()
 
 
-def _mean_ci(v: Tensor) -> dict[str, Any]:
-    x = v.double().numpy()
-    return {"mean": float(x.mean()) if x.size else float("nan"), "ci95": bootstrap_ci(x), "n": int(x.size)}
-
-
 def measure(obs: Tensor, act: Tensor, ref: cKDTree, mu: Tensor, sd: Tensor, bc: nn.Module,
             familiar: float | None) -> dict[str, Any]:
     """Step 3 for one source: ``obs`` [N, S], ``act`` [N, A]; ``ref`` a tree of the z-scored reference states (built
@@ -98,8 +93,8 @@ def measure(obs: Tensor, act: Tensor, ref: cKDTree, mu: Tensor, sd: Tensor, bc: 
         resid = (act - bc(z)).square().sum(-1)
     cut = float(nn_dist.median()) if familiar is None else familiar
     near = nn_dist <= cut
-    return {"state_nn": _mean_ci(nn_dist), "state_nn_median": float(nn_dist.median()),
-            "bc_residual": _mean_ci(resid), "bc_residual_familiar": _mean_ci(resid[near]),
+    return {"state_nn": mean_ci(nn_dist.numpy()), "state_nn_median": float(nn_dist.median()),
+            "bc_residual": mean_ci(resid.numpy()), "bc_residual_familiar": mean_ci(resid[near].numpy()),
             "familiar_share": float(near.float().mean()), "saturated": float((act.abs() > 0.99).float().mean()),
             "familiar_cut": cut}
 

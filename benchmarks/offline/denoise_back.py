@@ -39,7 +39,7 @@ from gendiff.offline.diffusion import edm_heun_scheduler, load_trajectory_pipeli
 from gendiff.offline.trajectories import make_windows, split_episodes
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.schedulers import EDMHeunScheduler
-from gendiff.stats import bootstrap_ci
+from gendiff.stats import mean_ci
 
 
 def _args() -> argparse.Namespace:
@@ -57,11 +57,6 @@ def _args() -> argparse.Namespace:
     if a.tiny:
         a.sigmas, a.windows, a.horizon, a.inference_steps = "0.2,80", 4, 16, 4
     return a
-
-
-def _mean_ci(v: Tensor) -> dict[str, Any]:
-    x = v.double().numpy()
-    return {"mean": float(x.mean()), "ci95": bootstrap_ci(x), "n": int(x.size)}
 
 
 def steps_from(sigma: float, full_steps: int, sched: EDMHeunScheduler) -> int:
@@ -84,7 +79,7 @@ def denoise_back(pipe: PolicyGuidedTrajectoryPipeline, ds: OfflineDataset, sigma
     def measure(x: Tensor) -> dict[str, Any]:  # x [W, H, D] z-scored windows (CPU)
         obs = norm.unnormalize(x)[..., norm.obs_slice].reshape(-1, norm.obs_dim)
         dist = torch.as_tensor(tree.query(((obs - mu) / sd).double().numpy(), k=1)[0], dtype=torch.float32)
-        return {"state_nn": _mean_ci(dist), "obs_change": float((x - x0)[..., norm.obs_slice].square().mean()),
+        return {"state_nn": mean_ci(dist.numpy()), "obs_change": float((x - x0)[..., norm.obs_slice].square().mean()),
                 "act_change": float((x - x0)[..., norm.act_slice].square().mean())}
 
     rows: list[dict[str, Any]] = [{"sigma": 0.0, "churn": None, "steps": 0, **measure(x0)}]
