@@ -211,15 +211,18 @@ class SyntheticSource:
                 parts.append(sample_windows(self.pipe, min(256, windows - start), cfg, policy, self.gen))
             out = {k: torch.cat([p[k] for p in parts])[: cfg.num_synthetic] for k in parts[0]}
         out = finite_rows(out)
-        if not cfg.synthetic_terminals:
-            keep = out["done"] < 0.5
-            out = {k: v[keep] for k, v in out.items()}
         if out["obs"].shape[0] == 0:
             raise ValueError("the generator produced no usable transitions (all windows terminated at once?)")
         if cfg.relabel == "simulator":
             from gendiff.offline.dynamics import relabel_with_simulator
 
             out = relabel_with_simulator(self.env_id, out)
+        if not cfg.synthetic_terminals:
+            keep = out["done"] < 0.5
+            out = {k: v[keep] for k, v in out.items()}
+            if out["obs"].shape[0] == 0:
+                raise ValueError("synthetic_terminals=false dropped every row: the synthetic set held only terminal "
+                                 "transitions")
         self.throughput.append(out["obs"].shape[0] / (time.perf_counter() - t0))
         return out
 
