@@ -9,6 +9,7 @@ Step 3. Ratios (b)/(a) (target <= 1.05) and (c)/(d); JSON + markdown under ``out
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import platform
 import statistics
@@ -78,6 +79,18 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def package_versions(names: tuple[str, ...] = ("torch", "numpy", "gymnasium", "mujoco", "minari")) -> dict[str, str]:
+    """The installed version of each distribution in ``names`` ("not installed" where missing): recorded beside
+    results whose numbers depend on them (a rebuilt dataset that differs can then be traced to an upgrade)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 def machine_info() -> dict:

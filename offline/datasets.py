@@ -417,10 +417,14 @@ def make_dataset(env: str, level: Level, steps: int, dataset_id: str = "", force
     buffers, meta = _behaviour_buffers(cfg, (ref_min, ref_max), stage / "behaviour")
     if not np.isfinite(ref_max):  # no D4RL reference: the best behaviour policy's return stands for expert
         ref_max = max(meta.get("expert_return", meta.get("behaviour_return", ref_min + 1.0)), ref_min + 1.0)
+    from gendiff.bench import package_versions
+
     extra = {f"gendiff_{k}": v for k, v in meta.items()}
+    # the SAC run and the rollouts depend on these: a rebuild that differs is traced with them
+    versions = ", ".join(f"{k} {v}" for k, v in package_versions().items())
     _stage_minari(stage, cfg.dataset_id, buffers, cfg.env,
                   {**extra, "gendiff_level": cfg.level, "gendiff_reference": source,
-                   "gendiff_policy_dir": str(policy_dir)},
+                   "gendiff_policy_dir": str(policy_dir), "gendiff_packages": versions},
                   (ref_min, ref_max), f"gendiff SAC ({cfg.level})",
                   f"D4RL-style {cfg.level} data for {cfg.env} made by gendiff", "gendiff.offline.datasets")
     # complete: swap the new dataset (and its behaviour policies) in place of the old

@@ -15,7 +15,8 @@ with paired differences (the PGD issue's agent table).
    row. ``resample`` (real rows as the synthetic set: a perfect generator) is paired with ``none`` and ``pgd``.
    Two folders holding the same row and seed stop the merge (neither may silently replace the other).
 4. A work folder records its settings and a fingerprint of its inputs (the dataset's contents:
-   ``OfflineDataset.fingerprint``; the pipeline's and SynthER's files: ``gendiff.io.tree_fingerprint``). Running
+   ``OfflineDataset.fingerprint``; the pipeline's and SynthER's files: ``gendiff.io.tree_fingerprint``) and the
+   versions of torch, numpy, gymnasium, mujoco and minari (a folder written before 2026-12-05 has none). Running
    again into it with other settings or other inputs (for example a dataset rebuilt in a later session that
    differs) stops with an error naming the difference, and ``--merge`` refuses folders whose fingerprints for one
    dataset disagree, so no table mixes them unnoticed.
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gendiff.bench import package_versions
 from gendiff.io import beside, tree_fingerprint
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
@@ -153,7 +155,7 @@ def run_all(a: argparse.Namespace) -> Path:
     work = Path(a.work) / a.tag
     base = _overrides(a.set)
     settings = {"dataset_id": a.dataset_id, "pipeline": a.pipeline, "synther": a.synther, "overrides": base,
-                "inputs": inputs_fingerprint(a.dataset_id, a.pipeline, a.synther)}
+                "inputs": inputs_fingerprint(a.dataset_id, a.pipeline, a.synther), "packages": package_versions()}
     claim_work(work, settings)
     for seed in _seeds(a.seeds):
         for algo in a.algos.split(","):

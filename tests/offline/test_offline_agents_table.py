@@ -107,11 +107,13 @@ def test_a_work_folder_refuses_runs_made_otherwise(tmp_path: Path) -> None:
     ag = _agents()
     w = tmp_path / "w"
     first = {"dataset_id": "d", "pipeline": "p", "synther": "", "overrides": {"steps": 100},
-             "inputs": {"dataset": "1111", "pipeline": "aaaa", "synther": ""}}
+             "inputs": {"dataset": "1111", "pipeline": "aaaa", "synther": ""}, "packages": {"torch": "2.13.0"}}
     ag.claim_work(w, first)
     ag.claim_work(w, json.loads(json.dumps(first)))  # the same settings: resumes
     with pytest.raises(SystemExit, match="other settings \\(overrides"):
         ag.claim_work(w, {**first, "overrides": {"steps": 200}})
     with pytest.raises(SystemExit, match="inputs"):  # a rebuilt pipeline with other weights, same path
         ag.claim_work(w, {**first, "inputs": {**first["inputs"], "pipeline": "bbbb"}})
+    with pytest.raises(SystemExit, match="packages"):  # runs made under another torch are not mixed in silently
+        ag.claim_work(w, {**first, "packages": {"torch": "2.14.0"}})
     assert json.loads((w / "settings.json").read_text()) == first

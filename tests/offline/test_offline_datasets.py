@@ -80,6 +80,10 @@ def test_rollout_noise_is_mean_plus_gaussian_and_recorded(minari_dir):
     ds = make_dataset("Hopper-v5", "medium", 100, "t/hopper/noise-v0", config=cfg)
     assert ds.metadata["gendiff_behaviour_actions"] == "tanh(mean) + N(0, 0.1^2)"
     assert ds.num_transitions == 100
+    import importlib.metadata
+
+    packages = ds.metadata["gendiff_packages"]  # what a rebuild that differs is traced with
+    assert f"torch {torch.__version__}" in packages and f"mujoco {importlib.metadata.version('mujoco')}" in packages
 
 
 def test_unknown_id_lists_local_ids(minari_dir):
