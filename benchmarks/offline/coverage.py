@@ -35,6 +35,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
+from gendiff.io import beside
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import load_trajectory_pipeline
 from gendiff.offline.learners import build_learner
@@ -133,7 +134,7 @@ def main() -> None:
            "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps(res, indent=1))
+    beside(out, ".json").write_text(json.dumps(res, indent=1))
     md = [f"# Where synthetic rows lie: {a.dataset_id}", "",
           f"Machine: {res['machine']}. {a.transitions} rows per source, seed {a.seed}; reference set: the dataset less "
           f"{a.held_out} held-out rows; BC fit {a.bc_steps} steps; windows of {a.sample_horizon}, {a.sampler} "
@@ -148,7 +149,7 @@ def main() -> None:
 
     md += [f"| {k} | {cell(r['state_nn'])} | {cell(r['bc_residual'])} | {cell(r['bc_residual_familiar'])} | "
            f"{r['familiar_share']:.2f} | {r['saturated']:.3f} |" for k, r in rows.items()]
-    Path(f"{out}.md").write_text("\n".join(md) + "\n")
+    beside(out, ".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

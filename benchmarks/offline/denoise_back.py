@@ -34,6 +34,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
+from gendiff.io import beside
 from gendiff.offline.datasets import OfflineDataset, load_dataset
 from gendiff.offline.diffusion import edm_heun_scheduler, load_trajectory_pipeline
 from gendiff.offline.trajectories import make_windows, split_episodes
@@ -114,7 +115,7 @@ def main() -> None:
            "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps(res, indent=1))
+    beside(out, ".json").write_text(json.dumps(res, indent=1))
     md = [f"# Real windows noised and sampled back: {a.dataset_id}", "",
           f"Machine: {res['machine']}. Pipeline {a.pipeline}; {n_windows} windows of {a.horizon} steps from the "
           f"{n_held} held-out episodes (split seed {a.seed}); reference: the training episodes' states; a full "
@@ -127,7 +128,7 @@ def main() -> None:
         start, churn = ("real x0", "") if real else (f"{r['sigma']:g}", f"{r['churn']:g}")
         md.append(f"| {start} | {churn} | {r['steps'] or ''} | {m['mean']:.4f} [{m['ci95'][0]:.4f}, "
                   f"{m['ci95'][1]:.4f}] | {r['obs_change']:.4g} | {r['act_change']:.4g} |")
-    Path(f"{out}.md").write_text("\n".join(md) + "\n")
+    beside(out, ".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
