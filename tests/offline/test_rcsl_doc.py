@@ -101,11 +101,12 @@ def test_the_mi_constraint_removes_the_outcome_from_the_latent(minari_root):
 
 def test_doc_keeps_its_promise_where_rcbc_over_promises(minari_root):
     """Stochastic task (optimal expected return 2, always safe): DoC's achieved return is near the optimum and
-    near what its value predicted (short training: the argmax over K latents still over-predicts a little);
-    RCBC conditioned on 6 gambles and earns < 2, over-promising by more than 4."""
+    near what its value predicted; RCBC conditioned on 6 gambles and earns < 2, over-promising by more than 4.
+    DoC trains 2000 steps: after 600 the argmax over K latents still over-predicts, by 0.08-0.63 over seeds 0-4
+    (Intel Xeon; 0.49 and 0.63 on two of them), after 2000 by 0.06-0.32."""
     ds = load_dataset(STOCH)
     doc = DoC(ds, DoCConfig(), seed=0)
-    doc.train(600)
+    doc.train(2000)
     res = evaluate_conditioned(doc, ds.env_id, 400)
     assert res["return_mean"] > 1.7 and abs(res["predicted_mean"] - res["return_mean"]) < 0.5, res
     rcbc = RCBC(ds, seed=0)
