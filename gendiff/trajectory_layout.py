@@ -10,6 +10,11 @@ i < H - 1, plus a last step that terminates; steps after a generated termination
 Residual layout (``residual=True``, a departure from the paper): each step also carries delta_t = s_{t+1} - s_t,
 z-scored on its own, so every step is a whole transition with s'_t = s_t + delta_t.
 
+Action layout (``action_layout``): ``"arctanh"`` is the paper's arctanh(clip(a~, +-0.999)); ``"linear"`` (a departure)
+keeps a~ in [-1, 1] as it is and clips generated actions back into it. Where a behaviour policy saturates its actions
+(HalfCheetah's SAC data: ~a quarter of the entries at |a~| > 0.99) arctanh turns the saturated entries into point
+masses at +-3.8, far from the rest; the linear layout keeps them next to their neighbours.
+
 This module is the contract between the data side (gendiff.offline.trajectories builds the windows) and the
 pipeline (gendiff.pipelines.pgd generates them); it imports neither.
 """
@@ -27,6 +32,24 @@ from torch import Tensor
 from gendiff.entropy import atanh_clipped
 
 ACTION_CLIP_EPS = 1e-3  # arctanh(clip(a, +-0.999))
+ACTION_LAYOUTS = ("arctanh", "linear")  # how a step holds its action (module docstring)
+
+
+def check_action_layout(layout: str) -> str:
+    """``layout`` if it is one of :data:`ACTION_LAYOUTS`, else a ValueError naming them."""
+    if layout not in ACTION_LAYOUTS:
+        raise ValueError(f"action_layout must be one of {', '.join(ACTION_LAYOUTS)}, got {layout!r}")
+    return layout
+
+
+def encode_action(unit: Tensor, layout: str = "arctanh") -> Tensor:
+    """Actions in [-1, 1] [..., act_dim] -> the step's action features (arctanh(clip(a, +-0.999)) or a itself)."""
+    return atanh_clipped(unit, ACTION_CLIP_EPS) if check_action_layout(layout) == "arctanh" else unit
+
+
+def decode_action(features: Tensor, layout: str = "arctanh") -> Tensor:
+    """The step's action features [..., act_dim] -> actions in [-1, 1] (tanh, or a clip for the linear layout)."""
+    return torch.tanh(features) if check_action_layout(layout) == "arctanh" else features.clamp(-1.0, 1.0)
 
 
 @dataclass
@@ -37,6 +60,7 @@ class TrajectoryNormalizer:
         obs_dim, act_dim: sizes; mean, std: [D] per-feature statistics.
         action_low, action_high: [act_dim] environment action bounds.
         residual: steps end with delta_t = s_{t+1} - s_t (module docstring).
+        action_layout: "arctanh" (the paper's) or "linear" (module docstring).
     """
 
     obs_dim: int
@@ -46,6 +70,10 @@ class TrajectoryNormalizer:
     action_low: Tensor
     action_high: Tensor
     residual: bool = False
+    action_layout: str = "arctanh"
+
+    def __post_init__(self) -> None:
+        check_action_layout(self.action_layout)
 
     @property
     def dim(self) -> int:
@@ -80,29 +108,32 @@ class TrajectoryNormalizer:
     def unnormalize(self, x: Tensor) -> Tensor:
         return x * self.std.to(x) + self.mean.to(x)
 
-    def to_env_action(self, pre_tanh: Tensor) -> Tensor:
-        """Pre-tanh actions [..., act_dim] -> environment actions low + (tanh(u) + 1) / 2 (high - low)."""
-        lo, hi = self.action_low.to(pre_tanh), self.action_high.to(pre_tanh)
-        return lo + (torch.tanh(pre_tanh) + 1) / 2 * (hi - lo)
+    def to_env_action(self, features: Tensor) -> Tensor:
+        """Action features [..., act_dim] (un-normalised) -> environment actions low + (a + 1) / 2 (high - low),
+        a = :func:`decode_action` (tanh for the paper's layout)."""
+        lo, hi = self.action_low.to(features), self.action_high.to(features)
+        return lo + (decode_action(features, self.action_layout) + 1) / 2 * (hi - lo)
 
     def from_env_action(self, action: Tensor) -> Tensor:
+        """Environment actions [..., act_dim] -> action features (:func:`encode_action`)."""
         lo, hi = self.action_low.to(action), self.action_high.to(action)
-        return atanh_clipped((action - lo) / (hi - lo) * 2 - 1, ACTION_CLIP_EPS)
+        return encode_action((action - lo) / (hi - lo) * 2 - 1, self.action_layout)
 
     def to_config(self) -> dict[str, Any]:
         return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "mean": self.mean.tolist(),
                 "std": self.std.tolist(), "action_low": self.action_low.tolist(),
-                "action_high": self.action_high.tolist(), "residual": self.residual}
+                "action_high": self.action_high.tolist(), "residual": self.residual,
+                "action_layout": self.action_layout}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> TrajectoryNormalizer:
         t = lambda k: torch.tensor(cfg[k], dtype=torch.float32)  # noqa: E731
         return cls(int(cfg["obs_dim"]), int(cfg["act_dim"]), t("mean"), t("std"), t("action_low"),
-                   t("action_high"), bool(cfg.get("residual", False)))
+                   t("action_high"), bool(cfg.get("residual", False)), str(cfg.get("action_layout", "arctanh")))
 
     @classmethod
     def fit(cls, windows: Tensor, obs_dim: int, act_dim: int, low: Sequence[float], high: Sequence[float],
-            min_std: float = 1e-6, residual: bool = False) -> TrajectoryNormalizer:
+            min_std: float = 1e-6, residual: bool = False, action_layout: str = "arctanh") -> TrajectoryNormalizer:
         """Step 3: statistics over windows [W, H, D] (constant features keep std ``min_std``)."""
         expected = obs_dim + act_dim + 2 + (obs_dim if residual else 0)
         if windows.shape[-1] != expected:
@@ -113,7 +144,7 @@ class TrajectoryNormalizer:
         flat = windows.reshape(-1, windows.shape[-1]).double()
         mean, std = flat.mean(0).float(), flat.std(0, unbiased=False).clamp_min(min_std).float()
         return cls(obs_dim, act_dim, mean, std, torch.as_tensor(np.asarray(low), dtype=torch.float32),
-                   torch.as_tensor(np.asarray(high), dtype=torch.float32), residual)
+                   torch.as_tensor(np.asarray(high), dtype=torch.float32), residual, action_layout)
 
 
 def windows_to_transitions(x: Tensor, norm: TrajectoryNormalizer, done_threshold: float = 0.5) -> dict[str, Tensor]:

@@ -32,7 +32,7 @@ from gendiff.offline.trajectories import make_windows
 from gendiff.pipelines.pgd import PolicyGuidedTrajectoryPipeline
 from gendiff.schedulers import EDMHeunScheduler
 from gendiff.training import PRIOR_EMA_DECAY, TrainConfig, train_denoiser
-from gendiff.trajectory_layout import TrajectoryNormalizer
+from gendiff.trajectory_layout import TrajectoryNormalizer, check_action_layout
 
 DATASET_RECORD = "gendiff_dataset.json"  # pipeline/<this>: the id of the dataset the pipeline was trained on
 
@@ -49,6 +49,7 @@ class TrajectoryDiffusionConfig:
     dim: int = 32  # U-Net base channels
     dim_mults: tuple[int, ...] = (1, 2, 4)  # channel multiple per U-Net level
     residual: bool = False  # steps carry s_{t+1} - s_t (gendiff.offline.trajectories); False: the paper's layout
+    action_layout: str = "arctanh"  # the step's action: "arctanh" (the paper's) or "linear" (gendiff.trajectory_layout)
     skips: str = "all"  # TemporalUNet1D's up path: "all" (every skip, as the reference; 2-4x lower dynamics error,
     # benchmarks/offline/README.md) or "janner" (first level's skip unused; pipelines saved before 2026-12-04)
     train_steps: int = 2000  # training steps
@@ -66,6 +67,7 @@ class TrajectoryDiffusionConfig:
     def __post_init__(self) -> None:
         check_numbers(self, positive=("horizon", "stride", "dim", "dim_mults", "train_steps", "batch_size", "lr",
                                       "checkpoint_every", "terminal_repeat"), fraction=("ema_decay",))
+        check_action_layout(self.action_layout)
 
 
 def edm_scheduler() -> EDMEulerScheduler:
@@ -87,9 +89,10 @@ def trajectory_windows(dataset: OfflineDataset, cfg: TrajectoryDiffusionConfig,
                        episodes: list | None = None) -> tuple[Tensor, TrajectoryNormalizer]:
     """Step 1: the dataset's (or ``episodes``') windows [W, horizon, D] and their normaliser."""
     eps = dataset.episodes if episodes is None else episodes
-    windows = make_windows(eps, dataset.action_low, dataset.action_high, cfg.horizon, cfg.stride, cfg.residual)
+    windows = make_windows(eps, dataset.action_low, dataset.action_high, cfg.horizon, cfg.stride, cfg.residual,
+                           cfg.action_layout)
     norm = TrajectoryNormalizer.fit(windows, dataset.obs_dim, dataset.act_dim, dataset.action_low,
-                                    dataset.action_high, residual=cfg.residual)
+                                    dataset.action_high, residual=cfg.residual, action_layout=cfg.action_layout)
     return windows, norm
 
 

@@ -21,6 +21,9 @@ own, so a step is [s_t, a_t, r_t, d_t, delta_t] and every step is a whole transi
 s'_t = s_t + delta_t (as in SynthER's single-transition rows, but generated as a trajectory). The per-step change
 is small next to the spread of the states, so its own z-scoring lets the model resolve the dynamics instead of
 reconstructing s_{t+1} from scratch on the scale of the whole state distribution.
+
+Action layout (``action_layout="linear"``, a departure from the paper): the action in [-1, 1] as it is, instead of
+its arctanh (:mod:`gendiff.trajectory_layout`).
 """
 
 from __future__ import annotations
@@ -31,16 +34,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gendiff.entropy import atanh_clipped
 from gendiff.offline.datasets import Episode
-from gendiff.trajectory_layout import ACTION_CLIP_EPS
+from gendiff.trajectory_layout import encode_action
 
 
-def episode_features(ep: Episode, low: Sequence[float], high: Sequence[float], residual: bool = False) -> Tensor:
-    """Step 1: one episode -> [T, obs_dim + act_dim + 2 (+ obs_dim with ``residual``)] features."""
+def episode_features(ep: Episode, low: Sequence[float], high: Sequence[float], residual: bool = False,
+                     action_layout: str = "arctanh") -> Tensor:
+    """Step 1: one episode -> [T, obs_dim + act_dim + 2 (+ obs_dim with ``residual``)] features; the action as
+    ``action_layout`` holds it (:func:`gendiff.trajectory_layout.encode_action`)."""
     lo, hi = torch.as_tensor(np.asarray(low), dtype=torch.float32), torch.as_tensor(np.asarray(high), dtype=torch.float32)
     a = torch.as_tensor(ep.actions, dtype=torch.float32)
-    pre = atanh_clipped((a - lo) / (hi - lo) * 2 - 1, ACTION_CLIP_EPS)
+    pre = encode_action((a - lo) / (hi - lo) * 2 - 1, action_layout)
     obs = torch.as_tensor(ep.observations[:-1], dtype=torch.float32)
     rew = torch.as_tensor(ep.rewards, dtype=torch.float32)[:, None]
     done = torch.as_tensor(ep.terminations, dtype=torch.float32)[:, None]
@@ -51,7 +55,7 @@ def episode_features(ep: Episode, low: Sequence[float], high: Sequence[float], r
 
 
 def make_windows(episodes: Sequence[Episode], low: Sequence[float], high: Sequence[float], horizon: int = 32,
-                 stride: int = 8, residual: bool = False) -> Tensor:
+                 stride: int = 8, residual: bool = False, action_layout: str = "arctanh") -> Tensor:
     """Steps 1-2: windows [W, horizon, D] from the episodes (D as :class:`gendiff.trajectory_layout.TrajectoryNormalizer`).
 
     Raises:
@@ -70,7 +74,7 @@ def make_windows(episodes: Sequence[Episode], low: Sequence[float], high: Sequen
         t = len(ep)
         if t < horizon:
             continue
-        feats = episode_features(ep, low, high, residual)
+        feats = episode_features(ep, low, high, residual, action_layout)
         timeout_end = bool(ep.truncations[-1]) and not bool(ep.terminations[-1])
         starts = list(range(0, t - horizon + 1, stride))
         if bool(ep.terminations[-1]) and starts[-1] != t - horizon:

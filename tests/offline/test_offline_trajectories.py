@@ -94,6 +94,27 @@ def test_residual_layout_makes_every_step_a_transition():
         TrajectoryNormalizer.fit(w, 1, 1, ds.action_low, ds.action_high)  # 5 features is not obs+act+2
 
 
+def test_linear_action_layout_keeps_actions_and_clips_generated_ones():
+    """action_layout="linear": the step holds a~ in [-1, 1] as it is (no arctanh, no 0.999 clip), round-trips to the
+    exact actions, clips generated values outside [-1, 1], and is saved with the normaliser."""
+    eps = [_episode(40, terminated=True)]
+    w = make_windows(eps, [-2.0], [2.0], horizon=8, stride=8, action_layout="linear")
+    assert torch.allclose(w[..., 2], torch.tensor(0.25))  # 0.5 in [-2, 2] is 0.25 in [-1, 1]
+    norm = TrajectoryNormalizer.fit(w, 2, 1, [-2.0], [2.0], action_layout="linear")
+    tr = windows_to_transitions(norm.unnormalize(norm.normalize(w)), norm)
+    assert torch.allclose(tr["act"], torch.tensor(0.5), atol=1e-6)
+    assert torch.equal(norm.to_env_action(torch.tensor([[-3.0], [0.0], [1.5]])), torch.tensor([[-2.0], [0.0], [2.0]]))
+    assert torch.equal(norm.from_env_action(torch.tensor([[2.0]])), torch.tensor([[1.0]]))  # arctanh would clip
+    loaded = TrajectoryNormalizer.from_config(norm.to_config())
+    assert loaded.action_layout == "linear"
+    old = {k: v for k, v in norm.to_config().items() if k != "action_layout"}  # saved before the option existed
+    assert TrajectoryNormalizer.from_config(old).action_layout == "arctanh"
+    with pytest.raises(ValueError, match="action_layout must be one of arctanh, linear, got 'tanh'"):
+        make_windows(eps, [-2.0], [2.0], horizon=8, action_layout="tanh")
+    with pytest.raises(ValueError, match="action_layout must be one of"):
+        TrajectoryDiffusionConfig(action_layout="tanh")
+
+
 def test_terminal_step_survives_the_round_trip():
     # one termination in 9 windows x 8 steps: z-scored like every feature, it sits at z ~ +8
     eps = [_episode(40, terminated=True), _episode(40, terminated=False)]
