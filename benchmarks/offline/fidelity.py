@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gendiff.bench import cpu_name
 from gendiff.io import beside
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import edm_heun_scheduler, load_trajectory_pipeline
@@ -120,7 +120,7 @@ def main() -> None:
                           "shift": rows.get(f"pgd (coeff {c:g})")})
     res = {"settings": vars(a), "env_id": ds.env_id, "pipeline_normalizer_residual": pipe.normalizer.residual,
            "rows": rows, "placement": placement, "wall_s": time.perf_counter() - t_start,
-           "machine": f"{platform.machine()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
+           "machine": f"{cpu_name()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1))

@@ -23,13 +23,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gendiff.bench import cpu_name
 from gendiff.io import beside
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import (
@@ -286,7 +286,7 @@ def main() -> None:
         return
     res: dict[str, Any] = {"settings": vars(a), "env_id": ds.env_id, "episodes": len(ds.episodes),
                            "held_out_episodes": len(val_eps),
-                           "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+                           "machine": f"{cpu_name()}, torch {torch.__version__}, "
                                       "1 thread (2 cores shared with other jobs)",
                            "baselines": baselines(ds, train_eps, a), "variants": {}}
     out = Path(a.out)
