@@ -264,6 +264,9 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
               "last_metrics": {k: float(v) for k, v in metrics.items()},
               "synthetic_per_s": source.throughput if source is not None else [],
               "wall_s": time.perf_counter() - t0}
+    if source is not None and source.pipe is not None:  # which window layout made the synthetic rows
+        norm = source.pipe.normalizer
+        result["layout"] = {"residual": norm.residual, "action_layout": norm.action_layout}
     write_results(result, out, learner)
     result["learner"] = learner  # in memory only (not in the JSON); the weights are in out.with_suffix(".safetensors")
     return result

@@ -50,8 +50,10 @@ REAL_DEFAULT = TrainAgentConfig.real_per_batch  # the reference's share (16 real
 SYN_DEFAULT = TrainAgentConfig.num_synthetic  # synthetic transitions per set; others are labelled @<n>syn
 
 
-def label(config: dict[str, Any]) -> str:
-    """A run's row label: its synthetic source, ``+sim`` when relabelled by the simulator, ``+once`` when a
+def label(config: dict[str, Any], layout: dict[str, Any] | None = None) -> str:
+    """A run's row label: its synthetic source, ``+linact`` when the trajectory pipeline held actions linearly
+    (``layout``: the run's ``"layout"`` record; runs before it existed used the paper's arctanh), ``+sim`` when
+    relabelled by the simulator, ``+once`` when a
     non-PGD set was made once (runs before ``regenerate_unguided`` existed), ``+nofalls`` when the synthetic set's
     terminal rows were dropped (``synthetic_terminals=false``), ``@<n>real`` when its batches hold
     another number of real transitions than the reference's, ``@<n>syn`` when a set holds another number of
@@ -59,6 +61,8 @@ def label(config: dict[str, Any]) -> str:
     lab = config["synthetic"]
     if lab == "none":
         return lab
+    if (layout or {}).get("action_layout", "arctanh") != "arctanh":
+        lab += "+linact"
     if config.get("relabel", "none") == "simulator":
         lab += SIM
     if config["synthetic"] != "pgd" and not config.get("regenerate_unguided", False):
@@ -79,11 +83,13 @@ def _base(lab: str) -> str:
 
 def pairs(labels: set[str]) -> list[tuple[str, str]]:
     """The paired differences to report: :data:`PAIRS`, then every modified row against ``none`` and its plain row,
-    and ``pgd`` against every modified non-PGD row (e.g. ``unguided+once``, the tables made before 2026-12-04)."""
+    ``pgd`` against every modified non-PGD row (e.g. ``unguided+once``, the tables made before 2026-12-04), and a
+    modified PGD row against the unguided row modified alike (``pgd+linact`` - ``unguided+linact``)."""
     out = [p for p in PAIRS if p[0] in labels and p[1] in labels]
     for lab in sorted(labels):
         if lab != _base(lab):
-            mine = [(lab, "none"), (lab, _base(lab))] + ([("pgd", lab)] if _base(lab) != "pgd" else [])
+            alike = "unguided" + lab[len("pgd"):] if _base(lab) == "pgd" else ""
+            mine = [(lab, "none"), (lab, _base(lab))] + ([("pgd", lab)] if _base(lab) != "pgd" else [(lab, alike)])
             out += [p for p in mine if p[0] in labels and p[1] in labels and p not in out]
     return out
 
@@ -187,7 +193,7 @@ def _load(works: list[Path]) -> tuple[dict[Key, dict[int, float]], dict[Key, dic
         for f in sorted(w.glob("*_s*.json")):
             r = json.loads(f.read_text())
             c = r["config"]
-            key = (c["dataset_id"], c["algo"], label(c))
+            key = (c["dataset_id"], c["algo"], label(c, r.get("layout")))
             if (key, int(c["seed"])) in source:  # two folders' runs of one row and seed: neither may hide the other
                 raise SystemExit(f"{f} and {source[key, int(c['seed'])]} are both row {key[2]!r} seed {c['seed']} "
                                  f"of {key[1]} on {key[0]}; merge folders whose rows differ")

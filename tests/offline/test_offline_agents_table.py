@@ -44,6 +44,15 @@ def test_labels_and_pairs() -> None:
     got = ag.pairs({"none", "pgd", "unguided", "pgd+sim", "pgd@128real"})
     assert got == [("pgd", "none"), ("pgd", "unguided"), ("unguided", "none"), ("pgd+sim", "none"),
                    ("pgd+sim", "pgd"), ("pgd@128real", "none"), ("pgd@128real", "pgd")]
+    # a pipeline holding actions linearly (the run's "layout" record; none recorded: the paper's arctanh)
+    lin = {"action_layout": "linear", "residual": False}
+    assert ag.label({"synthetic": "pgd"}, lin) == "pgd+linact" and ag._base("pgd+linact") == "pgd"
+    assert ag.label({"synthetic": "pgd"}, {"action_layout": "arctanh"}) == ag.label({"synthetic": "pgd"}) == "pgd"
+    assert ag.label({"synthetic": "unguided", "regenerate_unguided": True}, lin) == "unguided+linact"
+    assert ag.label({"synthetic": "none"}, lin) == "none"
+    assert ag.pairs({"none", "pgd", "pgd+linact", "unguided+linact"}) == [
+        ("pgd", "none"), ("pgd+linact", "none"), ("pgd+linact", "pgd"), ("pgd+linact", "unguided+linact"),
+        ("unguided+linact", "none"), ("pgd", "unguided+linact")]
     # the tables made before regenerate_unguided: pgd still meets its unguided and SynthER rows
     assert ag.pairs({"none", "pgd", "unguided+once", "synther+once"}) == [
         ("pgd", "none"), ("synther+once", "none"), ("pgd", "synther+once"), ("unguided+once", "none"),

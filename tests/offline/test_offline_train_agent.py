@@ -40,6 +40,8 @@ def test_train_agent_writes_results(minari_dir, tmp_path, algo, synthetic, sets)
     assert out.with_suffix(".md").exists() and out.with_suffix(".png").exists()
     # every synthetic source: the first set + regenerated at steps 10 and 20 (the reference regenerates unguided too)
     assert len(res["synthetic_per_s"]) == sets
+    # the window layout of a trajectory pipeline's rows is recorded (agents.py labels a linear one +linact)
+    assert res.get("layout") == ({"residual": False, "action_layout": "arctanh"} if synthetic == "pgd" else None)
 
 
 def test_unguided_sets_made_once_on_request_and_resample_draws_real_rows(minari_dir, tmp_path):
