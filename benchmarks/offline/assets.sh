@@ -9,12 +9,19 @@
 # that differs are never merged with earlier ones unnoticed.
 #
 #   bash benchmarks/offline/assets.sh hopper        # or halfcheetah; RUNS=<folder> (default runs/pgd_tm)
+#   bash benchmarks/offline/assets.sh halfcheetah linear   # the same model with the linear action layout
+#                                                           # (action_layout=linear; SynthER as a 500-step placeholder)
 set -euo pipefail
-env_name="${1:?usage: assets.sh hopper|halfcheetah}"
+env_name="${1:?usage: assets.sh hopper|halfcheetah [linear]}"
+layout="${2:-arctanh}"
 case "$env_name" in
   hopper) env_id=Hopper-v5 ;;
   halfcheetah) env_id=HalfCheetah-v5 ;;
   *) echo "assets.sh: unknown environment '$env_name' (hopper or halfcheetah)" >&2; exit 2 ;;
+esac
+case "$layout" in
+  arctanh|linear) ;;
+  *) echo "assets.sh: unknown action layout '$layout' (linear, or nothing for the paper's arctanh)" >&2; exit 2 ;;
 esac
 runs="${RUNS:-runs/pgd_tm}"
 dataset="gendiff/$env_name/medium-v3"
@@ -31,6 +38,18 @@ else
 fi
 
 # 2. the trajectory model and SynthER (resumable: trajectory_model.py trains on from --work's checkpoints)
+if [ "$layout" = linear ]; then
+  work="$runs/${env_name}_linear"
+  if [ -f "$work/linear/pipeline/model_index.json" ]; then
+    echo "assets.sh: $work holds the linear-action pipeline; kept"
+  else
+    "$py" benchmarks/offline/trajectory_model.py --dataset-id "$dataset" \
+      --variants "linear:residual=0,skips=all,lr=2e-3,action_layout=linear" --checkpoints 20000 --sweep-steps "" \
+      --synther-steps 500 --work "$work" --out "$work/check"
+  fi
+  echo "assets.sh: --pipeline $work/linear/pipeline --dataset-id $dataset"
+  exit 0
+fi
 work="$runs/${env_name}_lr2e-3"
 if [ -f "$work/lr2e-3/pipeline/model_index.json" ] && [ -d "$work/synther" ]; then
   echo "assets.sh: $work holds the pipeline and SynthER; kept"
