@@ -5,6 +5,8 @@ with paired differences (the PGD issue's agent table).
    trained once per dataset beforehand: ``--pipeline`` a trajectory pipeline, ``--synther`` a SynthER folder).
 2. Runs are written to ``--work``/<tag>/<algo>_<synthetic>_s<seed>.json and skipped when present, so a study can be
    split over processes (e.g. one per algorithm) and resumed; ``--merge`` builds one table from several works.
+   A run writes its folder's table to <work>/<tag>/table.{json,md}; ``--merge`` writes to ``--out`` and refuses
+   to replace an existing table without ``--overwrite``.
 3. The table: final D4RL-normalised score (mean +- std over seeds), and paired differences (same seed) of
    pgd - none, pgd - unguided, synther - none, unguided - none with 95 % t-intervals (and the bootstrap
    interval of the mean for comparison). Runs with ``--set relabel=simulator`` (the synthetic rows' next states,
@@ -38,7 +40,7 @@ import numpy as np
 import torch
 
 from gendiff.bench import cpu_name, package_versions
-from gendiff.io import beside, tree_fingerprint
+from gendiff.io import beside, refuse_existing, tree_fingerprint
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
 from gendiff.stats import bootstrap_ci, t_interval
@@ -121,7 +123,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--work", default="runs/offline_agents")
     p.add_argument("--merge", nargs="*", default=None, metavar="WORK/TAG",
                    help="only build the table from these run folders")
-    p.add_argument("--out", default="benchmarks/offline/agents")
+    p.add_argument("--out", default="", help="the table's path without extension (.json / .md written beside it); "
+                   "default: <work>/<tag>/table after runs; required with --merge")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out table")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="TrainAgentConfig overrides for every run, e.g. steps=100000 real_per_batch=16")
     p.add_argument("--tiny", action="store_true")
@@ -260,15 +264,20 @@ def table(works: list[Path], out: Path) -> dict[str, Any]:
 def main() -> None:
     a = _args()
     torch.set_num_threads(1)
+    if a.merge is not None and not a.out:
+        raise SystemExit("--merge needs --out (where the merged table goes)")
+    out = Path(a.out) if a.out else Path(a.work) / a.tag / "table"
+    refuse_existing([beside(out, ".json"), beside(out, ".md")], a.overwrite or (not a.out and a.merge is None),
+                    "an agent table")  # the default run-mode table is the work folder's own, rebuilt each time
     if a.merge is not None:
-        table([Path(w) for w in a.merge], Path(a.out))
+        table([Path(w) for w in a.merge], out)
         return
     if a.tiny:
         a.set = ["steps=200", "eval_every=0", "eval_episodes=2", "num_synthetic=500", "regenerate_every=100",
                  "num_inference_steps=4", *a.set]
         a.seeds = "0-1"
     work = run_all(a)
-    table([work], Path(a.out))
+    table([work], out)
 
 
 if __name__ == "__main__":

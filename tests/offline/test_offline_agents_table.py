@@ -85,6 +85,31 @@ def test_merge_pairs_share_rows_and_refuses_two_copies_of_a_dataset(tmp_path: Pa
         ag.table([a, b], tmp_path / "t2")
 
 
+def test_merge_never_replaces_a_table_unasked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--merge needs --out and refuses an existing table without --overwrite (a run once wrote its table over
+    benchmarks/offline/agents.md by default)."""
+    ag = _agents()
+    a = tmp_path / "a"
+    a.mkdir()
+    _run_file(a, "none", 0, 10.0)
+    out = tmp_path / "t"
+    for argv in (["--merge", str(a)], ["--merge", str(a), "--out", str(out)]):
+        monkeypatch.setattr("sys.argv", ["agents.py", *argv])
+        if "--out" not in argv:
+            with pytest.raises(SystemExit, match="--merge needs --out"):
+                ag.main()
+        else:
+            ag.main()
+    first = (tmp_path / "t.md").read_text()
+    _run_file(a, "none", 1, 30.0)
+    with pytest.raises(FileExistsError, match="t.json exists"):
+        ag.main()
+    assert (tmp_path / "t.md").read_text() == first
+    monkeypatch.setattr("sys.argv", ["agents.py", "--merge", str(a), "--out", str(out), "--overwrite"])
+    ag.main()
+    assert "20.0 +- 14.1" in (tmp_path / "t.md").read_text()
+
+
 def test_merge_refuses_one_row_and_seed_from_two_folders(tmp_path: Path) -> None:
     ag = _agents()
     a, b = tmp_path / "a", tmp_path / "b"
