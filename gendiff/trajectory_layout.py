@@ -42,14 +42,18 @@ def check_action_layout(layout: str) -> str:
     return layout
 
 
-def encode_action(unit: Tensor, layout: str = "arctanh") -> Tensor:
-    """Actions in [-1, 1] [..., act_dim] -> the step's action features (arctanh(clip(a, +-0.999)) or a itself)."""
+def encode_action(action: Tensor, low: Tensor, high: Tensor, layout: str = "arctanh") -> Tensor:
+    """Environment actions [..., act_dim] in the box [low, high] -> the step's action features: a~ = the action
+    mapped to [-1, 1], then arctanh(clip(a~, +-0.999)) (the paper's layout) or a~ itself (linear)."""
+    unit = (action - low) / (high - low) * 2 - 1
     return atanh_clipped(unit, ACTION_CLIP_EPS) if check_action_layout(layout) == "arctanh" else unit
 
 
-def decode_action(features: Tensor, layout: str = "arctanh") -> Tensor:
-    """The step's action features [..., act_dim] -> actions in [-1, 1] (tanh, or a clip for the linear layout)."""
-    return torch.tanh(features) if check_action_layout(layout) == "arctanh" else features.clamp(-1.0, 1.0)
+def decode_action(features: Tensor, low: Tensor, high: Tensor, layout: str = "arctanh") -> Tensor:
+    """The step's action features [..., act_dim] -> environment actions low + (a~ + 1) / 2 (high - low), a~ = tanh of
+    the features (the paper's layout) or the features clipped to [-1, 1] (linear)."""
+    unit = torch.tanh(features) if check_action_layout(layout) == "arctanh" else features.clamp(-1.0, 1.0)
+    return low + (unit + 1) / 2 * (high - low)
 
 
 @dataclass
@@ -109,15 +113,12 @@ class TrajectoryNormalizer:
         return x * self.std.to(x) + self.mean.to(x)
 
     def to_env_action(self, features: Tensor) -> Tensor:
-        """Action features [..., act_dim] (un-normalised) -> environment actions low + (a + 1) / 2 (high - low),
-        a = :func:`decode_action` (tanh for the paper's layout)."""
-        lo, hi = self.action_low.to(features), self.action_high.to(features)
-        return lo + (decode_action(features, self.action_layout) + 1) / 2 * (hi - lo)
+        """Action features [..., act_dim] (un-normalised) -> environment actions (:func:`decode_action`)."""
+        return decode_action(features, self.action_low.to(features), self.action_high.to(features), self.action_layout)
 
     def from_env_action(self, action: Tensor) -> Tensor:
         """Environment actions [..., act_dim] -> action features (:func:`encode_action`)."""
-        lo, hi = self.action_low.to(action), self.action_high.to(action)
-        return encode_action((action - lo) / (hi - lo) * 2 - 1, self.action_layout)
+        return encode_action(action, self.action_low.to(action), self.action_high.to(action), self.action_layout)
 
     def to_config(self) -> dict[str, Any]:
         return {"obs_dim": self.obs_dim, "act_dim": self.act_dim, "mean": self.mean.tolist(),

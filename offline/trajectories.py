@@ -44,7 +44,7 @@ def episode_features(ep: Episode, low: Sequence[float], high: Sequence[float], r
     ``action_layout`` holds it (:func:`gendiff.trajectory_layout.encode_action`)."""
     lo, hi = torch.as_tensor(np.asarray(low), dtype=torch.float32), torch.as_tensor(np.asarray(high), dtype=torch.float32)
     a = torch.as_tensor(ep.actions, dtype=torch.float32)
-    pre = encode_action((a - lo) / (hi - lo) * 2 - 1, action_layout)
+    pre = encode_action(a, lo, hi, action_layout)
     obs = torch.as_tensor(ep.observations[:-1], dtype=torch.float32)
     rew = torch.as_tensor(ep.rewards, dtype=torch.float32)[:, None]
     done = torch.as_tensor(ep.terminations, dtype=torch.float32)[:, None]

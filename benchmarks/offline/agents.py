@@ -266,9 +266,9 @@ def main() -> None:
     torch.set_num_threads(1)
     if a.merge is not None and not a.out:
         raise SystemExit("--merge needs --out (where the merged table goes)")
+    if a.out:  # the default run-mode table is the work folder's own, rebuilt with each run
+        refuse_existing([beside(Path(a.out), ".json"), beside(Path(a.out), ".md")], a.overwrite, "an agent table")
     out = Path(a.out) if a.out else Path(a.work) / a.tag / "table"
-    refuse_existing([beside(out, ".json"), beside(out, ".md")], a.overwrite or (not a.out and a.merge is None),
-                    "an agent table")  # the default run-mode table is the work folder's own, rebuilt each time
     if a.merge is not None:
         table([Path(w) for w in a.merge], out)
         return
