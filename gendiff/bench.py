@@ -81,6 +81,12 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def machine_line(threads: str) -> str:
+    """The one-line machine statement of a CPU benchmark's result: CPU model, torch version and ``threads`` (e.g.
+    "1 thread (2 shared cores)")."""
+    return f"{cpu_name()}, torch {torch.__version__}, {threads}"
+
+
 def package_versions(names: tuple[str, ...] = ("torch", "numpy", "gymnasium", "mujoco", "minari")) -> dict[str, str]:
     """The installed version of each distribution in ``names`` ("not installed" where missing): recorded beside
     results whose numbers depend on them (a rebuilt dataset that differs can then be traced to an upgrade)."""

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gendiff.bench import cpu_name, package_versions
+from gendiff.bench import machine_line, package_versions
 from gendiff.io import beside, refuse_existing, tree_fingerprint
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
@@ -233,7 +233,7 @@ def table(works: list[Path], out: Path) -> dict[str, Any]:
             diffs.append({"dataset_id": ds, "algo": algo, "pair": f"{x} - {y}", "seeds": common, "mean": d.mean(),
                           "t95": t_interval(d), "boot95": bootstrap_ci(d), "wins": int((d > 0).sum())})
     res = {"rows": rows, "paired": diffs, "settings": settings, "works": [str(w) for w in works],
-           "machine": f"{cpu_name()}, torch {torch.__version__}, 1 thread per run (2 shared cores)"}
+           "machine": machine_line("1 thread per run (2 shared cores)")}
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1, default=float))
     md = ["# Offline agents: final D4RL-normalised score (10 evaluation episodes per run)", "",

@@ -34,7 +34,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
-from gendiff.bench import cpu_name
+from gendiff.bench import machine_line
 from gendiff.io import beside
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import load_trajectory_pipeline
@@ -131,7 +131,7 @@ def main() -> None:
         s = SynthER.load(a.synther).sample(a.transitions, a.inference_steps, gen)
         rows["synther"] = measure(s["obs"], s["act"], tree, mu, sd, bc, cut)
     res = {"settings": vars(a), "rows": rows, "wall_s": time.perf_counter() - t0,
-           "machine": f"{cpu_name()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
+           "machine": machine_line("1 thread (2 shared cores)")}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1))

@@ -33,7 +33,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from gendiff.bench import cpu_name
+from gendiff.bench import machine_line
 from gendiff.io import beside
 from gendiff.offline.datasets import OfflineDataset, load_dataset
 from gendiff.offline.diffusion import edm_heun_scheduler, load_trajectory_pipeline
@@ -112,7 +112,7 @@ def main() -> None:
                                 a.inference_steps, a.seed)
     n_windows = rows[0]["state_nn"]["n"] // a.horizon
     res = {"settings": vars(a), "rows": rows, "held_out_episodes": n_held, "wall_s": time.perf_counter() - t0,
-           "machine": f"{cpu_name()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
+           "machine": machine_line("1 thread (2 shared cores)")}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1))

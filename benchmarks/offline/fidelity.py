@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from gendiff.bench import cpu_name
+from gendiff.bench import machine_line
 from gendiff.io import beside
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import edm_heun_scheduler, load_trajectory_pipeline
@@ -120,7 +120,7 @@ def main() -> None:
                           "shift": rows.get(f"pgd (coeff {c:g})")})
     res = {"settings": vars(a), "env_id": ds.env_id, "pipeline_normalizer_residual": pipe.normalizer.residual,
            "rows": rows, "placement": placement, "wall_s": time.perf_counter() - t_start,
-           "machine": f"{cpu_name()}, torch {torch.__version__}, 1 thread (2 shared cores)"}
+           "machine": machine_line("1 thread (2 shared cores)")}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1))

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from gendiff.bench import cpu_name
+from gendiff.bench import machine_line
 from gendiff.io import beside
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import (
@@ -286,8 +286,7 @@ def main() -> None:
         return
     res: dict[str, Any] = {"settings": vars(a), "env_id": ds.env_id, "episodes": len(ds.episodes),
                            "held_out_episodes": len(val_eps),
-                           "machine": f"{cpu_name()}, torch {torch.__version__}, "
-                                      "1 thread (2 cores shared with other jobs)",
+                           "machine": machine_line("1 thread (2 cores shared with other jobs)"),
                            "baselines": baselines(ds, train_eps, a), "variants": {}}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
