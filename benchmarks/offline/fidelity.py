@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from gendiff.bench import machine_line
-from gendiff.io import beside
+from gendiff.io import beside, refuse_existing
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import edm_heun_scheduler, load_trajectory_pipeline
 from gendiff.offline.dynamics import check_transitions
@@ -50,7 +50,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/offline/fidelity")
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out .json / .md")
     a = p.parse_args()
+    refuse_existing([beside(Path(a.out), ".json"), beside(Path(a.out), ".md")], a.overwrite, "a benchmark table")
     if a.tiny:
         a.synther_steps, a.target_steps, a.transitions, a.sample_horizon, a.inference_steps = 50, 50, 100, 16, 8
     return a
@@ -119,13 +121,15 @@ def main() -> None:
         placement.append({"coeff": c, "direction": _row(ds.env_id, tr, agent, a.sample_horizon, rate),
                           "shift": rows.get(f"pgd (coeff {c:g})")})
     res = {"settings": vars(a), "env_id": ds.env_id, "pipeline_normalizer_residual": pipe.normalizer.residual,
+           "pipeline_action_layout": pipe.normalizer.action_layout,
            "rows": rows, "placement": placement, "wall_s": time.perf_counter() - t_start,
            "machine": machine_line("1 thread (2 shared cores)")}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1))
     md = [f"# Dynamics fidelity and guidance on {a.dataset_id} ({ds.env_id})", "",
-          f"Machine: {res['machine']}. Pipeline {a.pipeline} (residual layout: {pipe.normalizer.residual}); "
+          f"Machine: {res['machine']}. Pipeline {a.pipeline} (residual layout: {pipe.normalizer.residual}, "
+          f"action layout: {pipe.normalizer.action_layout}); "
           f"{a.transitions} transitions per row, windows of {a.sample_horizon}, EDM Algorithm 2 with "
           f"{a.inference_steps} steps, seed {a.seed}; SynthER 128 steps; target policy TD3+BC after {a.target_steps} "
           f"updates on the real data (N(pi(s), 1)). Wall {res['wall_s']:.0f} s.", "",
