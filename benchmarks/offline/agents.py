@@ -237,7 +237,8 @@ def table(works: list[Path], out: Path) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1, default=float))
     md = ["# Offline agents: final D4RL-normalised score (10 evaluation episodes per run)", "",
-          f"Machine: {res['machine']}. Settings per work folder: " + "; ".join(json.dumps(s["overrides"]) for s in settings),
+          f"Machine: {res['machine']}. Settings of the work folders (each distinct one once): "
+          + "; ".join(dict.fromkeys(json.dumps(s["overrides"]) for s in settings)),
           "", "| dataset | algo | synthetic | score mean +- std | seeds |", "|---|---|---|---|---|"]
     md += [f"| {r['dataset_id']} | {r['algo']} | {r['synthetic']} | {r['mean']:.1f} +- {r['std']:.1f} | "
            f"{','.join(map(str, r['seeds']))} |" for r in rows]
