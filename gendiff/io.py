@@ -89,6 +89,11 @@ def beside(out: str | os.PathLike, ext: str) -> Path:
     return p.with_suffix(ext) if p.suffix.lower() in RESULT_EXTENSIONS else p.with_name(p.name + ext)
 
 
+def refuse_existing_table(out: str | os.PathLike, overwrite: bool, what: str = "a benchmark table") -> None:
+    """:func:`refuse_existing` for a table written as ``out``.json and ``out``.md (:func:`beside`)."""
+    refuse_existing([beside(out, ".json"), beside(out, ".md")], overwrite, what)
+
+
 # --------------------------------------------------------------------------------------------------
 # Run folders
 # --------------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from gendiff.bench import machine_line, package_versions
-from gendiff.io import beside, refuse_existing, tree_fingerprint
+from gendiff.io import beside, refuse_existing_table, tree_fingerprint
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent
 from gendiff.stats import bootstrap_ci, t_interval
@@ -268,7 +268,7 @@ def main() -> None:
     if a.merge is not None and not a.out:
         raise SystemExit("--merge needs --out (where the merged table goes)")
     if a.out:  # the default run-mode table is the work folder's own, rebuilt with each run
-        refuse_existing([beside(Path(a.out), ".json"), beside(Path(a.out), ".md")], a.overwrite, "an agent table")
+        refuse_existing_table(a.out, a.overwrite, "an agent table")
     out = Path(a.out) if a.out else Path(a.work) / a.tag / "table"
     if a.merge is not None:
         table([Path(w) for w in a.merge], out)

@@ -35,7 +35,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
 from gendiff.bench import machine_line
-from gendiff.io import beside, refuse_existing
+from gendiff.io import beside, refuse_existing_table
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import load_trajectory_pipeline
 from gendiff.offline.learners import build_learner
@@ -64,7 +64,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out .json / .md")
     a = p.parse_args()
-    refuse_existing([beside(Path(a.out), ".json"), beside(Path(a.out), ".md")], a.overwrite, "a benchmark table")
+    refuse_existing_table(a.out, a.overwrite)
     if a.tiny:
         a.transitions, a.held_out, a.bc_steps, a.sample_horizon, a.inference_steps = 64, 64, 50, 16, 4
     return a

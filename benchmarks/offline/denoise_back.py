@@ -34,7 +34,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from gendiff.bench import machine_line
-from gendiff.io import beside, refuse_existing
+from gendiff.io import beside, refuse_existing_table
 from gendiff.offline.datasets import OfflineDataset, load_dataset
 from gendiff.offline.diffusion import edm_heun_scheduler, load_trajectory_pipeline
 from gendiff.offline.trajectories import make_windows, split_episodes
@@ -56,7 +56,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out .json / .md")
     a = p.parse_args()
-    refuse_existing([beside(Path(a.out), ".json"), beside(Path(a.out), ".md")], a.overwrite, "a benchmark table")
+    refuse_existing_table(a.out, a.overwrite)
     if a.tiny:
         a.sigmas, a.windows, a.horizon, a.inference_steps = "0.2,80", 4, 16, 4
     return a

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from gendiff.bench import machine_line
-from gendiff.io import beside, refuse_existing
+from gendiff.io import beside, refuse_existing_table
 from gendiff.offline.datasets import load_dataset
 from gendiff.offline.diffusion import edm_heun_scheduler, load_trajectory_pipeline
 from gendiff.offline.dynamics import check_transitions
@@ -52,7 +52,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out .json / .md")
     a = p.parse_args()
-    refuse_existing([beside(Path(a.out), ".json"), beside(Path(a.out), ".md")], a.overwrite, "a benchmark table")
+    refuse_existing_table(a.out, a.overwrite)
     if a.tiny:
         a.synther_steps, a.target_steps, a.transitions, a.sample_horizon, a.inference_steps = 50, 50, 100, 16, 8
     return a

@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from gendiff.io import beside, refuse_existing  # noqa: E402
+from gendiff.io import beside, refuse_existing_table  # noqa: E402
 from gendiff.offline.datasets import load_or_make_dataset  # noqa: E402
 from gendiff.offline.pgd_loop import TrainAgentConfig, train_agent  # noqa: E402
 
@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--out", default=str(HERE / "learner_100k"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out .json / .md")
     args = p.parse_args()
-    refuse_existing([beside(Path(args.out), ".json"), beside(Path(args.out), ".md")], args.overwrite, "a benchmark table")
+    refuse_existing_table(args.out, args.overwrite)
     torch.set_num_threads(1)
     if args.dataset_id == "gendiff/hopper/random-v0":
         load_or_make_dataset("Hopper-v5", "random", 1_000_000, args.dataset_id)

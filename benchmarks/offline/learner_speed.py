@@ -50,7 +50,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from gendiff.bench import cpu_name  # noqa: E402
-from gendiff.io import beside, refuse_existing  # noqa: E402
+from gendiff.io import beside, refuse_existing_table  # noqa: E402
 from gendiff.offline.datasets import OfflineDataset, load_dataset, load_or_make_dataset  # noqa: E402
 from gendiff.offline.learners import build_learner  # noqa: E402
 from gendiff.offline.pgd_loop import BatchSampler  # noqa: E402
@@ -205,7 +205,7 @@ def main() -> None:
     p.add_argument("--out", default=str(HERE / "learner_speed"))
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out .json / .md")
     args = p.parse_args()
-    refuse_existing([beside(Path(args.out), ".json"), beside(Path(args.out), ".md")], args.overwrite, "a benchmark table")
+    refuse_existing_table(args.out, args.overwrite)
 
     import d3rlpy
 

@@ -93,13 +93,11 @@ def test_merge_never_replaces_a_table_unasked(tmp_path: Path, monkeypatch: pytes
     a.mkdir()
     _run_file(a, "none", 0, 10.0)
     out = tmp_path / "t"
-    for argv in (["--merge", str(a)], ["--merge", str(a), "--out", str(out)]):
-        monkeypatch.setattr("sys.argv", ["agents.py", *argv])
-        if "--out" not in argv:
-            with pytest.raises(SystemExit, match="--merge needs --out"):
-                ag.main()
-        else:
-            ag.main()
+    monkeypatch.setattr("sys.argv", ["agents.py", "--merge", str(a)])
+    with pytest.raises(SystemExit, match="--merge needs --out"):
+        ag.main()
+    monkeypatch.setattr("sys.argv", ["agents.py", "--merge", str(a), "--out", str(out)])
+    ag.main()
     first = (tmp_path / "t.md").read_text()
     _run_file(a, "none", 1, 30.0)
     with pytest.raises(FileExistsError, match="t.json exists"):
