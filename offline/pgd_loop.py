@@ -58,7 +58,9 @@ class TrainAgentConfig:
     sample_horizon: int = 64  # length of the sampled trajectory windows
     num_inference_steps: int = 64  # denoising steps per sample
     sampler: Literal["heun", "euler"] = "heun"  # heun: EDM Algorithm 2 with the reference churn (2 calls/step)
-    guidance_coeff: float = 0.5  # pgd: guidance scale (PGDSchedule's coeff)
+    guidance_coeff: float = 0.5  # pgd: guidance scale (PGDSchedule's coeff). For a Gaussian actor the shift is
+    # coeff * (mu(s) - a) / sigma^2: TD3+BC is treated as sigma = 1, while IQL learns its sigma (often ~0.1), so the
+    # same coeff moves IQL's actions ~1 / sigma^2 times as far; scale it by sigma^2 when changing learner
     cosine_coeff: float = 0.3  # pgd: the guidance schedule's cosine term
     normalize_grad: bool = False  # pgd: guide with g / (||g|| + eps)
     synther_train_steps: int = 2000  # training steps of a SynthER model trained here
