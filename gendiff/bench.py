@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import platform
 import statistics
 import time
@@ -82,9 +83,9 @@ def cpu_name() -> str:
 
 
 def machine_line(threads: str) -> str:
-    """The one-line machine statement of a CPU benchmark's result: CPU model, torch version and ``threads`` (e.g.
-    "1 thread (2 shared cores)")."""
-    return f"{cpu_name()}, torch {torch.__version__}, {threads}"
+    """The one-line machine statement of a CPU benchmark's result: CPU model and the machine's core count, torch
+    version and ``threads`` (e.g. "1 thread per run; runs share the cores")."""
+    return f"{cpu_name()} ({os.cpu_count()} cores), torch {torch.__version__}, {threads}"
 
 
 def package_versions(names: tuple[str, ...] = ("torch", "numpy", "gymnasium", "mujoco", "minari")) -> dict[str, str]:

@@ -186,12 +186,14 @@ Key = tuple[str, str, str]  # (dataset, algo, label)
 
 
 def _load(works: list[Path]) -> tuple[dict[Key, dict[int, float]], dict[Key, dict[int, list[float]]],
-                                      dict[Key, list[int]]]:
-    """Per (dataset, algo, label): the final score per seed, the score at each evaluation per seed, and the
-    evaluation steps."""
+                                      dict[Key, list[int]], dict[Key, float]]:
+    """Per (dataset, algo, label): the final score per seed, the score at each evaluation per seed, the
+    evaluation steps, and (PGD rows) the guidance coefficient; a PGD row whose runs used two coefficients stops
+    the table (the label does not hold the coefficient, so such a row would silently average two settings)."""
     scores: dict[Key, dict[int, float]] = {}
     curves: dict[Key, dict[int, list[float]]] = {}
     steps: dict[Key, list[int]] = {}
+    coeff: dict[Key, tuple[float, Path]] = {}
     source: dict[tuple[Key, int], Path] = {}
     for w in works:
         for f in sorted(w.glob("*_s*.json")):
@@ -202,15 +204,20 @@ def _load(works: list[Path]) -> tuple[dict[Key, dict[int, float]], dict[Key, dic
                 raise SystemExit(f"{f} and {source[key, int(c['seed'])]} are both row {key[2]!r} seed {c['seed']} "
                                  f"of {key[1]} on {key[0]}; merge folders whose rows differ")
             source[key, int(c["seed"])] = f
+            if _base(key[2]) == "pgd" and "guidance_coeff" in c:
+                g, first = coeff.setdefault(key, (float(c["guidance_coeff"]), f))
+                if g != float(c["guidance_coeff"]):
+                    raise SystemExit(f"{f} (guidance_coeff {c['guidance_coeff']}) and {first} ({g}) are both row "
+                                     f"{key[2]!r} of {key[1]} on {key[0]}; merge one coefficient per table")
             scores.setdefault(key, {})[int(c["seed"])] = float(r["final"]["score_mean"])
             curves.setdefault(key, {})[int(c["seed"])] = [float(p.get("score_mean", np.nan)) for p in r["curve"]]
             steps[key] = [int(p["step"]) for p in r["curve"]]
-    return scores, curves, steps
+    return scores, curves, steps, {k: g for k, (g, _) in coeff.items()}
 
 
 def table(works: list[Path], out: Path) -> dict[str, Any]:
     """Step 3."""
-    scores, curves, eval_steps = _load(works)
+    scores, curves, eval_steps, coeffs = _load(works)
     settings = [json.loads((w / "settings.json").read_text()) for w in works if (w / "settings.json").exists()]
     seen: dict[str, str] = {}
     for st in settings:  # step 4: one dataset, one set of files
@@ -222,7 +229,7 @@ def table(works: list[Path], out: Path) -> dict[str, Any]:
     for (ds, algo, syn), by_seed in sorted(scores.items()):
         v = np.array(list(by_seed.values()))
         rows.append({"dataset_id": ds, "algo": algo, "synthetic": syn, "seeds": sorted(by_seed), "mean": v.mean(),
-                     "std": v.std(ddof=1) if len(v) > 1 else 0.0})
+                     "std": v.std(ddof=1) if len(v) > 1 else 0.0, "guidance_coeff": coeffs.get((ds, algo, syn))})
     for ds, algo in sorted({(k[0], k[1]) for k in scores}):
         for x, y in pairs({k[2] for k in scores if k[:2] == (ds, algo)}):
             sx, sy = scores.get((ds, algo, x), {}), scores.get((ds, algo, y), {})
@@ -233,15 +240,17 @@ def table(works: list[Path], out: Path) -> dict[str, Any]:
             diffs.append({"dataset_id": ds, "algo": algo, "pair": f"{x} - {y}", "seeds": common, "mean": d.mean(),
                           "t95": t_interval(d), "boot95": bootstrap_ci(d), "wins": int((d > 0).sum())})
     res = {"rows": rows, "paired": diffs, "settings": settings, "works": [str(w) for w in works],
-           "machine": machine_line("1 thread per run (2 shared cores)")}
+           "machine": machine_line("1 thread per run; runs share the cores")}
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1, default=float))
     md = ["# Offline agents: final D4RL-normalised score (10 evaluation episodes per run)", "",
           f"Machine: {res['machine']}. Settings of the work folders (each distinct one once): "
-          + "; ".join(dict.fromkeys(json.dumps(s["overrides"]) for s in settings)),
-          "", "| dataset | algo | synthetic | score mean +- std | seeds |", "|---|---|---|---|---|"]
-    md += [f"| {r['dataset_id']} | {r['algo']} | {r['synthetic']} | {r['mean']:.1f} +- {r['std']:.1f} | "
-           f"{','.join(map(str, r['seeds']))} |" for r in rows]
+          + "; ".join(dict.fromkeys(json.dumps(s["overrides"]) for s in settings))
+          + ". A PGD row's guidance coefficient is in its column (read from its runs); other rows do not use one.",
+          "", "| dataset | algo | synthetic | guidance coeff | score mean +- std | seeds |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['dataset_id']} | {r['algo']} | {r['synthetic']} | "
+           f"{'-' if r['guidance_coeff'] is None else format(r['guidance_coeff'], 'g')} | {r['mean']:.1f} +- "
+           f"{r['std']:.1f} | {','.join(map(str, r['seeds']))} |" for r in rows]
     md += ["", "Paired differences (same seed): mean, 95 % t-interval, bootstrap interval, seeds where the first is "
            "ahead", "", "| dataset | algo | pair | mean | t 95 % | bootstrap 95 % | ahead |", "|---|---|---|---|---|---|---|"]
     md += [f"| {d['dataset_id']} | {d['algo']} | {d['pair']} | {d['mean']:+.1f} | [{d['t95'][0]:+.1f}, "

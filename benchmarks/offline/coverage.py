@@ -133,7 +133,7 @@ def main() -> None:
         s = SynthER.load(a.synther).sample(a.transitions, a.inference_steps, gen)
         rows["synther"] = measure(s["obs"], s["act"], tree, mu, sd, bc, cut)
     res = {"settings": vars(a), "rows": rows, "wall_s": time.perf_counter() - t0,
-           "machine": machine_line("1 thread (2 shared cores)")}
+           "machine": machine_line("1 thread")}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1))

@@ -114,7 +114,7 @@ def main() -> None:
                                 a.inference_steps, a.seed)
     n_windows = rows[0]["state_nn"]["n"] // a.horizon
     res = {"settings": vars(a), "rows": rows, "held_out_episodes": n_held, "wall_s": time.perf_counter() - t0,
-           "machine": machine_line("1 thread (2 shared cores)")}
+           "machine": machine_line("1 thread")}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1))

@@ -123,7 +123,7 @@ def main() -> None:
     res = {"settings": vars(a), "env_id": ds.env_id, "pipeline_normalizer_residual": pipe.normalizer.residual,
            "pipeline_action_layout": pipe.normalizer.action_layout,
            "rows": rows, "placement": placement, "wall_s": time.perf_counter() - t_start,
-           "machine": machine_line("1 thread (2 shared cores)")}
+           "machine": machine_line("1 thread")}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     beside(out, ".json").write_text(json.dumps(res, indent=1))

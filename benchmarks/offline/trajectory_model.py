@@ -286,7 +286,7 @@ def main() -> None:
         return
     res: dict[str, Any] = {"settings": vars(a), "env_id": ds.env_id, "episodes": len(ds.episodes),
                            "held_out_episodes": len(val_eps),
-                           "machine": machine_line("1 thread (2 cores shared with other jobs)"),
+                           "machine": machine_line("1 thread; other jobs may share the cores"),
                            "baselines": baselines(ds, train_eps, a), "variants": {}}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

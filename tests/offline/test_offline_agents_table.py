@@ -59,9 +59,9 @@ def test_labels_and_pairs() -> None:
         ("pgd", "unguided+once")]
 
 
-def _run_file(work: Path, synthetic: str, seed: int, score: float, real: int = 16) -> None:
+def _run_file(work: Path, synthetic: str, seed: int, score: float, real: int = 16, coeff: float = 0.1) -> None:
     cfg = {"dataset_id": "gendiff/x/medium-v0", "algo": "td3bc", "synthetic": synthetic, "seed": seed,
-           "real_per_batch": real, "relabel": "none"}
+           "real_per_batch": real, "relabel": "none", "guidance_coeff": coeff}
     (work / f"td3bc_{synthetic}_{real}_s{seed}.json").write_text(json.dumps(
         {"config": cfg, "final": {"score_mean": score}, "curve": [{"step": 10, "score_mean": score}]}))
 
@@ -149,3 +149,20 @@ def test_a_work_folder_refuses_runs_made_otherwise(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="packages"):  # runs made under another torch are not mixed in silently
         ag.claim_work(w, {**first, "packages": {"torch": "2.14.0"}})
     assert json.loads((w / "settings.json").read_text()) == first
+
+
+def test_merge_shows_a_pgd_rows_coefficient_and_refuses_a_row_of_two(tmp_path: Path) -> None:
+    """The row label does not hold the guidance coefficient: the table shows it per PGD row, and a PGD row whose
+    runs used two coefficients (two folders, different seeds) stops the merge instead of averaging them."""
+    ag = _agents()
+    a, b = tmp_path / "a", tmp_path / "b"
+    for w in (a, b):
+        w.mkdir()
+    _run_file(a, "none", 0, 10.0)
+    _run_file(a, "pgd", 0, 12.0, coeff=0.003)
+    res = ag.table([a], tmp_path / "t")
+    assert {r["synthetic"]: r["guidance_coeff"] for r in res["rows"]} == {"none": None, "pgd": 0.003}
+    assert "| td3bc | pgd | 0.003 | 12.0 +- 0.0 | 0 |" in (tmp_path / "t.md").read_text()
+    _run_file(b, "pgd", 1, 30.0, coeff=0.1)
+    with pytest.raises(SystemExit, match="guidance_coeff 0.1.*merge one coefficient per table"):
+        ag.table([a, b], tmp_path / "t2")
