@@ -239,13 +239,17 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     """Steps 1-4; returns the results dict (also written to ``cfg.out``)."""
     OFFLINE_LEARNERS.get(cfg.algo)  # unknown algo: KeyError listing the valid ones
     out = Path(cfg.out)
+    if out.suffix.lower() != ".json":  # the .md / .png / .safetensors and the run folder are named from it
+        raise ValueError(f"TrainAgentConfig.out must name the results .json file (got {cfg.out!r}): its markdown, "
+                         "PNG, weights and run folder are put beside it, and without .json two runs such as "
+                         "'coeff0.1' and 'coeff0.3' would share 'coeff0.md' and 'coeff0/'")
     refuse_existing(result_paths(out), cfg.overwrite)  # before any work
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
     ds = load_dataset(cfg.dataset_id)
     ds.require_continuous(f"offline learner {cfg.algo!r}")
     real = ds.transitions()
-    run_dir = out.with_suffix("") if out.suffix else out / "run"
+    run_dir = out.with_suffix("")  # a trajectory model / SynthER the run trains itself goes here
     learner = build_learner(cfg.algo, real, ds.action_low, ds.action_high, _learner_config(cfg), cfg.seed)
     source = SyntheticSource(cfg, ds, run_dir, real) if cfg.synthetic != "none" else None
     sampler = BatchSampler(learner, real, cfg.batch_size, cfg.real_per_batch, cfg.seed)

@@ -80,3 +80,8 @@ def test_dataset_stats_and_unknown_algo(minari_dir, tmp_path):
     assert 0 < info["saco"] <= 1 and abs(info["tq"]) < 0.05  # random data: TQ ~ 0
     with pytest.raises(ValueError, match="'cql' is not one of"):
         _run(["offline", "train-agent", "--algo", "cql"])
+    # a results path without .json: refused before any work (its siblings and run folder are named from it)
+    for bad in ("coeff0.3", "run"):
+        with pytest.raises(ValueError, match="must name the results .json file"):
+            _run(["offline", "train-agent", "--dataset-id", "t/hopper/random-v0", "--out", str(tmp_path / bad)])
+    assert not any((tmp_path / bad).exists() or (tmp_path / f"{bad}.md").exists() for bad in ("coeff0", "coeff0.3", "run"))
