@@ -13,7 +13,8 @@ not rescue them). This measures them, against held-out real rows as the yardstic
      the behaviour's own noise plus the fit's error);
    - the same residual on the rows whose ``state_nn`` is below the real rows' median (familiar states only), which
      separates "the states are elsewhere" from "the actions do not fit familiar states";
-   - the share of saturated actions (|a| > 0.99).
+   - the share of saturated actions (|a| > 0.99);
+   - the mean reward the rows carry (a set whose rewards run above the data's raises a learner's Q values).
    Each mean comes with a 95 % bootstrap interval over rows.
 4. PGD is guided by a TD3+BC agent saved by ``agents.py`` / ``train-agent`` (``--agent``: its .safetensors), with
    ``--coeff`` and the reference's Heun sampler (``--sampler``, ``--inference-steps``: how sampling changes it).
@@ -85,9 +86,9 @@ def fit_bc(obs: Tensor, act: Tensor, steps: int, seed: int) -> nn.Module:
     return net.eval()
 
 
-def measure(obs: Tensor, act: Tensor, ref: cKDTree, mu: Tensor, sd: Tensor, bc: nn.Module,
+def measure(obs: Tensor, act: Tensor, rew: Tensor, ref: cKDTree, mu: Tensor, sd: Tensor, bc: nn.Module,
             familiar: float | None) -> dict[str, Any]:
-    """Step 3 for one source: ``obs`` [N, S], ``act`` [N, A]; ``ref`` a tree of the z-scored reference states (built
+    """Step 3 for one source: ``obs`` [N, S], ``act`` [N, A], ``rew`` [N]; ``ref`` a tree of the z-scored reference states (built
     once); ``familiar`` the distance below which a state counts as familiar (None: this is the yardstick, whose median
     defines it)."""
     z = (obs - mu) / sd
@@ -99,7 +100,7 @@ def measure(obs: Tensor, act: Tensor, ref: cKDTree, mu: Tensor, sd: Tensor, bc: 
     return {"state_nn": mean_ci(nn_dist.numpy()), "state_nn_median": float(nn_dist.median()),
             "bc_residual": mean_ci(resid.numpy()), "bc_residual_familiar": mean_ci(resid[near].numpy()),
             "familiar_share": float(near.float().mean()), "saturated": float((act.abs() > 0.99).float().mean()),
-            "familiar_cut": cut}
+            "familiar_cut": cut, "reward": mean_ci(rew.numpy())}
 
 
 def main() -> None:
@@ -115,7 +116,7 @@ def main() -> None:
     tree = cKDTree(ref_z.double().numpy())
     bc = fit_bc(ref_z, real["act"][ref], a.bc_steps, a.seed)  # 2.
     rows: dict[str, dict[str, Any]] = {}
-    rows["real (held out)"] = measure(real["obs"][held], real["act"][held], tree, mu, sd, bc, None)  # 3.
+    rows["real (held out)"] = measure(real["obs"][held], real["act"][held], real["rew"][held], tree, mu, sd, bc, None)  # 3.
     cut = rows["real (held out)"]["familiar_cut"]
     pipe = with_sampler(load_trajectory_pipeline(a.pipeline, ds, strict=False), a.sampler)
     gen = torch.Generator().manual_seed(a.seed)
@@ -123,15 +124,15 @@ def main() -> None:
     cfg = TrainAgentConfig(dataset_id="", sample_horizon=a.sample_horizon, num_inference_steps=a.inference_steps,
                            guidance_coeff=a.coeff)
     tr = sample_windows(pipe, windows, cfg, None, gen)
-    rows["unguided"] = measure(tr["obs"][: a.transitions], tr["act"][: a.transitions], tree, mu, sd, bc, cut)
+    rows["unguided"] = measure(*(tr[k][: a.transitions] for k in ("obs", "act", "rew")), tree, mu, sd, bc, cut)
     if a.agent:  # 4.
         agent = load_learner_weights(build_learner("td3bc", real, ds.action_low, ds.action_high, seed=a.seed), a.agent)
         tr = sample_windows(pipe, windows, cfg, agent, gen)
-        rows[f"pgd (coeff {a.coeff:g})"] = measure(tr["obs"][: a.transitions], tr["act"][: a.transitions], tree, mu,
-                                                   sd, bc, cut)
+        rows[f"pgd (coeff {a.coeff:g})"] = measure(*(tr[k][: a.transitions] for k in ("obs", "act", "rew")), tree,
+                                                   mu, sd, bc, cut)
     if a.synther:
         s = SynthER.load(a.synther).sample(a.transitions, a.inference_steps, gen)
-        rows["synther"] = measure(s["obs"], s["act"], tree, mu, sd, bc, cut)
+        rows["synther"] = measure(s["obs"], s["act"], s["rew"], tree, mu, sd, bc, cut)
     res = {"settings": vars(a), "rows": rows, "wall_s": time.perf_counter() - t0,
            "machine": machine_line("1 thread")}
     out = Path(a.out)
@@ -144,13 +145,14 @@ def main() -> None:
           f"Familiar states: nearest-reference distance <= {cut:.3f} (the held-out real rows' median). "
           f"Wall {res['wall_s']:.0f} s.", "",
           "| rows | state distance to the real data [95 %] | BC residual ||a - f(s)||^2 [95 %] | "
-          "BC residual, familiar states only | familiar share | |a| > 0.99 |", "|---|---|---|---|---|---|"]
+          "BC residual, familiar states only | familiar share | |a| > 0.99 | mean reward [95 %] |",
+          "|---|---|---|---|---|---|---|"]
 
     def cell(m: dict[str, Any]) -> str:
         return f"{m['mean']:.4f} [{m['ci95'][0]:.4f}, {m['ci95'][1]:.4f}]"
 
     md += [f"| {k} | {cell(r['state_nn'])} | {cell(r['bc_residual'])} | {cell(r['bc_residual_familiar'])} | "
-           f"{r['familiar_share']:.2f} | {r['saturated']:.3f} |" for k, r in rows.items()]
+           f"{r['familiar_share']:.2f} | {r['saturated']:.3f} | {cell(r['reward'])} |" for k, r in rows.items()]
     beside(out, ".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
