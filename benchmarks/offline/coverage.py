@@ -88,9 +88,9 @@ def fit_bc(obs: Tensor, act: Tensor, steps: int, seed: int) -> nn.Module:
 
 def measure(obs: Tensor, act: Tensor, rew: Tensor, ref: cKDTree, mu: Tensor, sd: Tensor, bc: nn.Module,
             familiar: float | None) -> dict[str, Any]:
-    """Step 3 for one source: ``obs`` [N, S], ``act`` [N, A], ``rew`` [N]; ``ref`` a tree of the z-scored reference states (built
-    once); ``familiar`` the distance below which a state counts as familiar (None: this is the yardstick, whose median
-    defines it)."""
+    """Step 3 for one source: ``obs`` [N, S], ``act`` [N, A], ``rew`` [N]; ``ref`` a tree of the z-scored reference
+    states (built once); ``familiar`` the distance below which a state counts as familiar (None: this is the
+    yardstick, whose median defines it)."""
     z = (obs - mu) / sd
     nn_dist = torch.as_tensor(ref.query(z.double().numpy(), k=1)[0], dtype=torch.float32)
     with torch.no_grad():
@@ -116,7 +116,7 @@ def main() -> None:
     tree = cKDTree(ref_z.double().numpy())
     bc = fit_bc(ref_z, real["act"][ref], a.bc_steps, a.seed)  # 2.
     rows: dict[str, dict[str, Any]] = {}
-    rows["real (held out)"] = measure(real["obs"][held], real["act"][held], real["rew"][held], tree, mu, sd, bc, None)  # 3.
+    rows["real (held out)"] = measure(*(real[k][held] for k in ("obs", "act", "rew")), tree, mu, sd, bc, None)  # 3.
     cut = rows["real (held out)"]["familiar_cut"]
     pipe = with_sampler(load_trajectory_pipeline(a.pipeline, ds, strict=False), a.sampler)
     gen = torch.Generator().manual_seed(a.seed)

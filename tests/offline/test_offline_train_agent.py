@@ -84,4 +84,4 @@ def test_dataset_stats_and_unknown_algo(minari_dir, tmp_path):
     for bad in ("coeff0.3", "run"):
         with pytest.raises(ValueError, match="must name the results .json file"):
             _run(["offline", "train-agent", "--dataset-id", "t/hopper/random-v0", "--out", str(tmp_path / bad)])
-    assert not any((tmp_path / bad).exists() or (tmp_path / f"{bad}.md").exists() for bad in ("coeff0", "coeff0.3", "run"))
+    assert not any((tmp_path / f"{bad}{ext}").exists() for bad in ("coeff0", "coeff0.3", "run") for ext in ("", ".md"))
