@@ -69,6 +69,9 @@ class TrainAgentConfig:
     # and done replaced by the MuJoCo simulator's for its (obs, act): what a perfect dynamics model would give
     synthetic_terminals: bool = True  # False: a diagnostic; the synthetic set's terminal rows (done = 1) are dropped,
     # so e.g. `resample` serves real rows without the falls, as the trajectory model generates none
+    match_reward: bool = False  # a departure from the paper: each synthetic set is redrawn (with replacement) so
+    # that its rewards fall in the data's reward deciles as often as the data's do (the trajectory model's rows carry
+    # 6-9 % more reward than the data, benchmarks/offline/README.md)
     eval_every: int = 5000  # agent steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # episodes per evaluation
     progress: bool = True  # show a progress bar
@@ -116,6 +119,19 @@ class BatchSampler:
         return torch.cat([self.real[i_real], self.synthetic[i_syn]])
 
 
+def match_reward_deciles(tr: dict[str, Tensor], real_rew: Tensor, gen: torch.Generator,
+                         bins: int = 10) -> dict[str, Tensor]:
+    """``tr`` (N rows) redrawn with replacement so that the share of its rows in each of the data's reward
+    quantile bins (``real_rew`` [M]; ``bins`` equal-mass bins) equals the data's, 1 / ``bins``; a bin the synthetic
+    set never reaches stays empty. Same keys, N rows."""
+    edges = torch.quantile(real_rew.float(), torch.linspace(0, 1, bins + 1)[1:-1])
+    b = torch.bucketize(tr["rew"].float(), edges)  # [N] bin of each synthetic row
+    count = torch.bincount(b, minlength=bins).float()
+    weight = (1.0 / bins) / count[b]  # target share / synthetic share, per row
+    idx = torch.multinomial(weight, b.shape[0], replacement=True, generator=gen)
+    return {k: v[idx] for k, v in tr.items()}
+
+
 def finite_rows(tr: dict[str, Tensor]) -> dict[str, Tensor]:
     """The transitions whose every entry is finite (a diverged window's rows are dropped), same keys."""
     ok = torch.ones(tr["obs"].shape[0], dtype=torch.bool)
@@ -157,8 +173,10 @@ class SyntheticSource:
         """``real``: ``ds.transitions()`` when the caller already holds them (read from ``ds`` otherwise)."""
         self.cfg, self.gen = cfg, torch.Generator().manual_seed(cfg.seed + 123)
         self.env_id = ds.env_id
-        if real is None and (cfg.synthetic == "resample" or (cfg.synthetic == "synther" and not cfg.synther_dir)):
+        if real is None and (cfg.synthetic == "resample" or (cfg.synthetic == "synther" and not cfg.synther_dir)
+                             or cfg.match_reward):
             real = ds.transitions()
+        self.real_rew = real["rew"] if cfg.match_reward and real is not None else None
         self.real = real if cfg.synthetic == "resample" else None
         if self.real is not None and cfg.num_synthetic > self.real["obs"].shape[0]:
             raise ValueError(f"synthetic='resample' draws num_synthetic={cfg.num_synthetic} of the dataset's "
@@ -219,6 +237,8 @@ class SyntheticSource:
             from gendiff.offline.dynamics import relabel_with_simulator
 
             out = relabel_with_simulator(self.env_id, out)
+        if self.real_rew is not None:
+            out = match_reward_deciles(out, self.real_rew, self.gen)
         if not cfg.synthetic_terminals:
             keep = out["done"] < 0.5
             out = {k: v[keep] for k, v in out.items()}

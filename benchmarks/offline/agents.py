@@ -57,7 +57,8 @@ def label(config: dict[str, Any], layout: dict[str, Any] | None = None) -> str:
     (``layout``: the run's ``"layout"`` record; runs before it existed used the paper's arctanh), ``+sim`` when
     relabelled by the simulator, ``+once`` when a
     non-PGD set was made once (runs before ``regenerate_unguided`` existed), ``+nofalls`` when the synthetic set's
-    terminal rows were dropped (``synthetic_terminals=false``), ``@<n>real`` when its batches hold
+    terminal rows were dropped (``synthetic_terminals=false``), ``+rwmatch`` when each set was redrawn to the data's
+    reward deciles (``match_reward``), ``@<n>real`` when its batches hold
     another number of real transitions than the reference's, ``@<n>syn`` when a set holds another number of
     transitions than the default (rows with real data only: ``none``)."""
     lab = config["synthetic"]
@@ -71,6 +72,8 @@ def label(config: dict[str, Any], layout: dict[str, Any] | None = None) -> str:
         lab += "+once"
     if not config.get("synthetic_terminals", True):
         lab += "+nofalls"
+    if config.get("match_reward", False):
+        lab += "+rwmatch"
     if int(config.get("real_per_batch", REAL_DEFAULT)) != REAL_DEFAULT:
         lab += f"@{int(config['real_per_batch'])}real"
     if int(config.get("num_synthetic", SYN_DEFAULT)) != SYN_DEFAULT:

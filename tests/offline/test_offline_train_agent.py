@@ -85,3 +85,21 @@ def test_dataset_stats_and_unknown_algo(minari_dir, tmp_path):
         with pytest.raises(ValueError, match="must name the results .json file"):
             _run(["offline", "train-agent", "--dataset-id", "t/hopper/random-v0", "--out", str(tmp_path / bad)])
     assert not any((tmp_path / f"{bad}{ext}").exists() for bad in ("coeff0", "coeff0.3", "run") for ext in ("", ".md"))
+
+
+def test_match_reward_deciles_gives_each_data_decile_a_tenth() -> None:
+    """A synthetic set whose rewards run high, redrawn to the data's reward deciles: each decile then holds ~1/10 of
+    the rows (before: most in the top ones), the size and the rows' contents (whole rows, not mixed) are kept."""
+    from gendiff.offline.pgd_loop import match_reward_deciles
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(20_000, generator=g)
+    syn = {"rew": torch.randn(20_000, generator=g) + 0.8}
+    syn["obs"] = syn["rew"][:, None].repeat(1, 3)  # a row's obs tells its reward: rows must stay whole
+    edges = torch.quantile(real, torch.linspace(0, 1, 11)[1:-1])
+    before = torch.bincount(torch.bucketize(syn["rew"], edges), minlength=10) / 20_000
+    out = match_reward_deciles(syn, real, g)
+    after = torch.bincount(torch.bucketize(out["rew"], edges), minlength=10) / 20_000
+    assert before[-1] > 0.25 and before[0] < 0.03
+    assert torch.allclose(after, torch.full((10,), 0.1), atol=0.01)
+    assert out["obs"].shape == (20_000, 3) and torch.equal(out["obs"][:, 0], out["rew"])
