@@ -82,6 +82,10 @@ class TrainAgentConfig:
             raise ValueError(f"real_per_batch must lie in [0, batch_size={self.batch_size}], got {self.real_per_batch}")
         if self.steps < 1 or self.regenerate_every < 1 or self.num_synthetic < 1 or self.eval_episodes < 1:
             raise ValueError("steps, regenerate_every, num_synthetic and eval_episodes must be >= 1")
+        if Path(self.out).suffix.lower() != ".json":  # the .md / .png / .safetensors and run folder are named from it
+            raise ValueError(f"TrainAgentConfig.out must name the results .json file (got {self.out!r}): its "
+                             "markdown, PNG, weights and run folder are put beside it, and without .json two runs "
+                             "such as 'coeff0.1' and 'coeff0.3' would share 'coeff0.md' and 'coeff0/'")
         check_literal_fields(self)
         check_numbers(self, positive=("batch_size", "diffusion_train_steps", "horizon", "sample_horizon",
                                       "num_inference_steps", "synther_train_steps"),
@@ -176,7 +180,7 @@ class SyntheticSource:
         if real is None and (cfg.synthetic == "resample" or (cfg.synthetic == "synther" and not cfg.synther_dir)
                              or cfg.match_reward):
             real = ds.transitions()
-        self.real_rew = real["rew"] if cfg.match_reward and real is not None else None
+        self.real_rew = real["rew"] if cfg.match_reward else None  # loaded above when match_reward
         self.real = real if cfg.synthetic == "resample" else None
         if self.real is not None and cfg.num_synthetic > self.real["obs"].shape[0]:
             raise ValueError(f"synthetic='resample' draws num_synthetic={cfg.num_synthetic} of the dataset's "
@@ -259,10 +263,6 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     """Steps 1-4; returns the results dict (also written to ``cfg.out``)."""
     OFFLINE_LEARNERS.get(cfg.algo)  # unknown algo: KeyError listing the valid ones
     out = Path(cfg.out)
-    if out.suffix.lower() != ".json":  # the .md / .png / .safetensors and the run folder are named from it
-        raise ValueError(f"TrainAgentConfig.out must name the results .json file (got {cfg.out!r}): its markdown, "
-                         "PNG, weights and run folder are put beside it, and without .json two runs such as "
-                         "'coeff0.1' and 'coeff0.3' would share 'coeff0.md' and 'coeff0/'")
     refuse_existing(result_paths(out), cfg.overwrite)  # before any work
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
