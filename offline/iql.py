@@ -92,7 +92,9 @@ class IQL(OfflineLearner):
         loss.backward()
         opt.step()
 
-    def learn(self, rows: Tensor) -> dict[str, Tensor]:
+    def learn(self, rows: Tensor, actor_rows: Tensor | None = None) -> dict[str, Tensor]:
+        if actor_rows is not None:
+            raise ValueError("IQL's actor step reuses the critic batch's advantages; actor_rows is TD3+BC / PRDC only")
         cfg, b = self.config, self.split(rows)
         self.steps += 1
         with torch.no_grad():

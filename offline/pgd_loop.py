@@ -72,6 +72,9 @@ class TrainAgentConfig:
     match_reward: bool = False  # a departure from the paper: each synthetic set is redrawn (with replacement) so
     # that its rewards fall in the data's reward deciles as often as the data's do (the trajectory model's rows carry
     # 6-9 % more reward than the data, benchmarks/offline/README.md)
+    actor_batch: Literal["mixed", "real"] = "mixed"  # real: diagnostic, TD3+BC's actor step on real rows only
+    # (its own batch of batch_size real rows, TD3+BC / PRDC) while the critic keeps the mixed batch, drawn exactly as
+    # without it: tells whether the synthetic rows cost the actor's step or the critic's
     eval_every: int = 5000  # agent steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # episodes per evaluation
     progress: bool = True  # show a progress bar
@@ -87,6 +90,9 @@ class TrainAgentConfig:
                              "markdown, PNG, weights and run folder are put beside it, and without .json two runs "
                              "such as 'coeff0.1' and 'coeff0.3' would share 'coeff0.md' and 'coeff0/'")
         check_literal_fields(self)
+        if self.actor_batch == "real" and self.algo not in ("td3bc", "prdc"):
+            raise ValueError(f"actor_batch='real' is a TD3+BC / PRDC diagnostic (a separate actor step); algo "
+                             f"{self.algo!r} updates its actor from the critic's batch")
         check_numbers(self, positive=("batch_size", "diffusion_train_steps", "horizon", "sample_horizon",
                                       "num_inference_steps", "synther_train_steps"),
                       nonnegative=("eval_every", "guidance_coeff", "cosine_coeff"))
@@ -107,6 +113,7 @@ class BatchSampler:
         self.real = learner.pack(real)  # checked and normalised once, not per batch
         self.synthetic: Tensor | None = None
         self.gen = torch.Generator(device=learner.device).manual_seed(seed)
+        self.gen_real = torch.Generator(device=learner.device).manual_seed(seed + 1)  # sample_real's own stream
 
     def set_synthetic(self, transitions: dict[str, Tensor]) -> None:
         self.synthetic = self.learner.pack(transitions)
@@ -122,13 +129,23 @@ class BatchSampler:
                               device=dev)
         return torch.cat([self.real[i_real], self.synthetic[i_syn]])
 
+    def sample_real(self) -> Tensor:
+        """[batch_size, D] real rows from a stream of their own (``sample``'s batches are unchanged by it)."""
+        idx = torch.randint(0, self.real.shape[0], (self.batch_size,), generator=self.gen_real,
+                            device=self.learner.device)
+        return self.real[idx]
 
-def match_reward_deciles(tr: dict[str, Tensor], real_rew: Tensor, gen: torch.Generator,
-                         bins: int = 10) -> dict[str, Tensor]:
+
+def reward_decile_edges(real_rew: Tensor, bins: int = 10) -> Tensor:
+    """The ``bins - 1`` inner edges [bins - 1] of the data's equal-mass reward bins (``real_rew`` [M])."""
+    return torch.quantile(real_rew.float(), torch.linspace(0, 1, bins + 1)[1:-1])
+
+
+def match_reward_deciles(tr: dict[str, Tensor], edges: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
     """``tr`` (N rows) redrawn with replacement so that the share of its rows in each of the data's reward
-    quantile bins (``real_rew`` [M]; ``bins`` equal-mass bins) equals the data's, 1 / ``bins``; a bin the synthetic
+    bins (``edges`` [bins - 1] from :func:`reward_decile_edges`) equals the data's, 1 / bins; a bin the synthetic
     set never reaches stays empty. Same keys, N rows."""
-    edges = torch.quantile(real_rew.float(), torch.linspace(0, 1, bins + 1)[1:-1])
+    bins = edges.shape[0] + 1
     b = torch.bucketize(tr["rew"].float(), edges)  # [N] bin of each synthetic row
     count = torch.bincount(b, minlength=bins).float()
     weight = (1.0 / bins) / count[b]  # target share / synthetic share, per row
@@ -180,7 +197,7 @@ class SyntheticSource:
         if real is None and (cfg.synthetic == "resample" or (cfg.synthetic == "synther" and not cfg.synther_dir)
                              or cfg.match_reward):
             real = ds.transitions()
-        self.real_rew = real["rew"] if cfg.match_reward else None  # loaded above when match_reward
+        self.reward_edges = reward_decile_edges(real["rew"]) if cfg.match_reward else None  # real loaded above
         self.real = real if cfg.synthetic == "resample" else None
         if self.real is not None and cfg.num_synthetic > self.real["obs"].shape[0]:
             raise ValueError(f"synthetic='resample' draws num_synthetic={cfg.num_synthetic} of the dataset's "
@@ -241,8 +258,8 @@ class SyntheticSource:
             from gendiff.offline.dynamics import relabel_with_simulator
 
             out = relabel_with_simulator(self.env_id, out)
-        if self.real_rew is not None:
-            out = match_reward_deciles(out, self.real_rew, self.gen)
+        if self.reward_edges is not None:
+            out = match_reward_deciles(out, self.reward_edges, self.gen)
         if not cfg.synthetic_terminals:
             keep = out["done"] < 0.5
             out = {k: v[keep] for k, v in out.items()}
@@ -278,7 +295,8 @@ def train_agent(cfg: TrainAgentConfig) -> dict[str, Any]:
     curve: list[dict[str, Any]] = []
     metrics: dict[str, Tensor] = {}
     for step in tqdm(range(1, cfg.steps + 1), disable=not cfg.progress, desc=f"{cfg.algo}/{cfg.synthetic}"):
-        metrics = learner.learn(sampler.sample())  # 3. (metrics stay on the device until the end)
+        actor_rows = sampler.sample_real() if cfg.actor_batch == "real" else None
+        metrics = learner.learn(sampler.sample(), actor_rows)  # 3. (metrics stay on the device until the end)
         if source is not None and step % cfg.regenerate_every == 0 and step < cfg.steps and (
                 cfg.synthetic == "pgd" or cfg.regenerate_unguided):  # 2. pgd: guided by the current policy
             sampler.set_synthetic(source.generate(learner if cfg.synthetic == "pgd" else None))

@@ -109,10 +109,10 @@ class TD3BC(OfflineLearner):
         soft_update(*self._polyak, self.config.tau)  # 3. actor and critics in one call
         return metrics
 
-    def learn(self, rows: Tensor) -> dict[str, Tensor]:
+    def learn(self, rows: Tensor, actor_rows: Tensor | None = None) -> dict[str, Tensor]:
         b = self.split(rows)
         self.steps += 1
         metrics = self.critic_update(b)
         if self.steps % self.config.policy_freq == 0:
-            metrics.update(self.actor_update(b))
+            metrics.update(self.actor_update(b if actor_rows is None else self.split(actor_rows)))
         return metrics

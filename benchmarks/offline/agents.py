@@ -58,7 +58,8 @@ def label(config: dict[str, Any], layout: dict[str, Any] | None = None) -> str:
     relabelled by the simulator, ``+once`` when a
     non-PGD set was made once (runs before ``regenerate_unguided`` existed), ``+nofalls`` when the synthetic set's
     terminal rows were dropped (``synthetic_terminals=false``), ``+rwmatch`` when each set was redrawn to the data's
-    reward deciles (``match_reward``), ``@<n>real`` when its batches hold
+    reward deciles (``match_reward``), ``+actorreal`` when the actor's step took real rows only
+    (``actor_batch=real``), ``@<n>real`` when its batches hold
     another number of real transitions than the reference's, ``@<n>syn`` when a set holds another number of
     transitions than the default (rows with real data only: ``none``)."""
     lab = config["synthetic"]
@@ -74,6 +75,8 @@ def label(config: dict[str, Any], layout: dict[str, Any] | None = None) -> str:
         lab += "+nofalls"
     if config.get("match_reward", False):
         lab += "+rwmatch"
+    if config.get("actor_batch", "mixed") == "real":
+        lab += "+actorreal"
     if int(config.get("real_per_batch", REAL_DEFAULT)) != REAL_DEFAULT:
         lab += f"@{int(config['real_per_batch'])}real"
     if int(config.get("num_synthetic", SYN_DEFAULT)) != SYN_DEFAULT:

@@ -41,6 +41,8 @@ def test_labels_and_pairs() -> None:
     assert ag.label(nofalls) == "resample+nofalls" and ag._base("resample+nofalls") == "resample"
     assert ag.label({"synthetic": "unguided", "regenerate_unguided": True, "match_reward": True}, {
         "action_layout": "linear"}) == "unguided+linact+rwmatch"
+    assert ag.label({"synthetic": "unguided", "regenerate_unguided": True, "actor_batch": "real"}, {
+        "action_layout": "linear"}) == "unguided+linact+actorreal"
     assert ag.pairs({"none", "resample", "resample+nofalls"}) == [
         ("resample", "none"), ("resample+nofalls", "none"), ("resample+nofalls", "resample")]
     got = ag.pairs({"none", "pgd", "unguided", "pgd+sim", "pgd@128real"})

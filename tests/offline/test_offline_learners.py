@@ -76,6 +76,33 @@ def test_soft_target_updates():
         assert torch.allclose(tgt, 0.8 * old + 0.2 * new, atol=1e-6)
 
 
+def test_td3bc_actor_rows_move_only_the_actors_step():
+    """``learn(rows, actor_rows)`` (the actor_batch=real diagnostic): the critic's step is the one on ``rows``, the
+    actor's step is the one it would take on ``actor_rows``; IQL refuses a separate actor batch."""
+    import copy
+
+    tr, other = _transitions(), _transitions(96)
+    base = TD3BC(4, 2, [-1, -1], [1, 1], tr["obs"], TD3BCConfig(hidden=(16,)), seed=3)
+    rows, a_rows = base.pack(tr), base.pack({k: v[:64] + 0.5 * (k != "done") for k, v in other.items()})
+    mixed, split = copy.deepcopy(base), copy.deepcopy(base)
+    for _ in range(2):  # step 2 holds the actor's step (policy delay 2)
+        m_mixed, m_split = mixed.learn(rows), split.learn(rows, a_rows)
+    assert all(torch.equal(a, b) for a, b in zip(mixed.critic.parameters(), split.critic.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(mixed.actor.parameters(), split.actor.parameters()))
+    # the split agent's actor took the step TD3+BC takes on a_rows from the same critic
+    ref = copy.deepcopy(base)
+    ref.learn(rows)
+    ref.steps += 1
+    ref.critic_update(ref.split(rows))
+    ref.actor_update(ref.split(a_rows))
+    assert all(torch.equal(a, b) for a, b in zip(ref.actor.parameters(), split.actor.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(ref.critic_target.parameters(), split.critic_target.parameters()))
+    assert m_split["actor/bc_mse"] != m_mixed["actor/bc_mse"]
+    iql = IQL(4, 2, [-1, -1], [1, 1], tr["obs"], IQLConfig(hidden=(16,)))
+    with pytest.raises(ValueError, match="TD3\\+BC / PRDC only"):
+        iql.learn(iql.pack(tr), iql.pack(tr))
+
+
 def test_prdc_pulls_toward_nearest_dataset_pair():
     tr = _transitions(50)
     agent = build_learner("prdc", tr, [-1, -1], [1, 1], PRDCConfig(hidden=(16,)))

@@ -90,16 +90,40 @@ def test_dataset_stats_and_unknown_algo(minari_dir, tmp_path):
 def test_match_reward_deciles_gives_each_data_decile_a_tenth() -> None:
     """A synthetic set whose rewards run high, redrawn to the data's reward deciles: each decile then holds ~1/10 of
     the rows (before: most in the top ones), the size and the rows' contents (whole rows, not mixed) are kept."""
-    from gendiff.offline.pgd_loop import match_reward_deciles
+    from gendiff.offline.pgd_loop import match_reward_deciles, reward_decile_edges
 
     g = torch.Generator().manual_seed(0)
     real = torch.randn(20_000, generator=g)
     syn = {"rew": torch.randn(20_000, generator=g) + 0.8}
     syn["obs"] = syn["rew"][:, None].repeat(1, 3)  # a row's obs tells its reward: rows must stay whole
-    edges = torch.quantile(real, torch.linspace(0, 1, 11)[1:-1])
+    edges = reward_decile_edges(real)
+    assert edges.shape == (9,) and torch.allclose(edges, torch.quantile(real, torch.linspace(0, 1, 11)[1:-1]))
     before = torch.bincount(torch.bucketize(syn["rew"], edges), minlength=10) / 20_000
-    out = match_reward_deciles(syn, real, g)
+    out = match_reward_deciles(syn, edges, g)
     after = torch.bincount(torch.bucketize(out["rew"], edges), minlength=10) / 20_000
     assert before[-1] > 0.25 and before[0] < 0.03
     assert torch.allclose(after, torch.full((10,), 0.1), atol=0.01)
     assert out["obs"].shape == (20_000, 3) and torch.equal(out["obs"][:, 0], out["rew"])
+
+
+def test_actor_batch_real_draws_its_own_rows_and_only_for_td3bc() -> None:
+    """actor_batch=real: ``sample_real`` gives batch_size real rows from a stream of its own, so the mixed batches
+    the critic gets are the ones a run without it gets; IQL (its actor step reuses the critic batch) is refused."""
+    from gendiff.offline.pgd_loop import BatchSampler, TrainAgentConfig
+    from gendiff.offline.td3bc import TD3BC, TD3BCConfig
+
+    g = torch.Generator().manual_seed(0)
+    real = {"obs": torch.randn(50, 4, generator=g), "act": torch.rand(50, 2, generator=g) * 2 - 1,
+            "rew": torch.randn(50, generator=g), "next_obs": torch.randn(50, 4, generator=g), "done": torch.zeros(50)}
+    syn = {k: v + 10.0 * (k != "done") for k, v in real.items()}  # synthetic rows are told apart by obs > 5
+    agent = TD3BC(4, 2, [-1, -1], [1, 1], real["obs"], TD3BCConfig(hidden=(8,)))
+    plain, split = BatchSampler(agent, real, 32, 4, seed=1), BatchSampler(agent, real, 32, 4, seed=1)
+    plain.set_synthetic(syn)
+    split.set_synthetic(syn)
+    for _ in range(3):
+        actor_rows = split.sample_real()
+        assert torch.equal(plain.sample(), split.sample())
+        assert actor_rows.shape == (32, plain.real.shape[1]) and bool((agent.split(actor_rows).obs.abs() < 5).all())
+    TrainAgentConfig(algo="prdc", actor_batch="real")
+    with pytest.raises(ValueError, match="actor_batch='real' is a TD3\\+BC / PRDC diagnostic"):
+        TrainAgentConfig(algo="iql", actor_batch="real")
