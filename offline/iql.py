@@ -93,24 +93,27 @@ class IQL(OfflineLearner):
         opt.step()
 
     def learn(self, rows: Tensor, actor_rows: Tensor | None = None) -> dict[str, Tensor]:
-        if actor_rows is not None:
-            raise ValueError("IQL's actor step reuses the critic batch's advantages; actor_rows is TD3+BC / PRDC only")
         cfg, b = self.config, self.split(rows)
+        ab = b if actor_rows is None else self.split(actor_rows)  # the actor's rows (a diagnostic when separate)
         self.steps += 1
         with torch.no_grad():
             next_v = self.value(b.next_obs).squeeze(-1)  # for step 2, from V before its update (CORL)
             q_t = self.critic_target(b.obs_act).amin(0)
+            adv_actor = None if actor_rows is None else (  # step 3's advantages on the actor's rows, same networks
+                self.critic_target(ab.obs_act).amin(0) - self.value(ab.obs).squeeze(-1))
         v = self.value(b.obs).squeeze(-1)
         adv = q_t - v
+        if adv_actor is None:
+            adv_actor = adv
         v_loss = expectile_loss(adv, cfg.expectile)  # 1.
         self._step(self.value_opt, v_loss)
         y = b.rew + cfg.gamma * (1.0 - b.done) * next_v  # 2.
         q = self.critic(b.obs_act)
         q_loss = (q - y).square().mean()  # [E, B]: the mean over both critics of their MSEs
         self._step(self.critic_opt, q_loss)
-        weights = torch.exp(cfg.beta * adv.detach()).clamp_(max=cfg.exp_adv_max)  # 3.
-        mean, log_std = self.actor(b.obs)
-        logp = gaussian_log_prob(b.act, mean, log_std.expand_as(mean), check_finite=False)
+        weights = torch.exp(cfg.beta * adv_actor.detach()).clamp_(max=cfg.exp_adv_max)  # 3.
+        mean, log_std = self.actor(ab.obs)
+        logp = gaussian_log_prob(ab.act, mean, log_std.expand_as(mean), check_finite=False)
         actor_loss = -(weights * logp).mean()
         self._step(self.actor_opt, actor_loss)
         self.actor_opt.param_groups[0]["lr"] = self.actor_lr(self.steps)  # (a float: no scheduler object per step)

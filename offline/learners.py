@@ -161,7 +161,7 @@ class OfflineLearner:
 
     def learn(self, rows: Tensor, actor_rows: Tensor | None = None) -> dict[str, Tensor]:
         """One update on packed rows [B, D]; metrics as detached 0-dim tensors. ``actor_rows`` [B', D]: a separate
-        batch for the actor's step (a diagnostic, TD3+BC / PRDC only); None: the actor learns from ``rows``."""
+        batch for the actor's step (a diagnostic); None: the actor learns from ``rows``."""
         raise NotImplementedError
 
     def actor_mean(self, obs_n: Tensor) -> Tensor:

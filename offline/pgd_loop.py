@@ -72,9 +72,9 @@ class TrainAgentConfig:
     match_reward: bool = False  # a departure from the paper: each synthetic set is redrawn (with replacement) so
     # that its rewards fall in the data's reward deciles as often as the data's do (the trajectory model's rows carry
     # 6-9 % more reward than the data, benchmarks/offline/README.md)
-    actor_batch: Literal["mixed", "real"] = "mixed"  # real: diagnostic, TD3+BC's actor step on real rows only
-    # (its own batch of batch_size real rows, TD3+BC / PRDC) while the critic keeps the mixed batch, drawn exactly as
-    # without it: tells whether the synthetic rows cost the actor's step or the critic's
+    actor_batch: Literal["mixed", "real"] = "mixed"  # real: diagnostic, the actor's step on real rows only
+    # (its own batch of batch_size real rows) while the critic keeps the mixed batch, drawn exactly as without it:
+    # tells whether the synthetic rows cost the actor's step or the critic's
     eval_every: int = 5000  # agent steps between evaluations (0: only at the end)
     eval_episodes: int = 10  # episodes per evaluation
     progress: bool = True  # show a progress bar
@@ -90,9 +90,6 @@ class TrainAgentConfig:
                              "markdown, PNG, weights and run folder are put beside it, and without .json two runs "
                              "such as 'coeff0.1' and 'coeff0.3' would share 'coeff0.md' and 'coeff0/'")
         check_literal_fields(self)
-        if self.actor_batch == "real" and self.algo not in ("td3bc", "prdc"):
-            raise ValueError(f"actor_batch='real' is a TD3+BC / PRDC diagnostic (a separate actor step); algo "
-                             f"{self.algo!r} updates its actor from the critic's batch")
         check_numbers(self, positive=("batch_size", "diffusion_train_steps", "horizon", "sample_horizon",
                                       "num_inference_steps", "synther_train_steps"),
                       nonnegative=("eval_every", "guidance_coeff", "cosine_coeff"))

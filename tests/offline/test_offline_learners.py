@@ -76,9 +76,9 @@ def test_soft_target_updates():
         assert torch.allclose(tgt, 0.8 * old + 0.2 * new, atol=1e-6)
 
 
-def test_td3bc_actor_rows_move_only_the_actors_step():
+def test_actor_rows_move_only_the_actors_step():
     """``learn(rows, actor_rows)`` (the actor_batch=real diagnostic): the critic's step is the one on ``rows``, the
-    actor's step is the one it would take on ``actor_rows``; IQL refuses a separate actor batch."""
+    actor's step is the one it would take on ``actor_rows``, for TD3+BC and IQL."""
     import copy
 
     tr, other = _transitions(), _transitions(96)
@@ -98,9 +98,18 @@ def test_td3bc_actor_rows_move_only_the_actors_step():
     assert all(torch.equal(a, b) for a, b in zip(ref.actor.parameters(), split.actor.parameters()))
     assert all(torch.equal(a, b) for a, b in zip(ref.critic_target.parameters(), split.critic_target.parameters()))
     assert m_split["actor/bc_mse"] != m_mixed["actor/bc_mse"]
-    iql = IQL(4, 2, [-1, -1], [1, 1], tr["obs"], IQLConfig(hidden=(16,)))
-    with pytest.raises(ValueError, match="TD3\\+BC / PRDC only"):
-        iql.learn(iql.pack(tr), iql.pack(tr))
+    # IQL: the same rows as actor_rows give the plain update exactly; other rows move its actor only
+    iql = IQL(4, 2, [-1, -1], [1, 1], tr["obs"], IQLConfig(hidden=(16,)), seed=3)
+    plain, same, other_rows = copy.deepcopy(iql), copy.deepcopy(iql), copy.deepcopy(iql)
+    for _ in range(2):
+        plain.learn(rows)
+        same.learn(rows, rows)
+        other_rows.learn(rows, a_rows)
+    for net in ("actor", "value", "critic", "critic_target"):
+        p_plain, p_same, p_other = (list(getattr(a, net).parameters()) for a in (plain, same, other_rows))
+        assert all(torch.equal(a, b) for a, b in zip(p_plain, p_same)), net
+        moved = not all(torch.equal(a, b) for a, b in zip(p_plain, p_other))
+        assert moved == (net == "actor"), net
 
 
 def test_prdc_pulls_toward_nearest_dataset_pair():
