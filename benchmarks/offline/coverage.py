@@ -18,6 +18,12 @@ not rescue them). This measures them, against held-out real rows as the yardstic
    Each mean comes with a 95 % bootstrap interval over rows.
 4. PGD is guided by a TD3+BC agent saved by ``agents.py`` / ``train-agent`` (``--agent``: its .safetensors), with
    ``--coeff`` and the reference's Heun sampler (``--sampler``, ``--inference-steps``: how sampling changes it).
+5. The value a row feeds a critic (``--critic``: a TD3+BC agent's .safetensors, e.g. one trained on real data only,
+   as a fixed judge): its TD3 backup y = r + gamma (1 - d) min_k Q_k(s', pi(s')) (step 1 of td3bc.py, without the
+   smoothing noise), and the same with the simulator's r, s' and d for the row's (s, a) (``relabel_with_simulator``).
+   y - y_sim is the value a row's generated dynamics add (real rows: ~0), y_sim - the real rows' y the value its
+   choice of (s, a) adds; a critic trained on the rows inherits both. The spread of y over rows (std, 5 / 95 %
+   quantiles) says how much of the data's range of values the rows cover.
 
   python benchmarks/offline/coverage.py --tiny --dataset-id gendiff/hopper/randomtiny-v0   # smoke
 Full commands and results: benchmarks/offline/README.md.
@@ -52,6 +58,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--pipeline", required=True, help="a saved trajectory pipeline folder")
     p.add_argument("--synther", default="", help="a saved SynthER folder ('' skips the row)")
     p.add_argument("--agent", default="", help="a TD3+BC learner's .safetensors to guide PGD ('' skips the row)")
+    p.add_argument("--critic", default="", help="a TD3+BC learner's .safetensors whose critic values each row's "
+                   "backup, generated vs simulated (step 5; '' skips it)")
     p.add_argument("--coeff", type=float, default=0.1)
     p.add_argument("--transitions", type=int, default=2000)
     p.add_argument("--held-out", type=int, default=2000)
@@ -103,6 +111,23 @@ def measure(obs: Tensor, act: Tensor, rew: Tensor, ref: cKDTree, mu: Tensor, sd:
             "familiar_cut": cut, "reward": mean_ci(rew.numpy())}
 
 
+def backups(judge: Any, env_id: str, tr: dict[str, Tensor]) -> dict[str, Any]:
+    """Step 5 for one source: rows ``tr`` (obs / act / rew / next_obs / done, N each) -> the TD3 backup y under the
+    ``judge`` learner, the simulator's y_sim for the same (s, a), and y - y_sim, each mean with a 95 % interval."""
+    from gendiff.offline.dynamics import relabel_with_simulator
+
+    def y(rows: dict[str, Tensor]) -> Tensor:
+        with torch.no_grad():
+            s2 = judge.state_norm(rows["next_obs"].float())
+            v = judge.critic_target(s2, judge.actor_target(s2)).amin(0).squeeze(-1)  # [N]
+        return rows["rew"].float() + judge.config.gamma * (1.0 - rows["done"].float()) * v
+
+    y_gen, y_sim = y(tr), y(relabel_with_simulator(env_id, tr))
+    return {"backup": mean_ci(y_gen.numpy()), "backup_sim": mean_ci(y_sim.numpy()),
+            "backup_gap": mean_ci((y_gen - y_sim).numpy()), "backup_std": float(y_gen.std()),
+            "backup_quantiles": {q: float(y_gen.quantile(q)) for q in (0.05, 0.5, 0.95)}}
+
+
 def main() -> None:
     a = _args()
     torch.set_num_threads(1)
@@ -116,6 +141,8 @@ def main() -> None:
     tree = cKDTree(ref_z.double().numpy())
     bc = fit_bc(ref_z, real["act"][ref], a.bc_steps, a.seed)  # 2.
     rows: dict[str, dict[str, Any]] = {}
+    keys = ("obs", "act", "rew", "next_obs", "done")
+    sets: dict[str, dict[str, Tensor]] = {"real (held out)": {k: real[k][held] for k in keys}}
     rows["real (held out)"] = measure(*(real[k][held] for k in ("obs", "act", "rew")), tree, mu, sd, bc, None)  # 3.
     cut = rows["real (held out)"]["familiar_cut"]
     pipe = with_sampler(load_trajectory_pipeline(a.pipeline, ds, strict=False), a.sampler)
@@ -124,15 +151,26 @@ def main() -> None:
     cfg = TrainAgentConfig(dataset_id="", sample_horizon=a.sample_horizon, num_inference_steps=a.inference_steps,
                            guidance_coeff=a.coeff)
     tr = sample_windows(pipe, windows, cfg, None, gen)
+    sets["unguided"] = {k: tr[k][: a.transitions] for k in keys}
     rows["unguided"] = measure(*(tr[k][: a.transitions] for k in ("obs", "act", "rew")), tree, mu, sd, bc, cut)
     if a.agent:  # 4.
         agent = load_learner_weights(build_learner("td3bc", real, ds.action_low, ds.action_high, seed=a.seed), a.agent)
         tr = sample_windows(pipe, windows, cfg, agent, gen)
+        sets[f"pgd (coeff {a.coeff:g})"] = {k: tr[k][: a.transitions] for k in keys}
         rows[f"pgd (coeff {a.coeff:g})"] = measure(*(tr[k][: a.transitions] for k in ("obs", "act", "rew")), tree,
                                                    mu, sd, bc, cut)
     if a.synther:
         s = SynthER.load(a.synther).sample(a.transitions, a.inference_steps, gen)
+        sets["synther"] = {k: s[k] for k in keys}
         rows["synther"] = measure(s["obs"], s["act"], s["rew"], tree, mu, sd, bc, cut)
+    if a.critic:  # 5.
+        if ds.env_id is None:
+            raise ValueError(f"--critic needs the dataset's environment (the simulator's backups); {a.dataset_id!r} "
+                             "names none")
+        judge = load_learner_weights(build_learner("td3bc", real, ds.action_low, ds.action_high, seed=a.seed),
+                                     a.critic)
+        for k, rows_k in sets.items():
+            rows[k].update(backups(judge, ds.env_id, rows_k))
     res = {"settings": vars(a), "rows": rows, "wall_s": time.perf_counter() - t0,
            "machine": machine_line("1 thread")}
     out = Path(a.out)
@@ -153,6 +191,14 @@ def main() -> None:
 
     md += [f"| {k} | {cell(r['state_nn'])} | {cell(r['bc_residual'])} | {cell(r['bc_residual_familiar'])} | "
            f"{r['familiar_share']:.2f} | {r['saturated']:.3f} | {cell(r['reward'])} |" for k, r in rows.items()]
+    if a.critic:
+        md += ["", f"Step 5, the TD3 backup y = r + gamma (1 - d) min_k Q_k(s', pi(s')) each row feeds a critic, judged "
+               f"by {a.critic}; y_sim: the simulator's r, s', d for the same (s, a):", "",
+               "| rows | backup y [95 %] | y over rows: std (5 % / 50 % / 95 %) | y_sim [95 %] | y - y_sim [95 %] |",
+               "|---|---|---|---|---|"]
+        md += [f"| {k} | {cell(r['backup'])} | {r['backup_std']:.1f} ({r['backup_quantiles'][0.05]:.1f} / "
+               f"{r['backup_quantiles'][0.5]:.1f} / {r['backup_quantiles'][0.95]:.1f}) | {cell(r['backup_sim'])} | "
+               f"{cell(r['backup_gap'])} |" for k, r in rows.items()]
     beside(out, ".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
