@@ -9,7 +9,8 @@
    guidance from the current policy for ``pgd`` and unguided for the others, as the reference regenerates its
    unguided baseline (K = 10,000; ``regenerate_unguided=False`` keeps the non-PGD sets made once).
 3. Each agent step draws ``real_per_batch`` real and ``batch_size - real_per_batch`` synthetic transitions
-   (reference: 16 + 240 = 256).
+   (reference: 16 + 240 = 256); with ``actor_batch="real"`` (a diagnostic) the actor's step takes its own batch of
+   ``batch_size`` real transitions instead.
 4. Evaluate every ``eval_every`` steps and at the end (D4RL normalised score, >= 10 episodes);
    write results JSON, a markdown table and a learning-curve PNG.
 """
