@@ -94,17 +94,17 @@ class IQL(OfflineLearner):
 
     def learn(self, rows: Tensor, actor_rows: Tensor | None = None) -> dict[str, Tensor]:
         cfg, b = self.config, self.split(rows)
-        ab = b if actor_rows is None else self.split(actor_rows)  # the actor's rows (a diagnostic when separate)
         self.steps += 1
         with torch.no_grad():
             next_v = self.value(b.next_obs).squeeze(-1)  # for step 2, from V before its update (CORL)
             q_t = self.critic_target(b.obs_act).amin(0)
-            adv_actor = None if actor_rows is None else (  # step 3's advantages on the actor's rows, same networks
-                self.critic_target(ab.obs_act).amin(0) - self.value(ab.obs).squeeze(-1))
         v = self.value(b.obs).squeeze(-1)
         adv = q_t - v
-        if adv_actor is None:
-            adv_actor = adv
+        ab, adv_actor = b, adv
+        if actor_rows is not None:  # a diagnostic: step 3 on its own rows, their advantages from the same networks
+            ab = self.split(actor_rows)
+            with torch.no_grad():
+                adv_actor = self.critic_target(ab.obs_act).amin(0) - self.value(ab.obs).squeeze(-1)
         v_loss = expectile_loss(adv, cfg.expectile)  # 1.
         self._step(self.value_opt, v_loss)
         y = b.rew + cfg.gamma * (1.0 - b.done) * next_v  # 2.

@@ -111,6 +111,11 @@ def measure(obs: Tensor, act: Tensor, rew: Tensor, ref: cKDTree, mu: Tensor, sd:
             "familiar_cut": cut, "reward": mean_ci(rew.numpy())}
 
 
+def _oar(tr: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """A source's (obs, act, rew), the inputs of :func:`measure`."""
+    return tr["obs"], tr["act"], tr["rew"]
+
+
 def backups(judge: Any, env_id: str, tr: dict[str, Tensor]) -> dict[str, Any]:
     """Step 5 for one source: rows ``tr`` (obs / act / rew / next_obs / done, N each) -> the TD3 backup y under the
     ``judge`` learner, the simulator's y_sim for the same (s, a), and y - y_sim, each mean with a 95 % interval."""
@@ -143,7 +148,7 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     keys = ("obs", "act", "rew", "next_obs", "done")
     sets: dict[str, dict[str, Tensor]] = {"real (held out)": {k: real[k][held] for k in keys}}
-    rows["real (held out)"] = measure(*(real[k][held] for k in ("obs", "act", "rew")), tree, mu, sd, bc, None)  # 3.
+    rows["real (held out)"] = measure(*_oar(sets["real (held out)"]), tree, mu, sd, bc, None)  # 3.
     cut = rows["real (held out)"]["familiar_cut"]
     pipe = with_sampler(load_trajectory_pipeline(a.pipeline, ds, strict=False), a.sampler)
     gen = torch.Generator().manual_seed(a.seed)
@@ -152,17 +157,17 @@ def main() -> None:
                            guidance_coeff=a.coeff)
     tr = sample_windows(pipe, windows, cfg, None, gen)
     sets["unguided"] = {k: tr[k][: a.transitions] for k in keys}
-    rows["unguided"] = measure(*(tr[k][: a.transitions] for k in ("obs", "act", "rew")), tree, mu, sd, bc, cut)
+    rows["unguided"] = measure(*_oar(sets["unguided"]), tree, mu, sd, bc, cut)
     if a.agent:  # 4.
         agent = load_learner_weights(build_learner("td3bc", real, ds.action_low, ds.action_high, seed=a.seed), a.agent)
         tr = sample_windows(pipe, windows, cfg, agent, gen)
-        sets[f"pgd (coeff {a.coeff:g})"] = {k: tr[k][: a.transitions] for k in keys}
-        rows[f"pgd (coeff {a.coeff:g})"] = measure(*(tr[k][: a.transitions] for k in ("obs", "act", "rew")), tree,
-                                                   mu, sd, bc, cut)
+        pgd = f"pgd (coeff {a.coeff:g})"
+        sets[pgd] = {k: tr[k][: a.transitions] for k in keys}
+        rows[pgd] = measure(*_oar(sets[pgd]), tree, mu, sd, bc, cut)
     if a.synther:
         s = SynthER.load(a.synther).sample(a.transitions, a.inference_steps, gen)
         sets["synther"] = {k: s[k] for k in keys}
-        rows["synther"] = measure(s["obs"], s["act"], s["rew"], tree, mu, sd, bc, cut)
+        rows["synther"] = measure(*_oar(sets["synther"]), tree, mu, sd, bc, cut)
     if a.critic:  # 5.
         if ds.env_id is None:
             raise ValueError(f"--critic needs the dataset's environment (the simulator's backups); {a.dataset_id!r} "
